@@ -1,0 +1,103 @@
+"""Events the runner emits while a sweep runs, consumed by the UI, the headless progress
+printer and ``live.jsonl`` (so ``mle-tui attach DIR`` can follow a run started elsewhere).
+
+A tagged union of msgspec Structs: ``msgspec.json.decode(line, type=Event)``.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from .config import Config
+
+
+class _E(msgspec.Struct, kw_only=True, tag_field="type"):
+    pass
+
+
+class RunStarted(_E, tag="run_started"):
+    run_id: str
+    run_dir: str
+    configs: list[str]
+    skipped: list[str]  # already completed (resume)
+    power_source: str
+    simulated: bool
+
+
+class ConfigStarted(_E, tag="config_started"):
+    key: str
+    index: int
+    total: int
+    config: Config
+    label: str
+    num_requests: int
+    #: Requested and enforced (read back) power limit per GPU, W.
+    power_limit_w: list[float] | None = None
+
+
+class PowerSample(_E, tag="power"):
+    t_s: float
+    per_gpu_w: list[float]
+    total_w: float
+    memory_w: float | None = None
+    average_w: float | None = None
+
+
+class BatchSampleEvent(_E, tag="batch"):
+    t_s: float
+    running: float
+    waiting: float
+    kv_cache_usage: float | None = None
+
+
+class SteadyUpdate(_E, tag="steady"):
+    """Steady window detected (end_s None while still open) with its running figures."""
+
+    start_s: float
+    end_s: float | None
+    mean_batch: float | None = None
+    energy_per_token_j: float | None = None
+    gates: dict[str, bool] = {}
+
+
+class RequestProgress(_E, tag="progress"):
+    done: int
+    total: int
+    t_s: float
+
+
+class LogLine(_E, tag="log"):
+    line: str
+
+
+class ConfigFinished(_E, tag="config_finished"):
+    key: str
+    status: str
+    reasons: list[str]
+    energy_per_request_j: float | None
+    latency_value_s: float | None
+    record_path: str
+
+
+class RunFinished(_E, tag="run_finished"):
+    completed: int
+    failed: int
+    invalid: int
+    stopped: bool
+
+
+Event = (
+    RunStarted | ConfigStarted | PowerSample | BatchSampleEvent | SteadyUpdate | RequestProgress
+    | LogLine | ConfigFinished | RunFinished
+)
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(Event)
+
+
+def encode_event(event: Event) -> bytes:
+    return _encoder.encode(event)
+
+
+def decode_event(line: bytes | str) -> Event:
+    return _decoder.decode(line)

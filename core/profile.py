@@ -1,0 +1,332 @@
+"""Benchmark profiles: TOML decoded by msgspec into validated Structs.
+
+A bad profile raises :class:`~mle_tui.core.errors.InputError` naming the file, the field path
+and the problem; the CLI prints that one line and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+import msgspec
+
+from .errors import InputError
+from .sweep import SweepSyntaxError, parse_axis
+
+Runtime = Literal["vllm", "transformers", "diffusers", "sim"]
+Task = Literal["chat", "code", "text-to-image"]
+LatencyMetric = Literal["tpot", "ttft", "itl", "e2e", "batch_latency"]
+SteadyRule = Literal["saturation", "request-count"]
+AxisValue = int | float | str | list[int | float | str]
+
+#: The latency metric each task is judged by (paper §3.3).
+DEFAULT_METRIC: dict[str, LatencyMetric] = {
+    "chat": "tpot",
+    "code": "e2e",
+    "text-to-image": "batch_latency",
+}
+
+_DURATION = re.compile(r"^\s*(?P<v>\d+(?:\.\d+)?)\s*(?P<u>ms|s|min)?\s*$")
+
+
+def parse_duration_s(value: float | int | str) -> float:
+    """``0.1``, ``"100ms"``, ``"5s"``, ``"2min"`` -> seconds. Raises ValueError."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 100ms or 5s")
+    if isinstance(value, (int, float)):
+        if value <= 0 or not math.isfinite(value):
+            raise ValueError("a duration must be a positive number of seconds")
+        return float(value)
+    m = _DURATION.match(value)
+    if m is None:
+        raise ValueError(f"cannot parse duration {value!r}: use e.g. 100ms, 5s, 2min")
+    v = float(m["v"])
+    unit = m["u"] or "s"
+    seconds = v / 1000.0 if unit == "ms" else v * 60.0 if unit == "min" else v
+    if seconds <= 0:
+        raise ValueError("a duration must be positive")
+    return seconds
+
+
+class _Base(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class ModelSpec(_Base):
+    #: Hugging Face id or local directory.
+    id: str
+    #: ``pretrained`` loads real weights; ``dummy`` builds the real architecture with random
+    #: weights (see README "Dummy weights": normal(0, 0.02) for in-process runtimes,
+    #: vLLM's own dummy loader, uniform(-1e-3, 1e-3), for vLLM).
+    weights: Literal["pretrained", "dummy"] = "pretrained"
+    #: Tokenizer to use when the model directory has none (HF id or local dir).
+    tokenizer: str | None = None
+    dtype: Literal["bfloat16", "float16", "float32", "auto"] = "bfloat16"
+
+    def __post_init__(self) -> None:
+        if not self.id.strip():
+            raise ValueError("model id must not be empty")
+
+
+class DatasetSpec(_Base):
+    #: ``sharegpt``, ``humaneval``, ``partiprompts``, ``jsonl`` or ``synthetic``.
+    name: Literal["sharegpt", "humaneval", "partiprompts", "jsonl", "synthetic"]
+    #: File path (or HF dataset id) overriding the packaged copy.
+    path: str | None = None
+    num_requests: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 512
+    #: Repeat the sampled requests this many times (N >> max_num_seqs).
+    repeats: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 1
+    seed: int = 0
+    min_prompt_tokens: Annotated[int, msgspec.Meta(ge=1)] = 4
+    max_prompt_tokens: Annotated[int, msgspec.Meta(ge=1)] = 1024
+    min_output_tokens: Annotated[int, msgspec.Meta(ge=1)] = 4
+    max_output_tokens: Annotated[int, msgspec.Meta(ge=1)] = 1024
+
+    def __post_init__(self) -> None:
+        if self.min_prompt_tokens > self.max_prompt_tokens:
+            raise ValueError("min_prompt_tokens is above max_prompt_tokens")
+        if self.min_output_tokens > self.max_output_tokens:
+            raise ValueError("min_output_tokens is above max_output_tokens")
+        if self.name in ("jsonl", "partiprompts") and self.name == "jsonl" and not self.path:
+            raise ValueError("a jsonl dataset needs a path")
+
+
+class SweepSpec(_Base):
+    """Sweep axes. Each takes a number, a list, or a range such as ``"8..256 x2"``."""
+
+    max_num_seqs: AxisValue | None = None
+    tensor_parallel: AxisValue = 1
+    pipeline_parallel: AxisValue = 1
+    #: GPU power limits to sweep, in W. Omitted: the limit is left untouched.
+    power_limit_w: AxisValue | None = None
+    batch_size: AxisValue | None = None
+    num_inference_steps: AxisValue | None = None
+    #: ``"768x768"`` strings or a list of them.
+    resolution: str | list[str] | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("max_num_seqs", "tensor_parallel", "pipeline_parallel", "power_limit_w",
+                     "batch_size", "num_inference_steps"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            try:
+                values = parse_axis(value)
+            except SweepSyntaxError as exc:
+                raise ValueError(f"sweep.{name}: {exc}") from None
+            if any(v <= 0 or not float(v).is_integer() for v in values):
+                raise ValueError(f"sweep.{name}: values must be positive integers")
+        for res in self.resolutions():
+            if _parse_resolution(res) is None:
+                raise ValueError(f"sweep.resolution: {res!r} is not WIDTHxHEIGHT")
+
+    def axis(self, name: str) -> list[int]:
+        value = getattr(self, name)
+        if value is None:
+            return []
+        return [int(v) for v in parse_axis(value)]
+
+    def resolutions(self) -> list[str]:
+        if self.resolution is None:
+            return []
+        return [self.resolution] if isinstance(self.resolution, str) else list(self.resolution)
+
+
+def _parse_resolution(text: str) -> tuple[int, int] | None:
+    m = re.match(r"^\s*(\d+)\s*[x×]\s*(\d+)\s*$", text)
+    if not m or int(m[1]) <= 0 or int(m[2]) <= 0:
+        return None
+    return int(m[1]), int(m[2])
+
+
+class ServerSpec(_Base):
+    """vLLM server options (ignored by in-process runtimes except where noted)."""
+
+    max_model_len: Annotated[int, msgspec.Meta(ge=16)] | None = None
+    gpu_memory_utilization: Annotated[float, msgspec.Meta(gt=0, le=1)] | None = None
+    enforce_eager: bool = False
+    extra_args: list[str] = []
+    env: dict[str, str] = {}
+    startup_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 900.0
+    #: Seconds without a log line, while requests are outstanding, after which the server is
+    #: declared hung.
+    stall_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 300.0
+
+
+class LoadSpec(_Base):
+    #: Requests per second; ``inf`` (default) submits everything at t = 0 (the paper's setting).
+    request_rate: float = math.inf
+    #: Gamma shape for arrivals (1.0 = Poisson).
+    burstiness: Annotated[float, msgspec.Meta(gt=0)] = 1.0
+    #: Client-side concurrency cap; 0 = none.
+    max_concurrency: Annotated[int, msgspec.Meta(ge=0)] = 0
+    #: Diffusion: measured batches per configuration (after one warm-up batch).
+    batches: Annotated[int, msgspec.Meta(ge=1)] = 5
+    warmup_batches: Annotated[int, msgspec.Meta(ge=0)] = 1
+
+    def __post_init__(self) -> None:
+        if not self.request_rate > 0:
+            raise ValueError("load.request_rate must be positive (inf = all at once)")
+
+
+class SteadySpec(_Base):
+    rule: SteadyRule = "saturation"
+    min_window_s: Annotated[float, msgspec.Meta(ge=0)] = 20.0
+    min_batch_fraction: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.85
+    max_energy_per_token_j: Annotated[float, msgspec.Meta(gt=0)] = 100.0
+    max_cap_fraction: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.30
+
+
+class TargetSpec(_Base):
+    metric: LatencyMetric | None = None
+    #: ``"100ms"``, ``"5s"`` or seconds as a number.
+    value: float | int | str | None = None
+
+    def __post_init__(self) -> None:
+        if self.value is not None:
+            parse_duration_s(self.value)
+
+    def value_s(self) -> float | None:
+        return None if self.value is None else parse_duration_s(self.value)
+
+
+class CostSpec(_Base):
+    electricity_usd_per_kwh: Annotated[float, msgspec.Meta(ge=0)] = 0.12
+    carbon_g_per_kwh: Annotated[float, msgspec.Meta(ge=0)] = 400.0
+
+
+class GpuSpec(_Base):
+    #: GPU indices to use (first ``tensor_parallel × pipeline_parallel`` of them per config).
+    indices: list[Annotated[int, msgspec.Meta(ge=0)]] | None = None
+    #: Allow the simulated GPU when no NVML GPU can be read.
+    allow_simulated: bool = False
+    #: Force the simulated GPU even where NVML works (demo, tests).
+    simulated: bool = False
+
+
+class SimSpec(_Base):
+    """Parameters of the simulated GPU and the ``sim`` runtime (a test double and demo)."""
+
+    gpu_name: str = "Simulated H100 SXM"
+    tdp_w: Annotated[float, msgspec.Meta(gt=0)] = 700.0
+    idle_w: Annotated[float, msgspec.Meta(gt=0)] = 75.0
+    #: Run on the wall clock (demo) instead of a virtual clock (fast, for tests).
+    realtime: bool = False
+    #: Speed-up of the virtual clock when ``realtime``; 1.0 = wall-clock speed.
+    time_scale: Annotated[float, msgspec.Meta(gt=0)] = 1.0
+    seed: int = 0
+
+
+class Profile(_Base):
+    name: str
+    task: Task
+    runtime: Runtime
+    model: ModelSpec
+    dataset: DatasetSpec
+    sweep: SweepSpec
+    description: str = ""
+    server: ServerSpec = msgspec.field(default_factory=ServerSpec)
+    load: LoadSpec = msgspec.field(default_factory=LoadSpec)
+    steady_state: SteadySpec = msgspec.field(default_factory=SteadySpec)
+    target: TargetSpec = msgspec.field(default_factory=TargetSpec)
+    cost: CostSpec = msgspec.field(default_factory=CostSpec)
+    gpu: GpuSpec = msgspec.field(default_factory=GpuSpec)
+    sim: SimSpec = msgspec.field(default_factory=SimSpec)
+
+    def __post_init__(self) -> None:
+        llm = self.task in ("chat", "code")
+        if llm and self.runtime == "diffusers":
+            raise ValueError(f"runtime: diffusers cannot serve task {self.task!r}")
+        if not llm and self.runtime in ("vllm", "transformers"):
+            raise ValueError(f"runtime: {self.runtime} cannot serve task {self.task!r}")
+        if llm and self.sweep.max_num_seqs is None:
+            raise ValueError("sweep.max_num_seqs: required for LLM tasks")
+        if not llm and self.sweep.batch_size is None:
+            raise ValueError("sweep.batch_size: required for text-to-image")
+        if not llm and self.sweep.num_inference_steps is None:
+            raise ValueError("sweep.num_inference_steps: required for text-to-image")
+
+    @property
+    def is_llm(self) -> bool:
+        return self.task in ("chat", "code")
+
+    def latency_metric(self) -> LatencyMetric:
+        return self.target.metric or DEFAULT_METRIC[self.task]
+
+    def configs(self) -> list["Config"]:
+        """Expand the sweep into configurations, in a deterministic order."""
+        from .config import Config
+
+        s = self.sweep
+        res = [_parse_resolution(r) for r in s.resolutions()] or [None]
+        axes = [
+            s.axis("max_num_seqs") or [None],
+            s.axis("batch_size") or [None],
+            s.axis("num_inference_steps") or [None],
+            res,
+            s.axis("tensor_parallel") or [1],
+            s.axis("pipeline_parallel") or [1],
+            s.axis("power_limit_w") or [None],
+        ]
+        out = []
+        for mns, bs, steps, wh, tp, pp, pl in itertools.product(*axes):
+            out.append(
+                Config(
+                    max_num_seqs=mns,
+                    batch_size=bs,
+                    num_inference_steps=steps,
+                    width=wh[0] if wh else None,
+                    height=wh[1] if wh else None,
+                    tensor_parallel=tp,
+                    pipeline_parallel=pp,
+                    power_limit_w=pl,
+                )
+            )
+        return out
+
+
+def _field_path(message: str) -> tuple[str, str]:
+    """Split msgspec's "... - at `$.a.b`" into (field path, problem)."""
+    m = re.search(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", message, re.S)
+    problem = (m["msg"] if m else message).strip()
+    path = (m["path"] or "").lstrip(".") if m else ""
+    # Our own __post_init__ messages start with "field.path: problem".
+    inner = re.match(r"^([a-z_][a-z0-9_.]*): (.*)$", problem, re.S)
+    if inner and "." in inner[1] or (inner and not path):
+        sub = inner[1]
+        path = sub if (not path or sub.startswith(path)) else f"{path}.{sub}"
+        problem = inner[2]
+    problem = problem.replace("`", "")
+    return path or "(top level)", " ".join(problem.split())
+
+
+def decode_profile(data: bytes | str, source: str = "<profile>") -> Profile:
+    """Decode TOML text into a :class:`Profile`, raising a one-line :class:`InputError`."""
+    raw = data.encode() if isinstance(data, str) else data
+    try:
+        return msgspec.toml.decode(raw, type=Profile)
+    except msgspec.ValidationError as exc:
+        path, problem = _field_path(str(exc))
+        raise InputError(source, path, problem) from None
+    except msgspec.DecodeError as exc:
+        raise InputError(source, "(syntax)", " ".join(str(exc).split())) from None
+
+
+def load_profile(path: str | Path) -> Profile:
+    """Load a profile file. A missing or unreadable file is an :class:`InputError`."""
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
+        raise InputError(str(p), "", "no such profile file") from None
+    except OSError as exc:
+        raise InputError(str(p), "", exc.strerror or str(exc)) from None
+    return decode_profile(data, str(p))
+
+
+def encode_profile(profile: Profile) -> bytes:
+    return msgspec.toml.encode(profile)

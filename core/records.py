@@ -1,0 +1,246 @@
+"""The record schema: one msgspec record per configuration, plus a run manifest.
+
+Everything that crosses a module boundary or reaches disk is a Struct defined here.
+Units are in the field names (``_s``, ``_w``, ``_j``). Times inside a record are seconds
+relative to the configuration's start (``Record.started_unix_s``).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+from .config import Config
+
+SCHEMA_VERSION = 1
+
+Status = Literal["ok", "invalid", "failed"]
+PowerSourceKind = Literal["nvml", "simulated"]
+
+#: vLLM ``bench serve`` definitions, stated next to every exported metric.
+FORMULAS: dict[str, str] = {
+    "ttft": "first chunk with non-empty choices - send time (vLLM bench serve)",
+    "tpot": "(e2e - ttft) / (output_tokens - 1), per request with output_tokens > 1 (vLLM bench serve)",
+    "itl": "every gap between successive token-bearing chunks after the first, pooled over requests (vLLM bench serve)",
+    "e2e": "last token-bearing chunk - send time (vLLM bench serve)",
+    "batch_latency": "wall time of one whole diffusion batch, CUDA-synchronised (ML.ENERGY)",
+    "percentiles": "linear interpolation (numpy default)",
+    "energy_per_request_llm": "E_steady / tokens_steady * mean output tokens per request (ML.ENERGY eq. 2)",
+    "energy_per_request_diffusion": "E_batch / B (ML.ENERGY eq. 1)",
+    "tdp_estimate": "TDP * number of GPUs * time (the estimate the paper shows overestimates)",
+}
+
+
+class _S(msgspec.Struct, kw_only=True, omit_defaults=False):
+    pass
+
+
+class LatencyStats(_S, kw_only=True):
+    mean_s: float | None = None
+    p50_s: float | None = None
+    p90_s: float | None = None
+    p99_s: float | None = None
+    count: int = 0
+    formula: str = ""
+
+
+class Latency(_S, kw_only=True):
+    ttft: LatencyStats | None = None
+    tpot: LatencyStats | None = None
+    itl: LatencyStats | None = None
+    e2e: LatencyStats | None = None
+    batch_latency: LatencyStats | None = None
+
+
+class Throughput(_S, kw_only=True):
+    """Over the steady window for LLMs; over measured batches for diffusion."""
+
+    requests_per_s: float | None = None
+    output_tokens_per_s: float | None = None
+    images_per_s: float | None = None
+
+
+class RequestRow(_S, kw_only=True):
+    """One request as the client saw it. Times are seconds from the configuration start."""
+
+    id: int
+    send_s: float
+    first_token_s: float | None
+    end_s: float | None
+    input_tokens: int
+    output_tokens: int
+    #: Output stopped at ``max_tokens`` rather than EOS.
+    hit_cap: bool = False
+    ok: bool = True
+    error: str | None = None
+    ttft_s: float | None = None
+    tpot_s: float | None = None
+    e2e_s: float | None = None
+    #: Number of inter-token gaps this request contributed to the pooled ITL.
+    itl_count: int = 0
+
+
+class BatchRow(_S, kw_only=True):
+    """One measured diffusion batch (a Zeus window bracketed by CUDA synchronisation)."""
+
+    index: int
+    start_s: float
+    end_s: float
+    latency_s: float
+    energy_j: float
+    batch_size: int
+    warmup: bool = False
+
+
+class PowerTimeline(_S, kw_only=True):
+    """Power samples (zero-order hold) summed over the configuration's GPUs and per GPU."""
+
+    t_s: list[float] = []
+    total_w: list[float] = []
+    #: GPU index (as a string, JSON keys) -> instant power in W.
+    per_gpu_w: dict[str, list[float]] = {}
+    #: 1-s average power summed over GPUs, where the source supports it.
+    average_w: list[float] | None = None
+    #: HBM power summed over GPUs, where the source supports it.
+    memory_w: list[float] | None = None
+    #: Cumulative energy counter summed over GPUs, J, relative to the first sample.
+    energy_j: list[float] = []
+    period_s: float = 0.1
+    #: Samples were decimated for storage by this factor (1 = none).
+    decimation: int = 1
+
+
+class BatchTimeline(_S, kw_only=True):
+    """Server-side batch trace: running / waiting requests, on the power timeline's clock."""
+
+    t_s: list[float] = []
+    running: list[float] = []
+    waiting: list[float] = []
+    kv_cache_usage: list[float] | None = None
+    preemptions_total: list[float] | None = None
+    generation_tokens_total: list[float] | None = None
+    source: str = ""
+
+
+class Gate(_S, kw_only=True):
+    name: str
+    ok: bool
+    value: float | None
+    threshold: float | None
+    message: str
+    #: ``error`` gates make the record invalid; ``warning`` gates only report.
+    severity: Literal["error", "warning"] = "error"
+
+
+class SteadyState(_S, kw_only=True):
+    rule: Literal["saturation", "request-count", "whole-run"]
+    start_s: float
+    end_s: float
+    energy_j: float
+    tokens: int
+    mean_batch: float
+    requests_finished: int = 0
+    gates: list[Gate] = []
+
+    @property
+    def duration_s(self) -> float:
+        return self.end_s - self.start_s
+
+
+class Hardware(_S, kw_only=True):
+    power_source: PowerSourceKind
+    gpu_names: list[str]
+    gpu_indices: list[int]
+    tdp_w: float
+    #: Power limit enforced during the configuration, read back from the device, per GPU.
+    power_limit_w: list[float] | None = None
+    #: Limit that was in place before and was restored afterwards, per GPU.
+    original_power_limit_w: list[float] | None = None
+
+
+class Accounting(_S, kw_only=True):
+    price_usd_per_kwh: float
+    carbon_g_per_kwh: float
+    cost_per_1k_requests_usd: float | None = None
+    carbon_per_1k_requests_g: float | None = None
+
+
+class Record(_S, kw_only=True):
+    schema_version: int = SCHEMA_VERSION
+    run_id: str
+    config_key: str
+    config: Config
+    status: Status
+    reasons: list[str] = []
+    #: Always set; ``simulated`` if the GPU or the runtime was simulated.
+    simulated: bool = False
+    task: str
+    runtime: str
+    model: str
+    weights: str
+    hardware: Hardware
+    started_unix_s: float
+    duration_s: float
+    num_requests: int = 0
+    steady_state: SteadyState | None = None
+    #: Energy of the whole configuration (ramp-up and ramp-down included), J.
+    total_energy_j: float | None = None
+    energy_per_request_j: float | None = None
+    energy_per_token_j: float | None = None
+    energy_per_image_j: float | None = None
+    avg_power_w: float | None = None
+    latency: Latency = msgspec.field(default_factory=Latency)
+    latency_metric: str = ""
+    #: Value of ``latency_metric`` used for Pareto and recommendation (mean), s.
+    latency_value_s: float | None = None
+    throughput: Throughput = msgspec.field(default_factory=Throughput)
+    #: Output tokens counted by the server over the configuration (vLLM
+    #: generation_tokens_total delta), for cross-checking the client count.
+    server_output_tokens: int | None = None
+    mean_output_tokens: float | None = None
+    tdp_estimate_j: float | None = None
+    #: tdp_estimate_j / measured energy over the same window.
+    tdp_overestimation: float | None = None
+    accounting: Accounting | None = None
+    #: Counter energy vs integral of the instant-power timeline over the steady window.
+    energy_integral_j: float | None = None
+    requests: list[RequestRow] = []
+    batches: list[BatchRow] = []
+    power_timeline: PowerTimeline = msgspec.field(default_factory=PowerTimeline)
+    batch_timeline: BatchTimeline = msgspec.field(default_factory=BatchTimeline)
+    log_tail: list[str] = []
+    formulas: dict[str, str] = msgspec.field(default_factory=lambda: dict(FORMULAS))
+
+
+class GpuInfo(_S, kw_only=True):
+    index: int
+    name: str
+    power_limit_w: float | None = None
+    min_power_limit_w: float | None = None
+    max_power_limit_w: float | None = None
+    default_power_limit_w: float | None = None
+    memory_total_mib: float | None = None
+
+
+class Manifest(_S, kw_only=True):
+    """``run.json``: what a run directory was measured on and with."""
+
+    schema_version: int = SCHEMA_VERSION
+    run_id: str
+    created_unix_s: float
+    host: str
+    power_source: PowerSourceKind
+    gpus: list[GpuInfo] = []
+    driver_version: str | None = None
+    nvml_version: str | None = None
+    cuda_version: str | None = None
+    packages: dict[str, str] = {}
+    seed: int = 0
+    profile_path: str | None = None
+    #: The profile as resolved (TOML text), so the run can be reproduced.
+    profile_toml: str = ""
+    configs: list[str] = []
+    #: PID of the process running the sweep, for ``attach``.
+    pid: int | None = None
+    finished: bool = False

@@ -1,0 +1,90 @@
+"""The runtime interface: what every runtime (vllm, transformers, diffusers, sim) implements.
+
+A runtime runs one configuration's workload and reports, as it goes, the server-side batch
+trace and finished requests through the callbacks of :class:`RuntimeContext`. It never touches
+power limits, records or the UI: the runner does that.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import msgspec
+
+from ..clock import Clock
+from ..config import Config
+from ..dataset_types import Request
+from ..profile import Profile
+from ..records import BatchRow, RequestRow
+
+
+class BatchSample(msgspec.Struct, kw_only=True):
+    """Server state at ``t_s`` (run clock): running and waiting requests, optional extras."""
+
+    t_s: float
+    running: float
+    waiting: float
+    kv_cache_usage: float | None = None
+    preemptions_total: float | None = None
+    generation_tokens_total: float | None = None
+
+
+class RuntimeResult(msgspec.Struct, kw_only=True):
+    requests: list[RequestRow] = []
+    batches: list[BatchRow] = []
+    #: Output tokens the server itself counted (vLLM ``generation_tokens_total`` delta).
+    server_output_tokens: int | None = None
+    log_tail: list[str] = []
+    #: Where the batch trace came from, e.g. "vllm /metrics 0.5 s", "transformers scheduler 10 Hz".
+    batch_source: str = ""
+    #: True when the runtime itself is simulated (the ``sim`` runtime).
+    simulated: bool = False
+
+
+class GpuLoad(Protocol):
+    """What a runtime may drive when the GPU is simulated (test double / demo)."""
+
+    def set_load(self, utilisation: float) -> None:
+        """Set the simulated GPU's utilisation in [0, 1] from now on."""
+        ...
+
+    def speed_factor(self, utilisation: float) -> float:
+        """How much slower work runs under the current power limit (1.0 = unthrottled)."""
+        ...
+
+
+@dataclass
+class RuntimeContext:
+    profile: Profile
+    config: Config
+    requests: list[Request]
+    clock: Clock
+    gpu_indices: list[int]
+    run_dir: Path
+    #: The runtime's own log (server stdout/stderr) goes here.
+    log_path: Path
+    cancel: threading.Event = field(default_factory=threading.Event)
+    #: Simulated GPUs the runtime should drive from its observed activity (None on real GPUs).
+    sim_gpus: list[GpuLoad] | None = None
+    on_batch: Callable[[BatchSample], None] = lambda s: None
+    #: Called when a request starts getting tokens (first token) and when it finishes.
+    on_first_token: Callable[[int, float], None] = lambda rid, t: None
+    on_request: Callable[[RequestRow], None] = lambda row: None
+    on_batch_done: Callable[[BatchRow], None] = lambda row: None
+    on_log: Callable[[str], None] = lambda line: None
+    #: Energy of GPUs since a mark, for diffusion batch windows: ``energy_between(t0, t1)`` J.
+    energy_between: Callable[[float, float], float] = lambda t0, t1: float("nan")
+
+
+class Runtime(Protocol):
+    name: str
+
+    def run(self, ctx: RuntimeContext) -> RuntimeResult:
+        """Run the workload of ``ctx.config``. Raise :class:`~mle_tui.core.errors.RunFailure`
+        with a one-line reason (and put the log tail in its ``args[1]`` if any) when the
+        configuration cannot be measured; the runner turns it into a ``failed`` record."""
+        ...

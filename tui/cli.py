@@ -1,0 +1,3 @@
+def main():
+    from mle_tui.core import __version__
+    print(__version__)
