@@ -15,6 +15,10 @@ from .power.base import PowerReading, PowerSource
 from .records import PowerTimeline
 
 
+#: Readings closer than this are the same instant (a final read right after a periodic one).
+SAME_INSTANT_S = 1e-6
+
+
 class PowerSampler:
     """Reads ``source`` every ``period_s`` (a thread on the wall clock, ``clock.every`` on a
     virtual clock), keeps every reading of the configuration (bounded: older samples are
@@ -137,10 +141,10 @@ class PowerSampler:
         with self._lock:
             self.num_readings += 1
             n = len(self._t)
-            if n and r.t_s <= self._t[-1]:
-                if r.t_s < self._t[-1]:
+            if n and r.t_s <= self._t[-1] + SAME_INSTANT_S:
+                if r.t_s < self._t[-1] - SAME_INSTANT_S:
                     return  # out of order: ignore
-                # Same instant: the newer reading replaces the last one.
+                # Same instant (up to float error): the newer reading replaces the last one.
                 self._e[-1] = e
                 for col, v in zip(self._p, r.instant_w):
                     col[-1] = v

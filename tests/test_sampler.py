@@ -1,0 +1,201 @@
+"""The power sampler: 10 Hz on virtual and wall clocks, window energy, decimation, timeline."""
+
+from __future__ import annotations
+
+import random
+import threading
+
+import numpy as np
+import pytest
+
+from mle_tui.core.clock import VirtualClock, WallClock
+from mle_tui.core.power.base import PowerReading
+from mle_tui.core.power.simulated import SimulatedPowerSource
+from mle_tui.core.sampler import PowerSampler
+
+
+def _drive(clock: VirtualClock, src: SimulatedPowerSource, until_s: float, seed: int = 0) -> None:
+    rng = random.Random(seed)
+    while clock.now_s() < until_s:
+        for i in range(len(src.gpus())):
+            src.gpu(i).set_load(rng.random())
+        clock.advance_to(min(until_s, clock.now_s() + rng.uniform(0.05, 4.0)))
+
+
+def test_samples_at_10hz_on_virtual_clock() -> None:
+    clock = VirtualClock()
+    src = SimulatedPowerSource(clock, 1)
+    seen: list[PowerReading] = []
+    s = PowerSampler(src, [0], clock, listener=seen.append)
+    s.start()
+    clock.advance_to(10.0)
+    s.stop()
+    t = np.array(s.timeline().t_s)
+    assert len(t) == 101
+    assert np.allclose(np.diff(t), 0.1)
+    assert len(seen) >= 101
+
+
+def test_energy_between_matches_truth() -> None:
+    clock = VirtualClock()
+    src = SimulatedPowerSource(clock, 2, seed=4)
+    s = PowerSampler(src, [0, 1], clock)
+    s.start()
+    _drive(clock, src, 300.0)
+    s.stop()
+    rng = random.Random(2)
+    for _ in range(100):
+        t0 = rng.uniform(0, 250)
+        t1 = t0 + rng.uniform(20, 50)
+        truth = src.true_energy_j([0, 1], t0, t1)
+        # Interpolated counter: off by at most ~a tick plus a sample period at each end.
+        assert abs(s.energy_between(t0, t1) - truth) <= 2 * 2 * 0.2 * 700.0
+        assert abs(s.integral_between(t0, t1) - truth) / truth < 0.03
+
+
+def test_counter_and_integral_agree_at_steady_load() -> None:
+    clock = VirtualClock()
+    src = SimulatedPowerSource(clock, 1, seed=8)
+    src.gpu(0).set_load(0.9)
+    s = PowerSampler(src, [0], clock)
+    s.start()
+    clock.advance_to(60.0)
+    s.stop()
+    truth = src.true_energy_j([0], 10.0, 50.0)
+    assert s.energy_between(10.0, 50.0) == pytest.approx(truth, rel=0.005)
+    assert s.integral_between(10.0, 50.0) == pytest.approx(truth, rel=0.01)
+
+
+def test_energy_between_reads_now_when_window_ends_after_last_reading() -> None:
+    clock = VirtualClock()
+    src = SimulatedPowerSource(clock, 1, seed=1)
+    src.gpu(0).set_load(1.0)
+    s = PowerSampler(src, [0], clock)
+    s.start()
+    clock.advance_to(30.0)
+    s.stop()
+    clock.advance_to(60.0)  # no periodic sampling any more
+    n = len(s)
+    e = s.energy_between(0.0, 60.0)
+    assert len(s) == n + 1
+    assert e == pytest.approx(src.true_energy_j([0], 0.0, 60.0), rel=0.005)
+
+
+def test_decimation_bounds_memory_and_keeps_counters_exact() -> None:
+    clock = VirtualClock()
+    src = SimulatedPowerSource(clock, 1, seed=6)
+    full = PowerSampler(src, [0], clock, max_samples=10**9)
+    small = PowerSampler(src, [0], clock, max_samples=500)
+    full.start()
+    small.start()
+    _drive(clock, src, 600.0, seed=3)
+    full.stop()
+    small.stop()
+    assert len(full) == 6001
+    assert len(small) <= 500
+    assert small.num_readings == full.num_readings
+    # Every kept sample is a real reading: the counter there is exact.
+    kept_t = small.timeline(10**9).t_s
+    rng = random.Random(0)
+    for _ in range(50):
+        a, b = sorted(rng.sample(kept_t, 2))
+        assert small.energy_between(a, b) == pytest.approx(full.energy_between(a, b), abs=1e-6)
+        # Merged samples preserve the zero-order-hold integral between kept samples.
+        assert small.integral_between(a, b) == pytest.approx(full.integral_between(a, b), rel=1e-9)
+    # The newest samples are still at full resolution.
+    assert np.allclose(np.diff(kept_t[-50:]), 0.1)
+    # Old data coarsens evenly: the spacing of kept samples varies by at most a small factor.
+    spacing = np.diff(kept_t)
+    assert spacing.max() <= 4 * np.median(spacing[: len(spacing) // 2])
+
+
+def test_timeline_decimates_and_sums_gpus() -> None:
+    clock = VirtualClock()
+    src = SimulatedPowerSource(clock, 2, seed=2)
+    s = PowerSampler(src, [0, 1], clock)
+    s.start()
+    _drive(clock, src, 100.0)
+    s.stop()
+    raw = s.timeline(10**6)
+    assert raw.decimation == 1 and len(raw.t_s) == 1001
+    assert raw.t_s[0] == 0.0  # times as read on the run clock
+    assert raw.energy_j[0] == 0.0
+    assert set(raw.per_gpu_w) == {"0", "1"}
+    assert np.allclose(np.add(raw.per_gpu_w["0"], raw.per_gpu_w["1"]), raw.total_w)
+    assert raw.average_w is not None and raw.memory_w is not None
+    tl = s.timeline(120)
+    assert len(tl.t_s) <= 120 and tl.decimation >= 9
+    assert np.allclose(np.add(tl.per_gpu_w["0"], tl.per_gpu_w["1"]), tl.total_w)
+    # Time-weighted means: the step integral of the decimated timeline matches the raw one.
+    def step_integral(t: list[float], p: list[float], end: float) -> float:
+        edges = np.append(t, end)
+        return float(np.sum(np.diff(edges) * np.asarray(p)))
+    end = raw.t_s[-1] + 0.1
+    assert step_integral(tl.t_s, tl.total_w, end) == pytest.approx(step_integral(raw.t_s, raw.total_w, end), rel=1e-9)
+    assert tl.energy_j[-1] == pytest.approx(s.energy_between(0.0, tl.t_s[-1]))
+
+
+class _FlakySource:
+    kind = "simulated"
+
+    def __init__(self, inner: SimulatedPowerSource) -> None:
+        self.inner = inner
+        self.calls = 0
+
+    def read(self, indices: list[int]) -> PowerReading:
+        self.calls += 1
+        if self.calls % 3 == 0:
+            raise RuntimeError("NVML_ERROR_UNKNOWN")
+        return self.inner.read(indices)
+
+    def gpus(self):
+        return self.inner.gpus()
+
+    def tdp_w(self, index: int) -> float:
+        return self.inner.tdp_w(index)
+
+    def close(self) -> None:
+        pass
+
+
+def test_read_errors_and_listener_errors_do_not_stop_sampling() -> None:
+    clock = VirtualClock()
+    src = _FlakySource(SimulatedPowerSource(clock, 1))
+
+    def bad_listener(r: PowerReading) -> None:
+        raise ValueError("ui gone")
+
+    s = PowerSampler(src, [0], clock, listener=bad_listener)
+    s.start()
+    clock.advance_to(3.0)
+    s.stop()
+    assert s.errors > 10
+    assert 15 <= len(s) <= 25
+
+
+def test_wall_clock_thread_samples_and_stops_promptly() -> None:
+    clock = WallClock()
+    src = SimulatedPowerSource(clock, 1)
+    got = threading.Event()
+    count = [0]
+
+    def listener(r: PowerReading) -> None:
+        count[0] += 1
+        if count[0] >= 4:
+            got.set()
+
+    s = PowerSampler(src, [0], clock, period_s=0.02, listener=listener)
+    s.start()
+    assert got.wait(5.0)
+    thread = s._thread
+    s.stop()
+    assert thread is not None and not thread.is_alive()
+    t = s.timeline().t_s
+    assert all(b > a for a, b in zip(t, t[1:]))
+
+    # A long period must not delay stop(): the thread waits on the stop event.
+    slow = PowerSampler(src, [0], clock, period_s=3600.0)
+    slow.start()
+    th = slow._thread
+    slow.stop()
+    assert th is not None and not th.is_alive()
