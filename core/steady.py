@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import msgspec
+import numpy as np
 
 from .records import Gate, SteadyState  # noqa: F401  (re-exported types)
 
@@ -34,8 +35,8 @@ class SaturationDetector:
     A sample is saturated when ``running >= B - tolerance`` (see :func:`saturation_threshold`).
     A saturated run starts at its first saturated sample and survives brief dips: it ends at
     its last saturated sample when an unsaturated sample shows the queue drained
-    (``waiting <= 0``) or the dip has lasted ``max_dip_s`` (1 s) since the last saturated
-    sample. A run counts once it has lasted ``min_run_s`` (1 s, first to last saturated
+    (``waiting <= 0``) or the dip has lasted ``max_dip_s`` (1 s) from its first unsaturated
+    sample (so a single-sample dip is tolerated at any polling period). A run counts once it has lasted ``min_run_s`` (1 s, first to last saturated
     sample). The window is the longest counting run (the earliest on ties; an open run
     replaces a closed one only once strictly longer). :meth:`finish` closes an open run at the
     end of the trace; :func:`detect_offline` is exactly feed-everything-then-finish.
@@ -51,6 +52,7 @@ class SaturationDetector:
         self.min_run_s = float(min_run_s)
         self._run_start: float | None = None
         self._last_sat: float | None = None
+        self._dip_start: float | None = None
         self._best: Window | None = None  # longest closed run
 
     def _close_run(self) -> None:
@@ -58,16 +60,18 @@ class SaturationDetector:
         dur = self._last_sat - self._run_start
         if dur >= self.min_run_s and (self._best is None or dur > self._best.end_s - self._best.start_s):  # type: ignore[operator]
             self._best = Window(start_s=self._run_start, end_s=self._last_sat)
-        self._run_start = self._last_sat = None
+        self._run_start = self._last_sat = self._dip_start = None
 
     def feed(self, t_s: float, running: float, waiting: float) -> Window | None:
         if running >= self.threshold:
             if self._run_start is None:
                 self._run_start = t_s
             self._last_sat = t_s
+            self._dip_start = None
         elif self._run_start is not None:
-            assert self._last_sat is not None
-            if waiting <= 0 or t_s - self._last_sat >= self.max_dip_s:
+            if self._dip_start is None:
+                self._dip_start = t_s
+            if waiting <= 0 or t_s - self._dip_start >= self.max_dip_s:
                 self._close_run()
         return self.window
 
@@ -151,25 +155,60 @@ def detect_offline(
     tolerance: int = 1,
 ) -> Window | None:
     """Detect the steady window on a whole trace with the named rule ("saturation" or
-    "request-count"). Same answer as feeding the online detector the same data and calling
-    its ``finish()``. ``num_requests`` (request-count rule) defaults to
-    ``max(len(first_token_s), len(finish_s))``. Batch samples are sorted by time."""
+    "request-count"). Same answer as feeding the online detector the same data (in time order)
+    and calling its ``finish()``; implemented independently (vectorised) so each checks the
+    other. ``num_requests`` (request-count rule) defaults to
+    ``max(len(first_token_s), len(finish_s))``."""
     if rule == "saturation":
-        if not len(batch_t_s) == len(running) == len(waiting):
-            raise ValueError("batch_t_s, running and waiting must have the same length")
-        det = SaturationDetector(max_num_seqs, tolerance)
-        for t, r, w in sorted(zip(batch_t_s, running, waiting), key=lambda x: x[0]):
-            det.feed(t, r, w)
-        return det.finish()
+        return _saturation_offline(max_num_seqs, batch_t_s, running, waiting, tolerance)
     if rule == "request-count":
+        b = int(max_num_seqs)
         n = num_requests if num_requests is not None else max(len(first_token_s), len(finish_s))
-        rc = RequestCountDetector(max_num_seqs, n)
-        for t in sorted(first_token_s):
-            rc.first_token(t)
-        for t in sorted(finish_s):
-            rc.finished(t)
-        return rc.finish()
+        end_count = n - b - 1
+        if b < 1 or end_count < 1 or len(first_token_s) < b or len(first_token_s) == 0:
+            return None
+        start = float(np.sort(np.asarray(first_token_s, dtype=np.float64))[b - 1])
+        if len(finish_s) < end_count:
+            return Window(start_s=start, end_s=None)
+        end = float(np.sort(np.asarray(finish_s, dtype=np.float64))[end_count - 1])
+        return None if end < start else Window(start_s=start, end_s=end)
     raise ValueError(f"unknown steady-state rule {rule!r} (saturation, request-count)")
+
+
+def _saturation_offline(max_num_seqs: int, batch_t_s: list[float], running: list[float], waiting: list[float],
+                        tolerance: int, max_dip_s: float = 1.0, min_run_s: float = 1.0) -> Window | None:
+    if not len(batch_t_s) == len(running) == len(waiting):
+        raise ValueError("batch_t_s, running and waiting must have the same length")
+    if max_num_seqs < 1:
+        raise ValueError("max_num_seqs must be >= 1")
+    if not batch_t_s:
+        return None
+    t = np.asarray(batch_t_s, dtype=np.float64)
+    order = np.argsort(t, kind="stable")
+    t = t[order]
+    r = np.asarray(running, dtype=np.float64)[order]
+    w = np.asarray(waiting, dtype=np.float64)[order]
+    sat = r >= saturation_threshold(max_num_seqs, tolerance)
+    if not sat.any():
+        return None
+    # Index of the last saturated sample at or before each sample (-1 before the first one);
+    # an unsaturated sample's dip started at the sample right after that one.
+    idx = np.where(sat, np.arange(len(t)), -1)
+    last = np.maximum.accumulate(idx)
+    dip_start = t[np.minimum(last + 1, len(t) - 1)]
+    breaker = ~sat & (last >= 0) & ((w <= 0) | (t - dip_start >= max_dip_s))
+    run_id = np.cumsum(breaker)[sat]
+    ts = t[sat]
+    # First and last saturated time of each run (run ids are non-decreasing along ts).
+    bounds = np.flatnonzero(np.diff(run_id)) + 1
+    firsts = ts[np.r_[0, bounds]]
+    lasts = ts[np.r_[bounds - 1, len(ts) - 1]]
+    dur = lasts - firsts
+    ok = dur >= min_run_s
+    if not ok.any():
+        return None
+    best = int(np.argmax(np.where(ok, dur, -np.inf)))  # first maximum: the earliest on ties
+    return Window(start_s=float(firsts[best]), end_s=float(lasts[best]))
 
 
 def _finite(x: float | None) -> bool:
