@@ -43,6 +43,13 @@ class RuntimeResult(msgspec.Struct, kw_only=True):
     batch_source: str = ""
     #: True when the runtime itself is simulated (the ``sim`` runtime).
     simulated: bool = False
+    #: Inter-token gaps of ok requests, pooled (for ITL), s. None: the runner has only rows.
+    itl_gaps_s: list[float] | None = None
+    #: Exact output-token timeline where known: times (run clock, ascending) at which tokens
+    #: were emitted and how many at each (None: one each). Without it the runner assumes each
+    #: request's tokens evenly spaced between its first token and its end.
+    token_times_s: list[float] | None = None
+    token_counts: list[int] | None = None
 
 
 class GpuLoad(Protocol):

@@ -1,0 +1,168 @@
+"""The ``sim`` runtime: the simulated LLM server or diffusion batch runner behind the Runtime
+interface. A test double and a demo; every result it produces is labelled simulated.
+
+On a virtual clock it advances the clock iteration by iteration (an hour of serving in a fraction
+of a second); on a wall clock it sleeps, so a demo unfolds in real time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import RunFailure
+from ..latency import request_row
+from ..records import BatchRow, RequestRow
+from ..sim.diffusion import Cancelled as DiffusionCancelled
+from ..sim.diffusion import DiffusionCostModel, DiffusionSim, SimBatch
+from ..sim.llm_server import Cancelled as LlmCancelled
+from ..sim.llm_server import LlmCostModel, LlmServerSim, LlmSimTruth, SimRequestResult, arrival_times
+from .base import BatchSample, RuntimeContext, RuntimeResult
+
+DEFAULT_RESOLUTION = (768, 768)
+
+
+class SimRuntime:
+    """Runs one configuration on the simulated server. ``last_truth`` keeps the LLM
+    simulation's exact figures (saturation start/end, token timeline) of the last run."""
+
+    name = "sim"
+
+    def __init__(self, llm_cost: LlmCostModel | None = None,
+                 diffusion_cost: DiffusionCostModel | None = None) -> None:
+        self.llm_cost = llm_cost or LlmCostModel()
+        self.diffusion_cost = diffusion_cost or DiffusionCostModel()
+        self.last_truth: LlmSimTruth | None = None
+        self.last_batches: list[SimBatch] = []
+
+    def run(self, ctx: RuntimeContext) -> RuntimeResult:
+        log: list[str] = []
+
+        def say(line: str) -> None:
+            log.append(line)
+            ctx.on_log(line)
+
+        try:
+            if ctx.profile.is_llm:
+                result = self._run_llm(ctx, say)
+            else:
+                result = self._run_diffusion(ctx, say)
+        except (LlmCancelled, DiffusionCancelled):
+            say("sim: cancelled")
+            raise RunFailure("cancelled", log[-50:]) from None
+        finally:
+            _write_log(ctx.log_path, log)
+        result.log_tail = log[-50:]
+        return result
+
+    # -- LLM -------------------------------------------------------------------------------
+    def _run_llm(self, ctx: RuntimeContext, say) -> RuntimeResult:  # noqa: ANN001
+        cfg = ctx.config
+        profile = ctx.profile
+        B = cfg.batch
+        reqs = ctx.requests
+        load = profile.load
+        cap = profile.dataset.max_output_tokens
+        rows: list[RequestRow] = []
+        gaps: list[float] = []
+
+        def on_batch(t: float, running: int, waiting: int, kv: float, pre: int, tok: int) -> None:
+            ctx.on_batch(BatchSample(t_s=t, running=float(running), waiting=float(waiting), kv_cache_usage=kv,
+                                     preemptions_total=float(pre), generation_tokens_total=float(tok)))
+
+        def on_finish(r: SimRequestResult) -> None:
+            row, g = request_row(id=r.id, send_s=r.send_s, chunk_times_s=r.chunk_times_s,
+                                 input_tokens=r.input_tokens, output_tokens=r.output_tokens,
+                                 hit_cap=r.output_tokens >= cap)
+            rows.append(row)
+            gaps.extend(g)
+            ctx.on_request(row)
+
+        say(f"sim: LLM server, max_num_seqs={B}, tensor_parallel={cfg.tensor_parallel}, "
+            f"{len(reqs)} requests, KV capacity {self.llm_cost.kv_capacity_tokens} tokens")
+        sim = LlmServerSim(
+            reqs,
+            max_num_seqs=B,
+            clock=ctx.clock,
+            gpus=ctx.sim_gpus,
+            tensor_parallel=cfg.tensor_parallel,
+            cost=self.llm_cost,
+            send_times_s=arrival_times(len(reqs), load.request_rate, load.burstiness, profile.dataset.seed),
+            max_concurrency=load.max_concurrency,
+            cancel=ctx.cancel,
+            on_batch=on_batch,
+            on_first_token=ctx.on_first_token,
+            on_finish=on_finish,
+        )
+        try:
+            sim.run()
+        except RuntimeError as exc:
+            raise RunFailure(f"sim: {exc}", []) from None
+        truth = sim.truth
+        self.last_truth = truth
+        sat = ("never saturated" if truth.saturation_start_s is None else
+               f"saturated {truth.saturation_start_s:.2f}-{truth.saturation_end_s:.2f} s")
+        say(f"sim: done in {truth.end_s:.2f} s, {truth.iterations} iterations, {truth.total_tokens} tokens, "
+            f"{truth.preemptions} preemptions, {sat}")
+        rows.sort(key=lambda r: r.id)
+        return RuntimeResult(
+            requests=rows,
+            server_output_tokens=truth.total_tokens,
+            batch_source="sim scheduler, 10 Hz",
+            simulated=True,
+            itl_gaps_s=gaps,
+            token_times_s=truth.iter_end_s,
+            token_counts=truth.iter_tokens,
+        )
+
+    # -- diffusion -------------------------------------------------------------------------
+    def _run_diffusion(self, ctx: RuntimeContext, say) -> RuntimeResult:  # noqa: ANN001
+        cfg = ctx.config
+        load = ctx.profile.load
+        width = cfg.width or DEFAULT_RESOLUTION[0]
+        height = cfg.height or DEFAULT_RESOLUTION[1]
+        B = cfg.batch
+        steps = cfg.num_inference_steps or 25
+        reqs = ctx.requests
+        batches: list[BatchRow] = []
+        rows: list[RequestRow] = []
+        next_req = [0]
+
+        def on_sample(t: float, running: int, waiting: int) -> None:
+            ctx.on_batch(BatchSample(t_s=t, running=float(running), waiting=float(waiting)))
+
+        def on_done(b: SimBatch) -> None:
+            energy = ctx.energy_between(b.start_s, b.end_s)
+            row = BatchRow(index=b.index, start_s=b.start_s, end_s=b.end_s, latency_s=b.end_s - b.start_s,
+                           energy_j=energy, batch_size=b.batch_size, warmup=b.warmup)
+            batches.append(row)
+            ctx.on_batch_done(row)
+            if b.warmup:
+                return
+            for _ in range(b.batch_size):
+                rid = reqs[next_req[0] % len(reqs)].id if reqs else next_req[0]
+                next_req[0] += 1
+                r = RequestRow(id=rid, send_s=b.start_s, first_token_s=None, end_s=b.end_s, input_tokens=0,
+                               output_tokens=0, e2e_s=b.end_s - b.start_s)
+                rows.append(r)
+                ctx.on_request(r)
+
+        say(f"sim: diffusion, batch_size={B}, steps={steps}, {width}x{height}, "
+            f"{load.warmup_batches} warm-up + {load.batches} measured batches")
+        sim = DiffusionSim(
+            batch_size=B, num_inference_steps=steps, width=width, height=height, batches=load.batches,
+            warmup_batches=load.warmup_batches, clock=ctx.clock, gpus=ctx.sim_gpus,
+            tensor_parallel=cfg.tensor_parallel, cost=self.diffusion_cost, cancel=ctx.cancel,
+            on_batch_sample=on_sample, on_batch_done=on_done,
+        )
+        self.last_batches = sim.run()
+        say(f"sim: {len(batches)} batches done")
+        return RuntimeResult(requests=rows, batches=batches, batch_source="sim batch runner, 10 Hz", simulated=True)
+
+
+def _write_log(path: Path, lines: list[str]) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as fh:
+            fh.write("".join(f"{line}\n" for line in lines))
+    except OSError:
+        pass
