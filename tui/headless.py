@@ -1,0 +1,202 @@
+"""Headless progress for ``mle-tui run --headless`` and ``mle-tui attach --headless``.
+
+A listener for the runner's events. On a terminal it redraws one line with ``\\r`` (a progress
+bar for the current configuration and the sweep's ETA), at most 5 times a second so it stays
+pleasant over slow SSH; otherwise it prints one line per finished configuration. No Textual.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TextIO
+
+import msgspec
+
+from mle_tui.core import events as ev
+
+BAR_WIDTH = 20
+REDRAW_PERIOD_S = 0.2
+
+
+def fmt_eta(seconds: float | None) -> str:
+    if seconds is None or seconds != seconds or seconds < 0:
+        return "--"
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+
+
+def bar(done: int, total: int, width: int = BAR_WIDTH) -> str:
+    frac = 0.0 if total <= 0 else min(1.0, max(0.0, done / total))
+    full = int(frac * width)
+    return "#" * full + "." * (width - full)
+
+
+class ProgressPrinter:
+    """Feed it events; it writes progress to ``stream``."""
+
+    def __init__(self, stream: TextIO, *, tty: bool | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.stream = stream
+        self.tty = stream.isatty() if tty is None else tty
+        self.clock = clock
+        self.to_run = 0
+        self.finished = 0
+        self.index = 0
+        self.total = 0
+        self.label = ""
+        self.done = 0
+        self.req_total = 0
+        self.run_t0: float | None = None
+        self.cfg_t0: float | None = None
+        self._last_draw = -1e9
+        self._drawn = ""
+        #: Replaying old events (attach): no durations or ETA, no redraws.
+        self.replay = False
+
+    # -- event entry point
+    def __call__(self, event: ev.Event) -> None:
+        now = self.clock()
+        if isinstance(event, ev.RunStarted):
+            self.run_t0 = now
+            self.to_run = len(event.configs) - len(event.skipped)
+            sim = " (SIMULATED)" if event.simulated else ""
+            skipped = f", {len(event.skipped)} already done" if event.skipped else ""
+            self._line(f"run {event.run_id}: {len(event.configs)} configurations{skipped}; "
+                       f"power source {event.power_source}{sim}; records in {event.run_dir}")
+        elif isinstance(event, ev.ConfigStarted):
+            self.index, self.total, self.label = event.index, event.total, event.label
+            self.done, self.req_total = 0, event.num_requests
+            self.cfg_t0 = now
+            self._draw(force=True)
+        elif isinstance(event, ev.RequestProgress):
+            self.done, self.req_total = event.done, event.total
+            self._draw()
+        elif isinstance(event, ev.ConfigFinished):
+            self.finished += 1
+            self.done = self.req_total
+            took = now - self.cfg_t0 if self.cfg_t0 is not None else 0.0
+            parts = [f"[{self.index + 1}/{self.total}] {self.label}: {event.status}"]
+            if event.energy_per_request_j is not None:
+                parts.append(f"{event.energy_per_request_j:.4g} J/req")
+            if event.latency_value_s is not None:
+                parts.append(f"latency {event.latency_value_s * 1000:.4g} ms")
+            if event.reasons and event.status != "ok":
+                parts.append("(" + "; ".join(event.reasons)[:120] + ")")
+            if not self.replay:
+                parts.append(f"in {took:.1f}s, ETA {fmt_eta(self.eta_s())}")
+            self._line("  ".join(parts))
+        elif isinstance(event, ev.RunFinished):
+            state = "stopped" if event.stopped else "done"
+            self._line(f"{state}: {event.completed} ok, {event.invalid} invalid, {event.failed} failed")
+
+    # -- figures
+    def eta_s(self) -> float | None:
+        """Remaining wall time of the sweep: elapsed / work done x work left."""
+        if self.run_t0 is None or self.to_run <= 0:
+            return None
+        frac = self.done / self.req_total if self.req_total > 0 and self.finished < self.to_run else 0.0
+        work_done = min(self.finished + frac, self.to_run)
+        if work_done <= 0.02:
+            return None
+        elapsed = self.clock() - self.run_t0
+        return elapsed / work_done * (self.to_run - work_done)
+
+    def status_line(self) -> str:
+        took = self.clock() - self.cfg_t0 if self.cfg_t0 is not None else 0.0
+        return (f"[{self.index + 1}/{self.total}] {self.label} |{bar(self.done, self.req_total)}| "
+                f"{self.done}/{self.req_total} req  {took:.0f}s  ETA {fmt_eta(self.eta_s())}")
+
+    # -- output
+    def _draw(self, force: bool = False) -> None:
+        if not self.tty or self.replay:
+            return
+        now = self.clock()
+        if not force and now - self._last_draw < REDRAW_PERIOD_S:
+            return
+        width = shutil.get_terminal_size((100, 24)).columns - 1
+        text = self.status_line()[:width]
+        if text == self._drawn:
+            return
+        pad = " " * max(0, len(self._drawn) - len(text))
+        self.stream.write("\r" + text + pad)
+        self.stream.flush()
+        self._drawn = text
+        self._last_draw = now
+
+    def _line(self, text: str) -> None:
+        if self.tty and self._drawn:
+            self.stream.write("\r" + " " * len(self._drawn) + "\r")
+            self._drawn = ""
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def follow_live(run_dir: Path, stream: TextIO, *, poll_s: float = 0.5,
+                wait_start_s: float = 10.0) -> int:
+    """Follow ``run_dir/live.jsonl`` until the run finishes or its process is gone.
+
+    Returns 0 when the run finished with no failed configuration, else 1."""
+    from mle_tui.core.store import RunStore
+
+    store = RunStore(run_dir)
+    live = store.live_path()
+    printer = ProgressPrinter(stream)
+    deadline = time.monotonic() + wait_start_s
+    while not live.exists():
+        if time.monotonic() > deadline:
+            stream.write(f"{live}: no live event stream (the run has not started here)\n")
+            return 1
+        time.sleep(poll_s)
+    buf = b""
+    printer.replay = True
+    idle_since = time.monotonic()
+    with live.open("rb") as fh:
+        while True:
+            chunk = fh.read()
+            if chunk:
+                idle_since = time.monotonic()
+                buf += chunk
+                *lines, buf = buf.split(b"\n")
+                for line in lines:
+                    if not line.strip():
+                        continue
+                    try:
+                        event = ev.decode_event(line)
+                    except msgspec.DecodeError:
+                        continue  # a line from a newer version: skip it
+                    printer(event)
+                    if isinstance(event, ev.RunFinished):
+                        return 1 if (event.failed or event.stopped) else 0
+                continue
+            if printer.replay:
+                printer.replay = False
+                printer._draw(force=True)
+            manifest = store.read_manifest()
+            if manifest is not None and manifest.finished and time.monotonic() - idle_since > 2 * poll_s:
+                stream.write("run finished\n")
+                return 0
+            if manifest is not None and not _alive(manifest.pid) and time.monotonic() - idle_since > 4 * poll_s:
+                stream.write(f"the run's process ({manifest.pid}) is gone without finishing; "
+                             f"rerun it with --out {run_dir} to resume\n")
+                return 1
+            time.sleep(poll_s)
