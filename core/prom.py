@@ -1,0 +1,152 @@
+"""vLLM's Prometheus ``/metrics``: parsing, and a poller that turns it into a batch trace.
+
+Every ``period_s`` (0.5 s) the poller reads the running / waiting request gauges, KV-cache
+usage, the preemption and generation-token counters, stamps them on the run clock and hands a
+:class:`~mle_tui.core.runtimes.base.BatchSample` to its listener. When the GPU is simulated it
+also drives it: utilisation = running / max_num_seqs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+
+import httpx
+import msgspec
+from prometheus_client.parser import text_string_to_metric_families
+
+from .clock import Clock
+from .runtimes.base import BatchSample, GpuLoad
+
+#: Metric family name (as the parser reports it: counters lose ``_total``) -> snapshot field.
+VLLM_METRICS: dict[str, str] = {
+    "vllm:num_requests_running": "running",
+    "vllm:num_requests_waiting": "waiting",
+    "vllm:kv_cache_usage_perc": "kv_cache_usage",
+    "vllm:gpu_cache_usage_perc": "kv_cache_usage",  # name before vLLM 0.10
+    "vllm:num_preemptions": "preemptions_total",
+    "vllm:generation_tokens": "generation_tokens_total",
+    "vllm:prompt_tokens": "prompt_tokens_total",
+    "vllm:request_success": "request_success_total",
+}
+
+
+class MetricsSnapshot(msgspec.Struct, kw_only=True):
+    """One scrape of ``/metrics``, each value summed over engines / label sets; None if absent."""
+
+    running: float | None = None
+    waiting: float | None = None
+    kv_cache_usage: float | None = None
+    preemptions_total: float | None = None
+    generation_tokens_total: float | None = None
+    prompt_tokens_total: float | None = None
+    request_success_total: float | None = None
+
+
+def _family_key(name: str) -> str:
+    # prometheus_client strips `_total` from counter families; untyped ones keep it.
+    return name[: -len("_total")] if name.endswith("_total") else name
+
+
+def parse_metrics(text: str) -> MetricsSnapshot:
+    """Parse Prometheus exposition text from a vLLM server into a :class:`MetricsSnapshot`.
+
+    Counter samples are the ``_total`` series (``_created`` is skipped); gauges are taken as is;
+    a value present for several engines / label sets is summed. ``kv_cache_usage`` is averaged
+    over engines instead (it is a fraction).
+    """
+    sums: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    for family in text_string_to_metric_families(text):
+        field = VLLM_METRICS.get(_family_key(family.name))
+        if field is None:
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_created"):
+                continue
+            if family.type == "counter" and not sample.name.endswith("_total"):
+                continue
+            sums[field] = sums.get(field, 0.0) + float(sample.value)
+            counts[field] = counts.get(field, 0) + 1
+    if "kv_cache_usage" in sums:
+        sums["kv_cache_usage"] /= counts["kv_cache_usage"]
+    return MetricsSnapshot(**sums)
+
+
+class PromPoller:
+    """Polls ``url`` every ``period_s`` inside an asyncio loop (run :meth:`run` as a task).
+
+    Each successful scrape becomes a :class:`BatchSample` stamped with ``clock.now_s()`` at the
+    moment the response arrived, appended to :attr:`samples` and passed to ``listener``. With
+    ``sim_gpus`` the simulated GPUs are set to ``running / max_num_seqs``. Failed scrapes are
+    counted in :attr:`errors` and otherwise ignored (the server watchdog decides about death).
+    """
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        url: str,
+        clock: Clock,
+        *,
+        max_num_seqs: int,
+        period_s: float = 0.5,
+        listener: Callable[[BatchSample], None] | None = None,
+        sim_gpus: Sequence[GpuLoad] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self._client = client
+        self._url = url
+        self._clock = clock
+        self._max_num_seqs = max(1, int(max_num_seqs))
+        self._period_s = period_s
+        self._listener = listener
+        self._sim_gpus = list(sim_gpus or [])
+        self._headers = headers or {}
+        self.samples: list[BatchSample] = []
+        self.errors = 0
+        self.last: MetricsSnapshot | None = None
+
+    async def scrape(self) -> MetricsSnapshot:
+        """One scrape; raises httpx errors and ValueError on unparsable text."""
+        resp = await self._client.get(self._url, headers=self._headers, timeout=10.0)
+        resp.raise_for_status()
+        return parse_metrics(resp.text)
+
+    def _emit(self, snap: MetricsSnapshot) -> BatchSample:
+        running = snap.running or 0.0
+        sample = BatchSample(
+            t_s=self._clock.now_s(),
+            running=running,
+            waiting=snap.waiting or 0.0,
+            kv_cache_usage=snap.kv_cache_usage,
+            preemptions_total=snap.preemptions_total,
+            generation_tokens_total=snap.generation_tokens_total,
+        )
+        for gpu in self._sim_gpus:
+            gpu.set_load(min(1.0, running / self._max_num_seqs))
+        self.samples.append(sample)
+        self.last = snap
+        if self._listener is not None:
+            self._listener(sample)
+        return sample
+
+    async def poll_once(self) -> BatchSample | None:
+        try:
+            snap = await self.scrape()
+        except (httpx.HTTPError, ValueError):
+            self.errors += 1
+            return None
+        return self._emit(snap)
+
+    async def run(self) -> None:
+        """Poll until cancelled, on a fixed 0.5 s grid (no drift)."""
+        loop = asyncio.get_running_loop()
+        next_t = loop.time()
+        while True:
+            await self.poll_once()
+            next_t += self._period_s
+            delay = next_t - loop.time()
+            if delay < 0:  # fell behind (slow server): skip missed slots
+                next_t = loop.time()
+                delay = 0.0
+            await asyncio.sleep(delay)

@@ -1,0 +1,208 @@
+"""A small stand-in for a vLLM OpenAI server, for fast tests of the client side.
+
+Continuous batching in miniature: up to ``--max-num-seqs`` requests run; every ``FAKE_STEP_S``
+seconds each running request gets one token. Serves ``/health``, ``/v1/models``, streaming
+``/v1/completions`` and ``/v1/chat/completions`` (with ``include_usage``), and ``/metrics`` in
+vLLM's Prometheus format. Behaviour knobs through the environment:
+
+* ``FAKE_MODE``: ``normal`` | ``exit_startup`` (exit 3 before ready) | ``hang`` (never ready) |
+  ``silent_stall`` (ready, accepts requests, never answers nor logs) | ``die_after_s=X``
+  (exit 1 X seconds after the first request)
+* ``FAKE_STEP_S`` (default 0.004), ``FAKE_STARTUP_S`` (default 0.3)
+* ``FAKE_EOS_AFTER``: with real weights (no ``ignore_eos``), stop after this many tokens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from queue import Queue
+
+
+class Engine:
+    def __init__(self, max_num_seqs: int, step_s: float) -> None:
+        self.max_num_seqs = max_num_seqs
+        self.step_s = step_s
+        self.lock = threading.Lock()
+        self.waiting: list[dict] = []
+        self.running: list[dict] = []
+        self.generation_tokens = 0
+        self.prompt_tokens = 0
+        self.success = 0
+        threading.Thread(target=self.loop, daemon=True).start()
+
+    def submit(self, max_tokens: int, eos_after: int | None) -> Queue:
+        q: Queue = Queue()
+        with self.lock:
+            self.waiting.append({"q": q, "left": max_tokens, "eos": eos_after, "n": 0})
+        return q
+
+    def loop(self) -> None:
+        last_log = time.monotonic()
+        while True:
+            time.sleep(self.step_s)
+            with self.lock:
+                while self.waiting and len(self.running) < self.max_num_seqs:
+                    self.running.append(self.waiting.pop(0))
+                done = []
+                for r in self.running:
+                    r["n"] += 1
+                    self.generation_tokens += 1
+                    r["left"] -= 1
+                    finished = r["left"] <= 0 or (r["eos"] is not None and r["n"] >= r["eos"])
+                    r["q"].put(("tok", "length" if r["left"] <= 0 else ("stop" if finished else None)))
+                    if finished:
+                        r["q"].put(("end", r["n"]))
+                        done.append(r)
+                        self.success += 1
+                for r in done:
+                    self.running.remove(r)
+                busy = bool(self.running or self.waiting)
+            if busy and time.monotonic() - last_log > 0.5:
+                last_log = time.monotonic()
+                print(f"fake engine: running={len(self.running)} waiting={len(self.waiting)}", flush=True)
+
+    def metrics(self) -> str:
+        lab = '{engine="0",model_name="fake"}'
+        with self.lock:
+            return "\n".join([
+                "# HELP vllm:num_requests_running Number of requests in model execution batches.",
+                "# TYPE vllm:num_requests_running gauge",
+                f"vllm:num_requests_running{lab} {float(len(self.running))}",
+                "# HELP vllm:num_requests_waiting Number of requests waiting to be processed.",
+                "# TYPE vllm:num_requests_waiting gauge",
+                f"vllm:num_requests_waiting{lab} {float(len(self.waiting))}",
+                "# HELP vllm:kv_cache_usage_perc KV-cache usage.",
+                "# TYPE vllm:kv_cache_usage_perc gauge",
+                f"vllm:kv_cache_usage_perc{lab} {len(self.running) / self.max_num_seqs / 2}",
+                "# HELP vllm:num_preemptions_total Cumulative number of preemption from the engine.",
+                "# TYPE vllm:num_preemptions_total counter",
+                f"vllm:num_preemptions_total{lab} 0.0",
+                f"vllm:num_preemptions_created{lab} 1.7e+09",
+                "# HELP vllm:generation_tokens_total Number of generation tokens processed.",
+                "# TYPE vllm:generation_tokens_total counter",
+                f"vllm:generation_tokens_total{lab} {float(self.generation_tokens)}",
+                f"vllm:generation_tokens_created{lab} 1.7e+09",
+                "# HELP vllm:prompt_tokens_total Number of prefill tokens processed.",
+                "# TYPE vllm:prompt_tokens_total counter",
+                f"vllm:prompt_tokens_total{lab} {float(self.prompt_tokens)}",
+                "",
+            ])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="fake")
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--api-key", default=None)
+    ap.add_argument("--max-num-seqs", type=int, default=8)
+    args, _unknown = ap.parse_known_args()
+    mode = os.environ.get("FAKE_MODE", "normal")
+    print(f"fake vllm: argv={sys.argv[1:]}", flush=True)
+    time.sleep(float(os.environ.get("FAKE_STARTUP_S", "0.3")))
+    if mode == "exit_startup":
+        print("fake vllm: RuntimeError: simulated startup crash", flush=True)
+        sys.exit(3)
+    if mode == "hang":
+        while True:
+            time.sleep(1)
+    engine = Engine(args.max_num_seqs, float(os.environ.get("FAKE_STEP_S", "0.004")))
+    eos_after = int(os.environ["FAKE_EOS_AFTER"]) if os.environ.get("FAKE_EOS_AFTER") else None
+    first_request = threading.Event()
+    if mode.startswith("die_after_s="):
+        delay = float(mode.split("=", 1)[1])
+
+        def die() -> None:
+            first_request.wait()
+            time.sleep(delay)
+            print("fake vllm: dying", flush=True)
+            os._exit(1)
+
+        threading.Thread(target=die, daemon=True).start()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, fmt: str, *a) -> None:  # noqa: ANN002
+            if mode != "silent_stall":
+                print(f"fake vllm: {self.command} {self.path}", flush=True)
+
+        def _send(self, code: int, body: bytes, ctype: str = "application/json") -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _authorised(self) -> bool:
+            return args.api_key is None or self.headers.get("Authorization") == f"Bearer {args.api_key}"
+
+        def do_GET(self) -> None:  # noqa: N802
+            if self.path == "/health":
+                self._send(200, b"")
+            elif self.path == "/metrics":
+                self._send(200, engine.metrics().encode(), "text/plain; version=0.0.4")
+            elif self.path == "/v1/models":
+                if not self._authorised():
+                    return self._send(401, b'{"error":"Unauthorized"}')
+                self._send(200, json.dumps({"data": [{"id": args.model}]}).encode())
+            else:
+                self._send(404, b"{}")
+
+        def do_POST(self) -> None:  # noqa: N802
+            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+            if not self._authorised():
+                return self._send(401, b'{"error":"Unauthorized"}')
+            chat = self.path == "/v1/chat/completions"
+            if self.path not in ("/v1/completions", "/v1/chat/completions"):
+                return self._send(404, b"{}")
+            if body.get("max_tokens", 0) <= 0 or body.get("model") != args.model:
+                return self._send(400, json.dumps({"error": {"message": "bad request"}}).encode())
+            first_request.set()
+            if mode == "silent_stall":
+                time.sleep(3600)
+            prompt = body.get("messages") if chat else body.get("prompt")
+            n_prompt = len(prompt) if isinstance(prompt, list) and not chat else len(json.dumps(prompt)) // 4
+            with engine.lock:
+                engine.prompt_tokens += n_prompt
+            q = engine.submit(int(body["max_tokens"]), None if body.get("ignore_eos") else eos_after)
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.close_connection = True
+            while True:
+                kind, value = q.get()
+                if kind == "tok":
+                    choice = ({"index": 0, "delta": {"content": "x"}, "finish_reason": value} if chat
+                              else {"index": 0, "text": "x", "finish_reason": value})
+                    chunk = {"id": "c", "choices": [choice]}
+                else:
+                    chunk = {"id": "c", "choices": [],
+                             "usage": {"prompt_tokens": n_prompt, "completion_tokens": value,
+                                       "total_tokens": n_prompt + value}}
+                try:
+                    self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                    if kind == "end":
+                        self.wfile.write(b"data: [DONE]\n\n")
+                    self.wfile.flush()
+                except OSError:
+                    return
+                if kind == "end":
+                    return
+
+    ThreadingHTTPServer.daemon_threads = True
+    ThreadingHTTPServer.request_queue_size = 1024
+    server = ThreadingHTTPServer((args.host, args.port), Handler)
+    print(f"fake vllm: listening on {args.host}:{args.port}", flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

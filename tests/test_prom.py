@@ -1,0 +1,131 @@
+"""Parsing vLLM's /metrics text and the poller's batch samples."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+
+from mle_tui.core.clock import WallClock
+from mle_tui.core.prom import PromPoller, parse_metrics
+
+# Shape of vLLM 0.32 (CPU build) /metrics, trimmed; counters expose `_total` and `_created`.
+VLLM_032 = """\
+# HELP vllm:num_requests_running Number of requests in model execution batches.
+# TYPE vllm:num_requests_running gauge
+vllm:num_requests_running{engine="0",model_name="m"} 7.0
+# HELP vllm:num_requests_waiting Number of requests waiting to be processed.
+# TYPE vllm:num_requests_waiting gauge
+vllm:num_requests_waiting{engine="0",model_name="m"} 120.0
+# HELP vllm:num_requests_waiting_by_reason Number of requests waiting, by reason.
+# TYPE vllm:num_requests_waiting_by_reason gauge
+vllm:num_requests_waiting_by_reason{engine="0",model_name="m",reason="capacity"} 99.0
+# HELP vllm:kv_cache_usage_perc KV-cache usage. 1 means 100 percent usage.
+# TYPE vllm:kv_cache_usage_perc gauge
+vllm:kv_cache_usage_perc{engine="0",model_name="m"} 0.25
+# HELP vllm:num_preemptions_total Cumulative number of preemption from the engine.
+# TYPE vllm:num_preemptions_total counter
+vllm:num_preemptions_total{engine="0",model_name="m"} 3.0
+vllm:num_preemptions_created{engine="0",model_name="m"} 1.795787436873937e+09
+# HELP vllm:generation_tokens_total Number of generation tokens processed.
+# TYPE vllm:generation_tokens_total counter
+vllm:generation_tokens_total{engine="0",model_name="m"} 4321.0
+vllm:generation_tokens_created{engine="0",model_name="m"} 1.7957874368743474e+09
+# HELP vllm:request_generation_tokens Number of generation tokens processed.
+# TYPE vllm:request_generation_tokens histogram
+vllm:request_generation_tokens_bucket{engine="0",le="1.0",model_name="m"} 0.0
+vllm:request_generation_tokens_bucket{engine="0",le="+Inf",model_name="m"} 5.0
+vllm:request_generation_tokens_count{engine="0",model_name="m"} 5.0
+vllm:request_generation_tokens_sum{engine="0",model_name="m"} 999.0
+"""
+
+
+def test_parse_vllm_032_names() -> None:
+    snap = parse_metrics(VLLM_032)
+    assert snap.running == 7.0
+    assert snap.waiting == 120.0  # not the by-reason series
+    assert snap.kv_cache_usage == 0.25
+    assert snap.preemptions_total == 3.0
+    assert snap.generation_tokens_total == 4321.0  # not _created, not the histogram
+
+
+def test_parse_sums_engines_and_averages_kv() -> None:
+    # A second engine: its samples sit inside the same families.
+    lines = VLLM_032.splitlines()
+    out = []
+    for line in lines:
+        out.append(line)
+        if line.startswith('vllm:num_requests_running{engine="0"'):
+            out.append('vllm:num_requests_running{engine="1",model_name="m"} 5.0')
+        if line.startswith('vllm:kv_cache_usage_perc{engine="0"'):
+            out.append('vllm:kv_cache_usage_perc{engine="1",model_name="m"} 0.75')
+        if line.startswith('vllm:generation_tokens_total{engine="0"'):
+            out.append('vllm:generation_tokens_total{engine="1",model_name="m"} 79.0')
+    snap = parse_metrics("\n".join(out) + "\n")
+    assert snap.running == 12.0
+    assert snap.kv_cache_usage == pytest.approx(0.5)
+    assert snap.generation_tokens_total == 4400.0
+
+
+def test_parse_untyped_total_and_old_kv_name() -> None:
+    text = ("vllm:generation_tokens_total 10\n"
+            "vllm:gpu_cache_usage_perc 0.5\n"
+            "vllm:num_requests_running 2\n")
+    snap = parse_metrics(text)
+    assert snap.generation_tokens_total == 10.0
+    assert snap.kv_cache_usage == 0.5
+    assert snap.running == 2.0
+    assert snap.waiting is None
+
+
+def test_parse_missing_metrics_are_none() -> None:
+    snap = parse_metrics("# nothing here\nprocess_cpu_seconds_total 1.0\n")
+    assert snap.running is None and snap.generation_tokens_total is None
+
+
+class _Gpu:
+    def __init__(self) -> None:
+        self.loads: list[float] = []
+
+    def set_load(self, utilisation: float) -> None:
+        self.loads.append(utilisation)
+
+    def speed_factor(self, utilisation: float) -> float:
+        return 1.0
+
+
+async def test_poller_emits_samples_and_drives_sim_gpu() -> None:
+    values = iter([2.0, 4.0, 8.0, 8.0, 8.0, 8.0, 8.0, 8.0])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path != "/metrics":
+            return httpx.Response(404)
+        running = next(values)
+        return httpx.Response(200, text=VLLM_032.replace("} 7.0", f"}} {running}"))
+
+    gpu = _Gpu()
+    got = []
+    clock = WallClock()
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler), base_url="http://x") as client:
+        poller = PromPoller(client, "/metrics", clock, max_num_seqs=8, period_s=0.02,
+                            listener=got.append, sim_gpus=[gpu])
+        task = asyncio.create_task(poller.run())
+        await asyncio.sleep(0.13)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert len(got) >= 4
+    assert [s.running for s in got[:3]] == [2.0, 4.0, 8.0]
+    assert gpu.loads[:3] == [0.25, 0.5, 1.0]
+    assert all(b.t_s > a.t_s for a, b in zip(got, got[1:]))
+    assert got[0].waiting == 120.0 and got[0].generation_tokens_total == 4321.0
+
+
+async def test_poller_counts_errors() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(500)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler), base_url="http://x") as client:
+        poller = PromPoller(client, "/metrics", WallClock(), max_num_seqs=4)
+        assert await poller.poll_once() is None
+        assert poller.errors == 1 and poller.samples == []
