@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from .records import FORMULAS, Latency, LatencyStats, RequestRow
@@ -12,7 +10,11 @@ from .records import FORMULAS, Latency, LatencyStats, RequestRow
 def stats(values_s: list[float], formula: str) -> LatencyStats:
     """Mean, p50, p90, p99 (linear interpolation) of ``values_s``; empty -> count 0, Nones.
     Non-finite values are ignored."""
-    v = np.asarray([x for x in values_s if x is not None and math.isfinite(x)], dtype=np.float64)
+    try:
+        v = np.asarray(values_s, dtype=np.float64)
+    except (TypeError, ValueError):  # Nones among the values
+        v = np.asarray([x for x in values_s if x is not None], dtype=np.float64)
+    v = v[np.isfinite(v)]
     if v.size == 0:
         return LatencyStats(count=0, formula=formula)
     p50, p90, p99 = np.percentile(v, [50, 90, 99], method="linear")
