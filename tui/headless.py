@@ -17,6 +17,7 @@ from typing import TextIO
 import msgspec
 
 from mle_tui.core import events as ev
+from mle_tui.core.pareto import fmt_duration
 
 BAR_WIDTH = 20
 REDRAW_PERIOD_S = 0.2
@@ -56,6 +57,7 @@ class ProgressPrinter:
         self.req_total = 0
         self.run_t0: float | None = None
         self.cfg_t0: float | None = None
+        self.in_config = False
         self._last_draw = -1e9
         self._drawn = ""
         #: Replaying old events (attach): no durations or ETA, no redraws.
@@ -75,19 +77,20 @@ class ProgressPrinter:
             self.index, self.total, self.label = event.index, event.total, event.label
             self.done, self.req_total = 0, event.num_requests
             self.cfg_t0 = now
+            self.in_config = True
             self._draw(force=True)
         elif isinstance(event, ev.RequestProgress):
             self.done, self.req_total = event.done, event.total
             self._draw()
         elif isinstance(event, ev.ConfigFinished):
             self.finished += 1
-            self.done = self.req_total
+            self.in_config = False
             took = now - self.cfg_t0 if self.cfg_t0 is not None else 0.0
             parts = [f"[{self.index + 1}/{self.total}] {self.label}: {event.status}"]
             if event.energy_per_request_j is not None:
-                parts.append(f"{event.energy_per_request_j:.4g} J/req")
+                parts.append(f"{event.energy_per_request_j:.1f} J/req")
             if event.latency_value_s is not None:
-                parts.append(f"latency {event.latency_value_s * 1000:.4g} ms")
+                parts.append(f"latency {fmt_duration(event.latency_value_s)}")
             if event.reasons and event.status != "ok":
                 parts.append("(" + "; ".join(event.reasons)[:120] + ")")
             if not self.replay:
@@ -102,7 +105,7 @@ class ProgressPrinter:
         """Remaining wall time of the sweep: elapsed / work done x work left."""
         if self.run_t0 is None or self.to_run <= 0:
             return None
-        frac = self.done / self.req_total if self.req_total > 0 and self.finished < self.to_run else 0.0
+        frac = self.done / self.req_total if self.in_config and self.req_total > 0 else 0.0
         work_done = min(self.finished + frac, self.to_run)
         if work_done <= 0.02:
             return None
