@@ -280,6 +280,20 @@ def test_progress_tty_redraws_in_place_and_throttles():
     assert out.getvalue().endswith("\n") and "[1/4] B=8: ok" in out.getvalue().splitlines()[-1]
 
 
+def test_progress_counts_diffusion_batches_from_log_lines():
+    clock, out = FakeClock(), TtyBuffer()
+    p = ProgressPrinter(out, clock=clock, batches_per_config=6)
+    p(_started())
+    p(_cfg(0))
+    for i, tag in enumerate([" (warm-up)", "", "", ""]):
+        clock.t += 1.0
+        p(ev.LogLine(line=f"batch {i}{tag}: 5.00 s, 2400 J"))
+    p(ev.LogLine(line="power limit 400 W requested"))  # not a batch
+    clock.t += 1.0
+    p(ev.LogLine(line="a batch of nonsense"))
+    assert out.getvalue().split("\r")[-1].startswith("[1/4] B=8 |#############.......| 4/6 batches")
+
+
 def test_eta_format_and_default_out_dir():
     assert fmt_eta(None) == "--" and fmt_eta(5) == "5s" and fmt_eta(125) == "2m05s" and fmt_eta(7260) == "2h01m"
     assert default_out_dir("llama 3.1/8b", now=0).as_posix() == "runs/llama-3.1-8b-19700101T000000Z"

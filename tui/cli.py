@@ -119,12 +119,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.simulate or args.format != "json":
             print(f"{PROG}: --simulate and --format apply to --headless runs; "
                   "set gpu.allow_simulated in the profile for the app", file=sys.stderr)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(str(out), "", f"cannot create run directory: {exc.strerror or exc}") from None
         return _app(str(path), str(out), False)
 
     from mle_tui.core.runner import SweepRunner
-    from mle_tui.tui.headless import ProgressPrinter
+    from mle_tui.tui.headless import ProgressPrinter, batches_per_config
 
-    printer = ProgressPrinter(sys.stderr)
+    printer = ProgressPrinter(sys.stderr, batches_per_config=batches_per_config(profile))
     runner = SweepRunner(
         profile, out, profile_path=str(path), listener=printer,
         allow_simulated=True if args.simulate else None, record_format=args.format,

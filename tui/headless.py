@@ -8,6 +8,7 @@ pleasant over slow SSH; otherwise it prints one line per finished configuration.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable
@@ -21,6 +22,8 @@ from mle_tui.core.pareto import fmt_duration
 
 BAR_WIDTH = 20
 REDRAW_PERIOD_S = 0.2
+#: The runner's log line for a finished diffusion batch ("batch 3: 5.12 s, 2400 J").
+_BATCH_LINE = re.compile(r"^batch \d+( \(warm-up\))?:")
 
 
 def fmt_eta(seconds: float | None) -> str:
@@ -44,8 +47,13 @@ class ProgressPrinter:
     """Feed it events; it writes progress to ``stream``."""
 
     def __init__(self, stream: TextIO, *, tty: bool | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 batches_per_config: int | None = None) -> None:
+        """``batches_per_config``: diffusion runs count batches (warm-up included) instead of
+        requests."""
         self.stream = stream
+        self.batches_per_config = batches_per_config
+        self.unit = "req"
         self.tty = stream.isatty() if tty is None else tty
         self.clock = clock
         self.to_run = 0
@@ -75,13 +83,19 @@ class ProgressPrinter:
                        f"power source {event.power_source}{sim}; records in {event.run_dir}")
         elif isinstance(event, ev.ConfigStarted):
             self.index, self.total, self.label = event.index, event.total, event.label
-            self.done, self.req_total = 0, event.num_requests
+            self.done, self.req_total, self.unit = 0, event.num_requests, "req"
+            if self.batches_per_config:
+                self.req_total, self.unit = self.batches_per_config, "batches"
             self.cfg_t0 = now
             self.in_config = True
             self._draw(force=True)
         elif isinstance(event, ev.RequestProgress):
-            self.done, self.req_total = event.done, event.total
+            self.done, self.req_total, self.unit = event.done, event.total, "req"
             self._draw()
+        elif isinstance(event, ev.LogLine):
+            if self.unit == "batches" and self.in_config and _BATCH_LINE.match(event.line):
+                self.done = min(self.done + 1, self.req_total)
+                self._draw()
         elif isinstance(event, ev.ConfigFinished):
             self.finished += 1
             self.in_config = False
@@ -115,7 +129,7 @@ class ProgressPrinter:
     def status_line(self) -> str:
         took = self.clock() - self.cfg_t0 if self.cfg_t0 is not None else 0.0
         return (f"[{self.index + 1}/{self.total}] {self.label} |{bar(self.done, self.req_total)}| "
-                f"{self.done}/{self.req_total} req  {took:.0f}s  ETA {fmt_eta(self.eta_s())}")
+                f"{self.done}/{self.req_total} {self.unit}  {took:.0f}s  ETA {fmt_eta(self.eta_s())}")
 
     # -- output
     def _draw(self, force: bool = False) -> None:
@@ -142,6 +156,25 @@ class ProgressPrinter:
         self.stream.flush()
 
 
+def batches_per_config(profile) -> int | None:
+    """Batches a diffusion configuration runs (warm-up included); None for LLM tasks."""
+    if profile is None or profile.is_llm:
+        return None
+    return profile.load.batches + profile.load.warmup_batches
+
+
+def _batches_of(store) -> int | None:
+    try:
+        manifest = store.read_manifest()
+        if manifest is None or not manifest.profile_toml:
+            return None
+        from mle_tui.core.profile import decode_profile
+
+        return batches_per_config(decode_profile(manifest.profile_toml))
+    except Exception:  # noqa: BLE001 - progress display only
+        return None
+
+
 def _alive(pid: int | None) -> bool:
     if not pid:
         return False
@@ -163,7 +196,7 @@ def follow_live(run_dir: Path, stream: TextIO, *, poll_s: float = 0.5,
 
     store = RunStore(run_dir)
     live = store.live_path()
-    printer = ProgressPrinter(stream)
+    printer = ProgressPrinter(stream, batches_per_config=_batches_of(store))
     deadline = time.monotonic() + wait_start_s
     while not live.exists():
         if time.monotonic() > deadline:
