@@ -83,6 +83,7 @@ class _ConfigState:
         self.lock = threading.Lock()
         self.batch_t: list[float] = []
         self.running: list[float] = []
+        self.running_cum: list[float] = [0.0]  # prefix sums of running, for O(1) window means
         self.waiting: list[float] = []
         self.kv: list[float | None] = []
         self.preempt: list[float | None] = []
@@ -217,6 +218,20 @@ class SweepRunner:
         self._signal_count = 0
 
     # -- public API ----------------------------------------------------------------------------
+    @property
+    def source(self) -> PowerSource | None:
+        """The power source in use (after :meth:`prepare`)."""
+        return getattr(self, "_source", None) or self._power_source
+
+    @property
+    def runtime(self) -> Runtime | None:
+        return self._runtime
+
+    @property
+    def requests(self) -> list[Request] | None:
+        """The workload (after :meth:`prepare`)."""
+        return self._requests
+
     def configs(self) -> list[Config]:
         """Every configuration of the sweep, in run order."""
         return list(self._configs)
@@ -593,6 +608,7 @@ class SweepRunner:
         with st.lock:
             st.batch_t.append(s.t_s)
             st.running.append(s.running)
+            st.running_cum.append(st.running_cum[-1] + s.running)
             st.waiting.append(s.waiting)
             st.kv.append(s.kv_cache_usage)
             st.preempt.append(s.preemptions_total)
@@ -620,14 +636,14 @@ class SweepRunner:
         with st.lock:
             lo = bisect.bisect_left(st.batch_t, window.start_s)
             hi = bisect.bisect_right(st.batch_t, end)
-            run = st.running[lo:hi]
-            gen = st.gen_tokens[lo:hi]
-        mean_batch = float(np.mean(run)) if run else None
+            mean_batch = (st.running_cum[hi] - st.running_cum[lo]) / (hi - lo) if hi > lo else None
+            g0 = st.gen_tokens[lo] if hi > lo else None
+            g1 = st.gen_tokens[hi - 1] if hi > lo else None
         ept = None
-        if sampler is not None and len(gen) >= 2 and gen[0] is not None and gen[-1] is not None and gen[-1] > gen[0]:
+        if sampler is not None and g0 is not None and g1 is not None and g1 > g0:
             try:
                 e = sampler.energy_between(window.start_s, end)
-                ept = e / (gen[-1] - gen[0]) if math.isfinite(e) and e > 0 else None
+                ept = e / (g1 - g0) if math.isfinite(e) and e > 0 else None
             except Exception:  # noqa: BLE001
                 ept = None
         self._emit(SteadyUpdate(start_s=window.start_s, end_s=window.end_s, mean_batch=mean_batch,

@@ -34,6 +34,10 @@ from ..clock import Clock
 from ..dataset_types import Request
 
 
+#: Utilisation is quantised to this step before it drives the simulated GPUs.
+UTIL_STEP = 0.002
+
+
 @dataclass(frozen=True)
 class LlmCostModel:
     """Iteration cost of a Llama-3.1-8B-like model on one H100-class GPU (rough, plausible)."""
@@ -163,6 +167,8 @@ class LlmServerSim:
         self.on_first_token = on_first_token or (lambda rid, t: None)
         self.on_finish = on_finish or (lambda r: None)
         self.truth = LlmSimTruth()
+        self._last_u = -1.0
+        self._last_speed = 1.0
 
     # -- helpers ---------------------------------------------------------------------------
     def _advance(self, t_s: float) -> None:
@@ -174,14 +180,17 @@ class LlmServerSim:
             if dt > 0 and not clock.sleep(dt, self.cancel):
                 raise Cancelled()
 
-    def _set_load(self, u: float) -> None:
+    def _set_load(self, u: float) -> float:
+        """Set the GPUs' utilisation (quantised to ``UTIL_STEP``, so the power trace changes only
+        when the load does) and return the speed factor under their power limits."""
+        uq = round(u / UTIL_STEP) * UTIL_STEP
+        if uq == self._last_u:
+            return self._last_speed
+        self._last_u = uq
         for g in self.gpus:
-            g.set_load(u)  # type: ignore[attr-defined]
-
-    def _speed(self, u: float) -> float:
-        if not self.gpus:
-            return 1.0
-        return min(g.speed_factor(u) for g in self.gpus)  # type: ignore[attr-defined]
+            g.set_load(uq)  # type: ignore[attr-defined]
+        self._last_speed = min((g.speed_factor(uq) for g in self.gpus), default=1.0)  # type: ignore[attr-defined]
+        return self._last_speed
 
     # -- main loop -------------------------------------------------------------------------
     def run(self) -> list[SimRequestResult]:
@@ -285,8 +294,7 @@ class LlmServerSim:
             prefill_s = cost.per_prefill_token_s * prefill_tokens / speedup
             base_s = decode_s + prefill_s
             u = (decode_s * cost.decode_utilisation(n) + prefill_s * cost.prefill_utilisation) / base_s
-            self._set_load(u)
-            dt = base_s / self._speed(u)
+            dt = base_s / self._set_load(u)
             state.update(r=n, w=len(waiting), kv=min(1.0, kv_used / cost.kv_capacity_tokens))
             if n == B and sat_start is None:
                 sat_start = t
