@@ -1,0 +1,294 @@
+"""The diffusers runtime: text-to-image in this process, measured batch by batch (ML.ENERGY).
+
+Per configuration: ``load.warmup_batches`` warm-up batches, then ``load.batches`` measured
+batches of ``batch_size`` prompts (PartiPrompts or any prompt dataset, cycled), each bracketed by
+``torch.cuda.synchronize()`` and measured as the GPU energy between its start and end
+(``ctx.energy_between``); energy per image = batch energy / B (eq. 1), done by the runner.
+While a batch runs the batch trace reports ``running = B`` (0 between batches) at 10 Hz.
+
+Models: any ``AutoPipelineForText2Image`` id or local directory (``weights = "pretrained"``), or,
+with ``weights = "dummy"``, a pipeline assembled offline from the config dicts shipped in
+``core/data/models`` (``sd-2.1``, ``sdxl``; ``tiny-sd`` is a test shape for CPU tests) with the
+project's dummy-weight scheme (:mod:`mle_tui.core.dummy_init`) and a character-level CLIP
+tokenizer that needs no files. Dummy weights run in bf16 on GPUs (fp32 on CPU) and every batch's
+images are checked to be finite. Images are not saved.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from ..dummy_init import describe, init_dummy_
+from ..errors import InputError, RunFailure
+from ..records import BatchRow
+from .base import BatchSample, RuntimeContext, RuntimeResult
+from .inprocess import (
+    RealTime,
+    RunLog,
+    drive_sim,
+    free_accelerator_memory,
+    is_oom,
+    load_shape,
+    pick_device,
+    pick_dtype,
+    synchronize,
+)
+
+#: Batch-trace period while batches run, s.
+TRACE_PERIOD_S = 0.1
+
+
+def _bytes_to_unicode() -> list[str]:
+    """GPT-2 / CLIP byte-to-unicode table (printable stand-ins for the 256 byte values)."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(
+        range(ord("®"), ord("ÿ") + 1)
+    )
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return [chr(c) for c in cs]
+
+
+def char_clip_tokenizer(pad_token: str = "<|endoftext|>", model_max_length: int = 77) -> Any:
+    """A CLIP tokenizer with a byte-level character vocabulary (514 ids) and no merges: needs no
+    files, gives every prompt its own ids, and always encodes 77 tokens like the real one."""
+    from transformers import CLIPTokenizer
+
+    chars = _bytes_to_unicode()
+    vocab: dict[str, int] = {}
+    for c in chars:
+        vocab[c] = len(vocab)
+    for c in chars:
+        vocab[c + "</w>"] = len(vocab)
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    return CLIPTokenizer(vocab=vocab, merges=[], pad_token=pad_token, model_max_length=model_max_length)
+
+
+def build_dummy_pipeline(shape: dict[str, Any], device: str, dtype: Any, seed: int) -> Any:
+    """Assemble a text-to-image pipeline from config dicts with dummy weights."""
+    import diffusers
+    import torch
+    import transformers
+
+    def text_encoder(cfg: dict[str, Any]) -> Any:
+        cfg = dict(cfg)
+        cls = getattr(transformers, cfg.pop("class", "CLIPTextModel"))
+        return cls(transformers.CLIPTextConfig(**cfg))
+
+    with torch.device(device):
+        components: dict[str, Any] = {
+            "unet": diffusers.UNet2DConditionModel(**shape["unet"]),
+            "vae": diffusers.AutoencoderKL(**shape["vae"]),
+            "text_encoder": text_encoder(shape["text_encoder"]),
+            "tokenizer": char_clip_tokenizer(**shape.get("tokenizer", {})),
+        }
+        if "text_encoder_2" in shape:
+            components["text_encoder_2"] = text_encoder(shape["text_encoder_2"])
+            components["tokenizer_2"] = char_clip_tokenizer(**shape.get("tokenizer_2", {}))
+    for offset, name in enumerate(("unet", "vae", "text_encoder", "text_encoder_2")):
+        if name in components:
+            init_dummy_(components[name], seed + offset)
+            if dtype != torch.float32:
+                components[name].to(dtype=dtype)
+            components[name].eval()
+    sched = dict(shape["scheduler"])
+    components["scheduler"] = getattr(diffusers, sched.pop("class")).from_config(sched)
+    pipe_cls = getattr(diffusers, shape["pipeline"])
+    if shape["pipeline"] == "StableDiffusionPipeline":
+        components.update(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe = pipe_cls(**components, **shape.get("pipeline_kwargs", {}))
+    return pipe
+
+
+def _default_size(pipe: Any) -> tuple[int, int]:
+    scale = getattr(pipe, "vae_scale_factor", 8)
+    size = int(pipe.unet.config.sample_size) * int(scale)
+    return size, size
+
+
+class DiffusersRuntime:
+    """Text-to-image with diffusers, in-process. The pipeline is kept between configurations
+    of a sweep (same model, dtype and device)."""
+
+    name = "diffusers"
+
+    def __init__(self) -> None:
+        self._key: tuple[str, ...] | None = None
+        self._pipe: Any = None
+        self._init_line: str | None = None
+
+    # ------------------------------------------------------------------ loading
+
+    def _pipeline(self, ctx: RuntimeContext, device: str, dtype: Any, log: RunLog) -> Any:
+        m = ctx.profile.model
+        key = (m.id, m.weights, str(dtype), device)
+        if self._key == key and self._pipe is not None:
+            return self._pipe
+        self._pipe = None
+        self._key = None
+        free_accelerator_memory()
+        t0 = time.perf_counter()
+        seed = ctx.profile.dataset.seed
+        try:
+            if m.weights == "dummy":
+                shape = load_shape(m.id, "diffusion pipeline")
+                for part in ("pipeline", "unet", "vae", "text_encoder", "scheduler"):
+                    if part not in shape:
+                        raise InputError(m.id, part, "missing from the diffusion model shape")
+                pipe = build_dummy_pipeline(shape, device, dtype, seed)
+                self._init_line = f"weights: dummy, init {describe(seed)}"
+            else:
+                from diffusers import AutoPipelineForText2Image
+
+                pipe = AutoPipelineForText2Image.from_pretrained(m.id, torch_dtype=dtype)
+                pipe = pipe.to(device)
+                self._init_line = None
+        except (InputError, RunFailure):
+            raise
+        except Exception as exc:
+            if is_oom(exc):
+                free_accelerator_memory()
+                raise RunFailure(f"CUDA out of memory loading {m.id}") from exc
+            raise RunFailure(f"cannot load pipeline {m.id}: {type(exc).__name__}: {exc}") from exc
+        pipe.set_progress_bar_config(disable=True)
+        log.line(f"loaded {type(pipe).__name__} {m.id} ({m.weights}) on {device} in {time.perf_counter() - t0:.1f} s")
+        self._key, self._pipe = key, pipe
+        return pipe
+
+    # ------------------------------------------------------------------ running
+
+    def run(self, ctx: RuntimeContext) -> RuntimeResult:
+        try:
+            import diffusers  # noqa: F401
+            import torch
+        except ImportError as exc:
+            raise InputError("profile", "runtime", f"the diffusers runtime needs torch and diffusers ({exc})") from None
+        cfg = ctx.config
+        batch = int(cfg.batch_size or 1)
+        steps = int(cfg.num_inference_steps or 50)
+        if cfg.num_gpus > 1:
+            raise RunFailure("the diffusers runtime runs on one GPU: tensor_parallel and pipeline_parallel must be 1")
+        log = RunLog(ctx)
+        rt = RealTime(ctx.clock)
+        device = pick_device(ctx)
+        dtype = pick_dtype(ctx.profile.model.dtype, device)
+        try:
+            pipe = self._pipeline(ctx, device, dtype, log)
+            if self._init_line:
+                log.pin(self._init_line)
+            width, height = (cfg.width, cfg.height) if cfg.width and cfg.height else _default_size(pipe)
+            prompts = [r.prompt or "" for r in ctx.requests] or [""]
+            if ctx.profile.model.weights == "dummy":
+                # The character-level tokenizer spends one token per character: cut prompts to the
+                # 75 tokens CLIP keeps (as the real tokenizer's truncation would) without warnings.
+                prompts = [p[:75] for p in prompts]
+            warmup = ctx.profile.load.warmup_batches
+            measured = ctx.profile.load.batches
+            total = warmup + measured
+            log.line(
+                f"{measured} measured batches (+{warmup} warm-up) of {batch} images, {steps} steps, "
+                f"{width}x{height}, {str(dtype).removeprefix('torch.')} on {device}"
+            )
+            rows: list[BatchRow] = []
+            pending: list[BatchRow] = []
+            seed = ctx.profile.dataset.seed
+            for i in range(total):
+                if ctx.cancel.is_set():
+                    raise RunFailure("stopped by request")
+                batch_prompts = [prompts[(i * batch + j) % len(prompts)] for j in range(batch)]
+                gen = torch.Generator(device=device).manual_seed(seed + i)
+                waiting = (total - i - 1) * batch
+                t0, t1 = self._one_batch(ctx, rt, pipe, device, batch_prompts, steps, width, height, gen, waiting)
+                # Finish earlier rows now that the sampler has read past their end.
+                for row in pending:
+                    self._finish(ctx, row, rows)
+                pending = [
+                    BatchRow(index=i, start_s=t0, end_s=t1, latency_s=t1 - t0, energy_j=float("nan"),
+                             batch_size=batch, warmup=i < warmup)
+                ]
+            # Let the sampler read past the last batch's end before asking for its energy.
+            rt.wait(2.5 * TRACE_PERIOD_S, None)
+            for row in pending:
+                self._finish(ctx, row, rows)
+            ctx.on_batch(BatchSample(t_s=rt.now_s(), running=0.0, waiting=0.0))
+            lat = [r.latency_s for r in rows if not r.warmup]
+            log.line(f"measured batch latency {sum(lat) / len(lat):.3f} s mean over {len(lat)} batches")
+            return RuntimeResult(
+                batches=rows,
+                log_tail=log.tail(),
+                batch_source=f"diffusers pipeline, {1 / TRACE_PERIOD_S:.0f} Hz",
+            )
+        finally:
+            drive_sim(ctx, 0.0)
+            log.close()
+
+    def _finish(self, ctx: RuntimeContext, row: BatchRow, rows: list[BatchRow]) -> None:
+        row.energy_j = float(ctx.energy_between(row.start_s, row.end_s))
+        rows.append(row)
+        ctx.on_batch_done(row)
+
+    def _one_batch(
+        self, ctx: RuntimeContext, rt: RealTime, pipe: Any, device: str, prompts: list[str],
+        steps: int, width: int, height: int, gen: Any, waiting: int,
+    ) -> tuple[float, float]:
+        """Run one batch in a worker thread while this thread reports the batch trace; returns
+        the batch's (start, end) on the run clock."""
+        import torch
+
+        batch = len(prompts)
+        box: dict[str, Any] = {}
+
+        def work() -> None:
+            try:
+                synchronize(device)
+                box["t0"] = time.perf_counter()
+                with torch.inference_mode():
+                    out = pipe(
+                        prompt=prompts, num_inference_steps=steps, width=width, height=height,
+                        generator=gen, output_type="pt",
+                    )
+                synchronize(device)
+                box["t1"] = time.perf_counter()
+                images = out.images
+                box["finite"] = bool(torch.isfinite(images).all().item()) if hasattr(images, "dtype") else True
+            except BaseException as exc:  # re-raised on the calling thread
+                box["error"] = exc
+
+        ctx.on_batch(BatchSample(t_s=rt.now_s(), running=0.0, waiting=float(waiting + batch)))
+        thread = threading.Thread(target=work, name="diffusers-batch", daemon=True)
+        drive_sim(ctx, 1.0)
+        thread.start()
+        while thread.is_alive():
+            ctx.on_batch(BatchSample(t_s=rt.now_s(), running=float(batch), waiting=float(waiting)))
+            thread.join(TRACE_PERIOD_S)
+        if "error" in box:
+            drive_sim(ctx, 0.0)
+            exc = box["error"]
+            if is_oom(exc):
+                free_accelerator_memory()
+                raise RunFailure(f"CUDA out of memory at batch {batch}") from exc
+            raise RunFailure(f"pipeline failed at batch {batch}: {type(exc).__name__}: {exc}") from exc
+        t0, t1 = rt.to_run(box["t0"]), rt.to_run(box["t1"])
+        # On a simulated GPU under a power limit, work runs slower: stretch the batch accordingly.
+        if ctx.sim_gpus:
+            factor = max(g.speed_factor(1.0) for g in ctx.sim_gpus)
+            if factor > 1.0:
+                t1_sim = t0 + (t1 - t0) * factor
+                while rt.now_s() < t1_sim:
+                    ctx.on_batch(BatchSample(t_s=rt.now_s(), running=float(batch), waiting=float(waiting)))
+                    rt.wait(min(TRACE_PERIOD_S, max(0.0, t1_sim - rt.now_s())), None)
+                t1 = t1_sim
+        drive_sim(ctx, 0.0)
+        ctx.on_batch(BatchSample(t_s=rt.now_s(), running=0.0, waiting=float(waiting)))
+        if not box.get("finite", True):
+            raise RunFailure(
+                f"non-finite images at batch {batch} (NaN/Inf from the weights in this dtype; use bfloat16)"
+            )
+        return t0, t1
