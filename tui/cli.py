@@ -245,7 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("profile", metavar="PROFILE", help="profile file, or a shipped profile's name")
     r.add_argument("--out", metavar="DIR", help="run directory (default runs/<profile>-<UTC time>); "
                                                 "an existing one is resumed")
-    r.add_argument("--headless", action="store_true", help="no UI: progress lines, then the report")
+    r.add_argument("--headless", action="store_true",
+                   help="no UI: progress, then the report (automatic when stdout is not a terminal)")
     r.add_argument("--simulate", action="store_true",
                    help="allow the simulated GPU when NVML shows none (results labelled simulated)")
     r.add_argument("--format", choices=("json", "msgpack"), default="json", help="record format")
