@@ -271,3 +271,26 @@ def test_next_runner_start_restores_stale_limits(tmp_path: Path) -> None:
     runner.prepare()
     assert limits(p["gpu"]) == {"0": 700.0}
     assert not p["state"].exists() and not (p["out"] / "power_limits.state").exists()
+
+
+def test_state_of_another_host_is_left_alone(tmp_path: Path) -> None:
+    lim = FileLimiter(tmp_path / "gpu.json")
+    lim.set_limit_w(0, 400.0)
+    state = tmp_path / "s.json"
+    state.write_text(json.dumps({"pid": 1, "host": "some-other-node", "original_limits_w": {"0": 700.0}}))
+    assert restore_stale(state, lim) == {}
+    assert lim.get_limit_w(0) == 400.0 and state.exists()
+
+
+def test_nvml_without_gpu_says_why() -> None:
+    from mle_tui.core.clock import VirtualClock
+    from mle_tui.core.power.nvml import NvmlLimiter, NvmlPowerSource, NvmlUnavailable
+
+    try:
+        NvmlPowerSource(VirtualClock()).close()
+    except NvmlUnavailable as exc:
+        assert str(exc)
+        with pytest.raises(NvmlUnavailable):
+            NvmlLimiter()
+    else:
+        pytest.skip("an NVIDIA GPU is readable here")

@@ -27,9 +27,11 @@ TOLERANCE_W = 1.0
 
 
 def default_state_path() -> Path:
-    """``$XDG_STATE_HOME/mle-tui/power_limits.json`` (``~/.local/state`` by default)."""
+    """``$XDG_STATE_HOME/mle-tui/power_limits-HOST.json`` (``~/.local/state`` by default). The
+    host name keeps nodes that share a home directory from restoring each other's GPUs."""
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "mle-tui" / "power_limits.json"
+    host = "".join(c if c.isalnum() or c in "-_." else "_" for c in socket.gethostname()) or "localhost"
+    return Path(base) / "mle-tui" / f"power_limits-{host}.json"
 
 
 def _pid_alive(pid: int) -> bool:
@@ -94,8 +96,9 @@ def restore_stale(state_path: Path, limiter: PowerLimiter, *, force: bool = Fals
     if state is None:
         return {}
     pid = state["pid"]
-    same_host = state.get("host", socket.gethostname()) == socket.gethostname()
-    if not force and pid != os.getpid() and same_host and _pid_alive(pid):
+    if state.get("host", socket.gethostname()) != socket.gethostname():
+        return {}  # another node's GPUs (shared home directory): not ours to touch
+    if not force and pid != os.getpid() and _pid_alive(pid):
         return {}
     originals: dict[int, float] = state["original_limits_w"]
     errors = []
@@ -173,6 +176,9 @@ class PowerLimitGuard:
             validate_limit(self.limiter, i, float(self.limit_w))
         # Never overwrite another live process's originals; restore a dead one's first.
         state = read_state(self.state_path)
+        if state is not None and state.get("host", socket.gethostname()) != socket.gethostname():
+            raise InputError(str(self.state_path), "host",
+                             f"holds power limits of host {state['host']!r}; use a per-host state path")
         if state is not None:
             if state["pid"] != os.getpid() and _pid_alive(state["pid"]):
                 raise InputError(
