@@ -248,6 +248,17 @@ class VllmRuntime:
         #: Filled while a configuration runs: the server's pgid and URL (tests, diagnostics).
         self.current_pgid: int | None = None
         self.current_url: str | None = None
+        #: The profile file's directory, where relative model paths are looked up (set by
+        #: :meth:`load_requests`, else read from the run directory's manifest).
+        self.profile_dir: Path | None = None
+
+    def load_requests(self, profile: Profile, *, base_dir: str | Path | None = None,
+                      on_note: Callable[[str], None] | None = None) -> list[Request]:
+        """The workload tokenised as this server will see it (see :func:`load_requests_for`).
+        ``base_dir`` is the profile's directory."""
+        if base_dir is not None:
+            self.profile_dir = Path(base_dir).resolve()
+        return load_requests_for(profile, self.profile_dir, on_note)
 
     def kill_children(self) -> None:
         """Kill every live server process group now (signal handlers, emergency exits)."""
@@ -256,7 +267,8 @@ class VllmRuntime:
     # -- one configuration ---------------------------------------------------------------
     def run(self, ctx: RuntimeContext) -> RuntimeResult:
         profile, cfg = ctx.profile, ctx.config
-        profile_dir = getattr(ctx, "profile_dir", None) or _profile_dir_from_manifest(ctx.run_dir)
+        profile_dir = (getattr(ctx, "profile_dir", None) or self.profile_dir
+                       or _profile_dir_from_manifest(ctx.run_dir))
         model = resolve_model(profile.model.id, profile_dir)
         tokenizer = None
         if profile.model.tokenizer:
