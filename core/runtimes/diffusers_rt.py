@@ -244,11 +244,13 @@ class DiffusersRuntime:
 
         batch = len(prompts)
         box: dict[str, Any] = {}
+        started = threading.Event()
 
         def work() -> None:
             try:
                 synchronize(device)
                 box["t0"] = time.perf_counter()
+                started.set()
                 with torch.inference_mode():
                     out = pipe(
                         prompt=prompts, num_inference_steps=steps, width=width, height=height,
@@ -260,11 +262,18 @@ class DiffusersRuntime:
                 box["finite"] = bool(torch.isfinite(images).all().item()) if hasattr(images, "dtype") else True
             except BaseException as exc:  # re-raised on the calling thread
                 box["error"] = exc
+            finally:
+                started.set()
 
         ctx.on_batch(BatchSample(t_s=rt.now_s(), running=0.0, waiting=float(waiting + batch)))
         thread = threading.Thread(target=work, name="diffusers-batch", daemon=True)
         drive_sim(ctx, 1.0)
         thread.start()
+        started.wait()
+        if "t0" in box:  # a sample at the batch's exact start, so every batch shows in the trace
+            rt.now_s()
+            ctx.on_batch(BatchSample(t_s=rt.to_run(box["t0"]), running=float(batch), waiting=float(waiting)))
+            thread.join(TRACE_PERIOD_S)
         while thread.is_alive():
             ctx.on_batch(BatchSample(t_s=rt.now_s(), running=float(batch), waiting=float(waiting)))
             thread.join(TRACE_PERIOD_S)
