@@ -1,0 +1,271 @@
+"""Results screen: Pareto table, time–energy scatter, latency target with the recommendation
+updated as you type, cost/carbon, TDP comparison, per-configuration timelines, export, copy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Input, Label, Static, TabbedContent, TabPane
+
+from ..core.profile import parse_duration_s
+from ..core.records import Record
+from .charts import BatchChart, ParetoChart, PowerChart, TimeData, shared_x_range
+from .live import fmt_energy, fmt_latency
+from .modals import ExportScreen
+from .results_model import ResultsModel
+from .rundirs import RunInfo, export_run
+
+STATUS_STYLE = {"ok": "green", "invalid": "magenta", "failed": "red"}
+
+
+class ResultsScreen(Screen):
+    BINDINGS = [
+        Binding("t", "focus_target", "Target"),
+        Binding("e", "export", "Export"),
+        Binding("c", "copy", "Copy rec."),
+        Binding("1", "tab('tab-table')", "Table", show=False),
+        Binding("2", "tab('tab-scatter')", "Scatter", show=False),
+        Binding("3", "tab('tab-config')", "Config", show=False),
+        Binding("escape", "back", "Back"),
+        Binding("question_mark,f1", "app.help", "Keys"),
+    ]
+
+    def __init__(self, info: RunInfo, target: str | None = None) -> None:
+        super().__init__()
+        self.info = info
+        profile = info.profile()
+        self.model = results_model_for(info)
+        if target is None and profile is not None and profile.target.value is not None:
+            target = str(profile.target.value)
+        self.initial_target = target or ""
+        self.selected: str | None = None
+
+    def compose(self) -> ComposeResult:
+        m = self.model
+        title = "Results · "
+        if m.simulated or self.info.simulated():
+            title += "SIMULATED · "
+        title += f"{self.info.run_id} · {self.info.model()} · {self.info.task()} · {self.info.gpus()}"
+        yield Static(title, id="results-title", classes="titlebar")
+        with Horizontal(id="target-row"):
+            yield Label(f"Target {m.metric or 'latency'} ≤ ", id="target-label")
+            yield Input(self.initial_target, placeholder="e.g. 100ms", id="target", compact=True)
+            yield Static("", id="target-error", classes="error")
+        yield Static("", id="rec-line")
+        yield Static("", id="cost-line")
+        with TabbedContent(id="tabs", initial="tab-table"):
+            with TabPane("Pareto table", id="tab-table"):
+                yield DataTable(id="pareto", cursor_type="row", zebra_stripes=False)
+            with TabPane("Time–energy", id="tab-scatter"):
+                yield ParetoChart(id="scatter")
+                yield Static("", id="tdp-line")
+            with TabPane("Configuration", id="tab-config"):
+                with Vertical(id="cfg"):
+                    yield Static("select a row in the table (enter)", id="cfg-detail")
+                    yield PowerChart(id="cfg-power")
+                    yield BatchChart(id="cfg-batch")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        inp = self.query_one("#target", Input)
+        inp.cursor_blink = self.app.cursor_blink_enabled
+        table = self.query_one("#pareto", DataTable)
+        m = self.model
+        table.add_column("", key="mark", width=2)
+        table.add_column("Config", key="config")
+        table.add_column(m.metric.upper() or "Latency", key="latency")
+        table.add_column("J/req", key="ereq")
+        table.add_column(m.unit_name, key="eunit")
+        table.add_column("Avg W", key="power")
+        table.add_column(m.throughput_unit, key="tput")
+        table.add_column("Status", key="status")
+        for row in m.rows:
+            table.add_row(
+                self._mark(row), row.label,
+                fmt_latency(_s(row.latency_ms)), fmt_energy(row.energy_per_request_j),
+                _fmt_small(row.energy_per_unit_j), _fmt_num(row.avg_power_w, 0), _fmt_num(row.throughput, 1),
+                Text(row.status + (f": {row.reasons[0]}" if row.reasons and row.status != "ok" else ""),
+                     style=STATUS_STYLE.get(row.status, "")),
+                key=row.key,
+            )
+        self._apply_target(self.initial_target)
+        table.focus()
+
+    @staticmethod
+    def _mark(row) -> Text:
+        if row.recommended:
+            return Text("★", style="bold yellow")
+        if row.frontier:
+            return Text("◆", style="green")
+        return Text("")
+
+    # -- target ---------------------------------------------------------------------------
+    @on(Input.Changed, "#target")
+    def _target_changed(self, event: Input.Changed) -> None:
+        self._apply_target(event.value)
+
+    def _apply_target(self, text: str) -> None:
+        err = self.query_one("#target-error", Static)
+        inp = self.query_one("#target", Input)
+        target_s: float | None = None
+        if text.strip():
+            try:
+                target_s = parse_duration_s(text)
+            except ValueError as exc:
+                inp.set_class(True, "-invalid")
+                err.update(f" {exc}")
+                return
+        inp.set_class(False, "-invalid")
+        err.update("")
+        self.model.set_target(target_s)
+        self._refresh_recommendation()
+
+    def _refresh_recommendation(self) -> None:
+        m = self.model
+        table = self.query_one("#pareto", DataTable)
+        for row in m.rows:
+            table.update_cell(row.key, "mark", self._mark(row))
+        self.query_one("#rec-line", Static).update(m.recommendation_line())
+        self.query_one("#cost-line", Static).update(m.cost_line())
+        pts, front, rec = m.scatter()
+        self.query_one("#scatter", ParetoChart).set_points(
+            pts, front, rec, m.target_s, unit_ms=m.metric in ("tpot", "ttft", "itl"))
+        self.query_one("#tdp-line", Static).update(
+            "★ recommended · ◆/line frontier · o configuration · │ target\n" + m.tdp_line())
+
+    # -- selection --------------------------------------------------------------------------
+    @on(DataTable.RowHighlighted, "#pareto")
+    def _highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.row_key is not None and event.row_key.value:
+            self.show_config(event.row_key.value)
+
+    @on(DataTable.RowSelected, "#pareto")
+    def _selected(self, event: DataTable.RowSelected) -> None:
+        if event.row_key is not None and event.row_key.value:
+            self.show_config(event.row_key.value)
+            self.query_one("#tabs", TabbedContent).active = "tab-config"
+
+    def show_config(self, key: str) -> None:
+        rec = self.model.by_key.get(key)
+        if rec is None:
+            return
+        self.selected = key
+        self.query_one("#cfg-detail", Static).update(config_detail(rec))
+        self.query_one("#cfg-power", PowerChart).set_data(record_timedata(rec))
+        self.query_one("#cfg-batch", BatchChart).set_data(record_timedata(rec))
+
+    # -- actions ----------------------------------------------------------------------------
+    def action_focus_target(self) -> None:
+        self.query_one("#target", Input).focus()
+
+    def action_tab(self, tab: str) -> None:
+        self.query_one("#tabs", TabbedContent).active = tab
+        if tab == "tab-table":
+            self.query_one("#pareto", DataTable).focus()
+
+    def action_back(self) -> None:
+        if self.focused is self.query_one("#target", Input):
+            self.query_one("#pareto", DataTable).focus()
+            return
+        if len(self.app.screen_stack) > 2:
+            self.app.pop_screen()
+
+    def action_copy(self) -> None:
+        text = self.model.copy_text()
+        if text is None:
+            self.app.notify("No recommended configuration to copy.", severity="warning")
+            return
+        self.app.copy_to_clipboard(text)
+        self.app.last_copied = text
+        self.app.notify("Recommended configuration copied (OSC 52).")
+
+    def action_export(self) -> None:
+        default = str(Path("exports") / self.info.run_id)
+        self.app.push_screen(ExportScreen(default), self._do_export)
+
+    def _do_export(self, dest: str | None) -> None:
+        if not dest:
+            return
+        try:
+            written = export_run(Path(self.info.path), Path(dest), self.model.to_csv(), self.model.formulas_text())
+        except OSError as exc:
+            self.app.notify(f"Export failed: {exc}", severity="error")
+            return
+        self.app.last_export = Path(dest)
+        self.app.notify(f"Exported {len(written)} files to {dest}")
+
+
+def results_model_for(info: RunInfo) -> ResultsModel:
+    profile = info.profile()
+    return ResultsModel(
+        info.records, profile.latency_metric() if profile else None,
+        price_usd_per_kwh=profile.cost.electricity_usd_per_kwh if profile else None,
+        carbon_g_per_kwh=profile.cost.carbon_g_per_kwh if profile else None,
+    )
+
+
+def _s(ms: float | None) -> float | None:
+    return None if ms is None else ms / 1e3
+
+
+def _fmt_num(v: float | None, digits: int) -> str:
+    return "—" if v is None else f"{v:,.{digits}f}"
+
+
+def _fmt_small(v: float | None) -> str:
+    return "—" if v is None else f"{v:.3g}"
+
+
+def record_timedata(rec: Record) -> TimeData:
+    p, b = rec.power_timeline, rec.batch_timeline
+    d = TimeData()
+    if p.t_s:
+        d.power_t = np.asarray(p.t_s, dtype=float)
+        d.total_w = np.asarray(p.total_w, dtype=float)
+        if len(p.per_gpu_w) > 1:
+            d.per_gpu_w = [np.asarray(v, dtype=float) for _, v in sorted(p.per_gpu_w.items())]
+        if p.memory_w:
+            d.memory_w = np.asarray(p.memory_w, dtype=float)
+    if b.t_s:
+        d.batch_t = np.asarray(b.t_s, dtype=float)
+        d.running = np.asarray(b.running, dtype=float)
+        d.waiting = np.asarray(b.waiting or [0.0] * len(b.t_s), dtype=float)
+    if rec.steady_state is not None:
+        d.steady_start_s, d.steady_end_s = rec.steady_state.start_s, rec.steady_state.end_s
+    d.max_num_seqs = rec.config.batch
+    d.x_range = shared_x_range(d.power_t, d.batch_t)
+    return d
+
+
+def config_detail(rec: Record) -> Text:
+    t = Text()
+    t.append(f"{rec.config.label()} ({rec.config_key}) ", style="bold")
+    t.append(rec.status, style=STATUS_STYLE.get(rec.status, ""))
+    if rec.simulated:
+        t.append(" SIMULATED", style="reverse")
+    if rec.reasons:
+        t.append(" — " + "; ".join(rec.reasons))
+    t.append(f"\nE/req {fmt_energy(rec.energy_per_request_j)} · avg {_fmt_num(rec.avg_power_w, 0)} W · "
+             f"total {fmt_energy(rec.total_energy_j)} in {rec.duration_s:.1f} s")
+    s = rec.steady_state
+    if s is not None:
+        t.append(f"\nsteady {s.start_s:.1f}–{s.end_s:.1f} s ({s.rule}) · mean batch {s.mean_batch:.1f}/"
+                 f"{rec.config.batch} · {fmt_energy(s.energy_j)} · {s.tokens} tokens")
+        if s.gates:
+            t.append(" · gates " + " ".join(f"{g.name} {'✓' if g.ok else '✗'}" for g in s.gates))
+    lat = rec.latency
+    bits = []
+    for name in ("ttft", "tpot", "itl", "e2e", "batch_latency"):
+        st = getattr(lat, name)
+        if st is not None and st.mean_s is not None:
+            bits.append(f"{name} {fmt_latency(st.mean_s)} (p90 {fmt_latency(st.p90_s)})")
+    if bits:
+        t.append("\n" + " · ".join(bits))
+    return t

@@ -1,0 +1,285 @@
+"""Run screen: live power and batch charts on one time axis with the steady window, sweep
+progress, log tail, elapsed time and ETA. The same screen follows a run started elsewhere
+(``attach``) by tailing its ``live.jsonl``."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, Log, Static
+
+from .attach import LiveTail, pid_alive
+from .charts import BatchChart, PowerChart, TimeData, shared_x_range
+from .live import DONE, EARLIER, FAILED, INVALID, PENDING, RUNNING, LiveState, fmt_duration, fmt_energy
+
+#: Chart builds take at most 1/CHART_DUTY of the time (the redraw interval stretches beyond
+#: the 0.25 s tick when a build is slow, e.g. on a loaded 2-core machine).
+CHART_DUTY = 8.0
+
+SYMBOL = {DONE: ("✓", "green"), RUNNING: ("▶", "bold yellow"), PENDING: ("·", "dim"),
+          FAILED: ("✗", "red"), INVALID: ("!", "magenta"), EARLIER: ("↺", "green")}
+
+
+class RunScreen(Screen):
+    BINDINGS = [
+        Binding("s", "skip", "Skip config"),
+        Binding("x", "stop", "Stop sweep"),
+        Binding("r", "results", "Results"),
+        Binding("question_mark,f1", "app.help", "Keys"),
+    ]
+
+    def __init__(self, live: LiveState, *, attach_dir: Path | None = None, tick_s: float = 0.25) -> None:
+        super().__init__()
+        self.live = live
+        self.attach_dir = attach_dir
+        self.tail = LiveTail(attach_dir / "live.jsonl") if attach_dir else None
+        self.tick_s = tick_s
+        self._seen_version = -1
+        self._seen_chart = -1
+        self._log_seen = 0
+        self._status_text = ""
+        self._progress_text = ""
+        self._steady_text = ""
+        self._attach_pid: int | None = None
+        self._attach_ended = False
+        self._manifest_checked = 0
+        #: Redraws of the charts (tests and the benchmark read it).
+        self.chart_updates = 0
+        self._last_chart_at = -1e9
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="run-status", classes="titlebar")
+        with Horizontal(id="run-main"):
+            with Vertical(id="charts"):
+                yield Static("", id="power-legend", classes="legend")
+                yield PowerChart(id="power")
+                yield Static("", id="batch-legend", classes="legend")
+                yield BatchChart(id="batch")
+            with VerticalScroll(id="progress-pane"):
+                yield Static("", id="progress")
+        yield Static("", id="steady")
+        yield Log(id="log", max_lines=500, auto_scroll=True)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        if self.tail is not None:
+            self._read_manifest()
+        self.sync()
+        self.set_interval(self.tick_s, self.sync, name="run-redraw")
+
+    # -- attach -----------------------------------------------------------------------------
+    def _read_manifest(self) -> None:
+        from .rundirs import load_run
+
+        info = load_run(self.attach_dir)
+        m = info.manifest
+        if m is not None:
+            self._attach_pid = m.pid
+            if self.live.started_at_s is None:
+                self.live.started_at_s = m.created_unix_s
+            self.live.run_id = self.live.run_id or m.run_id
+            self.live.simulated = self.live.simulated or m.power_source == "simulated"
+            self._attach_ended = m.finished
+        # Finished configurations from their records (live.jsonl may be gone or rotated).
+        from ..core.events import ConfigFinished
+
+        for r in info.records:
+            row = self.live.rows.get(r.config_key)
+            if row is None or row.status in (PENDING, RUNNING):
+                self.live.apply(ConfigFinished(
+                    key=r.config_key, status=r.status, reasons=list(r.reasons),
+                    energy_per_request_j=r.energy_per_request_j, latency_value_s=r.latency_value_s,
+                    record_path=""))
+                self.live.rows[r.config_key].label = r.config.label()
+
+    def _poll_tail(self) -> None:
+        events = self.tail.read()
+        if events:
+            self.live.apply_all(events)
+        self._manifest_checked += 1
+        if self._manifest_checked % max(1, int(2 / self.tick_s)) == 0 and not self._attach_ended:
+            self._read_manifest()
+            if self._attach_pid and not pid_alive(self._attach_pid) and self.live.finished is None:
+                self._attach_ended = True
+
+    # -- redraw -----------------------------------------------------------------------------
+    def sync(self, force: bool = False) -> None:
+        """Apply pending data and redraw what changed (called at 4 Hz)."""
+        if self.tail is not None:
+            self._poll_tail()
+        live = self.live
+        self._update_status()
+        if live.version != self._seen_version:
+            self._seen_version = live.version
+            self._update_progress()
+            self._update_steady()
+            self._update_log()
+        if live.chart_version != self._seen_chart and (force or self._chart_due()):
+            self._seen_chart = live.chart_version
+            self._update_charts()
+
+    def _chart_due(self) -> bool:
+        """Charts redraw at most every tick, and less often when building them is costly, so
+        the charts never take more than ~1/CHART_DUTY of a core from the measurement."""
+        now = time.monotonic()
+        cost = self.query_one("#power", PowerChart).last_build_s + self.query_one("#batch", BatchChart).last_build_s
+        interval = max(self.tick_s * 0.9, CHART_DUTY * cost)
+        if now - self._last_chart_at < interval:
+            return False
+        self._last_chart_at = now
+        return True
+
+    def _update_status(self) -> None:
+        live = self.live
+        parts = []
+        if live.error is not None:
+            parts.append(f"✗ RUN FAILED: {live.error} · r results")
+        elif live.finished is not None:
+            f = live.finished
+            word = "STOPPED" if f.stopped else "FINISHED"
+            parts.append(f"■ {word} {f.completed} done ({f.invalid} invalid) {f.failed} failed · r results")
+        elif self.tail is not None:
+            parts.append("◉ ATTACHED" + (" (writer gone)" if self._attach_ended else ""))
+        elif live.stopping:
+            parts.append("◼ STOPPING…")
+        else:
+            parts.append("▶ RUNNING")
+        if live.simulated:
+            parts.append("SIMULATED")
+        if live.config_started is not None and live.finished is None and live.current:
+            cs = live.config_started
+            parts.append(f"{cs.index + 1}/{cs.total} {cs.label}")
+            if live.progress is not None and live.progress.total:
+                parts.append(f"{live.progress.done}/{live.progress.total} req")
+        parts.append(f"elapsed {fmt_duration(live.elapsed_s())}")
+        if live.finished is None:
+            parts.append(f"ETA {fmt_duration(live.eta_s())}")
+        if live.run_id:
+            parts.append(live.run_id)
+        text = " · ".join(parts)
+        if text != self._status_text:
+            self._status_text = text
+            self.query_one("#run-status", Static).update(text, layout=False)
+
+    def _update_progress(self) -> None:
+        live = self.live
+        text = Text()
+        counts = live.counts()
+        head = " ".join(f"{SYMBOL[k][0]}{v}" for k, v in sorted(counts.items()) if k in SYMBOL)
+        text.append(f"Sweep {head}\n", style="bold")
+        for row in sorted(live.rows.values(), key=lambda r: r.index):
+            sym, style = SYMBOL.get(row.status, ("?", ""))
+            label = row.label or row.key
+            if row.status == RUNNING and live.progress and live.progress.total:
+                extra = f"{100 * live.progress.done // live.progress.total}%"
+            elif row.energy_per_request_j is not None:
+                extra = fmt_energy(row.energy_per_request_j)
+            elif row.status in (FAILED, INVALID) and row.reasons:
+                extra = row.reasons[0][:14]
+            else:
+                extra = ""
+            text.append(f"{sym} ", style=style)
+            text.append(f"{label[:16]:<16} ")
+            text.append(f"{extra}\n", style="dim" if row.status == PENDING else "")
+        if text.plain != self._progress_text:
+            self._progress_text = text.plain
+            self.query_one("#progress", Static).update(text)
+
+    def _update_steady(self) -> None:
+        live = self.live
+        s = live.steady
+        B = live.config_started.config.batch if live.config_started else None
+        if live.current is None and s is None:
+            text = "steady state: —"
+        elif s is None:
+            text = f"steady state: not yet (waiting for the running batch to saturate at B={B})"
+        else:
+            end = f"{s.end_s:.1f} s ({s.end_s - s.start_s:.1f} s)" if s.end_s is not None else "open"
+            text = f"steady {s.start_s:.1f} s → {end}"
+            if s.mean_batch is not None:
+                text += f" · mean batch {s.mean_batch:.1f}/{B}"
+            if s.energy_per_token_j is not None:
+                text += f" · {s.energy_per_token_j:.3g} J/token"
+            gates = live.steady_gates_text()
+            if gates:
+                text += f" · gates {gates}"
+        if text != self._steady_text:
+            self._steady_text = text
+            self.query_one("#steady", Static).update(text, layout=False)
+
+    def _update_log(self) -> None:
+        live = self.live
+        log = self.query_one("#log", Log)
+        lines = list(live.log)
+        new = live.log_count - self._log_seen
+        if new > 0:
+            log.write_lines(lines[-min(new, len(lines)):])
+            self._log_seen = live.log_count
+
+    def _update_charts(self) -> None:
+        live = self.live
+        self.chart_updates += 1
+        d = TimeData()
+        if live.power is not None and len(live.power):
+            t, v = live.power.arrays()
+            d.power_t = np.array(t)
+            d.total_w = np.array(v[0])
+            d.memory_w = np.array(v[1]) if live.has_memory else None
+            d.per_gpu_w = [np.array(v[2 + i]) for i in range(live.gpu_count)]
+        if len(live.batch):
+            t, v = live.batch.arrays()
+            d.batch_t, d.running, d.waiting = np.array(t), np.array(v[0]), np.array(v[1])
+        if live.steady is not None:
+            d.steady_start_s, d.steady_end_s = live.steady.start_s, live.steady.end_s
+        if live.config_started is not None:
+            d.max_num_seqs = live.config_started.config.batch
+        d.x_range = shared_x_range(d.power_t, d.batch_t)
+        self.query_one("#power", PowerChart).set_data(d)
+        self.query_one("#batch", BatchChart).set_data(d)
+        # Legends with the latest values.
+        pl = "GPU power W: ⣿ total"
+        if d.total_w is not None and len(d.total_w):
+            pl += f" {d.total_w[-1]:.0f}"
+            if live.gpu_count > 1:
+                pl += " · • per GPU " + "/".join(f"{a[-1]:.0f}" for a in d.per_gpu_w)
+            if d.memory_w is not None:
+                pl += f" · - memory {d.memory_w[-1]:.0f}"
+        if live.config_started is not None and live.config_started.power_limit_w:
+            pl += f" · limit {'/'.join(f'{w:.0f}' for w in live.config_started.power_limit_w)}"
+        bl = "Batch: ⣿ running"
+        if d.running is not None and len(d.running):
+            bl += f" {d.running[-1]:.0f} · - waiting {d.waiting[-1]:.0f}"
+        if d.max_num_seqs:
+            bl += f" · ─ B={d.max_num_seqs}"
+        if d.steady_start_s is not None:
+            bl += " · ··· steady"
+        self.query_one("#power-legend", Static).update(pl, layout=False)
+        self.query_one("#batch-legend", Static).update(bl, layout=False)
+
+    # -- actions ----------------------------------------------------------------------------
+    def action_skip(self) -> None:
+        if self.tail is not None:
+            self.app.notify("Attached: skip the configuration where the run was started.", severity="warning")
+            return
+        self.app.action_skip_config()
+
+    def action_stop(self) -> None:
+        if self.tail is not None:
+            self.app.notify("Attached: stop the run where it was started (or send it SIGTERM).",
+                            severity="warning")
+            return
+        self.app.action_stop_run()
+
+    def action_results(self) -> None:
+        run_dir = self.attach_dir or (Path(self.live.run_dir) if self.live.run_dir else self.app.run_dir)
+        if run_dir is None:
+            self.app.notify("No run directory yet.", severity="warning")
+            return
+        self.app.open_results(Path(run_dir))
