@@ -285,11 +285,12 @@ class DiffusersRuntime:
                 raise RunFailure(f"CUDA out of memory at batch {batch}") from exc
             raise RunFailure(f"pipeline failed at batch {batch}: {type(exc).__name__}: {exc}") from exc
         t0, t1 = rt.to_run(box["t0"]), rt.to_run(box["t1"])
-        # On a simulated GPU under a power limit, work runs slower: stretch the batch accordingly.
+        # On a simulated GPU under a power limit work runs at ``speed_factor`` (<= 1) of full
+        # speed: stretch the batch accordingly, still reporting it as running.
         if ctx.sim_gpus:
-            factor = max(g.speed_factor(1.0) for g in ctx.sim_gpus)
-            if factor > 1.0:
-                t1_sim = t0 + (t1 - t0) * factor
+            rate = min(g.speed_factor(1.0) for g in ctx.sim_gpus)
+            if 0.0 < rate < 1.0:
+                t1_sim = t0 + (t1 - t0) / rate
                 while rt.now_s() < t1_sim:
                     ctx.on_batch(BatchSample(t_s=rt.now_s(), running=float(batch), waiting=float(waiting)))
                     rt.wait(min(TRACE_PERIOD_S, max(0.0, t1_sim - rt.now_s())), None)
