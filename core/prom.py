@@ -8,7 +8,8 @@ also drives it: utilisation = running / max_num_seqs.
 
 from __future__ import annotations
 
-import asyncio
+import threading
+import time
 from collections.abc import Callable, Sequence
 
 import httpx
@@ -74,17 +75,18 @@ def parse_metrics(text: str) -> MetricsSnapshot:
 
 
 class PromPoller:
-    """Polls ``url`` every ``period_s`` inside an asyncio loop (run :meth:`run` as a task).
+    """Polls ``url`` every ``period_s`` from its own thread (so a busy load generator cannot
+    delay the trace), with its own HTTP client.
 
-    Each successful scrape becomes a :class:`BatchSample` stamped with ``clock.now_s()`` at the
-    moment the response arrived, appended to :attr:`samples` and passed to ``listener``. With
-    ``sim_gpus`` the simulated GPUs are set to ``running / max_num_seqs``. Failed scrapes are
-    counted in :attr:`errors` and otherwise ignored (the server watchdog decides about death).
+    Each successful scrape becomes a :class:`BatchSample` stamped with ``clock.now_s()`` when
+    the response arrived, appended to :attr:`samples` and passed to ``listener`` (from the
+    poller thread). With ``sim_gpus`` the simulated GPUs are set to ``running / max_num_seqs``.
+    Failed scrapes are counted in :attr:`errors` and otherwise ignored (the server watchdog
+    decides whether the server is dead).
     """
 
     def __init__(
         self,
-        client: httpx.AsyncClient,
         url: str,
         clock: Clock,
         *,
@@ -93,22 +95,26 @@ class PromPoller:
         listener: Callable[[BatchSample], None] | None = None,
         sim_gpus: Sequence[GpuLoad] | None = None,
         headers: dict[str, str] | None = None,
+        transport: httpx.BaseTransport | None = None,
+        timeout_s: float = 10.0,
     ) -> None:
-        self._client = client
+        self._client = httpx.Client(headers=headers or {}, timeout=timeout_s, transport=transport)
         self._url = url
         self._clock = clock
         self._max_num_seqs = max(1, int(max_num_seqs))
         self._period_s = period_s
         self._listener = listener
         self._sim_gpus = list(sim_gpus or [])
-        self._headers = headers or {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
         self.samples: list[BatchSample] = []
         self.errors = 0
         self.last: MetricsSnapshot | None = None
 
-    async def scrape(self) -> MetricsSnapshot:
+    def scrape(self) -> MetricsSnapshot:
         """One scrape; raises httpx errors and ValueError on unparsable text."""
-        resp = await self._client.get(self._url, headers=self._headers, timeout=10.0)
+        resp = self._client.get(self._url)
         resp.raise_for_status()
         return parse_metrics(resp.text)
 
@@ -130,23 +136,47 @@ class PromPoller:
             self._listener(sample)
         return sample
 
-    async def poll_once(self) -> BatchSample | None:
-        try:
-            snap = await self.scrape()
-        except (httpx.HTTPError, ValueError):
-            self.errors += 1
-            return None
-        return self._emit(snap)
+    def poll_once(self) -> BatchSample | None:
+        """Scrape now and emit the sample; None (and ``errors`` + 1) when the scrape failed.
+        Serialised with the thread's polls so samples stay in time order."""
+        with self._lock:
+            try:
+                snap = self.scrape()
+            except (httpx.HTTPError, ValueError):
+                self.errors += 1
+                return None
+            return self._emit(snap)
 
-    async def run(self) -> None:
-        """Poll until cancelled, on a fixed 0.5 s grid (no drift)."""
-        loop = asyncio.get_running_loop()
-        next_t = loop.time()
-        while True:
-            await self.poll_once()
+    def _loop(self) -> None:
+        next_t = time.monotonic()
+        while not self._stop.is_set():
+            self.poll_once()
             next_t += self._period_s
-            delay = next_t - loop.time()
-            if delay < 0:  # fell behind (slow server): skip missed slots
-                next_t = loop.time()
-                delay = 0.0
-            await asyncio.sleep(delay)
+            now = time.monotonic()
+            if next_t < now:  # fell behind (slow server): skip the missed slots
+                next_t = now
+            self._stop.wait(next_t - now)
+
+    def start(self) -> None:
+        """Poll every ``period_s`` from a daemon thread until :meth:`stop`."""
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._loop, name="prom-poller", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the thread (waits for a scrape in progress, at most the client timeout)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def close(self) -> None:
+        self.stop()
+        self._client.close()
+
+    def __enter__(self) -> "PromPoller":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

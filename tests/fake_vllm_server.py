@@ -6,7 +6,7 @@ seconds each running request gets one token. Serves ``/health``, ``/v1/models``,
 vLLM's Prometheus format. Behaviour knobs through the environment:
 
 * ``FAKE_MODE``: ``normal`` | ``exit_startup`` (exit 3 before ready) | ``hang`` (never ready) |
-  ``silent_stall`` (ready, accepts requests, never answers nor logs) | ``die_after_s=X``
+  ``silent_stall`` (ready, accepts requests, never answers; logs only GET probes) | ``die_after_s=X``
   (exit 1 X seconds after the first request)
 * ``FAKE_STEP_S`` (default 0.004), ``FAKE_STARTUP_S`` (default 0.3)
 * ``FAKE_EOS_AFTER``: with real weights (no ``ignore_eos``), stop after this many tokens.
@@ -130,8 +130,11 @@ def main() -> None:
         protocol_version = "HTTP/1.1"
 
         def log_message(self, fmt: str, *a) -> None:  # noqa: ANN002
-            if mode != "silent_stall":
-                print(f"fake vllm: {self.command} {self.path}", flush=True)
+            # uvicorn's access-log format; in silent_stall only our probes are logged (a live
+            # API server in front of a hung engine)
+            if mode != "silent_stall" or self.command == "GET":
+                print(f'INFO:     {self.client_address[0]}:{self.client_address[1]} - '
+                      f'"{self.command} {self.path} HTTP/1.1" {a[1] if len(a) > 1 else ""}', flush=True)
 
         def _send(self, code: int, body: bytes, ctype: str = "application/json") -> None:
             self.send_response(code)

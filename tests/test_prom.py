@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
+import time
 
 import httpx
+import numpy as np
 import pytest
 
 from mle_tui.core.clock import WallClock
@@ -95,11 +96,11 @@ class _Gpu:
         return 1.0
 
 
-async def test_poller_emits_samples_and_drives_sim_gpu() -> None:
-    values = iter([2.0, 4.0, 8.0, 8.0, 8.0, 8.0, 8.0, 8.0])
+def test_poller_emits_samples_and_drives_sim_gpu() -> None:
+    values = iter([2.0, 4.0, 8.0] + [8.0] * 100)
 
     def handler(request: httpx.Request) -> httpx.Response:
-        if request.url.path != "/metrics":
+        if request.url.path != "/metrics" or request.headers.get("authorization") != "Bearer k":
             return httpx.Response(404)
         running = next(values)
         return httpx.Response(200, text=VLLM_032.replace("} 7.0", f"}} {running}"))
@@ -107,25 +108,46 @@ async def test_poller_emits_samples_and_drives_sim_gpu() -> None:
     gpu = _Gpu()
     got = []
     clock = WallClock()
-    async with httpx.AsyncClient(transport=httpx.MockTransport(handler), base_url="http://x") as client:
-        poller = PromPoller(client, "/metrics", clock, max_num_seqs=8, period_s=0.02,
-                            listener=got.append, sim_gpus=[gpu])
-        task = asyncio.create_task(poller.run())
-        await asyncio.sleep(0.13)
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-    assert len(got) >= 4
+    with PromPoller("http://x/metrics", clock, max_num_seqs=8, period_s=0.02, listener=got.append,
+                    sim_gpus=[gpu], headers={"Authorization": "Bearer k"},
+                    transport=httpx.MockTransport(handler)) as poller:
+        poller.start()
+        time.sleep(0.15)
+        poller.stop()
+        n = len(got)
+        time.sleep(0.05)
+        assert len(got) == n  # stopped means stopped
+    assert n >= 4
     assert [s.running for s in got[:3]] == [2.0, 4.0, 8.0]
     assert gpu.loads[:3] == [0.25, 0.5, 1.0]
     assert all(b.t_s > a.t_s for a, b in zip(got, got[1:]))
     assert got[0].waiting == 120.0 and got[0].generation_tokens_total == 4321.0
+    assert poller.samples == got
 
 
-async def test_poller_counts_errors() -> None:
+def test_poller_keeps_its_period_while_the_caller_is_busy() -> None:
+    """The thread samples on its 0.05 s grid even while the calling thread holds the CPU."""
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, text=VLLM_032)
+
+    with PromPoller("http://x/metrics", WallClock(), max_num_seqs=8, period_s=0.05,
+                    transport=httpx.MockTransport(handler)) as poller:
+        poller.start()
+        t_end = time.monotonic() + 0.5
+        x = 0
+        while time.monotonic() < t_end:  # busy loop in this thread
+            x += 1
+        poller.stop()
+    gaps = np.diff([s.t_s for s in poller.samples])
+    assert len(poller.samples) >= 8
+    assert gaps.max() < 0.2
+
+
+def test_poller_counts_errors() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(500)
 
-    async with httpx.AsyncClient(transport=httpx.MockTransport(handler), base_url="http://x") as client:
-        poller = PromPoller(client, "/metrics", WallClock(), max_num_seqs=4)
-        assert await poller.poll_once() is None
+    with PromPoller("http://x/metrics", WallClock(), max_num_seqs=4,
+                    transport=httpx.MockTransport(handler)) as poller:
+        assert poller.poll_once() is None
         assert poller.errors == 1 and poller.samples == []

@@ -115,7 +115,7 @@ def test_startup_timeout_kills_the_group(tmp_path: Path) -> None:
 
 def test_silent_server_is_a_stall(tmp_path: Path) -> None:
     rt = VllmRuntime(launcher=FAKE, kill_grace_s=1.0)
-    with pytest.raises(RunFailure, match=r"stalled: no log output for \d+ s with 24 requests outstanding"):
+    with pytest.raises(RunFailure, match=r"stalled: no token and no log output for \d+ s with 24 requests outstanding"):
         rt.run(_ctx(tmp_path, _profile({"FAKE_MODE": "silent_stall", "FAKE_STARTUP_S": "0"},
                                        server="stall_timeout_s = 1.0")))
 

@@ -19,6 +19,7 @@ import json
 import math
 import os
 import random
+import re
 import secrets
 import shutil
 import signal
@@ -192,8 +193,13 @@ def _synthetic_ids(requests: list[Request], vocab: int, seed: int) -> list[Reque
     return out
 
 
+#: Access-log lines caused by our own probes: they say nothing about engine progress.
+_OWN_PROBES = re.compile(rb'"GET /(metrics|health|v1/models) HTTP')
+
+
 class _ServerLog:
-    """Reads the server's merged stdout/stderr in a thread: file, callback, tail, last-line time."""
+    """Reads the server's merged stdout/stderr in a thread: file, callback, tail, and the time
+    of the last line that is not an access-log line of our own probes."""
 
     def __init__(self, proc: subprocess.Popen, path: Path, on_log: Callable[[str], None]) -> None:
         self._proc = proc
@@ -208,7 +214,8 @@ class _ServerLog:
     def _read(self) -> None:
         assert self._proc.stdout is not None
         for raw in iter(self._proc.stdout.readline, b""):
-            self.last_line_monotonic = time.monotonic()
+            if not _OWN_PROBES.search(raw):
+                self.last_line_monotonic = time.monotonic()
             try:
                 self._fh.write(raw)
                 self._fh.flush()
@@ -398,6 +405,7 @@ class VllmRuntime:
         chunks: dict[int, list[float]] = {}
         started: set[int] = set()
         finished = [0]
+        last_token = [time.monotonic()]
 
         def on_first_token(rid: int, t: float) -> None:
             ctx.on_first_token(rid, t)
@@ -408,25 +416,27 @@ class VllmRuntime:
 
         def on_chunk(rid: int, t: float) -> None:
             chunks.setdefault(rid, []).append(t)
+            last_token[0] = time.monotonic()
 
         def on_send(rid: int) -> None:
             started.add(rid)
 
         headers = {"Authorization": f"Bearer {settings.api_key}"}
+        poller = PromPoller(f"{settings.base_url}/metrics", ctx.clock, max_num_seqs=ctx.config.batch,
+                            period_s=self.metrics_period_s, listener=ctx.on_batch,
+                            sim_gpus=ctx.sim_gpus, headers=headers)
         async with httpx.AsyncClient(
             base_url=settings.base_url,
             timeout=httpx.Timeout(None, connect=settings.connect_timeout_s),
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=None),
         ) as client:
-            poller = PromPoller(client, "/metrics", ctx.clock, max_num_seqs=ctx.config.batch,
-                                period_s=self.metrics_period_s, listener=ctx.on_batch,
-                                sim_gpus=ctx.sim_gpus, headers=headers)
-            gen0 = await self._generation_tokens(poller)
-            poll_task = asyncio.create_task(poller.run())
-            load_task = asyncio.create_task(run_load(
-                requests, settings, ctx.clock, on_first_token=on_first_token, on_request=on_request,
-                client=client, on_chunk=on_chunk, on_send=on_send))
+            load_task: asyncio.Task | None = None
             try:
+                gen0 = await asyncio.to_thread(self._generation_tokens, poller)
+                poller.start()
+                load_task = asyncio.create_task(run_load(
+                    requests, settings, ctx.clock, on_first_token=on_first_token, on_request=on_request,
+                    client=client, on_chunk=on_chunk, on_send=on_send))
                 while not load_task.done():
                     await asyncio.wait({load_task}, timeout=WATCH_PERIOD_S)
                     if ctx.cancel.is_set():
@@ -435,11 +445,11 @@ class VllmRuntime:
                     if code is not None:
                         raise RunFailure(self._exit_reason(code, "during the run"), log.lines())
                     outstanding = len(started) - finished[0]
-                    silent_s = time.monotonic() - log.last_line_monotonic
+                    silent_s = time.monotonic() - max(log.last_line_monotonic, last_token[0])
                     if outstanding > 0 and silent_s > stall_s:
                         raise RunFailure(
-                            f"vLLM server stalled: no log output for {silent_s:.0f} s with {outstanding} "
-                            "requests outstanding (server.stall_timeout_s)", log.lines())
+                            f"vLLM server stalled: no token and no log output for {silent_s:.0f} s with "
+                            f"{outstanding} requests outstanding (server.stall_timeout_s)", log.lines())
                 load = load_task.result()
                 if any(not r.ok for r in load.rows):
                     # A dying server fails its streams before its exit status is visible.
@@ -449,24 +459,27 @@ class VllmRuntime:
                 code = proc.poll()
                 if code is not None:
                     raise RunFailure(self._exit_reason(code, "during the run"), log.lines())
-                poll_task.cancel()
-                server_tokens = await self._server_token_delta(poller, gen0, load.output_tokens)
+                await asyncio.to_thread(poller.stop)
+                server_tokens = await asyncio.to_thread(
+                    self._server_token_delta, poller, gen0, load.output_tokens)
                 return load, server_tokens, chunks
             finally:
-                for task in (load_task, poll_task):
-                    task.cancel()
-                await asyncio.gather(load_task, poll_task, return_exceptions=True)
+                if load_task is not None:
+                    load_task.cancel()
+                    await asyncio.gather(load_task, return_exceptions=True)
+                await asyncio.to_thread(poller.close)
 
-    async def _generation_tokens(self, poller: PromPoller) -> float | None:
+    @staticmethod
+    def _generation_tokens(poller: PromPoller) -> float | None:
         """``generation_tokens_total`` now (and emit the sample), or None if unreadable."""
         for _ in range(5):
-            sample = await poller.poll_once()
+            sample = poller.poll_once()
             if sample is not None:
                 return sample.generation_tokens_total
-            await asyncio.sleep(0.2)
+            time.sleep(0.2)
         return None
 
-    async def _server_token_delta(self, poller: PromPoller, gen0: float | None, client_tokens: int) -> int | None:
+    def _server_token_delta(self, poller: PromPoller, gen0: float | None, client_tokens: int) -> int | None:
         """Server-counted output tokens since ``gen0``. The counter is updated after the
         responses are sent, so read until it matches the client's count or holds still for 1 s
         (at most 5 s)."""
@@ -476,7 +489,7 @@ class VllmRuntime:
         last: float | None = None
         last_change = time.monotonic()
         while True:
-            value = await self._generation_tokens(poller)
+            value = self._generation_tokens(poller)
             if value is not None:
                 if value != last:
                     last, last_change = value, time.monotonic()
@@ -484,7 +497,7 @@ class VllmRuntime:
                     break
             if time.monotonic() > deadline:
                 break
-            await asyncio.sleep(0.25)
+            time.sleep(0.25)
         return None if last is None else int(round(last - gen0))
 
 
