@@ -133,7 +133,8 @@ class FakeRunner:
                  seed: int = 0, sample_delay_s: float = 0.0, pause_at_steady: threading.Event | None = None,
                  spawn_child: bool = False, limiter: FakeLimiter | None = None, gpus: int = 1,
                  max_samples: int = 600, memory_power: bool = True, log_every: int = 25,
-                 write_live: bool = True, finish_manifest: bool = True) -> None:
+                 write_live: bool = True, finish_manifest: bool = True,
+                 pause_at: tuple[int, float] | None = None) -> None:
         self.profile = profile
         self.out_dir = Path(out_dir)
         self.listener = listener or (lambda e: None)
@@ -151,6 +152,10 @@ class FakeRunner:
         self.finish_manifest = finish_manifest
         self._stop = threading.Event()
         self._skip = threading.Event()
+        #: Block at (configuration index, run-clock t_s) until ``resume`` is set.
+        self.pause_at = pause_at
+        self.paused = threading.Event()
+        self.resume = threading.Event()
         self.child: subprocess.Popen | None = None
         self.child_pgids: list[int] = []
         self.steady_reached = threading.Event()
@@ -171,6 +176,7 @@ class FakeRunner:
 
     def request_stop(self) -> None:
         self._stop.set()
+        self.resume.set()
         if self.pause_at_steady is not None:
             self.pause_at_steady.set()
 
@@ -210,14 +216,16 @@ class FakeRunner:
         finally:
             self._cleanup()
             stopped = self._stop.is_set()
-            self._emit(RunFinished(completed=counts["ok"], failed=counts["failed"], invalid=counts["invalid"],
+            self._emit(RunFinished(completed=counts["ok"] + counts["invalid"], failed=counts["failed"],
+                                   invalid=counts["invalid"],
                                    stopped=stopped))
             if self._live is not None:
                 self._live.close()
             if self.finish_manifest:
                 manifest.finished = True
                 (self.out_dir / "run.json").write_bytes(msgspec.json.encode(manifest))
-        return RunSummary(run_dir=str(self.out_dir), completed=counts["ok"], failed=counts["failed"],
+        return RunSummary(run_dir=str(self.out_dir), completed=counts["ok"] + counts["invalid"],
+                          failed=counts["failed"],
                           invalid=counts["invalid"], skipped=len(done), stopped=self._stop.is_set())
 
     def _cleanup(self) -> None:
@@ -317,6 +325,10 @@ class FakeRunner:
             if self.log_every and k % self.log_every == 0:
                 self._emit(LogLine(line=f"[fake] t={t:6.1f}s running={running:5.1f} waiting={waiting:6.1f} "
                                         f"power={total_w:6.1f} W"))
+            if self.pause_at is not None and self.pause_at[0] == index and t >= self.pause_at[1] \
+                    and not self.paused.is_set():
+                self.paused.set()
+                self.resume.wait()
             if self.sample_delay_s:
                 self._stop.wait(self.sample_delay_s)
             if self._stop.is_set() or self._skip.is_set():

@@ -70,7 +70,7 @@ def _safe_name(name: str) -> str:
 
 
 class MleApp(App[int]):
-    CSS_PATH = "app.tcss"
+    CSS_PATH = Path(__file__).with_name("app.tcss")
     TITLE = "mle-tui"
     BINDINGS = [
         Binding("ctrl+q", "quit", "Quit", priority=True),
