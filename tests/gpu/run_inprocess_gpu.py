@@ -188,6 +188,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--resolution", default="768x768", help="WIDTHxHEIGHT, or 'default'")
     p.add_argument("--power-limits", default="", help="e.g. 400,700 (W; needs root or zeusd)")
     p.add_argument("--prompts", type=Path, default=None, help="PartiPrompts TSV")
+    p.add_argument("--num-requests", type=int, default=None, help="LLM requests before repeats (default 128)")
+    p.add_argument("--repeats", type=int, default=None, help="LLM repeats (default 3)")
+    p.add_argument("--output-tokens", type=int, default=None, help="LLM output tokens per request (default 256)")
+    p.add_argument("--min-window", type=float, default=None, help="steady_state.min_window_s (default 20)")
+    p.add_argument("--batches", type=int, default=None, help="measured diffusion batches (default 3)")
     p.add_argument("--quick", action="store_true", help="small workloads for a smoke run")
     p.add_argument("--simulate", action="store_true", help="simulated GPU (script check on CPU)")
     args = p.parse_args(argv)
@@ -198,6 +203,10 @@ def main(argv: list[str] | None = None) -> int:
         num, repeats, out_tokens, window = (128, 3, 256, 20.0)
         if args.quick:
             num, repeats, out_tokens, window = (max(mns), 2, 64, 2.0)
+        num = args.num_requests or num
+        repeats = args.repeats or repeats
+        out_tokens = args.output_tokens or out_tokens
+        window = args.min_window if args.min_window is not None else window
         text = llm_profile_toml(model=args.llm_model, batch_sizes=mns, num_requests=num, repeats=repeats,
                                 output_tokens=out_tokens, min_window_s=window, simulate=args.simulate)
         records = run_profile(text, "llm", args.out / "llm")
@@ -206,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.part in ("diffusion", "all"):
         prompts = args.prompts or next((c for c in DEFAULT_PROMPTS if c.exists()), DEFAULT_PROMPTS[-1])
         res = None if args.resolution == "default" else args.resolution
-        batches = 2 if args.quick else 3
+        batches = args.batches or (2 if args.quick else 3)
         text = diffusion_profile_toml(model=args.sd_model, prompts=prompts.resolve(),
                                       batch_sizes=_ints(args.batch_sizes), steps=_ints(args.steps),
                                       resolution=res, power_limits=_ints(args.power_limits),
