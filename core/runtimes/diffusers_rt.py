@@ -96,7 +96,9 @@ def build_dummy_pipeline(shape: dict[str, Any], device: str, dtype: Any, seed: i
         if name in components:
             init_dummy_(components[name], seed + offset)
             if dtype != torch.float32:
-                components[name].to(dtype=dtype)
+                # nn.Module.to, not ModelMixin.to: the latter warns about keep-in-fp32 modules
+                # that dummy models built from configs do not have.
+                torch.nn.Module.to(components[name], dtype=dtype)
             components[name].eval()
     sched = dict(shape["scheduler"])
     components["scheduler"] = getattr(diffusers, sched.pop("class")).from_config(sched)
