@@ -104,7 +104,8 @@ def test_end_to_end_cli(tmp_path: Path, one_thread: None) -> None:
         assert rec.log_tail[0].startswith("weights: dummy, init normal(0, 0.02), norm weights 1, biases 0, seed 0")
         # Fixed output lengths (EOS disabled): every request got exactly its reference length.
         assert len(rec.requests) == len(wanted)
-        assert all(r.ok and r.output_tokens == wanted[r.id] for r in rec.requests)
+        assert all(r.ok and r.output_tokens == wanted[r.id] and not r.hit_cap for r in rec.requests)
+        assert not rec.reasons  # no token-cap warning: prescribed lengths, as with vLLM ignore_eos
         assert rec.server_output_tokens == sum(wanted.values())
         # Eq. 2 from the record's own fields.
         ss = rec.steady_state

@@ -204,7 +204,7 @@ class TransformersRuntime:
                                          if model.generation_config.eos_token_id is not None
                                          else text_cfg.eos_token_id)
             gen_cfg = GenerationConfig(
-                max_new_tokens=max_out, do_sample=False, eos_token_id=-1 if dummy else eos,
+                max_new_tokens=max_out, do_sample=False, eos_token_id=eos,
                 pad_token_id=0 if text_cfg.pad_token_id is None else text_cfg.pad_token_id,
             )
             cb_kwargs: dict[str, Any] = dict(
@@ -372,7 +372,8 @@ class TransformersRuntime:
             row, req_gaps = request_row(
                 id=req.id, send_s=rt.to_run(out.created_time), chunk_times_s=stamps if ok else [],
                 input_tokens=len(prompts[i]), output_tokens=n_out if ok else 0,
-                hit_cap=n_out >= out_lens[i], ok=ok, error=None if ok else str(out.error),
+                # As the vLLM runtime: with EOS disabled the length is prescribed, not a cap hit.
+                hit_cap=(not dummy) and n_out >= out_lens[i], ok=ok, error=None if ok else str(out.error),
             )
             rows[i] = row
             gaps.extend(req_gaps)
