@@ -80,6 +80,10 @@ class DatasetSpec(_Base):
     num_requests: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 512
     #: Repeat the sampled requests this many times (N >> max_num_seqs).
     repeats: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 1
+    #: LLM sweeps: at least this many requests per unit of ``max_num_seqs`` (N >= k x B), by
+    #: cycling the sampled requests, so every batch size gets a long steady state without
+    #: over-long runs at small B. 0 = off (N = num_requests x repeats for every configuration).
+    requests_per_seq: Annotated[int, msgspec.Meta(ge=0, le=10_000)] = 0
     seed: int = 0
     min_prompt_tokens: Annotated[int, msgspec.Meta(ge=1)] = 4
     max_prompt_tokens: Annotated[int, msgspec.Meta(ge=1)] = 1024

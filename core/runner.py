@@ -499,12 +499,22 @@ class SweepRunner:
         m = self.store.read_manifest()
         return m.created_unix_s if m is not None else time.time()
 
+    def _requests_for(self, cfg: Config) -> list[Request]:
+        """The configuration's workload: the loaded requests, cycled up to
+        ``dataset.requests_per_seq`` x B for LLM sweeps (ids renumbered, order kept)."""
+        base = self._requests or []
+        k = self.profile.dataset.requests_per_seq
+        if not (k and self.profile.is_llm and base):
+            return base
+        n = max(len(base), k * cfg.batch)
+        return [msgspec.structs.replace(base[i % len(base)], id=i) for i in range(n)]
+
     def _run_config(self, cfg: Config, index: int, total: int) -> str | None:
         """Run one configuration and write its record. Returns its status, or None when the
         sweep was stopped during it (no record written)."""
         profile = self.profile
         key = cfg.key()
-        requests = self._requests or []
+        requests = self._requests_for(cfg)
         indices = self._indices_for(cfg)
         clock = self._clock_factory()  # type: ignore[misc]
         use_clock = getattr(self._source, "use_clock", None)
