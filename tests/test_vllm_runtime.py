@@ -247,17 +247,100 @@ def test_console_script_detection(monkeypatch) -> None:
     assert not vllm_mod.vllm_console_script_works()
 
 
-def test_no_child_left(tmp_path: Path) -> None:
-    """After all of the above in this process, no child process of ours is alive."""
-    kids = [p for p in Path("/proc").iterdir() if p.name.isdigit()]
+_SIGNAL_SCRIPT = r"""
+import sys
+from pathlib import Path
+from mle_tui.core.profile import decode_profile
+from mle_tui.core.runner import SweepRunner
+from mle_tui.core.runtimes.vllm import VllmRuntime
+from mle_tui.core.dataset_types import Request
+from mle_tui.core.events import SteadyUpdate
+
+prof = decode_profile('''
+name = "sig"
+task = "chat"
+runtime = "vllm"
+[model]
+id = "fake"
+weights = "dummy"
+[dataset]
+name = "synthetic"
+[sweep]
+max_num_seqs = [4, 8]
+[server]
+env = { FAKE_STEP_S = "0.05", FAKE_STARTUP_S = "0" }
+[gpu]
+simulated = true
+allow_simulated = true
+''')
+rt = VllmRuntime(launcher=[sys.executable, sys.argv[2]], metrics_period_s=0.1)
+said = []
+def listener(ev):
+    if isinstance(ev, SteadyUpdate) and not said and rt.current_pgid:
+        said.append(1)
+        print(f"PGID {rt.current_pgid}", flush=True)
+reqs = [Request(id=i, prompt="p", input_tokens=1, output_tokens=400) for i in range(64)]
+summary = SweepRunner(prof, Path(sys.argv[1]), runtime=rt, requests=reqs, listener=listener).run()
+print(f"STOPPED {summary.stopped} FAILED {summary.failed} COMPLETED {summary.completed}", flush=True)
+"""
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGHUP", "SIGINT"])
+def test_signal_to_the_runner_kills_the_server_group(tmp_path: Path, sig: str) -> None:
+    import signal
+    import subprocess
+
+    script = tmp_path / "run.py"
+    script.write_text(_SIGNAL_SCRIPT)
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path / "out"), FAKE[1]],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        pgid = None
+        lines = []
+        deadline = time.monotonic() + 60
+        while pgid is None and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if line.startswith("PGID "):
+                pgid = int(line.split()[1])
+        assert pgid is not None, "".join(lines[-20:])
+        assert group_alive(pgid)
+        t0 = time.monotonic()
+        proc.send_signal(getattr(signal, sig))
+        out, _ = proc.communicate(timeout=30)
+        assert time.monotonic() - t0 < 10
+        assert "STOPPED True" in out, out[-2000:]
+        assert not group_alive(pgid)
+        # stopped, not failed: no record for the interrupted configuration (it reruns on resume)
+        assert not list((tmp_path / "out" / "records").glob("*"))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _children() -> set[int]:
     me = os.getpid()
-    children = []
-    for p in kids:
+    out = set()
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit():
+            continue
         try:
             stat = (p / "stat").read_text()
         except OSError:
             continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == me:
-            children.append(p.name)
-    assert children == []
+        if int(stat.rsplit(")", 1)[1].split()[1]) == me:
+            out.add(int(p.name))
+    return out
+
+
+@pytest.fixture(scope="module", autouse=True)
+def children_at_start() -> set[int]:
+    return _children()
+
+
+def test_no_child_left(children_at_start: set[int]) -> None:
+    """After all of the above in this module, no child process it started is alive."""
+    assert _children() - children_at_start == set()
