@@ -353,3 +353,53 @@ def test_loaded_record_is_a_valid_file(tmp_path: Path) -> None:
     (p,) = (tmp_path / "run" / "records").iterdir()
     assert p.suffix == ".msgpack"
     assert load_record_file(p).config.max_num_seqs == 8
+
+
+def test_tokens_in_window_hand_computed() -> None:
+    from mle_tui.core.records import RequestRow
+    from mle_tui.core.runner import _tokens_in_window_exact, _tokens_in_window_uniform
+
+    rows = [
+        RequestRow(id=0, send_s=0.0, first_token_s=0.0, end_s=9.0, input_tokens=1, output_tokens=10),  # 0,1,..,9
+        RequestRow(id=1, send_s=0.0, first_token_s=5.0, end_s=5.0, input_tokens=1, output_tokens=1),   # 5
+        RequestRow(id=2, send_s=0.0, first_token_s=1.0, end_s=2.0, input_tokens=1, output_tokens=3),   # 1,1.5,2
+        RequestRow(id=3, send_s=0.0, first_token_s=None, end_s=None, input_tokens=1, output_tokens=0, ok=False),
+    ]
+    assert _tokens_in_window_uniform(rows, 2.5, 6.0) == 4 + 1
+    assert _tokens_in_window_uniform(rows, 1.5, 2.0) == 1 + 2
+    assert _tokens_in_window_uniform(rows, 0.0, 9.0) == 14
+    assert _tokens_in_window_exact([1.0, 2.0, 3.0], [4, 5, 6], 1.5, 3.0) == 11
+    assert _tokens_in_window_exact([1.0, 2.0, 3.0], None, 1.0, 2.0) == 2
+
+
+class NoTokenTimes:
+    """The sim runtime without exact token times: the runner must assume even spacing."""
+
+    name = "sim"
+
+    def __init__(self) -> None:
+        self.inner = SimRuntime()
+
+    @property
+    def last_truth(self):  # noqa: ANN201
+        return self.inner.last_truth
+
+    def run(self, ctx: RuntimeContext) -> RuntimeResult:
+        res = self.inner.run(ctx)
+        res.token_times_s = None
+        res.token_counts = None
+        return res
+
+
+def test_even_spacing_fallback_close_to_truth(tmp_path: Path) -> None:
+    runner, rt, summary, _ = run_one(tmp_path, llm_profile("64"), runtime=NoTokenTimes())
+    (rec,) = RunStore(tmp_path / "run").load_records()
+    truth = rt.last_truth
+    ss = rec.steady_state
+    assert ss.tokens != truth.tokens_between(ss.start_s, ss.end_s)  # estimated, not exact
+    assert ss.tokens == pytest.approx(truth.tokens_between(ss.start_s, ss.end_s), rel=0.01)
+    source = runner.source
+    t0, t1 = truth.saturation_start_s, truth.saturation_end_s
+    outs = [r.output_tokens for r in runner.requests]
+    want = source.true_energy_j([0], t0, t1) / truth.tokens_between(t0, t1) * (sum(outs) / len(outs))
+    assert rec.energy_per_request_j == pytest.approx(want, rel=0.01)
