@@ -8,6 +8,11 @@ Each request streams (``stream: true`` with ``stream_options.include_usage``) an
 run clock: send time, the time of every chunk with non-empty ``choices`` (token-bearing chunks,
 as ``vllm bench serve`` counts them), and input / output token counts from ``usage``. Rows are
 built with :func:`~mle_tui.core.latency.request_row` (vLLM ``bench serve`` definitions).
+
+``max_tokens`` is the request's reference output length. With dummy weights (``ignore_eos``)
+every response has exactly that length, which is the workload, not a cap: ``hit_cap`` stays
+False. With real weights EOS ends a response and ``hit_cap`` marks those stopped by
+``max_tokens`` (finish reason ``length``).
 """
 
 from __future__ import annotations

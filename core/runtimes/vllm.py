@@ -293,6 +293,9 @@ class VllmRuntime:
         env.update(profile.server.env)
         env.setdefault("PYTHONUNBUFFERED", "1")
         if ctx.gpu_indices and "CUDA_VISIBLE_DEVICES" not in profile.server.env and ctx.sim_gpus is None:
+            # NVML numbers GPUs in PCI bus order; make CUDA agree so the server runs on the GPUs
+            # whose power is measured.
+            env["CUDA_DEVICE_ORDER"] = profile.server.env.get("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
             env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in ctx.gpu_indices)
         base_url = f"http://127.0.0.1:{port}"
         shown = [("***" if prev == "--api-key" else a) for prev, a in zip(["", *cmd], cmd)]
