@@ -249,10 +249,18 @@ class SweepRunner:
             self._cancel.set()
 
     def request_stop(self) -> None:
-        """Stop the current configuration and the sweep, cleanly. Thread-safe."""
+        """Stop the current configuration and the sweep, cleanly. Thread-safe. The runtime's
+        child processes are killed at once (``kill_children`` where the runtime has it): the
+        stopped configuration writes no record, so nothing of it is kept anyway."""
         self._stop.set()
         if self._cancel is not None:
             self._cancel.set()
+            kill = getattr(self._runtime, "kill_children", None)
+            if kill is not None:
+                try:
+                    kill()
+                except Exception:  # noqa: BLE001 - best effort; the runtime also reacts to cancel
+                    pass
 
     # -- preparation ---------------------------------------------------------------------------
     def prepare(self) -> None:

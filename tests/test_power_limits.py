@@ -164,6 +164,9 @@ class SlowRuntime:
             pass
         raise RunFailure("cancelled")
 
+    def kill_children(self):
+        (OUT.parent / "killed").write_text("1")
+
 
 profile = decode_profile("""
 name = "t"
@@ -231,6 +234,7 @@ def test_runner_restores_limit_on_signal(tmp_path: Path, sig: int) -> None:
     # The interrupted configuration has no record: a resume runs it again.
     assert not list((p["out"] / "records").iterdir())
     assert "Traceback" not in err
+    assert (tmp_path / "killed").exists()  # the runtime's children were killed at once
 
 
 def test_restore_stale_after_sigkill(tmp_path: Path) -> None:
