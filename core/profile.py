@@ -159,6 +159,11 @@ class ServerSpec(_Base):
     #: Seconds without a log line, while requests are outstanding, after which the server is
     #: declared hung.
     stall_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 300.0
+    #: Keep one server across consecutive configurations that differ only in the GPU power
+    #: limit (the limit is a GPU setting, not a server flag). When the sweep has several power
+    #: limits this also passes ``--no-enable-prefix-caching`` to every server of the run, so a
+    #: reused server's cache cannot make a later configuration look cheaper.
+    reuse_across_power_limits: bool = True
 
 
 class LoadSpec(_Base):

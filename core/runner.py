@@ -480,12 +480,15 @@ class SweepRunner:
                     self._emit(LogLine(line=line))
             self._pending_logs = []
             total = len(self._configs)
-            for index, cfg in enumerate(self._configs):
+            todo = [(i, c) for i, c in enumerate(self._configs)
+                    if c.key() not in done_before and self.store.find_record(c.key()) is None]
+            for pos, (index, cfg) in enumerate(todo):
                 if self._stop.is_set():
                     break
-                if cfg.key() in done_before or self.store.find_record(cfg.key()) is not None:
+                if self.store.find_record(cfg.key()) is not None:
                     continue
-                status = self._run_config(cfg, index, total)
+                next_cfg = todo[pos + 1][1] if pos + 1 < len(todo) else None
+                status = self._run_config(cfg, index, total, next_cfg)
                 if status is None:  # stopped
                     break
                 counts[status] += 1
@@ -496,6 +499,10 @@ class SweepRunner:
             self._emit(RunFinished(completed=counts["ok"] + counts["invalid"], failed=counts["failed"],
                                    invalid=counts["invalid"], stopped=stopped))
         finally:
+            # A runtime that keeps a server between configurations shuts it down here.
+            close = getattr(self._runtime, "close", None)
+            if close is not None:
+                close()
             if self._live_fh is not None:
                 self._live_fh.close()
                 self._live_fh = None
@@ -517,7 +524,7 @@ class SweepRunner:
         n = max(len(base), k * cfg.batch)
         return [msgspec.structs.replace(base[i % len(base)], id=i) for i in range(n)]
 
-    def _run_config(self, cfg: Config, index: int, total: int) -> str | None:
+    def _run_config(self, cfg: Config, index: int, total: int, next_cfg: Config | None = None) -> str | None:
         """Run one configuration and write its record. Returns its status, or None when the
         sweep was stopped during it (no record written)."""
         profile = self.profile
@@ -559,6 +566,7 @@ class SweepRunner:
                 ctx = RuntimeContext(
                     profile=profile, config=cfg, requests=requests, clock=clock, gpu_indices=indices,
                     run_dir=self.out_dir, log_path=log_path, cancel=cancel, sim_gpus=sim_gpus,
+                    next_config=next_cfg,
                     on_batch=lambda s: self._on_batch(st, sampler, s),
                     on_first_token=lambda rid, t: self._on_first_token(st, rid, t),
                     on_request=lambda row: self._on_request(st, row, len(requests)),

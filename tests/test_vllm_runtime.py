@@ -344,3 +344,55 @@ def children_at_start() -> set[int]:
 def test_no_child_left(children_at_start: set[int]) -> None:
     """After all of the above in this module, no child process it started is alive."""
     assert _children() - children_at_start == set()
+
+
+def test_server_is_reused_across_power_limits_only(tmp_path: Path) -> None:
+    """Configurations that differ only in the power limit share one server; a new
+    max_num_seqs starts a new one; prefix caching is off for such runs; nothing survives."""
+    from mle_tui.core.runner import SweepRunner
+
+    prof = decode_profile("""
+name = "reuse"
+task = "chat"
+runtime = "vllm"
+[model]
+id = "fake"
+weights = "dummy"
+[dataset]
+name = "synthetic"
+[sweep]
+max_num_seqs = [4, 8]
+power_limit_w = [300, 400]
+[steady_state]
+min_window_s = 0.1
+[server]
+env = { FAKE_STARTUP_S = "0.2", FAKE_STEP_S = "0.005" }
+[gpu]
+simulated = true
+""", "reuse.toml")
+    reqs = [Request(id=i, prompt=f"p{i}", input_tokens=2, output_tokens=20) for i in range(40)]
+    rt = VllmRuntime(launcher=FAKE, metrics_period_s=0.05)
+    started: list[tuple[int, int]] = []
+    orig_add = rt.process_groups.add
+
+    def add(pgid, proc=None):
+        started.append((pgid, rt._server.key[0] if rt._server else -1))
+        return orig_add(pgid, proc)
+
+    rt.process_groups.add = add  # type: ignore[method-assign]
+    cmds: list[list[str]] = []
+    orig_cmd = vllm_mod.server_command
+    vllm_mod.server_command = lambda *a, **k: cmds.append(orig_cmd(*a, **k)) or cmds[-1]  # type: ignore[assignment]
+    try:
+        summary = SweepRunner(prof, tmp_path / "run", runtime=rt, requests=reqs, allow_simulated=True).run()
+    finally:
+        vllm_mod.server_command = orig_cmd  # type: ignore[assignment]
+    assert summary.failed == 0 and summary.completed == 4
+    assert len(started) == 2, started  # one server per max_num_seqs, not per configuration
+    assert all("--no-enable-prefix-caching" in c for c in cmds)
+    assert [c[c.index("--max-num-seqs") + 1] for c in cmds] == ["4", "8"]
+    for pgid, _ in started:
+        assert not group_alive(pgid)
+    assert rt._server is None
+    live = (tmp_path / "run" / "live.jsonl").read_text()
+    assert live.count("reusing the vLLM server") == 2

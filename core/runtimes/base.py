@@ -83,6 +83,9 @@ class RuntimeContext:
     on_request: Callable[[RequestRow], None] = lambda row: None
     on_batch_done: Callable[[BatchRow], None] = lambda row: None
     on_log: Callable[[str], None] = lambda line: None
+    #: The configuration the runner will run next (None: this is the last). Lets a runtime keep
+    #: a server alive when only the GPU power limit changes.
+    next_config: Config | None = None
     #: Energy of GPUs since a mark, for diffusion batch windows: ``energy_between(t0, t1)`` J.
     energy_between: Callable[[float, float], float] = lambda t0, t1: float("nan")
 

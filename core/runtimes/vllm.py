@@ -33,6 +33,7 @@ from pathlib import Path
 
 import httpx
 
+from ..config import Config
 from ..dataset_types import Request
 from ..errors import RunFailure
 from ..loadgen import LoadResult, LoadSettings, run_load
@@ -157,8 +158,30 @@ def server_command(
         cmd += ["--tokenizer", tokenizer]
     elif skip_tokenizer_init:
         cmd.append("--skip-tokenizer-init")
+    if reuses_servers(profile):
+        cmd.append("--no-enable-prefix-caching")
     cmd += list(s.extra_args)
     return cmd
+
+
+def reuses_servers(profile: Profile) -> bool:
+    """True when one server may serve several configurations: the profile allows it and the
+    sweep has more than one power limit (the only axis that is not a server flag)."""
+    return profile.server.reuse_across_power_limits and len(profile.sweep.axis("power_limit_w")) > 1
+
+
+def server_key(cfg: Config) -> tuple[int, int, int]:
+    """What distinguishes one configuration's server from another's."""
+    return (cfg.batch, cfg.tensor_parallel, cfg.pipeline_parallel)
+
+
+class _Server:
+    """A running vLLM server (one process group) and what talks to it."""
+
+    def __init__(self, key: tuple[int, int, int], proc: subprocess.Popen, log: "_ServerLog", base_url: str,
+                 api_key: str, served: str, skip_tok: bool, requests: list[Request]) -> None:
+        self.key, self.proc, self.log, self.base_url = key, proc, log, base_url
+        self.api_key, self.served, self.skip_tok, self.requests = api_key, served, skip_tok, requests
 
 
 def _token_timeline(chunks: dict[int, list[float]], rows: list[RequestRow]) -> tuple[list[float], list[int]]:
@@ -228,6 +251,17 @@ class _ServerLog:
             except Exception:  # noqa: BLE001 - a UI callback must not stop the log
                 pass
 
+    def retarget(self, path: Path, on_log: Callable[[str], None]) -> None:
+        """Send further lines to another configuration's log file and callback (a server kept
+        across configurations)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        old, self._fh = self._fh, open(path, "ab")
+        self._on_log = on_log
+        try:
+            old.close()
+        except OSError:
+            pass
+
     def close(self, timeout_s: float = 5.0) -> None:
         self._thread.join(timeout_s)
         try:
@@ -256,6 +290,8 @@ class VllmRuntime:
         #: Filled while a configuration runs: the server's pgid and URL (tests, diagnostics).
         self.current_pgid: int | None = None
         self.current_url: str | None = None
+        #: The server kept alive for the next configuration (only the power limit changes).
+        self._server: _Server | None = None
         #: The profile file's directory, where relative model paths are looked up (set by
         #: :meth:`load_requests`, else read from the run directory's manifest).
         self.profile_dir: Path | None = Path(profile_dir).resolve() if profile_dir is not None else None
@@ -275,6 +311,84 @@ class VllmRuntime:
     # -- one configuration ---------------------------------------------------------------
     def run(self, ctx: RuntimeContext) -> RuntimeResult:
         profile, cfg = ctx.profile, ctx.config
+        keep = False
+        server = self._server
+        if server is not None and (server.key != server_key(cfg) or server.proc.poll() is not None):
+            self.close()
+            server = None
+        try:
+            if server is None:
+                server = self._start(ctx)
+            else:
+                server.log.retarget(ctx.log_path, ctx.on_log)
+                ctx.on_log(f"mle-tui: reusing the vLLM server at {server.base_url} "
+                           "(only the GPU power limit changed; prefix caching is off for this run)")
+            log, proc = server.log, server.proc
+            settings = LoadSettings(
+                base_url=server.base_url, model=server.served, api_key=server.api_key,
+                request_rate=profile.load.request_rate, burstiness=profile.load.burstiness,
+                max_concurrency=profile.load.max_concurrency,
+                ignore_eos=profile.model.weights == "dummy",
+                default_max_tokens=profile.dataset.max_output_tokens,
+                use_token_ids=server.skip_tok, seed=profile.dataset.seed,
+            )
+            requests = list(ctx.requests)
+            if server.skip_tok and any(r.prompt_token_ids is None for r in requests):
+                vocab = model_vocab_size(self._model(ctx)) or 32000
+                requests = _synthetic_ids(requests, vocab, profile.dataset.seed)
+                ctx.on_log(f"mle-tui: no tokenizer: seeded random prompt ids in [10, {vocab})")
+            try:
+                load, server_tokens, chunks = asyncio.run(self._serve(ctx, proc, log, settings, requests))
+            except _Cancelled:
+                raise RunFailure("cancelled", log.lines()) from None
+            times, counts = _token_timeline(chunks, load.rows)
+            n_ok = sum(r.ok for r in load.rows)
+            ctx.on_log(f"mle-tui: {n_ok}/{len(load.rows)} requests ok, {load.output_tokens} output tokens "
+                       f"(server counted {server_tokens})")
+            if n_ok == 0 and load.rows:
+                first = next((r.error for r in load.rows if r.error), "unknown error")
+                raise RunFailure(f"every request failed: {first}", log.lines())
+            result = RuntimeResult(
+                requests=load.rows,
+                server_output_tokens=server_tokens,
+                log_tail=log.lines(),
+                batch_source=f"vllm /metrics {self.metrics_period_s:g} s",
+                itl_gaps_s=load.itl_gaps_s,
+                token_times_s=times,
+                token_counts=counts,
+            )
+            nxt = ctx.next_config
+            keep = (reuses_servers(profile) and nxt is not None and server_key(nxt) == server_key(cfg)
+                    and not ctx.cancel.is_set())
+            return result
+        finally:
+            if not keep:
+                self.close()
+
+    def close(self) -> None:
+        """Stop the server kept between configurations, if any (its whole process group)."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        pgid = server.proc.pid
+        try:
+            kill_group(pgid, server.proc, self.kill_grace_s)
+        finally:
+            self.process_groups.discard(pgid)
+            self.current_pgid = None
+            server.log.close()
+            if server.proc.stdout is not None:
+                server.proc.stdout.close()
+
+    def _model(self, ctx: RuntimeContext) -> str:
+        profile_dir = (getattr(ctx, "profile_dir", None) or self.profile_dir
+                       or _profile_dir_from_manifest(ctx.run_dir))
+        return resolve_model(ctx.profile.model.id, profile_dir)
+
+    def _start(self, ctx: RuntimeContext) -> _Server:
+        """Start a server for ``ctx.config`` and wait until it is ready; kept in ``self._server``
+        (so :meth:`close` and :meth:`kill_children` reach it) before anything can fail."""
+        profile, cfg = ctx.profile, ctx.config
         profile_dir = (getattr(ctx, "profile_dir", None) or self.profile_dir
                        or _profile_dir_from_manifest(ctx.run_dir))
         model = resolve_model(profile.model.id, profile_dir)
@@ -287,73 +401,32 @@ class VllmRuntime:
         cmd = server_command(
             profile, model=model, max_num_seqs=cfg.batch, tensor_parallel=cfg.tensor_parallel,
             pipeline_parallel=cfg.pipeline_parallel, port=port, api_key=api_key, tokenizer=tokenizer,
-            skip_tokenizer_init=skip_tok, python=self.python, use_console_script=vllm_console_script_works(), launcher=self.launcher,
+            skip_tokenizer_init=skip_tok, python=self.python, use_console_script=vllm_console_script_works(),
+            launcher=self.launcher,
         )
         env = dict(os.environ)
         env.update(profile.server.env)
         env.setdefault("PYTHONUNBUFFERED", "1")
         if ctx.gpu_indices and "CUDA_VISIBLE_DEVICES" not in profile.server.env and ctx.sim_gpus is None:
-            # NVML numbers GPUs in PCI bus order; make CUDA agree so the server runs on the GPUs
-            # whose power is measured.
-            env["CUDA_DEVICE_ORDER"] = profile.server.env.get("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
             env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in ctx.gpu_indices)
+            env["CUDA_DEVICE_ORDER"] = profile.server.env.get("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
         base_url = f"http://127.0.0.1:{port}"
         shown = [("***" if prev == "--api-key" else a) for prev, a in zip(["", *cmd], cmd)]
         ctx.on_log(f"mle-tui: starting vLLM: {' '.join(shown)}")
-
-        requests = list(ctx.requests)
-        if skip_tok and any(r.prompt_token_ids is None for r in requests):
-            vocab = model_vocab_size(model) or 32000
-            requests = _synthetic_ids(requests, vocab, profile.dataset.seed)
-            ctx.on_log(f"mle-tui: no tokenizer: seeded random prompt ids in [10, {vocab})")
-
         proc = subprocess.Popen(
             cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             env=env, start_new_session=True, close_fds=True,
         )
-        pgid = proc.pid
-        self.process_groups.add(pgid, proc)
-        self.current_pgid, self.current_url = pgid, base_url
+        self.process_groups.add(proc.pid, proc)
+        self.current_pgid, self.current_url = proc.pid, base_url
         log = _ServerLog(proc, ctx.log_path, ctx.on_log)
+        self._server = _Server(server_key(cfg), proc, log, base_url, api_key, model, skip_tok, [])
         try:
-            try:
-                self._wait_ready(ctx, proc, log, base_url)
-                served = self._served_model(base_url, api_key) or model
-                settings = LoadSettings(
-                    base_url=base_url, model=served, api_key=api_key,
-                    request_rate=profile.load.request_rate, burstiness=profile.load.burstiness,
-                    max_concurrency=profile.load.max_concurrency,
-                    ignore_eos=profile.model.weights == "dummy",
-                    default_max_tokens=profile.dataset.max_output_tokens,
-                    use_token_ids=skip_tok, seed=profile.dataset.seed,
-                )
-                load, server_tokens, chunks = asyncio.run(
-                    self._serve(ctx, proc, log, settings, requests))
-            except _Cancelled:
-                raise RunFailure("cancelled", log.lines()) from None
-            times, counts = _token_timeline(chunks, load.rows)
-            n_ok = sum(r.ok for r in load.rows)
-            ctx.on_log(f"mle-tui: {n_ok}/{len(load.rows)} requests ok, {load.output_tokens} output tokens "
-                       f"(server counted {server_tokens})")
-            if n_ok == 0 and load.rows:
-                first = next((r.error for r in load.rows if r.error), "unknown error")
-                raise RunFailure(f"every request failed: {first}", log.lines())
-            return RuntimeResult(
-                requests=load.rows,
-                server_output_tokens=server_tokens,
-                log_tail=log.lines(),
-                batch_source=f"vllm /metrics {self.metrics_period_s:g} s",
-                itl_gaps_s=load.itl_gaps_s,
-                token_times_s=times,
-                token_counts=counts,
-            )
-        finally:
-            kill_group(pgid, proc, self.kill_grace_s)
-            self.process_groups.discard(pgid)
-            self.current_pgid = None
-            log.close()
-            if proc.stdout is not None:
-                proc.stdout.close()
+            self._wait_ready(ctx, proc, log, base_url)
+        except _Cancelled:
+            raise RunFailure("cancelled", log.lines()) from None
+        self._server.served = self._served_model(base_url, api_key) or model
+        return self._server
 
     # -- pieces ----------------------------------------------------------------------------
     @staticmethod
