@@ -383,6 +383,13 @@ class MleApp(App[int]):
                 await asyncio.sleep(0.05)
         self.exit(0)
 
+    def exit(self, result: Any = None, return_code: int = 0, message: Any = None) -> None:
+        """Leaving the app always stops a run still going (the thread would otherwise keep the
+        process alive): the runner restores limits and kills its children."""
+        if self.run_active and self.runner is not None:
+            self.stop_run()
+        super().exit(result, return_code, message)
+
     def finish(self, timeout_s: float | None = None) -> bool:
         """After the app has exited: make sure a runner still going is stopped and joined.
         Returns True when no run is left running."""

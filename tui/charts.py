@@ -96,11 +96,16 @@ class CachedPlot(PlotextPlot):
 
 def _band(plt, t0: float | None, t1: float | None, x_hi: float, y_lo: float, y_hi: float,
           color="green") -> None:
+    """The steady window: a dotted band with solid edges, drawn under the data lines (the band
+    stays open at the right while the window is open)."""
     if t0 is None:
         return
     end = x_hi if t1 is None else t1
     if end > t0:
         plt.rectangle(x=[t0, end], y=[y_lo, y_hi], marker=BAND_MARKER, color=color, fill=True, lines=False)
+    plt.plot([t0, t0], [y_lo, y_hi], marker="│", color=color)
+    if t1 is not None:
+        plt.plot([t1, t1], [y_lo, y_hi], marker="│", color=color)
 
 
 def _vlines(plt, t0: float | None, t1: float | None, color="green") -> None:

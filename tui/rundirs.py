@@ -94,7 +94,7 @@ class RunInfo(msgspec.Struct, kw_only=True):
 
     def created(self) -> str:
         t = self.manifest.created_unix_s if self.manifest else (self.records[0].started_unix_s if self.records else None)
-        return time.strftime("%Y-%m-%d %H:%M", time.localtime(t)) if t else "?"
+        return time.strftime("%Y-%m-%d %H:%MZ", time.gmtime(t)) if t else "?"
 
     def counts(self) -> tuple[int, int]:
         ok = sum(1 for r in self.records if r.status == "ok")

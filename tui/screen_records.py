@@ -19,6 +19,19 @@ from .rundirs import RunInfo, find_run_dirs, load_run
 from .screen_results import results_model_for
 
 
+def _shown(paths: list[Path]) -> str:
+    """Paths as the user would type them: relative to the working directory when below it."""
+    cwd = Path.cwd().resolve()
+    out = []
+    for p in paths:
+        p = Path(p)
+        try:
+            out.append(str(p.resolve().relative_to(cwd)) or ".")
+        except ValueError:
+            out.append(str(p))
+    return ", ".join(out)
+
+
 class RecordsScreen(Screen):
     BINDINGS = [
         Binding("enter", "open", "Open", show=True),
@@ -36,8 +49,7 @@ class RecordsScreen(Screen):
         self.marked: list[str] = []
 
     def compose(self) -> ComposeResult:
-        roots = ", ".join(str(r) for r in self.roots)
-        yield Static(f"Records · {roots}", id="records-title", classes="titlebar")
+        yield Static(f"Records · {_shown(self.roots)}", id="records-title", classes="titlebar")
         yield DataTable(id="runs", cursor_type="row")
         yield Static("scanning…", id="records-status")
         yield Footer()
@@ -79,7 +91,7 @@ class RecordsScreen(Screen):
         n = len(infos)
         self.query_one("#records-status", Static).update(
             f"{n} run director{'y' if n == 1 else 'ies'} · enter open · space mark · c compare" if n
-            else "no run directory found under " + ", ".join(str(r) for r in self.roots))
+            else "no run directory found under " + _shown(self.roots))
 
     def _current(self) -> RunInfo | None:
         t = self.query_one("#runs", DataTable)
