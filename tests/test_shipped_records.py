@@ -1,0 +1,57 @@
+"""The measured records shipped under records/ load with the current schema, and `report`
+produces a recommendation from them on a machine without a GPU."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mle_tui.core.records import SCHEMA_VERSION
+from mle_tui.core.store import RunStore
+
+RECORDS = Path(__file__).resolve().parents[1] / "records"
+RUN_DIRS = sorted(p.parent for p in RECORDS.glob("*/run.json"))
+
+
+def test_there_are_shipped_runs() -> None:
+    names = {p.name for p in RUN_DIRS}
+    assert {"h100-vllm-llama3.1-8b-dummy", "h100-diffusers-sd2.1-dummy",
+            "h100-transformers-llama3.1-8b-dummy"} <= names
+
+
+@pytest.mark.parametrize("run_dir", RUN_DIRS, ids=lambda p: p.name)
+def test_records_decode_and_are_measured_on_nvml(run_dir: Path) -> None:
+    store = RunStore(run_dir)
+    manifest = store.read_manifest()
+    assert manifest is not None and manifest.schema_version == SCHEMA_VERSION
+    assert manifest.power_source == "nvml" and manifest.gpus
+    records = store.load_records()
+    assert records and len(records) == len(manifest.configs)
+    for r in records:
+        assert r.schema_version == SCHEMA_VERSION
+        assert r.hardware.power_source == "nvml" and not r.simulated
+        assert r.status in ("ok", "invalid")
+        assert r.energy_per_request_j is not None and r.energy_per_request_j > 0
+        assert r.tdp_overestimation is not None and r.tdp_overestimation > 1.0
+        assert r.power_timeline.t_s and len(r.power_timeline.t_s) == len(r.power_timeline.total_w)
+        if r.config.power_limit_w is not None:
+            assert r.hardware.power_limit_w == [pytest.approx(r.config.power_limit_w, abs=1.0)]
+        if r.runtime == "vllm":
+            assert r.server_output_tokens == sum(q.output_tokens for q in r.requests)
+            assert r.steady_state is not None and r.steady_state.mean_batch >= 0.85 * r.config.batch
+
+
+@pytest.mark.parametrize(("name", "target"), [("h100-vllm-llama3.1-8b-dummy", "100ms"),
+                                              ("h100-diffusers-sd2.1-dummy", "5s")])
+def test_report_recommends_from_shipped_records(name: str, target: str) -> None:
+    out = subprocess.run([sys.executable, "-m", "mle_tui.tui.cli", "report", str(RECORDS / name),
+                          "--target", target, "--json"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["recommended"] is not None
+    assert report["frontier"]
+    assert 0.0 < report["savings_vs_fastest"] < 1.0
