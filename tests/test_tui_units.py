@@ -53,6 +53,8 @@ def test_decimate_caps_points_and_keeps_mean():
 
 def test_steps_hold_each_value_until_the_next_sample():
     xs, ys = steps(np.array([0.0, 1.0, 2.0]), np.array([5.0, 7.0, 9.0]), t_end=3.0)
+    assert steps(np.array([0.0, 1.0, 2.0, 3.0]), np.array([5.0, 5.1, 9.0, 9.0]), quantum=1.0) == (
+        [0.0, 2.0, 2.0, 3.0], [5.0, 5.0, 9.0, 9.0])  # flat runs collapse
     assert xs == [0.0, 1.0, 1.0, 2.0, 2.0, 3.0]
     assert ys == [5.0, 5.0, 7.0, 7.0, 9.0, 9.0]
 

@@ -187,15 +187,17 @@ class PowerChart(CachedPlot):
         y_hi = _nice_max(float(finite.max()) * 1.05 if finite.size else 1.0)
         _y_axis(plt, y_hi, ny)
         _band(plt, d.steady_start_s, d.steady_end_s, xr[1], 0, y_hi)
+        q = y_hi / (4 * max(1, height - 3))  # one braille dot row
         ngpu = len(d.per_gpu_w)
         if ngpu > 1:
+            # Per-GPU lines: one point per column, no steps (cheap; the total carries the detail).
+            tg, vg = decimate(tt, vv[1:1 + ngpu], max(8, width // 2))
             for i in range(ngpu):
-                xs, ys = steps(tt, vv[1 + i], xr[1])
-                plt.plot(xs, ys, marker="•", color=_GPU_COLORS[i % len(_GPU_COLORS)])
+                plt.plot(tg.tolist(), vg[i].tolist(), marker="•", color=_GPU_COLORS[i % len(_GPU_COLORS)])
         if d.memory_w is not None:
-            xs, ys = steps(tt, vv[-1], xr[1])
+            xs, ys = steps(tt, vv[-1], xr[1], quantum=q)
             plt.plot(xs, ys, marker="-", color="magenta")
-        xs, ys = steps(tt, vv[0], xr[1])
+        xs, ys = steps(tt, vv[0], xr[1], quantum=q)
         plt.plot(xs, ys, marker="braille", color="orange")
         _vlines(plt, d.steady_start_s, d.steady_end_s)
 
@@ -237,14 +239,16 @@ class BatchChart(CachedPlot):
         _band(plt, d.steady_start_s, d.steady_end_s, xr[1], 0, y_hi)
         if d.max_num_seqs:
             plt.hline(b, color="gray")
+        q = y_hi / (4 * max(1, height - 3))
         if waiting_hi > 0:
             # Waiting requests can dwarf the batch: their own axis, on the right.
-            xs, ys = steps(tt, vv[1], xr[1])
+            w_hi = _nice_max(waiting_hi * 1.05)
+            xs, ys = steps(tt, vv[1], xr[1], quantum=w_hi / (4 * max(1, height - 3)))
             plt.plot(xs, ys, marker="-", color="gray", yside="right")
-            _y_axis(plt, _nice_max(waiting_hi * 1.05), ny, yside="right")
+            _y_axis(plt, w_hi, ny, yside="right")
         else:
             _blank_right_axis(plt, xr[0])
-        xs, ys = steps(tt, vv[0], xr[1])
+        xs, ys = steps(tt, vv[0], xr[1], quantum=q)
         plt.plot(xs, ys, marker="braille", color="cyan")
         _vlines(plt, d.steady_start_s, d.steady_end_s)
 

@@ -149,6 +149,9 @@ class CompareScreen(Screen):
         super().__init__()
         self.infos = infos
         self.models = [results_model_for(i) for i in infos]
+        if not target:
+            profile = infos[0].profile() if infos else None
+            target = str(profile.target.value) if profile and profile.target.value is not None else ""
         self.initial_target = target
 
     def compose(self) -> ComposeResult:
@@ -178,6 +181,7 @@ class CompareScreen(Screen):
                 t.add_row("", row.label, fmt_latency(lat), fmt_energy(row.energy_per_request_j),
                           key=row.key)
         self._apply(self.initial_target)
+        self.query_one("#cmp-table-0", DataTable).focus()
 
     @on(Input.Changed, "#target")
     def _changed(self, event: Input.Changed) -> None:

@@ -184,7 +184,7 @@ class ResultsScreen(Screen):
             return
         self.app.copy_to_clipboard(text)
         self.app.last_copied = text
-        self.app.notify("Recommended configuration copied (OSC 52).")
+        self.app.notify("Recommended configuration copied (OSC 52; in tmux: set -g set-clipboard on).")
 
     def action_export(self) -> None:
         default = str(Path("exports") / self.info.run_id)

@@ -122,17 +122,19 @@ class SetupScreen(Screen):
             info.update("GPUs: detecting…")
             return
         if self.probe.gpus:
-            info.update(f"GPUs: {self.probe.summary()}")
+            text = f"GPUs: {self.probe.summary()}"
+            box.display = False
             info.set_class(False, "warning")
-            box.display = profile_sim
-            box.value = profile_sim
         else:
-            info.update(f"GPUs: {self.probe.summary()} The simulated backend (SIMULATED, a test "
-                        "double and demo) can run the sweep instead:")
-            info.set_class(True, "warning")
-            box.display = True
-            if profile_sim:
-                box.value = True
+            text = f"GPUs: {self.probe.summary()}"
+            info.set_class(not profile_sim, "warning")
+            box.display = not profile_sim
+            if not profile_sim:
+                text += (" The simulated backend (SIMULATED: a test double and demo, never a "
+                         "measurement) can run the sweep instead:")
+        if profile_sim:
+            text += "\nBackend: [reverse] SIMULATED [/reverse] (set by the profile)"
+        info.update(text)
 
     # -- profile ----------------------------------------------------------------------------
     @on(OptionList.OptionSelected, "#profiles")

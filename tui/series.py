@@ -95,16 +95,27 @@ def decimate(t: np.ndarray, v: np.ndarray, max_points: int) -> tuple[np.ndarray,
     return tt, vv
 
 
-def steps(t: np.ndarray, y: np.ndarray, t_end: float | None = None) -> tuple[list[float], list[float]]:
-    """Zero-order hold: each value is held until the next sample (power is plotted as steps)."""
+def steps(t: np.ndarray, y: np.ndarray, t_end: float | None = None,
+          quantum: float = 0.0) -> tuple[list[float], list[float]]:
+    """Zero-order hold: each value is held until the next sample (power is plotted as steps).
+
+    With ``quantum`` > 0 values are rounded to it (the chart's vertical resolution) and runs of
+    equal values collapse into one step, so flat stretches cost the plot nothing."""
     n = t.shape[0]
     if n == 0:
         return [], []
+    end = float(t[-1]) if t_end is None else max(t_end, float(t[-1]))
+    if quantum > 0:
+        y = np.round(y / quantum) * quantum
+        keep = np.ones(n, dtype=bool)
+        keep[1:] = y[1:] != y[:-1]
+        t, y = t[keep], y[keep]
+        n = t.shape[0]
     xs = np.empty(2 * n, dtype=np.float64)
     ys = np.empty(2 * n, dtype=np.float64)
     xs[0::2] = t
     xs[1:-1:2] = t[1:]
-    xs[-1] = t[-1] if t_end is None else max(t_end, t[-1])
+    xs[-1] = end
     ys[0::2] = y
     ys[1::2] = y
     return xs.tolist(), ys.tolist()
