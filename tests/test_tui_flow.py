@@ -509,3 +509,35 @@ def test_run_app_rejects_bad_input(tmp_path):
     assert str(bad) in e.value.line()
     with pytest.raises(InputError):
         run_app(None, str(tmp_path / "missing"), False)
+
+
+async def test_run_profile_starts_at_once_into_the_given_directory(tmp_path):
+    """``mle-tui run PROFILE --out DIR`` in a terminal: the app starts the sweep into DIR."""
+    fac = fake_factory()
+    prof = write_profile(tmp_path)
+    app = make_app(tmp_path, profile_path=str(prof), run_dir=str(tmp_path / "out"), runner_factory=fac)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: bool(fac.made))
+        assert isinstance(app.screen, RunScreen)
+        assert Path(fac.made[0].out_dir) == tmp_path / "out"
+        await wait_for(pilot, lambda: not app.run_active)
+        assert len(list((tmp_path / "out" / "records").glob("*.json"))) == 6
+
+
+async def test_opening_a_running_directory_shows_the_live_view(tmp_path):
+    profile = load_profile(write_profile(tmp_path))
+    runner = FakeRunner(profile, tmp_path / "run", pause_at=(0, 3.0))
+    th = threading.Thread(target=runner.run, daemon=True)
+    th.start()
+    assert runner.paused.wait(20)
+    try:
+        app = make_app(tmp_path, run_dir=str(tmp_path / "run"))  # `mle-tui open DIR`
+        async with app.run_test(size=(80, 24)) as pilot:
+            assert isinstance(app.screen, RunScreen) and app.screen.tail is not None
+            await wait_for(pilot, lambda: app.live.current == "mns8-tp1-pl400")
+    finally:
+        runner.resume.set()
+        th.join(20)
+    app = make_app(tmp_path, run_dir=str(tmp_path / "run"))  # finished now: the results
+    async with app.run_test(size=(80, 24)) as pilot:
+        assert isinstance(app.screen, ResultsScreen)

@@ -128,6 +128,15 @@ class MleApp(App[int]):
         self._install_signal_handlers()
         if self.start_dir is not None and self.attach_mode:
             self.attach(self.start_dir)
+        elif self.start_dir is not None and self.profile_path is not None:
+            # `mle-tui run PROFILE [--out DIR]`: run it now (resuming DIR if it has records).
+            self.push_setup(self.profile_path)
+            try:
+                profile = load_profile(self.profile_path)
+            except InputError as exc:
+                self.notify(exc.line(), severity="error", timeout=15)
+                return
+            self.start_run(profile, self.profile_path, out_dir=self.start_dir)
         elif self.start_dir is not None:
             self.open_run_dir(self.start_dir, root=True)
         else:
@@ -264,7 +273,8 @@ class MleApp(App[int]):
         if self.run_active:
             self.notify("A sweep is already running.", severity="warning")
             return False
-        out_dir = out_dir or self.runs_root / f"{_safe_name(profile.name)}-{time.strftime('%Y%m%d-%H%M%S')}"
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(self.now_s()))
+        out_dir = out_dir or self.runs_root / f"{_safe_name(profile.name)}-{stamp}"
         live = LiveState(now_s=self.now_s)
         live.run_dir = str(out_dir)
         live.started_at_s = self.now_s()
@@ -415,13 +425,15 @@ def _unique(paths: list[Path]) -> list[Path]:
 
 
 def run_app(profile_path: str | None = None, run_dir: str | None = None, attach: bool = False) -> int:
-    """Entry point for ``mle-tui`` (setup), ``mle-tui open DIR`` and ``mle-tui attach DIR``.
+    """Entry point for ``mle-tui`` (setup; with ``profile_path``, that profile selected),
+    ``mle-tui run PROFILE`` (``profile_path`` and ``run_dir``: the sweep starts at once, into
+    ``run_dir``, resuming it), ``mle-tui open DIR`` and ``mle-tui attach DIR``.
 
     Bad input (a profile that does not load, a missing directory) raises
     :class:`~mle_tui.core.errors.InputError` before the UI starts, for the CLI to print."""
     if profile_path is not None:
         load_profile(profile_path)  # raises InputError: one line, exit 2 in the CLI
-    if run_dir is not None and not Path(run_dir).is_dir():
+    if run_dir is not None and profile_path is None and not Path(run_dir).is_dir():
         raise InputError(str(run_dir), "", "no such run directory")
     if attach and run_dir is None:
         raise InputError("attach", "DIR", "a run directory is required")
