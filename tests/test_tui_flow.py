@@ -3,7 +3,6 @@ real SweepRunner on the simulated backend (shipped demo profile)."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
@@ -16,10 +15,8 @@ from pathlib import Path
 import pytest
 from textual.widgets import Button, DataTable, Input, Static
 
-from mle_tui.core.config import Config
 from mle_tui.core.events import SteadyUpdate
 from mle_tui.core.profile import load_profile
-from mle_tui.core.records import RequestRow
 from mle_tui.core.runtimes.base import BatchSample, RuntimeContext, RuntimeResult
 from mle_tui.core.shipped import profiles_dir
 from mle_tui.tui.app import MleApp, default_runner_factory

@@ -4,13 +4,11 @@ and a GPU probe. Not a simulation of anything: shapes only, deterministic for a 
 
 from __future__ import annotations
 
-import math
 import os
 import random
 import signal
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import msgspec

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import msgspec
 
-from ..core.errors import InputError
 from ..core.profile import Profile, _field_path, parse_duration_s
 from ..core.records import GpuInfo
 from ..core.sweep import SweepSyntaxError, parse_axis
