@@ -396,3 +396,22 @@ simulated = true
     assert rt._server is None
     live = (tmp_path / "run" / "live.jsonl").read_text()
     assert live.count("reusing the vLLM server") == 2
+
+
+def test_api_key_never_looks_like_a_flag(tmp_path: Path) -> None:
+    """argparse (vLLM's and the fake's) reads `--api-key -abc` as a flag with no value; a
+    url-safe token starts with "-" once in 64 starts. The key passed must be hex."""
+    seen: list[str] = []
+    orig = vllm_mod.server_command
+
+    def spy(*a, **k):
+        seen.append(k["api_key"])
+        return orig(*a, **k)
+
+    vllm_mod.server_command = spy  # type: ignore[assignment]
+    try:
+        rt = VllmRuntime(launcher=FAKE, metrics_period_s=0.05)
+        rt.run(_ctx(tmp_path, _profile({"FAKE_STARTUP_S": "0.1", "FAKE_STEP_S": "0.001"}), n=2))
+    finally:
+        vllm_mod.server_command = orig  # type: ignore[assignment]
+    assert len(seen) == 1 and all(c in "0123456789abcdef" for c in seen[0]) and len(seen[0]) >= 32

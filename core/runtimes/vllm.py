@@ -397,7 +397,7 @@ class VllmRuntime:
             tokenizer = resolve_model(profile.model.tokenizer, profile_dir)
         skip_tok = tokenizer is None and not has_tokenizer(model)
         port = free_port()
-        api_key = secrets.token_urlsafe(24)
+        api_key = secrets.token_hex(24)  # hex: argparse would take a leading "-" for a flag
         cmd = server_command(
             profile, model=model, max_num_seqs=cfg.batch, tensor_parallel=cfg.tensor_parallel,
             pipeline_parallel=cfg.pipeline_parallel, port=port, api_key=api_key, tokenizer=tokenizer,
