@@ -157,18 +157,6 @@ def test_headless_commands_do_not_import_textual_zeus_or_torch(run_dir, tmp_path
 # --------------------------------------------------------------------------- headless runs
 
 
-def _runner_implemented() -> bool:
-    import inspect
-
-    from mle_tui.core import runner
-
-    return "raise NotImplementedError" not in inspect.getsource(runner.SweepRunner.__init__)
-
-
-needs_runner = pytest.mark.skipif(not _runner_implemented(), reason="SweepRunner not implemented yet")
-
-
-@needs_runner
 def test_demo_headless_run_then_report_json(tmp_path):
     out = tmp_path / "x"
     proc = cli("run", str(DEMO), "--headless", "--out", str(out), timeout=300)
@@ -193,7 +181,6 @@ def test_demo_headless_run_then_report_json(tmp_path):
     assert data["savings_vs_fastest"] is not None and data["savings_vs_fastest"] > 0
 
 
-@needs_runner
 def test_rerun_resumes_without_rewriting(tmp_path):
     out = tmp_path / "d"
     first = cli("run", str(DEMO_DIFFUSION), "--headless", "--out", str(out), "--format", "msgpack")
