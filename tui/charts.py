@@ -130,6 +130,8 @@ def _y_axis(plt, hi: float, n: int, yside: str = "left") -> None:
     """Ticks 0..hi with labels padded to one width on both sides, so charts stacked on one
     time axis line up column for column."""
     n = max(1, n)
+    # Prefer a tick count whose step is a whole number (10 over 2, not 3.33 over 3).
+    n = next((k for k in range(n, 0, -1) if hi >= k and float(hi / k).is_integer()), n)
     ticks = [hi * i / n for i in range(n + 1)]
     pad = (lambda t: t.rjust(AXIS_LABEL_WIDTH)) if yside == "left" else (lambda t: t.ljust(AXIS_LABEL_WIDTH))
     plt.ylim(0, hi, yside=yside)
