@@ -10,6 +10,19 @@ import threading
 import time
 
 
+def pid_alive(pid: int | None) -> bool:
+    """True if a process with this pid exists (also one we may not signal)."""
+    if not pid or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def group_alive(pgid: int) -> bool:
     """True while any process of group ``pgid`` exists (zombies included until reaped)."""
     try:

@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from .config import Config
 from .errors import InputError
 from .sweep import SweepSyntaxError, parse_axis
 
@@ -266,10 +267,8 @@ class Profile(_Base):
     def latency_metric(self) -> LatencyMetric:
         return self.target.metric or DEFAULT_METRIC[self.task]
 
-    def configs(self) -> list["Config"]:
+    def configs(self) -> list[Config]:
         """Expand the sweep into configurations, in a deterministic order."""
-        from .config import Config
-
         s = self.sweep
         res = [_parse_resolution(r) for r in s.resolutions()] or [None]
         axes = [

@@ -15,7 +15,8 @@ from mle_tui.core.events import (ConfigFinished, ConfigStarted, LogLine, PowerSa
                                  RunFinished, RunStarted, SteadyUpdate, encode_event)
 from mle_tui.core.profile import load_profile
 from mle_tui.core.records import GpuInfo
-from mle_tui.tui.attach import LiveTail, pid_alive
+from mle_tui.core.procgroup import pid_alive
+from mle_tui.tui.attach import LiveTail
 from mle_tui.tui.form import build_profile, estimate_s, field_values
 from mle_tui.tui.gpus import GpuProbe
 from mle_tui.tui.live import DONE, EARLIER, FAILED, PENDING, RUNNING, LiveState, fmt_duration

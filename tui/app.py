@@ -167,7 +167,7 @@ class MleApp(App[int]):
 
     # -- screens --------------------------------------------------------------------------
     def open_run_dir(self, path: Path, info=None, root: bool = False) -> None:
-        from .attach import pid_alive
+        from ..core.procgroup import pid_alive
         from .rundirs import find_run_dirs, is_run_dir, load_run
         from .screen_records import RecordsScreen
 

@@ -7,7 +7,6 @@ pleasant over slow SSH; otherwise it prints one line per finished configuration.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import time
@@ -19,6 +18,7 @@ import msgspec
 
 from mle_tui.core import events as ev
 from mle_tui.core.pareto import fmt_duration
+from mle_tui.core.procgroup import pid_alive
 
 BAR_WIDTH = 20
 REDRAW_PERIOD_S = 0.2
@@ -175,17 +175,6 @@ def _batches_of(store) -> int | None:
         return None
 
 
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
 
 def follow_live(run_dir: Path, stream: TextIO, *, poll_s: float = 0.5,
                 wait_start_s: float = 10.0) -> int:
@@ -231,7 +220,7 @@ def follow_live(run_dir: Path, stream: TextIO, *, poll_s: float = 0.5,
             if manifest is not None and manifest.finished and time.monotonic() - idle_since > 2 * poll_s:
                 stream.write("run finished\n")
                 return 0
-            if manifest is not None and not _alive(manifest.pid) and time.monotonic() - idle_since > 4 * poll_s:
+            if manifest is not None and not pid_alive(manifest.pid) and time.monotonic() - idle_since > 4 * poll_s:
                 stream.write(f"the run's process ({manifest.pid}) is gone without finishing; "
                              f"rerun it with --out {run_dir} to resume\n")
                 return 1

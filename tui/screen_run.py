@@ -15,7 +15,8 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Log, Static
 
-from .attach import LiveTail, pid_alive
+from ..core.procgroup import pid_alive
+from .attach import LiveTail
 from .charts import BatchChart, PowerChart, TimeData, shared_x_range
 from .live import DONE, EARLIER, FAILED, INVALID, PENDING, RUNNING, LiveState, fmt_duration, fmt_energy
 

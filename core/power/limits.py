@@ -19,6 +19,7 @@ from pathlib import Path
 from types import FrameType, TracebackType
 
 from ..errors import InputError
+from ..procgroup import pid_alive
 from .base import PowerLimiter
 
 STATE_VERSION = 1
@@ -32,18 +33,6 @@ def default_state_path() -> Path:
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     host = "".join(c if c.isalnum() or c in "-_." else "_" for c in socket.gethostname()) or "localhost"
     return Path(base) / "mle-tui" / f"power_limits-{host}.json"
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _write_state(path: Path, originals: dict[int, float]) -> None:
@@ -98,7 +87,7 @@ def restore_stale(state_path: Path, limiter: PowerLimiter, *, force: bool = Fals
     pid = state["pid"]
     if state.get("host", socket.gethostname()) != socket.gethostname():
         return {}  # another node's GPUs (shared home directory): not ours to touch
-    if not force and pid != os.getpid() and _pid_alive(pid):
+    if not force and pid != os.getpid() and pid_alive(pid):
         return {}
     originals: dict[int, float] = state["original_limits_w"]
     errors = []
@@ -180,7 +169,7 @@ class PowerLimitGuard:
             raise InputError(str(self.state_path), "host",
                              f"holds power limits of host {state['host']!r}; use a per-host state path")
         if state is not None:
-            if state["pid"] != os.getpid() and _pid_alive(state["pid"]):
+            if state["pid"] != os.getpid() and pid_alive(state["pid"]):
                 raise InputError(
                     str(self.state_path), "",
                     f"power limits are being changed by another process (pid {state['pid']}); "
