@@ -91,3 +91,14 @@ class VirtualClock:
             return False
         self.advance_to(self._t + max(0.0, dt_s))
         return True
+
+
+def wait_until(clock: Clock, t_s: float, cancel: threading.Event | None = None) -> bool:
+    """Advance a virtual clock to ``t_s``, or sleep on a wall clock until then. Returns False
+    if ``cancel`` was set while sleeping."""
+    advance_to = getattr(clock, "advance_to", None)
+    if clock.virtual and advance_to is not None:
+        advance_to(t_s)
+        return True
+    dt = t_s - clock.now_s()
+    return dt <= 0 or clock.sleep(dt, cancel)

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from ..clock import Clock
+from ..clock import Clock, wait_until
 
 
 @dataclass(frozen=True)
@@ -85,13 +85,8 @@ class DiffusionSim:
         self.on_batch_done = on_batch_done or (lambda b: None)
 
     def _advance(self, t_s: float) -> None:
-        clock = self.clock
-        if getattr(clock, "virtual", False) and hasattr(clock, "advance_to"):
-            clock.advance_to(t_s)  # type: ignore[attr-defined]
-        else:
-            dt = t_s - clock.now_s()
-            if dt > 0 and not clock.sleep(dt, self.cancel):
-                raise Cancelled()
+        if not wait_until(self.clock, t_s, self.cancel):
+            raise Cancelled()
 
     def _set_load(self, u: float) -> None:
         for g in self.gpus:

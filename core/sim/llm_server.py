@@ -30,7 +30,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from ..clock import Clock
+from ..clock import Clock, wait_until
 from ..dataset_types import Request
 
 
@@ -172,13 +172,8 @@ class LlmServerSim:
 
     # -- helpers ---------------------------------------------------------------------------
     def _advance(self, t_s: float) -> None:
-        clock = self.clock
-        if getattr(clock, "virtual", False) and hasattr(clock, "advance_to"):
-            clock.advance_to(t_s)  # type: ignore[attr-defined]
-        else:
-            dt = t_s - clock.now_s()
-            if dt > 0 and not clock.sleep(dt, self.cancel):
-                raise Cancelled()
+        if not wait_until(self.clock, t_s, self.cancel):
+            raise Cancelled()
 
     def _set_load(self, u: float) -> float:
         """Set the GPUs' utilisation (quantised to ``UTIL_STEP``, so the power trace changes only
