@@ -93,11 +93,11 @@ class DatasetSpec(_Base):
 
     def __post_init__(self) -> None:
         if self.min_prompt_tokens > self.max_prompt_tokens:
-            raise ValueError("min_prompt_tokens is above max_prompt_tokens")
+            raise ValueError("min_prompt_tokens: is above max_prompt_tokens")
         if self.min_output_tokens > self.max_output_tokens:
-            raise ValueError("min_output_tokens is above max_output_tokens")
-        if self.name in ("jsonl", "partiprompts") and self.name == "jsonl" and not self.path:
-            raise ValueError("a jsonl dataset needs a path")
+            raise ValueError("min_output_tokens: is above max_output_tokens")
+        if self.name == "jsonl" and not self.path:
+            raise ValueError("path: a jsonl dataset needs a path")
 
 
 class SweepSpec(_Base):
@@ -304,10 +304,14 @@ def _field_path(message: str) -> tuple[str, str]:
     path = (m["path"] or "").lstrip(".") if m else ""
     # Our own __post_init__ messages start with "field.path: problem".
     inner = re.match(r"^([a-z_][a-z0-9_.]*): (.*)$", problem, re.S)
-    if inner and "." in inner[1] or (inner and not path):
+    if inner:
         sub = inner[1]
-        path = sub if (not path or sub.startswith(path)) else f"{path}.{sub}"
+        path = sub if (not path or sub == path or sub.startswith(path + ".")) else f"{path}.{sub}"
         problem = inner[2]
+    unknown = re.match(r"^Object contains unknown field `?([^`]+)`?$", problem)
+    if unknown:
+        path = f"{path}.{unknown[1]}" if path else unknown[1]
+        problem = "unknown field"
     problem = problem.replace("`", "")
     return path or "(top level)", " ".join(problem.split())
 

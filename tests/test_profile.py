@@ -113,8 +113,8 @@ def _error(text: str, source: str = "p.toml") -> InputError:
     [
         ("num_requests = 256", 'num_requests = "many"', "dataset.num_requests", "Expected int"),
         ("num_requests = 256", "num_requests = 0", "dataset.num_requests", ">= 1"),
-        ('weights = "dummy"', 'weights = "dummy"\nflavour = 1', "model", "unknown field flavour"),
-        ('name = "demo"', 'name = "demo"\nbogus = 1', "(top level)", "unknown field bogus"),
+        ('weights = "dummy"', 'weights = "dummy"\nflavour = 1', "model.flavour", "unknown field"),
+        ('name = "demo"', 'name = "demo"\nbogus = 1', "bogus", "unknown field"),
         ('"8..128 x2"', '"128..8 x2"', "sweep.max_num_seqs", "below its start"),
         ('"8..128 x2"', '"8..128 x1"', "sweep.max_num_seqs", "greater than 1"),
         ('"8..128 x2"', '"eight"', "sweep.max_num_seqs", "cannot parse"),
@@ -182,3 +182,24 @@ def test_durations():
     for bad in ("0ms", "soon", -1):
         with pytest.raises(ValueError):
             parse_duration_s(bad)
+
+
+@pytest.mark.parametrize(("extra", "field", "problem"), [
+    ("bogus = 1", "dataset.bogus", "unknown field"),
+    ("min_prompt_tokens = 900\nmax_prompt_tokens = 10", "dataset.min_prompt_tokens", "is above max_prompt_tokens"),
+])
+def test_nested_errors_name_the_whole_field_path(extra: str, field: str, problem: str) -> None:
+    text = f"""name = "x"
+task = "chat"
+runtime = "sim"
+[model]
+id = "m"
+[dataset]
+name = "synthetic"
+{extra}
+[sweep]
+max_num_seqs = 8
+"""
+    with pytest.raises(InputError) as err:
+        decode_profile(text, "p.toml")
+    assert err.value.line() == f"p.toml: {field}: {problem}"
