@@ -217,3 +217,26 @@ def test_find_run_dirs(fake_run, tmp_path):
 def test_diffusion_run_uses_images(tmp_path):
     profile = load_profile(write_profile(tmp_path, DIFFUSION_TOML, "d.toml"))
     assert profile.configs()[0].batch_size == 1
+
+
+def test_eta_uses_wall_time_when_the_run_clock_is_virtual() -> None:
+    """The sim runs hours of virtual time in seconds: the ETA must follow the wall clock."""
+    from mle_tui.core.config import Config
+    from mle_tui.core.events import BatchSampleEvent, ConfigFinished, ConfigStarted, RunStarted
+    from mle_tui.tui.live import LiveState
+
+    wall = [1000.0]
+    st = LiveState(now_s=lambda: wall[0])
+    keys = [f"c{i}" for i in range(4)]
+    st.apply(RunStarted(run_id="r", run_dir="/tmp/r", configs=keys, skipped=[], power_source="simulated",
+                        simulated=True))
+    for i, key in enumerate(keys[:2]):
+        st.apply(ConfigStarted(key=key, index=i, total=4, config=Config(max_num_seqs=8), label=key,
+                               num_requests=100))
+        st.apply(BatchSampleEvent(t_s=0.0, running=8, waiting=1))
+        st.apply(BatchSampleEvent(t_s=600.0, running=0, waiting=0))  # 10 min of virtual time
+        wall[0] += 2.0  # ... in 2 s of wall time
+        st.apply(ConfigFinished(key=key, status="ok", reasons=[], energy_per_request_j=1.0,
+                                latency_value_s=0.01, record_path=""))
+    eta = st.eta_s()
+    assert eta is not None and eta == pytest.approx(4.0, abs=0.5)  # 2 pending x 2 s, not 20 min

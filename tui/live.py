@@ -69,6 +69,11 @@ class LiveState:
         self.log_count = 0
         self.finished: RunFinished | None = None
         self.started_at_s: float | None = None
+        #: Wall time (the app's clock) when the current configuration started, and the wall
+        #: durations of configurations seen from start to end. A virtual-clock run (the sim)
+        #: takes seconds for hours of run-clock time, so the ETA prefers wall time.
+        self._config_wall_start_s: float | None = None
+        self._wall_durations_s: list[float] = []
         #: Bumped on every change; the screen redraws when it moved.
         self.version = 0
         #: Bumped when chart data changed.
@@ -141,6 +146,7 @@ class LiveState:
         self.batch = DecimatingSeries(2, self._capacity)
         self.steady = None
         self.progress = RequestProgress(done=0, total=e.num_requests, t_s=0.0)
+        self._config_wall_start_s = self._now_s()
         self.chart_version += 1
 
     def _on_config_finished(self, e: ConfigFinished) -> None:
@@ -152,6 +158,8 @@ class LiveState:
         span = self.run_clock_span_s()
         if span is not None and e.key == self.current:
             row.duration_s = span
+        if e.key == self.current and self._config_wall_start_s is not None:
+            self._wall_durations_s.append(self._now_s() - self._config_wall_start_s)
         self.rows[e.key] = row
         if e.key == self.current:
             self.current = None
@@ -192,9 +200,14 @@ class LiveState:
         what the current one has done (scaled by its request progress when known)."""
         if self.finished is not None:
             return 0.0
-        durations = [r.duration_s for r in self.rows.values() if r.duration_s]
         pending = sum(1 for r in self.rows.values() if r.status == PENDING)
-        span = self.run_clock_span_s() or 0.0
+        if sum(self._wall_durations_s) > 0 and self._config_wall_start_s is not None:
+            # Seen live (not replayed from live.jsonl): wall-clock durations.
+            durations = list(self._wall_durations_s)
+            span = max(0.0, self._now_s() - self._config_wall_start_s) if self.current is not None else 0.0
+        else:
+            durations = [r.duration_s for r in self.rows.values() if r.duration_s]
+            span = self.run_clock_span_s() or 0.0
         current_left = None
         p = self.progress
         if self.current is not None and p is not None and p.total and p.done:
