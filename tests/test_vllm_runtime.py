@@ -415,3 +415,40 @@ def test_api_key_never_looks_like_a_flag(tmp_path: Path) -> None:
     finally:
         vllm_mod.server_command = orig  # type: ignore[assignment]
     assert len(seen) == 1 and all(c in "0123456789abcdef" for c in seen[0]) and len(seen[0]) >= 32
+
+
+def test_server_dies_with_a_sigkilled_runner(tmp_path: Path) -> None:
+    """SIGKILL leaves no handler to run: the server must still go (PR_SET_PDEATHSIG)."""
+    import signal
+    import subprocess
+
+    script = tmp_path / "run.py"
+    script.write_text(_SIGNAL_SCRIPT)
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path / "out"), FAKE[1]],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        pgid = None
+        lines = []
+        deadline = time.monotonic() + 60
+        while pgid is None and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if line.startswith("PGID "):
+                pgid = int(line.split()[1])
+        assert pgid is not None, "".join(lines[-20:])
+        assert group_alive(pgid)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while group_alive(pgid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        alive = group_alive(pgid)
+        if alive:
+            os.killpg(pgid, signal.SIGKILL)
+        assert not alive, "the server outlived its SIGKILLed parent"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

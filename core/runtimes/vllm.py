@@ -37,6 +37,7 @@ from ..config import Config
 from ..dataset_types import Request
 from ..errors import RunFailure
 from ..loadgen import LoadResult, LoadSettings, run_load
+from ..pdeathsig import wrap as wrap_pdeathsig
 from ..procgroup import ProcessGroups, kill_group
 from ..profile import Profile
 from ..prom import PromPoller
@@ -414,8 +415,8 @@ class VllmRuntime:
         shown = [("***" if prev == "--api-key" else a) for prev, a in zip(["", *cmd], cmd)]
         ctx.on_log(f"mle-tui: starting vLLM: {' '.join(shown)}")
         proc = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            env=env, start_new_session=True, close_fds=True,
+            wrap_pdeathsig(cmd), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, env=env, start_new_session=True, close_fds=True,
         )
         self.process_groups.add(proc.pid, proc)
         self.current_pgid, self.current_url = proc.pid, base_url
