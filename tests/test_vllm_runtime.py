@@ -285,28 +285,39 @@ print(f"STOPPED {summary.stopped} FAILED {summary.failed} COMPLETED {summary.com
 """
 
 
-@pytest.mark.parametrize("sig", ["SIGTERM", "SIGHUP", "SIGINT"])
-def test_signal_to_the_runner_kills_the_server_group(tmp_path: Path, sig: str) -> None:
-    import signal
+def _start_runner(tmp_path: Path):
+    """A runner process (the script above) sweeping against the fake server."""
     import subprocess
 
     script = tmp_path / "run.py"
     script.write_text(_SIGNAL_SCRIPT)
-    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path / "out"), FAKE[1]],
+    return subprocess.Popen([sys.executable, str(script), str(tmp_path / "out"), FAKE[1]],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _server_pgid(proc) -> int:
+    """The server's process group, once the runner saw the steady state open."""
+    lines = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if line.startswith("PGID "):
+            pgid = int(line.split()[1])
+            assert group_alive(pgid)
+            return pgid
+    raise AssertionError("".join(lines[-20:]))
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGHUP", "SIGINT"])
+def test_signal_to_the_runner_kills_the_server_group(tmp_path: Path, sig: str) -> None:
+    import signal
+
+    proc = _start_runner(tmp_path)
     try:
-        pgid = None
-        lines = []
-        deadline = time.monotonic() + 60
-        while pgid is None and time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            if line.startswith("PGID "):
-                pgid = int(line.split()[1])
-        assert pgid is not None, "".join(lines[-20:])
-        assert group_alive(pgid)
+        pgid = _server_pgid(proc)
         t0 = time.monotonic()
         proc.send_signal(getattr(signal, sig))
         out, _ = proc.communicate(timeout=30)
@@ -420,25 +431,10 @@ def test_api_key_never_looks_like_a_flag(tmp_path: Path) -> None:
 def test_server_dies_with_a_sigkilled_runner(tmp_path: Path) -> None:
     """SIGKILL leaves no handler to run: the server must still go (PR_SET_PDEATHSIG)."""
     import signal
-    import subprocess
 
-    script = tmp_path / "run.py"
-    script.write_text(_SIGNAL_SCRIPT)
-    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path / "out"), FAKE[1]],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = _start_runner(tmp_path)
     try:
-        pgid = None
-        lines = []
-        deadline = time.monotonic() + 60
-        while pgid is None and time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            if line.startswith("PGID "):
-                pgid = int(line.split()[1])
-        assert pgid is not None, "".join(lines[-20:])
-        assert group_alive(pgid)
+        pgid = _server_pgid(proc)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
         deadline = time.monotonic() + 10
