@@ -155,8 +155,8 @@ def _nice_max(v: float) -> float:
     return float(10 * mag)
 
 
-class PowerChart(CachedPlot):
-    """GPU power: total (and per GPU when several; memory where available) as steps."""
+class TimeChart(CachedPlot):
+    """A chart of :class:`TimeData` on the run's time axis."""
 
     def __init__(self, **kw) -> None:
         super().__init__(**kw)
@@ -166,13 +166,21 @@ class PowerChart(CachedPlot):
         self.data = data
         self.invalidate()
 
-    def draw(self, plt, width: int, height: int) -> None:
-        d = self.data
+    def _frame(self, plt, width: int, height: int) -> tuple[tuple[float, float], int]:
+        """Frame, x ticks and limits shared by the charts; returns the x range and y tick count."""
         plt.frame(True)
         plt.xfrequency(max(2, width // 14))
-        ny = max(1, min(4, (height - 3) // 2))
-        xr = d.x_range or (0.0, 1.0)
+        xr = self.data.x_range or (0.0, 1.0)
         plt.xlim(*xr)
+        return xr, max(1, min(4, (height - 3) // 2))
+
+
+class PowerChart(TimeChart):
+    """GPU power: total (and per GPU when several; memory where available) as steps."""
+
+    def draw(self, plt, width: int, height: int) -> None:
+        d = self.data
+        xr, ny = self._frame(plt, width, height)
         _blank_right_axis(plt, xr[0])
         t = d.power_t
         if t is None or len(t) == 0:
@@ -207,24 +215,12 @@ class PowerChart(CachedPlot):
 _GPU_COLORS = ("cyan", "blue", "red", "yellow", "white", "gray")
 
 
-class BatchChart(CachedPlot):
+class BatchChart(TimeChart):
     """Server running batch (and waiting requests), with the configured B as a line."""
-
-    def __init__(self, **kw) -> None:
-        super().__init__(**kw)
-        self.data = TimeData()
-
-    def set_data(self, data: TimeData) -> None:
-        self.data = data
-        self.invalidate()
 
     def draw(self, plt, width: int, height: int) -> None:
         d = self.data
-        plt.frame(True)
-        plt.xfrequency(max(2, width // 14))
-        ny = max(1, min(4, (height - 3) // 2))
-        xr = d.x_range or (0.0, 1.0)
-        plt.xlim(*xr)
+        xr, ny = self._frame(plt, width, height)
         t = d.batch_t
         b = float(d.max_num_seqs or 1)
         if t is None or len(t) == 0:
