@@ -143,7 +143,8 @@ def test_oom_is_a_failed_record_and_the_sweep_goes_on(tmp_path: Path, one_thread
 
     monkeypatch.setattr(LlamaForCausalLM, "forward", forward)
     text = PROFILE.read_text().replace("max_num_seqs = [4, 8]", "max_num_seqs = [2, 4]")
-    text = text.replace("num_requests = 48", "num_requests = 12")
+    text = text.replace("num_requests = 128", "num_requests = 12")
+    assert "num_requests = 12" in text
     assert "max_num_seqs = [2, 4]" in text
     profile = tmp_path / "oom.toml"
     profile.write_text(text)
