@@ -60,7 +60,8 @@ class GpuLoad(Protocol):
         ...
 
     def speed_factor(self, utilisation: float) -> float:
-        """How much slower work runs under the current power limit (1.0 = unthrottled)."""
+        """Work rate under the current power limit, in (0, 1]: 1.0 = unthrottled, 0.5 = work
+        takes twice as long."""
         ...
 
 
