@@ -318,7 +318,9 @@ def test_sighup_stops_the_run_cleanly(tmp_path):
                 self.set_timer(0.5, lambda: self.screen.action_start())
 
         def started(r):
-            (tmp / "pgid.txt").write_text(str(r.child_pgids[-1]))
+            # write then rename: the test polls for the file and must never read it half-written
+            (tmp / "pgid.tmp").write_text(str(r.child_pgids[-1]))
+            (tmp / "pgid.tmp").replace(tmp / "pgid.txt")
 
         app = Auto(profiles=[Path({str(prof)!r})], runner_factory=fac, gpu_probe=no_gpu_probe,
                    now_s=FrozenClock(), runs_root=tmp / "runs", cursor_blink=False)
