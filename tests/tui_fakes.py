@@ -118,7 +118,9 @@ class FakeLimiter:
         self.limits[index] = float(limit_w)
         self.history.append((index, float(limit_w)))
         if self.state_file is not None:
-            self.state_file.write_text(f"{limit_w}\n")
+            tmp = self.state_file.with_suffix(".tmp")  # another process reads it: never half-written
+            tmp.write_text(f"{limit_w}\n")
+            tmp.replace(self.state_file)
 
     def limit_range_w(self, index: int) -> tuple[float, float]:
         return 200.0, 700.0
