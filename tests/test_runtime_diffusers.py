@@ -12,33 +12,18 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import msgspec
 import pytest
 
 torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
 
-from mle_tui.core.records import Record  # noqa: E402
 from mle_tui.core.runtimes.diffusers_rt import char_clip_tokenizer  # noqa: E402
 from mle_tui.core.runtimes.inprocess import load_shape  # noqa: E402
 from mle_tui.tui.cli import main  # noqa: E402
+from inprocess_helpers import records_by_key  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILE = REPO / "profiles" / "tiny-diffusion-cpu.toml"
-
-
-@pytest.fixture
-def one_thread():
-    """2-core CI boxes shared with other work: one intra-op thread avoids oversubscription."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def _records(out: Path) -> dict[str, Record]:
-    recs = [msgspec.json.decode(p.read_bytes(), type=Record) for p in (out / "records").glob("*.json")]
-    return {r.config_key: r for r in recs}
 
 
 def _profile_copy(tmp_path: Path, **replace: str) -> Path:
@@ -79,7 +64,7 @@ def test_shipped_shapes_are_the_real_architectures() -> None:
 def test_end_to_end_cli(tmp_path: Path, one_thread: None) -> None:
     out = tmp_path / "run"
     assert main(["run", str(PROFILE), "--headless", "--out", str(out)]) == 0
-    recs = _records(out)
+    recs = records_by_key(out)
     assert sorted(recs) == ["bs1-steps4-tp1-pldefault", "bs2-steps4-tp1-pldefault"]
     for rec in recs.values():
         B = rec.config.batch_size
@@ -122,7 +107,7 @@ def test_oom_is_a_failed_record_and_the_sweep_goes_on(tmp_path: Path, one_thread
     profile = _profile_copy(tmp_path, **{"batch_size = [1, 2]": "batch_size = [1, 2, 4]"})
     out = tmp_path / "run"
     assert main(["run", str(profile), "--headless", "--out", str(out)]) == 1  # failed configs
-    recs = _records(out)
+    recs = records_by_key(out)
     assert recs["bs1-steps4-tp1-pldefault"].status == "ok"
     assert recs["bs1-steps4-tp1-pldefault"].energy_per_image_j > 0
     for b in (2, 4):
@@ -144,7 +129,7 @@ def test_non_finite_images_fail_the_configuration(tmp_path: Path, one_thread: No
     monkeypatch.setattr(diffusers.StableDiffusionPipeline, "__call__", call)
     out = tmp_path / "run"
     assert main(["run", str(_profile_copy(tmp_path)), "--headless", "--out", str(out)]) == 1
-    recs = _records(out)
+    recs = records_by_key(out)
     assert recs["bs1-steps4-tp1-pldefault"].status == "ok"
     bad = recs["bs2-steps4-tp1-pldefault"]
     assert bad.status == "failed" and bad.reasons[0].startswith("non-finite images at batch 2")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import msgspec
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -22,26 +21,12 @@ from mle_tui.core.datasets import load_requests  # noqa: E402
 from mle_tui.core.dummy_init import DUMMY_STD, init_dummy_  # noqa: E402
 from mle_tui.core.errors import InputError  # noqa: E402
 from mle_tui.core.profile import load_profile  # noqa: E402
-from mle_tui.core.records import Record  # noqa: E402
 from mle_tui.core.runtimes.inprocess import load_shape  # noqa: E402
 from mle_tui.tui.cli import main  # noqa: E402
+from inprocess_helpers import records_by_key  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILE = REPO / "profiles" / "tiny-transformers-cpu.toml"
-
-
-@pytest.fixture
-def one_thread():
-    """2-core CI boxes shared with other work: one intra-op thread avoids oversubscription."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def _records(out: Path) -> dict[str, Record]:
-    recs = [msgspec.json.decode(p.read_bytes(), type=Record) for p in (out / "records").glob("*.json")]
-    return {r.config_key: r for r in recs}
 
 
 def test_dummy_init_scheme() -> None:
@@ -93,7 +78,7 @@ def test_unknown_dummy_shape_is_input_error(tmp_path: Path) -> None:
 def test_end_to_end_cli(tmp_path: Path, one_thread: None) -> None:
     out = tmp_path / "run"
     assert main(["run", str(PROFILE), "--headless", "--out", str(out)]) == 0
-    recs = _records(out)
+    recs = records_by_key(out)
     profile = load_profile(PROFILE)
     wanted = {r.id: r.output_tokens for r in load_requests(profile, vocab_size=1024)}
     assert sorted(recs) == ["mns4-tp1-pldefault", "mns8-tp1-pldefault"]
@@ -150,7 +135,7 @@ def test_oom_is_a_failed_record_and_the_sweep_goes_on(tmp_path: Path, one_thread
     profile.write_text(text)
     out = tmp_path / "run"
     assert main(["run", str(profile), "--headless", "--out", str(out)]) == 1  # one failed config
-    recs = _records(out)
+    recs = records_by_key(out)
     assert recs["mns4-tp1-pldefault"].status == "failed"
     assert recs["mns4-tp1-pldefault"].reasons == ["CUDA out of memory at max_num_seqs 4"]
     ok = recs["mns2-tp1-pldefault"]

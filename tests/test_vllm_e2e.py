@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+from proc_helpers import children_of_me
 
 from mle_tui.core.events import ConfigStarted, SteadyUpdate
 from mle_tui.core.procgroup import group_alive
@@ -68,34 +69,19 @@ class _Tracking(VllmRuntime):
         self.process_groups.add = add  # type: ignore[method-assign]
 
 
-def _children_of_me() -> list[int]:
-    me = os.getpid()
-    out = []
-    for p in Path("/proc").iterdir():
-        if not p.name.isdigit():
-            continue
-        try:
-            stat = (p / "stat").read_text()
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == me:
-            out.append(int(p.name))
-    return out
-
-
 def _assert_gone(pgids: list[int], children_before: set[int]) -> None:
     """Every server process group is gone and no new child of this process is left."""
     for pgid in pgids:
         assert not group_alive(pgid)
         with pytest.raises(ProcessLookupError):
             os.killpg(pgid, 0)
-    assert set(_children_of_me()) - children_before == set()
+    assert children_of_me() - children_before == set()
 
 
 def test_sweep_on_a_real_vllm_server(workload, tmp_path: Path) -> None:
     profile, requests = workload
     rt = _Tracking()
-    before = set(_children_of_me())
+    before = children_of_me()
     t0 = time.monotonic()
     runner = SweepRunner(profile, tmp_path / "run", profile_path=str(PROFILE), runtime=rt, requests=requests)
     summary = runner.run()
@@ -140,7 +126,7 @@ def test_sweep_on_a_real_vllm_server(workload, tmp_path: Path) -> None:
 def test_killed_server_is_a_failed_record_and_the_sweep_goes_on(workload, tmp_path: Path) -> None:
     profile, requests = workload
     rt = _Tracking()
-    before = set(_children_of_me())
+    before = children_of_me()
     current: list[int] = []
     killed: list[int] = []
 

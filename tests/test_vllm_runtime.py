@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from proc_helpers import children_of_me
 
 from mle_tui.core.clock import WallClock
 from mle_tui.core.dataset_types import Request
@@ -332,29 +333,14 @@ def test_signal_to_the_runner_kills_the_server_group(tmp_path: Path, sig: str) -
             proc.wait()
 
 
-def _children() -> set[int]:
-    me = os.getpid()
-    out = set()
-    for p in Path("/proc").iterdir():
-        if not p.name.isdigit():
-            continue
-        try:
-            stat = (p / "stat").read_text()
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == me:
-            out.add(int(p.name))
-    return out
-
-
 @pytest.fixture(scope="module", autouse=True)
 def children_at_start() -> set[int]:
-    return _children()
+    return children_of_me()
 
 
 def test_no_child_left(children_at_start: set[int]) -> None:
     """After all of the above in this module, no child process it started is alive."""
-    assert _children() - children_at_start == set()
+    assert children_of_me() - children_at_start == set()
 
 
 def test_server_is_reused_across_power_limits_only(tmp_path: Path) -> None:
