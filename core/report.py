@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 import msgspec
 
-from .accounting import carbon_per_1k_g, cost_per_1k_usd
+from .measure.accounting import carbon_per_1k_g, cost_per_1k_usd
 from .pareto import fmt_duration, recommend
 from .records import FORMULAS, Record
 

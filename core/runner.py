@@ -31,15 +31,15 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from . import accounting as acc
+from .measure import accounting as acc
 from .clock import Clock, VirtualClock, WallClock
 from .config import Config
 from .dataset_types import Request
 from .errors import InputError, RunFailure
 from .events import (BatchSampleEvent, ConfigFinished, ConfigStarted, Event, LogLine, PowerSample,
                      RequestProgress, RunFinished, RunStarted, SteadyUpdate, encode_event)
-from .latency import stats as latency_stats
-from .latency import summarise
+from .measure.latency import stats as latency_stats
+from .measure.latency import summarise
 from .power.base import PowerLimiter, PowerReading, PowerSource
 from .power.limits import PowerLimitGuard, default_state_path, restore_stale, validate_limit
 from .profile import Profile
@@ -47,8 +47,8 @@ from .toml_text import struct_to_toml
 from .records import (FORMULAS, Accounting, BatchRow, BatchTimeline, Gate, Hardware, Manifest, Record,
                       RequestRow, SteadyState, Throughput)
 from .runtimes.base import BatchSample, Runtime, RuntimeContext, RuntimeResult
-from .sampler import PowerSampler
-from .steady import RequestCountDetector, SaturationDetector, Window, detect_offline, evaluate_gates
+from .measure.sampler import PowerSampler
+from .measure.steady import RequestCountDetector, SaturationDetector, Window, detect_offline, evaluate_gates
 from .store import RunStore
 
 #: Most points kept per timeline in a record.

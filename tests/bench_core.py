@@ -14,14 +14,14 @@ import random
 import time
 from collections.abc import Callable
 
-from mle_tui.core import accounting as acc
+from mle_tui.core.measure import accounting as acc
 from mle_tui.core.clock import VirtualClock, WallClock
-from mle_tui.core.latency import request_row, summarise
+from mle_tui.core.measure.latency import request_row, summarise
 from mle_tui.core.pareto import Point, frontier
 from mle_tui.core.power.base import PowerSource
 from mle_tui.core.power.simulated import SimulatedPowerSource
-from mle_tui.core.sampler import PowerSampler
-from mle_tui.core.steady import RequestCountDetector, SaturationDetector, detect_offline, evaluate_gates
+from mle_tui.core.measure.sampler import PowerSampler
+from mle_tui.core.measure.steady import RequestCountDetector, SaturationDetector, detect_offline, evaluate_gates
 
 
 def cpu_cost(source: PowerSource, indices: list[int], clock: WallClock, seconds: float) -> tuple[float, float, int]:

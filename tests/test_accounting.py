@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from mle_tui.core import accounting as acc
+from mle_tui.core.measure import accounting as acc
 from mle_tui.core.clock import VirtualClock
 from mle_tui.core.power.simulated import SimulatedPowerSource
-from mle_tui.core.sampler import PowerSampler
-from mle_tui.core.steady import detect_offline
+from mle_tui.core.measure.sampler import PowerSampler
+from mle_tui.core.measure.steady import detect_offline
 
 
 def test_eq2_hand_computed() -> None:

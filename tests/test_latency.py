@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mle_tui.core.latency import request_row, stats, summarise
+from mle_tui.core.measure.latency import request_row, stats, summarise
 from mle_tui.core.records import FORMULAS
 
 

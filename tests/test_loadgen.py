@@ -16,7 +16,7 @@ import pytest
 
 from mle_tui.core.clock import WallClock
 from mle_tui.core.dataset_types import Request
-from mle_tui.core.loadgen import LoadSettings, arrival_offsets_s, build_payload, run_load
+from mle_tui.core.runtimes.loadgen import LoadSettings, arrival_offsets_s, build_payload, run_load
 from mle_tui.core.procgroup import kill_group
 from mle_tui.core.runtimes.vllm import free_port
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from mle_tui.core.clock import WallClock
-from mle_tui.core.prom import PromPoller, parse_metrics
+from mle_tui.core.runtimes.prom import PromPoller, parse_metrics
 
 # Shape of vLLM 0.32 (CPU build) /metrics, trimmed; counters expose `_total` and `_created`.
 VLLM_032 = """\

@@ -11,7 +11,7 @@ import pytest
 from mle_tui.core.clock import VirtualClock, WallClock
 from mle_tui.core.power.base import PowerReading
 from mle_tui.core.power.simulated import SimulatedPowerSource
-from mle_tui.core.sampler import PowerSampler
+from mle_tui.core.measure.sampler import PowerSampler
 
 
 def _drive(clock: VirtualClock, src: SimulatedPowerSource, until_s: float, seed: int = 0) -> None:

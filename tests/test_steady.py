@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mle_tui.core.steady import (
+from mle_tui.core.measure.steady import (
     RequestCountDetector,
     SaturationDetector,
     Window,

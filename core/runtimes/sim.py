@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import RunFailure
-from ..latency import request_row
+from ..measure.latency import request_row
 from ..records import BatchRow, RequestRow
 from ..sim.diffusion import Cancelled as DiffusionCancelled
 from ..sim.diffusion import DiffusionCostModel, DiffusionSim, SimBatch

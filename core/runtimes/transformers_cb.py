@@ -3,7 +3,7 @@
 An LLM runtime for machines without vLLM. Per configuration: ``max_requests_per_batch`` =
 ``max_num_seqs``; every request is submitted at t = 0 (or on the profile's arrival process);
 per-token timestamps recorded by transformers give TTFT, TPOT, ITL and E2E with vLLM ``bench
-serve``'s definitions (:func:`mle_tui.core.latency.request_row`); running and waiting requests
+serve``'s definitions (:func:`mle_tui.core.measure.latency.request_row`); running and waiting requests
 are read from the scheduler at 10 Hz into the same batch trace the vLLM runtime produces, so the
 steady-state rules apply unchanged. Its numbers are labelled ``transformers`` in every record:
 untuned, it is far slower than vLLM.
@@ -24,7 +24,7 @@ from typing import Any
 from ..dataset_types import Request
 from ..dummy_init import describe, init_dummy_
 from ..errors import InputError, RunFailure
-from ..latency import request_row
+from ..measure.latency import request_row
 from ..records import RequestRow
 from .base import BatchSample, RuntimeContext, RuntimeResult
 from .inprocess import (

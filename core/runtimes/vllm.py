@@ -36,11 +36,11 @@ import httpx
 from ..config import Config
 from ..dataset_types import Request
 from ..errors import RunFailure
-from ..loadgen import LoadResult, LoadSettings, run_load
+from .loadgen import LoadResult, LoadSettings, run_load
 from ..pdeathsig import wrap as wrap_pdeathsig
 from ..procgroup import ProcessGroups, kill_group
 from ..profile import Profile
-from ..prom import PromPoller
+from .prom import PromPoller
 from ..records import RequestRow
 from .base import RuntimeContext, RuntimeResult
 

@@ -68,7 +68,7 @@ def main() -> None:
     from mle_tui.core.dummy_init import describe, init_dummy_
     from mle_tui.core.power.limits import PowerLimitGuard
     from mle_tui.core.power.nvml import NvmlLimiter, NvmlPowerSource
-    from mle_tui.core.sampler import PowerSampler
+    from mle_tui.core.measure.sampler import PowerSampler
 
     dev = torch.device("cuda:0")
     clock = WallClock()

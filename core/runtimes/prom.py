@@ -16,8 +16,8 @@ import httpx
 import msgspec
 from prometheus_client.parser import text_string_to_metric_families
 
-from .clock import Clock
-from .runtimes.base import BatchSample, GpuLoad
+from ..clock import Clock
+from .base import BatchSample, GpuLoad
 
 #: Metric family name (as the parser reports it: counters lose ``_total``) -> snapshot field.
 VLLM_METRICS: dict[str, str] = {

@@ -10,9 +10,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .clock import Clock
-from .power.base import PowerReading, PowerSource
-from .records import PowerTimeline
+from ..clock import Clock
+from ..power.base import PowerReading, PowerSource
+from ..records import PowerTimeline
 
 
 #: Readings closer than this are the same instant (a final read right after a periodic one).

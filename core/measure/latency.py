@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .records import FORMULAS, Latency, LatencyStats, RequestRow
+from ..records import FORMULAS, Latency, LatencyStats, RequestRow
 
 
 def stats(values_s: list[float], formula: str) -> LatencyStats:

@@ -7,7 +7,7 @@ as ``vllm bench serve``) and under a client-side concurrency cap.
 Each request streams (``stream: true`` with ``stream_options.include_usage``) and is timed on the
 run clock: send time, the time of every chunk with non-empty ``choices`` (token-bearing chunks,
 as ``vllm bench serve`` counts them), and input / output token counts from ``usage``. Rows are
-built with :func:`~mle_tui.core.latency.request_row` (vLLM ``bench serve`` definitions).
+built with :func:`~mle_tui.core.measure.latency.request_row` (vLLM ``bench serve`` definitions).
 
 ``max_tokens`` is the request's reference output length. With dummy weights (``ignore_eos``)
 every response has exactly that length, which is the workload, not a cap: ``hit_cap`` stays
@@ -25,10 +25,10 @@ import httpx
 import msgspec
 import numpy as np
 
-from .clock import Clock
-from .dataset_types import Request
-from .latency import request_row
-from .records import RequestRow
+from ..clock import Clock
+from ..dataset_types import Request
+from ..measure.latency import request_row
+from ..records import RequestRow
 
 
 class LoadSettings(msgspec.Struct, kw_only=True):

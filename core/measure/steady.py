@@ -8,7 +8,7 @@ import math
 import msgspec
 import numpy as np
 
-from .records import Gate, SteadyState  # noqa: F401  (re-exported types)
+from ..records import Gate, SteadyState  # noqa: F401  (re-exported types)
 
 
 class Window(msgspec.Struct, kw_only=True):
