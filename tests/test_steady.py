@@ -73,16 +73,84 @@ def test_online_opens_after_one_second_and_closes_when_queue_drains() -> None:
     assert det.finish() == Window(start_s=0.5, end_s=30.0)
 
 
-def test_long_dip_splits_runs_and_longest_wins() -> None:
+def test_refill_dip_with_requests_waiting_does_not_split() -> None:
     ts = [i * 0.5 for i in range(100)]
     run = [8.0] * 100
-    for i in range(20, 24):  # 2 s dip with requests waiting: breaks the run
+    for i in range(20, 24):  # 2 s dip with requests waiting and tokens flowing: a refill
         run[i] = 3.0
     wait = [50.0] * 100
-    w = detect_offline("saturation", 8, ts, run, wait, [], [])
-    assert w == Window(start_s=12.0, end_s=49.5)
+    tokens = [100.0 * i for i in range(100)]
+    assert detect_offline("saturation", 8, ts, run, wait, [], []) == Window(start_s=0.0, end_s=49.5)
+    assert detect_offline("saturation", 8, ts, run, wait, [], [], generated_tokens=tokens) == \
+        Window(start_s=0.0, end_s=49.5)
+
+
+def test_stall_splits_runs_longest_wins_and_dropped_share_is_reported() -> None:
+    ts = [i * 0.5 for i in range(100)]
+    run = [8.0] * 100
+    for i in range(20, 24):
+        run[i] = 3.0
+    wait = [50.0] * 100
+    # The token counter stops during the dip: a stall, not a refill.
+    tokens = [100.0 * min(i, 20) if i < 24 else 100.0 * (i - 3) for i in range(100)]
+    from mle_tui.core.measure.steady import saturation_detector
+
+    det = saturation_detector(8, ts, run, wait, generated_tokens=tokens)
+    assert det.window == Window(start_s=12.0, end_s=49.5)
+    assert det.runs == [(0.0, 9.5), (12.0, 49.5)]
+    assert det.dropped_fraction() == pytest.approx(9.5 / 47.0)
+    # A dip longer than max_refill_s splits even while tokens flow.
+    run2 = [8.0] * 100
+    for i in range(20, 32):  # 6 s
+        run2[i] = 3.0
+    det2 = saturation_detector(8, ts, run2, wait, generated_tokens=[100.0 * i for i in range(100)])
+    assert det2.window == Window(start_s=16.0, end_s=49.5)
+    # Without a waiting count (NaN) a dip ends the run after max_dip_s.
+    nan = float("nan")
+    w3 = detect_offline("saturation", 8, ts, run, [nan] * 100, [], [])
+    assert w3 == Window(start_s=12.0, end_s=49.5)
     # A short spike of saturation (< 1 s) is no window.
     assert detect_offline("saturation", 8, [0, 0.5, 1.0, 1.5], [2, 8, 8, 2], [9, 9, 9, 0], [], []) is None
+
+
+def wave_trace(B: int, waves: int, wave_s: float, dip_s: float, period_s: float, dip_level: float):
+    """Fixed output lengths: requests finish in waves; each refill dips the running batch to
+    ``dip_level * B`` for ``dip_s`` while requests wait and tokens keep flowing."""
+    ts, run, wait, tok = [], [], [], []
+    ramp = 2.0
+    sat0 = ramp
+    end = sat0 + waves * (wave_s + dip_s) - dip_s
+    t, tokens = 0.0, 0.0
+    while t <= end + 5.0:
+        if t < sat0:
+            r, w = B * t / ramp * 0.8, 1000.0
+        elif t <= end:
+            phase = (t - sat0) % (wave_s + dip_s)
+            r = float(B) if phase < wave_s else float(int(dip_level * B))
+            w = 1000.0 * (1 - (t - sat0) / (end - sat0)) + 1.0
+        else:
+            r, w = float(max(0, int(B * (1 - (t - end) / 5.0)))), 0.0
+        tokens += r * period_s * 20
+        ts.append(round(t, 9))
+        run.append(r)
+        wait.append(w)
+        tok.append(tokens)
+        t += period_s
+    return ts, run, wait, tok, sat0, end
+
+
+@pytest.mark.parametrize("dip_s", [0.2, 0.5, 1.0, 1.5, 2.0, 3.0])
+@pytest.mark.parametrize("period_s", [0.1, 0.5])
+def test_window_spans_every_wave_whatever_the_refill_dip(dip_s: float, period_s: float) -> None:
+    """The window must not change meaning with the power limit: refill dips of 0.2-3 s (longer
+    at low limits) all give the window from first saturation to the drain."""
+    ts, run, wait, tok, sat0, end = wave_trace(256, 6, 8.0, dip_s, period_s, 220 / 256)
+    for gen in (None, tok):
+        w = detect_offline("saturation", 256, ts, run, wait, [], [], generated_tokens=gen)
+        assert w is not None and w.end_s is not None
+        assert abs(w.start_s - sat0) <= period_s + 1e-9
+        assert abs(w.end_s - end) <= dip_s + period_s + 1e-9
+        assert w.end_s - w.start_s >= (end - sat0) - dip_s - 2 * period_s
 
 
 def test_threshold_tolerance_small_batches() -> None:

@@ -29,40 +29,63 @@ def saturation_threshold(max_num_seqs: int, tolerance: int = 1) -> float:
 class SaturationDetector:
     """Paper rule: steady while the server's running batch is saturated at ``max_num_seqs``.
 
-    ``feed(t_s, running, waiting)`` sample by sample (in time order); ``window`` is the current
-    window (open or closed) or None.
+    ``feed(t_s, running, waiting, generated_tokens=None)`` sample by sample (in time order);
+    ``window`` is the current window (open or closed) or None.
 
-    A sample is saturated when ``running >= B - tolerance`` (see :func:`saturation_threshold`).
-    A saturated run starts at its first saturated sample and survives brief dips: it ends at
-    its last saturated sample when an unsaturated sample shows the queue drained
-    (``waiting <= 0``) or the dip has lasted ``max_dip_s`` (1 s) from its first unsaturated
-    sample (so a single-sample dip is tolerated at any polling period). A run counts once it has lasted ``min_run_s`` (1 s, first to last saturated
-    sample). The window is the longest counting run (the earliest on ties; an open run
-    replaces a closed one only once strictly longer). :meth:`finish` closes an open run at the
-    end of the trace; :func:`detect_offline` is exactly feed-everything-then-finish.
+    Settings (``SteadySpec`` in profiles, documented in the README):
+
+    - ``tolerance`` (1): a sample is saturated when ``running >= B - tolerance`` (see
+      :func:`saturation_threshold`; the tolerance is capped at ``B // 4``).
+    - A dip below the threshold **while requests are waiting** is a refill, not the end of the
+      steady state: with fixed output lengths requests finish in waves and the scheduler needs
+      0.2-3 s to admit the next wave (longer at low power limits). A refill dip ends the run
+      only when it turns into a **stall**: the server's generated-token counter (when the
+      runtime reports it) has not advanced for ``max_dip_s`` (1 s), or the dip has lasted
+      ``max_refill_s`` (5 s) -- then the run ends at its last saturated sample.
+    - A dip with **no request waiting** (the queue drained) ends the run at once. Without a
+      waiting count (NaN) a dip ends the run after ``max_dip_s``.
+    - A run counts once it has lasted ``min_run_s`` (1 s, first to last saturated sample). The
+      window is the longest counting run (the earliest on ties; an open run replaces a closed
+      one only once strictly longer). ``runs`` lists every counting run, so the share of the
+      saturated span that a split dropped can be reported.
+
+    :meth:`finish` closes an open run at the end of the trace; :func:`detect_offline` is
+    exactly feed-everything-then-finish (one code path, online and offline).
     """
 
     def __init__(self, max_num_seqs: int, tolerance: int = 1, *, max_dip_s: float = 1.0,
-                 min_run_s: float = 1.0) -> None:
+                 max_refill_s: float = 5.0, min_run_s: float = 1.0) -> None:
         if max_num_seqs < 1:
             raise ValueError("max_num_seqs must be >= 1")
         self.max_num_seqs = int(max_num_seqs)
         self.threshold = saturation_threshold(max_num_seqs, tolerance)
         self.max_dip_s = float(max_dip_s)
+        self.max_refill_s = float(max_refill_s)
         self.min_run_s = float(min_run_s)
         self._run_start: float | None = None
         self._last_sat: float | None = None
         self._dip_start: float | None = None
+        self._tokens: float | None = None  # last generated-token count seen
+        self._tokens_moved_s: float | None = None  # when it last advanced
         self._best: Window | None = None  # longest closed run
+        #: Every closed run that lasted ``min_run_s`` (start, end), in time order.
+        self.runs: list[tuple[float, float]] = []
 
     def _close_run(self) -> None:
         assert self._run_start is not None and self._last_sat is not None
         dur = self._last_sat - self._run_start
-        if dur >= self.min_run_s and (self._best is None or dur > self._best.end_s - self._best.start_s):  # type: ignore[operator]
-            self._best = Window(start_s=self._run_start, end_s=self._last_sat)
+        if dur >= self.min_run_s:
+            self.runs.append((self._run_start, self._last_sat))
+            if self._best is None or dur > self._best.end_s - self._best.start_s:  # type: ignore[operator]
+                self._best = Window(start_s=self._run_start, end_s=self._last_sat)
         self._run_start = self._last_sat = self._dip_start = None
 
-    def feed(self, t_s: float, running: float, waiting: float) -> Window | None:
+    def feed(self, t_s: float, running: float, waiting: float,
+             generated_tokens: float | None = None) -> Window | None:
+        if generated_tokens is not None and math.isfinite(generated_tokens):
+            if self._tokens is None or generated_tokens > self._tokens:
+                self._tokens_moved_s = t_s
+            self._tokens = generated_tokens
         if running >= self.threshold:
             if self._run_start is None:
                 self._run_start = t_s
@@ -71,7 +94,15 @@ class SaturationDetector:
         elif self._run_start is not None:
             if self._dip_start is None:
                 self._dip_start = t_s
-            if waiting <= 0 or t_s - self._dip_start >= self.max_dip_s:
+            dip_s = t_s - self._dip_start
+            if not math.isfinite(waiting):
+                ends = dip_s >= self.max_dip_s
+            elif waiting <= 0:
+                ends = True  # the queue drained
+            else:  # a refill, unless it has become a stall
+                frozen = self._tokens_moved_s is not None and t_s - self._tokens_moved_s >= self.max_dip_s
+                ends = frozen or dip_s >= self.max_refill_s
+            if ends:
                 self._close_run()
         return self.window
 
@@ -94,6 +125,14 @@ class SaturationDetector:
     def last_saturated_s(self) -> float | None:
         """Last saturated sample of the open run (where an open window would end now)."""
         return self._last_sat
+
+    def dropped_fraction(self) -> float:
+        """Share of the saturated span (all counting runs) outside the chosen window, in [0, 1)."""
+        total = math.fsum(b - a for a, b in self.runs)
+        w = self.window
+        if total <= 0 or w is None or w.end_s is None:
+            return 0.0
+        return max(0.0, 1.0 - (w.end_s - w.start_s) / total)
 
 
 class RequestCountDetector:
@@ -153,14 +192,19 @@ def detect_offline(
     *,
     num_requests: int | None = None,
     tolerance: int = 1,
+    generated_tokens: list[float | None] | None = None,
+    max_dip_s: float = 1.0,
+    max_refill_s: float = 5.0,
 ) -> Window | None:
     """Detect the steady window on a whole trace with the named rule ("saturation" or
-    "request-count"). Same answer as feeding the online detector the same data (in time order)
-    and calling its ``finish()``; implemented independently (vectorised) so each checks the
-    other. ``num_requests`` (request-count rule) defaults to
+    "request-count"). Saturation: the online detector fed the whole trace (time order), then
+    ``finish()`` -- see :func:`saturation_detector`. Request-count (vectorised): the B-th first
+    token to the (N-B-1)-th finish; ``num_requests`` defaults to
     ``max(len(first_token_s), len(finish_s))``."""
     if rule == "saturation":
-        return _saturation_offline(max_num_seqs, batch_t_s, running, waiting, tolerance)
+        return saturation_detector(max_num_seqs, batch_t_s, running, waiting, tolerance=tolerance,
+                                   generated_tokens=generated_tokens, max_dip_s=max_dip_s,
+                                   max_refill_s=max_refill_s).window
     if rule == "request-count":
         b = int(max_num_seqs)
         n = num_requests if num_requests is not None else max(len(first_token_s), len(finish_s))
@@ -175,40 +219,21 @@ def detect_offline(
     raise ValueError(f"unknown steady-state rule {rule!r} (saturation, request-count)")
 
 
-def _saturation_offline(max_num_seqs: int, batch_t_s: list[float], running: list[float], waiting: list[float],
-                        tolerance: int, max_dip_s: float = 1.0, min_run_s: float = 1.0) -> Window | None:
+def saturation_detector(max_num_seqs: int, batch_t_s: list[float], running: list[float], waiting: list[float],
+                        *, tolerance: int = 1, generated_tokens: list[float | None] | None = None,
+                        max_dip_s: float = 1.0, max_refill_s: float = 5.0) -> SaturationDetector:
+    """A :class:`SaturationDetector` fed a whole batch trace (sorted by time, stable) and
+    finished: its ``window``, ``runs`` and ``dropped_fraction()`` describe the trace."""
     if not len(batch_t_s) == len(running) == len(waiting):
         raise ValueError("batch_t_s, running and waiting must have the same length")
-    if max_num_seqs < 1:
-        raise ValueError("max_num_seqs must be >= 1")
-    if not batch_t_s:
-        return None
-    t = np.asarray(batch_t_s, dtype=np.float64)
-    order = np.argsort(t, kind="stable")
-    t = t[order]
-    r = np.asarray(running, dtype=np.float64)[order]
-    w = np.asarray(waiting, dtype=np.float64)[order]
-    sat = r >= saturation_threshold(max_num_seqs, tolerance)
-    if not sat.any():
-        return None
-    # Index of the last saturated sample at or before each sample (-1 before the first one);
-    # an unsaturated sample's dip started at the sample right after that one.
-    idx = np.where(sat, np.arange(len(t)), -1)
-    last = np.maximum.accumulate(idx)
-    dip_start = t[np.minimum(last + 1, len(t) - 1)]
-    breaker = ~sat & (last >= 0) & ((w <= 0) | (t - dip_start >= max_dip_s))
-    run_id = np.cumsum(breaker)[sat]
-    ts = t[sat]
-    # First and last saturated time of each run (run ids are non-decreasing along ts).
-    bounds = np.flatnonzero(np.diff(run_id)) + 1
-    firsts = ts[np.r_[0, bounds]]
-    lasts = ts[np.r_[bounds - 1, len(ts) - 1]]
-    dur = lasts - firsts
-    ok = dur >= min_run_s
-    if not ok.any():
-        return None
-    best = int(np.argmax(np.where(ok, dur, -np.inf)))  # first maximum: the earliest on ties
-    return Window(start_s=float(firsts[best]), end_s=float(lasts[best]))
+    if generated_tokens is not None and len(generated_tokens) != len(batch_t_s):
+        raise ValueError("generated_tokens must have one value per batch sample")
+    det = SaturationDetector(max_num_seqs, tolerance, max_dip_s=max_dip_s, max_refill_s=max_refill_s)
+    order = sorted(range(len(batch_t_s)), key=batch_t_s.__getitem__)
+    for i in order:
+        det.feed(batch_t_s[i], running[i], waiting[i], None if generated_tokens is None else generated_tokens[i])
+    det.finish()
+    return det
 
 
 def _finite(x: float | None) -> bool:
