@@ -189,6 +189,16 @@ class SteadySpec(_Base):
     min_batch_fraction: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.85
     max_energy_per_token_j: Annotated[float, msgspec.Meta(gt=0)] = 100.0
     max_cap_fraction: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.30
+    #: Saturation rule: ``running >= max_num_seqs - saturation_tolerance`` counts as saturated
+    #: (capped at B // 4, so B <= 3 must be reached exactly).
+    saturation_tolerance: Annotated[int, msgspec.Meta(ge=0)] = 1
+    #: A dip below saturation while requests wait is a refill; it splits the window only as a
+    #: stall: the server's token counter frozen for ``max_dip_s`` or the dip longer than
+    #: ``max_refill_s``. Only the longest run is kept, with a warning giving the dropped share.
+    max_dip_s: Annotated[float, msgspec.Meta(gt=0)] = 1.0
+    max_refill_s: Annotated[float, msgspec.Meta(gt=0)] = 5.0
+    #: Gate: window tokens by the client vs the server's counter, relative difference.
+    max_token_mismatch: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.01
 
 
 class TargetSpec(_Base):

@@ -13,9 +13,10 @@ import msgspec
 
 from .config import Config
 
-SCHEMA_VERSION = 1
+#: 2: analysis info, token cross-check and dropped share in steady_state, status "skipped".
+SCHEMA_VERSION = 2
 
-Status = Literal["ok", "invalid", "failed"]
+Status = Literal["ok", "invalid", "failed", "skipped"]
 PowerSourceKind = Literal["nvml", "simulated"]
 
 #: vLLM ``bench serve`` definitions, stated next to every exported metric.
@@ -142,6 +143,15 @@ class SteadyState(_S, kw_only=True):
     mean_batch: float
     requests_finished: int = 0
     gates: list[Gate] = []
+    #: Where ``tokens`` came from: "server counter" (vLLM generation_tokens_total
+    #: interpolated at the window edges), "client timeline" (per-chunk usage or per-token
+    #: timestamps), "client chunks" (one token per chunk, the rest at the last), "uniform".
+    token_source: str = ""
+    #: Output tokens in the window by the server's counter and by the client's timeline.
+    server_tokens: float | None = None
+    client_tokens: int | None = None
+    #: Share of the saturated span outside the window (a stall split it), in [0, 1).
+    dropped_fraction: float | None = None
 
     @property
     def duration_s(self) -> float:
@@ -157,6 +167,18 @@ class Hardware(_S, kw_only=True):
     power_limit_w: list[float] | None = None
     #: Limit that was in place before and was restored afterwards, per GPU.
     original_power_limit_w: list[float] | None = None
+
+
+class AnalysisInfo(_S, kw_only=True):
+    """Which analysis produced a record's figures, from what, with which settings."""
+
+    version: str
+    #: "live": computed when the configuration ended; "reanalysis": by ``mle-tui reanalyse``.
+    source: Literal["live", "reanalysis"] = "live"
+    #: The method settings (the profile's [steady_state] with any overrides).
+    settings: dict[str, str | float | int | bool] = {}
+    #: Trace file (relative to the run directory) the record was derived from.
+    trace: str | None = None
 
 
 class Accounting(_S, kw_only=True):
@@ -211,6 +233,7 @@ class Record(_S, kw_only=True):
     batch_timeline: BatchTimeline = msgspec.field(default_factory=BatchTimeline)
     log_tail: list[str] = []
     formulas: dict[str, str] = msgspec.field(default_factory=lambda: dict(FORMULAS))
+    analysis: AnalysisInfo | None = None
 
 
 class GpuInfo(_S, kw_only=True):

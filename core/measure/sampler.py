@@ -338,3 +338,19 @@ class PowerSampler:
             period_s=self.period_s,
             decimation=max(1, round(raw / len(t))),
         )
+
+    # --- trace (provisional: summed columns booked on the first GPU) ------------------------
+    def trace(self):  # noqa: ANN201
+        from .power_trace import PowerTrace
+
+        with self._lock:
+            t = list(self._t)
+            zeros = [0.0] * len(t)
+            rest = [list(zeros) for _ in self.indices[1:]]
+            return PowerTrace(
+                gpu_indices=list(self.indices), period_s=self.period_s, t_s=t,
+                instant_w=[list(c) for c in self._p],
+                average_w=None if self._avg is None else [list(self._avg)] + rest,
+                memory_w=None if self._mem is None else [list(self._mem)] + rest,
+                counter_t_s=list(t), counter_j=[list(self._e)] + rest,
+            )

@@ -50,6 +50,10 @@ class RuntimeResult(msgspec.Struct, kw_only=True):
     #: request's tokens evenly spaced between its first token and its end.
     token_times_s: list[float] | None = None
     token_counts: list[int] | None = None
+    #: True when the timeline books every token at the time it arrived (per-chunk usage,
+    #: per-token timestamps, the simulator); then it is the window's token count, checked
+    #: against the server's counter. False: the server's counter is the count where reported.
+    token_counts_exact: bool = False
 
 
 class GpuLoad(Protocol):

@@ -112,6 +112,7 @@ class SimRuntime:
             itl_gaps_s=gaps,
             token_times_s=truth.iter_end_s,
             token_counts=truth.iter_tokens,
+            token_counts_exact=True,
         )
 
     # -- diffusion -------------------------------------------------------------------------

@@ -396,6 +396,7 @@ class TransformersRuntime:
             requests=[r for r in rows if r is not None],
             itl_gaps_s=gaps,
             token_times_s=token_times,
+            token_counts_exact=True,
             server_output_tokens=tokens_total,
             log_tail=log.tail(),
             batch_source=f"transformers scheduler {1 / SAMPLE_PERIOD_S:.0f} Hz",
