@@ -1,5 +1,5 @@
 """One configuration, start to record: set the power limit (guarded), sample power, run the
-runtime with a :class:`~.measure.trace.TraceRecorder` fed through its context, freeze the
+runtime with a :class:`~.measure.recorder.TraceRecorder` fed through its context, freeze the
 trace, analyse it (pure), write the trace and the record, restore the limit.
 
 The live view gets typed events (power, batch, steady window, progress, log) as the
@@ -27,7 +27,8 @@ from .gpu_setup import GpuSetup, hardware
 from .measure.analysis import analyse
 from .measure.live import LiveSteady
 from .measure.sampler import PowerSampler
-from .measure.trace import TraceRecorder, encode_trace
+from .measure.recorder import TraceRecorder
+from .measure.trace import encode_trace
 from .power.base import PowerReading
 from .power.limits import PowerLimitGuard
 from .profile import Profile

@@ -40,3 +40,21 @@ def test_the_contract_catches_ui_imports(tmp_path: Path) -> None:
     probe.write_text("from ...tui import app\nimport textual.widgets\nfrom ..records import Record\n")
     found = _imports(probe, root)
     assert found == ["mle_tui.tui", "textual.widgets", "mle_tui.core.records"]
+
+
+PURE = ("analysis.py", "trace.py", "energy.py", "steady.py", "timelines.py", "accounting.py", "latency.py",
+        "power_trace.py")
+NOT_FROM_ANALYSIS = ("mle_tui.core.runner", "mle_tui.core.config_run", "mle_tui.core.runtimes",
+                     "mle_tui.core.power", "mle_tui.core.gpu_setup", "mle_tui.core.store", "mle_tui.tui",
+                     "mle_tui.core.measure.sampler", "mle_tui.core.measure.live", "threading", "time",
+                     "textual")
+
+
+@pytest.mark.parametrize("name", PURE)
+def test_analysis_imports_no_runner_runtime_power_source_clock_or_ui(name: str) -> None:
+    """Data flows one way: Trace -> Analysis (pure) -> Record. The analysis and what it reads
+    import neither the runner, the runtimes, the power sources, the store, threads, clocks nor
+    the UI."""
+    path = CORE / "measure" / name
+    bad = [m for m in _imports(path) if any(m == f or m.startswith(f + ".") for f in NOT_FROM_ANALYSIS)]
+    assert not bad, f"{path.relative_to(CORE.parent)} imports {bad}"

@@ -5,6 +5,7 @@
     mle-tui                                  the app
     mle-tui run PROFILE [--out DIR] [--headless] [--simulate] [--format json|msgpack]
     mle-tui report DIR [--target VALUE] [--metric M] [--json] [--csv FILE]
+    mle-tui reanalyse DIR [--rule saturation|request-count] [--min-window-s S] [--out DIR | --replace]
     mle-tui profiles
     mle-tui open DIR | attach DIR [--headless]
     mle-tui --version
@@ -219,6 +220,25 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reanalyse(args: argparse.Namespace) -> int:
+    from mle_tui.core.reanalyse import reanalyse
+
+    run_dir = _run_dir(args.dir)
+    res = reanalyse(run_dir, Path(args.out) if args.out else None, rule=args.rule,
+                    min_window_s=args.min_window_s, replace=args.replace)
+    print(f"{'configuration':40s} {'status':>17s} {'J/request (was -> now)':>26s} {'change':>8s}")
+    for c in res.changes:
+        status = c.new_status if c.old_status in (None, c.new_status) else f"{c.old_status}->{c.new_status}"
+        old = "-" if c.old_energy_per_request_j is None else f"{c.old_energy_per_request_j:.4g}"
+        new = "-" if c.new_energy_per_request_j is None else f"{c.new_energy_per_request_j:.4g}"
+        ch = "" if c.change is None else f"{c.change:+.1%}"
+        print(f"{c.config_key:40s} {status:>17s} {old + ' -> ' + new:>26s} {ch:>8s}")
+    for k in res.without_trace:
+        print(f"{k:40s} no trace (measured before traces were kept): not reanalysed")
+    print(f"{len(res.changes)} records reanalysed into {res.out_dir}")
+    return 0
+
+
 def cmd_open(args: argparse.Namespace) -> int:
     return _app(None, str(_run_dir(args.dir)), False)
 
@@ -259,6 +279,14 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--json", action="store_true", help="JSON on stdout")
     rep.add_argument("--csv", metavar="FILE", help="write the table as CSV (formulas in # comment lines)")
     rep.set_defaults(func=cmd_report)
+
+    ra = sub.add_parser("reanalyse", help="recompute a run's records from its traces (no GPU needed)")
+    ra.add_argument("dir", metavar="DIR")
+    ra.add_argument("--rule", choices=("saturation", "request-count"), help="steady-state rule (default: as run)")
+    ra.add_argument("--min-window-s", type=float, metavar="S", help="window-length gate, s (default: as run)")
+    ra.add_argument("--out", metavar="DIR", help="where the new records go (default DIR/reanalysed)")
+    ra.add_argument("--replace", action="store_true", help="overwrite the run's own records instead")
+    ra.set_defaults(func=cmd_reanalyse)
 
     pr = sub.add_parser("profiles", help="list shipped profiles")
     pr.set_defaults(func=cmd_profiles)
