@@ -188,7 +188,11 @@ class Accounting(_S, kw_only=True):
     carbon_per_1k_requests_g: float | None = None
 
 
-class Record(_S, kw_only=True):
+class RecordHead(_S, kw_only=True):
+    """A record without its per-request rows, batches, timelines and log: what tables, Pareto
+    and reports read. Decoding a record file as a RecordHead skips the heavy fields at parse
+    speed (a report over 1,000 records reads a few MB of objects instead of GBs)."""
+
     schema_version: int = SCHEMA_VERSION
     run_id: str
     config_key: str
@@ -227,13 +231,16 @@ class Record(_S, kw_only=True):
     accounting: Accounting | None = None
     #: Counter energy vs integral of the instant-power timeline over the steady window.
     energy_integral_j: float | None = None
+    formulas: dict[str, str] = msgspec.field(default_factory=lambda: dict(FORMULAS))
+    analysis: AnalysisInfo | None = None
+
+
+class Record(RecordHead, kw_only=True):
     requests: list[RequestRow] = []
     batches: list[BatchRow] = []
     power_timeline: PowerTimeline = msgspec.field(default_factory=PowerTimeline)
     batch_timeline: BatchTimeline = msgspec.field(default_factory=BatchTimeline)
     log_tail: list[str] = []
-    formulas: dict[str, str] = msgspec.field(default_factory=lambda: dict(FORMULAS))
-    analysis: AnalysisInfo | None = None
 
 
 class GpuInfo(_S, kw_only=True):

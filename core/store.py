@@ -19,7 +19,7 @@ from pathlib import Path
 import msgspec
 
 from .errors import InputError
-from .records import Manifest, Record
+from .records import Manifest, Record, RecordHead
 
 RECORD_SUFFIXES = (".json", ".msgpack")
 MANIFEST_NAME = "run.json"
@@ -118,13 +118,14 @@ def _split_msgspec_error(message: str) -> tuple[str, str]:
     return path or "(top level)", " ".join(m["msg"].replace("`", "").split())
 
 
-def decode_record(data: bytes, source: str, fmt: str = "json") -> Record:
-    """Decode record bytes; InputError(source, field path, problem) when bad."""
+def decode_record(data: bytes, source: str, fmt: str = "json", type: type = Record) -> Record:  # noqa: A002
+    """Decode record bytes (as ``type``: Record, or RecordHead to skip the heavy fields);
+    InputError(source, field path, problem) when bad."""
     try:
         if fmt == "msgpack":
-            rec = msgspec.msgpack.decode(data, type=Record)
+            rec = msgspec.msgpack.decode(data, type=type)
         else:
-            rec = msgspec.json.decode(data, type=Record)
+            rec = msgspec.json.decode(data, type=type)
     except msgspec.ValidationError as exc:
         field, problem = _split_msgspec_error(str(exc))
         raise InputError(source, field, problem) from None
@@ -139,7 +140,7 @@ def encode_record(record: Record, fmt: str = "json") -> bytes:
     return msgspec.json.format(_json_encoder.encode(record), indent=1) + b"\n"
 
 
-def load_record_file(path: Path) -> Record:
+def load_record_file(path: Path, type: type = Record) -> Record:  # noqa: A002
     """Decode one record (.json or .msgpack); InputError naming file, field and problem."""
     p = Path(path)
     try:
@@ -149,7 +150,7 @@ def load_record_file(path: Path) -> Record:
     except OSError as exc:
         raise InputError(str(p), "", exc.strerror or str(exc)) from None
     fmt = "msgpack" if p.suffix == ".msgpack" else "json"
-    return decode_record(data, str(p), fmt)
+    return decode_record(data, str(p), fmt, type)
 
 
 class RunStore:
@@ -228,6 +229,10 @@ class RunStore:
 
     def load_records(self) -> list[Record]:
         return [load_record_file(p) for p in self._record_files()]
+
+    def load_heads(self) -> list[RecordHead]:
+        """Every record without its rows, batches, timelines and log (tables and reports)."""
+        return [load_record_file(p, RecordHead) for p in self._record_files()]
 
     def log_path(self, key: str) -> Path:
         return self.logs_dir / f"{key}.log"

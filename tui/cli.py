@@ -165,7 +165,7 @@ def _load_report(run_dir: Path, target: str | None, metric: str | None):
     profile = None
     if manifest is not None and manifest.profile_toml:
         profile = decode_profile(manifest.profile_toml, str(run_dir / "run.json") + " (profile_toml)")
-    records = store.load_records()
+    records = store.load_heads()
     target_s = None
     if target is not None:
         try:

@@ -45,13 +45,13 @@ def request_row(
     return row, gaps
 
 
-def summarise(rows: list[RequestRow], itl_gaps_s: list[float]) -> Latency:
+def summarise(rows: list[RequestRow], itl_gaps_s: "list[float] | np.ndarray") -> Latency:
     """Latency block of a record from per-request rows and pooled ITL gaps (ok rows only;
     the caller pools the gaps of ok requests)."""
     ok = [r for r in rows if r.ok]
     return Latency(
         ttft=stats([r.ttft_s for r in ok if r.ttft_s is not None], FORMULAS["ttft"]),
         tpot=stats([r.tpot_s for r in ok if r.tpot_s is not None], FORMULAS["tpot"]),
-        itl=stats(list(itl_gaps_s), FORMULAS["itl"]),
+        itl=stats(itl_gaps_s, FORMULAS["itl"]),
         e2e=stats([r.e2e_s for r in ok if r.e2e_s is not None], FORMULAS["e2e"]),
     )
