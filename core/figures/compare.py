@@ -19,8 +19,8 @@ TITLE = "Time–energy fronts compared"
 @styled
 def compare_figure(runs: list[tuple[list[Record], FigureContext]], *, target_s: float | None = None,
                    metric: str | None = None):
-    """``runs``: (records, context) per run, in legend order. The figure's own context (title
-    line, metadata) is the first run's, with every run named in the title."""
+    """``runs``: (records, context) per run, in legend order. Returns the figure, a context
+    naming every run (the first run's command) and the one-line description of the runs."""
     if not runs:
         raise ValueError("compare_figure needs at least one run")
     reports = []
@@ -51,4 +51,4 @@ def compare_figure(runs: list[tuple[list[Record], FigureContext]], *, target_s: 
         command=first.command,
     )
     stamp(fig, [ax], shown, f"{TITLE} — {shown.run_id}", subtitle="\n".join(c.short() for _, c in runs))
-    return fig, shown
+    return fig, shown, "; ".join(c.short() for _, c in runs)

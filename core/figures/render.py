@@ -79,7 +79,7 @@ def render_compare(runs: list[tuple[list[Record], Manifest | None]], out_dir: Pa
 
     ctxs: list[tuple[list[Record], FigureContext]] = [
         (records, context_for(records, manifest, command)) for records, manifest in runs]
-    fig, shown = compare_figure(ctxs, target_s=target_s, metric=metric)
-    path = save(fig, Path(out_dir) / f"compare.{fmt}", fmt, shown, TITLE, dpi)
+    fig, shown, description = compare_figure(ctxs, target_s=target_s, metric=metric)
+    path = save(fig, Path(out_dir) / f"compare.{fmt}", fmt, shown, TITLE, dpi, subtitle=description)
     _close(fig)
     return path

@@ -148,14 +148,15 @@ def stamp(fig, axes: Iterable, ctx: FigureContext, title: str, subtitle: str | N
                     fontsize=34, color="#CC0000", alpha=0.12, rotation=20, zorder=0, gid="simulated")
 
 
-def save(fig, path: Path, fmt: str, ctx: FigureContext, title: str, dpi: int = DPI) -> Path:
+def save(fig, path: Path, fmt: str, ctx: FigureContext, title: str, dpi: int = DPI,
+         subtitle: str | None = None) -> Path:
     """Write ``fig`` as ``fmt`` with metadata: title, what it shows and the reproducing command
     (PNG text chunks ``Title``, ``Description``, ``Command``; SVG ``Title``, ``Description``)."""
     if fmt not in FORMATS:
         raise InputError("command line", "--format", f"unknown figure format {fmt!r} (png or svg)")
     import matplotlib
 
-    desc = f"{title}. {ctx.subtitle(10**6)}. Run {ctx.run_id}."
+    desc = f"{title}. {subtitle or ctx.subtitle(10**6)}. Run {ctx.run_id}."
     if ctx.command:
         desc += f" Reproduce: {ctx.command}"
     meta: dict[str, Any] = {"Title": title, "Description": desc}
