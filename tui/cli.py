@@ -4,8 +4,9 @@
 
     mle-tui                                  the app
     mle-tui run PROFILE [--out DIR] [--headless] [--simulate] [--format json|msgpack]
-    mle-tui report DIR [--target VALUE] [--metric M] [--json] [--csv FILE] [--plot OUT_DIR [--format png|svg]]
-    mle-tui compare DIR_A DIR_B [--target VALUE] [--metric M] [--plot OUT_DIR [--format png|svg]]
+    mle-tui report DIR [--target VALUE] [--metric M] [--json] [--csv FILE]
+                       [--plot OUT_DIR [--format png|svg] [--timelines all|recommended|none]]
+    mle-tui compare DIR_A DIR_B [DIR ...] [--target VALUE] [--metric M] [--plot OUT_DIR [--format png|svg]]
     mle-tui profiles
     mle-tui open DIR | attach DIR [--headless]
     mle-tui --version
@@ -234,6 +235,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     from mle_tui.core.report import render_text, to_csv, to_json
 
     fmt = _plot_format(args)
+    if args.timelines != "all" and not args.plot:
+        raise InputError("command line", "--timelines", "applies to --plot OUT_DIR")
     run_dir = _run_dir(args.dir)
     run = _load_run(run_dir, args.target, args.metric)
     report = run.report()
@@ -241,10 +244,10 @@ def cmd_report(args: argparse.Namespace) -> int:
         from mle_tui.core.figures import render_run, report_command
 
         out = _plot_dir(args.plot)
-        command = report_command([args.dir], args.plot, fmt, args.target, args.metric)
+        command = report_command([args.dir], args.plot, fmt, args.target, args.metric, args.timelines)
         try:
             written = render_run(run.records, run.manifest, out, target_s=run.target_s, metric=report.metric,
-                                 fmt=fmt, command=command)
+                                 fmt=fmt, command=command, timelines=args.timelines)
         except OSError as exc:
             raise InputError(args.plot, "--plot", exc.strerror or str(exc)) from None
         print(f"wrote {len(written)} figures to {out}", file=sys.stderr if args.json else sys.stdout)
@@ -269,6 +272,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     first run's metric (or ``--metric``) is used for both; the target is ``--target`` or the
     first run's profile's."""
     fmt = _plot_format(args)
+    if len(args.dirs) < 2:
+        raise InputError("command line", "DIR", "compare needs two or more run directories")
     dirs = [_run_dir(d) for d in args.dirs]
     first = _load_run(dirs[0], args.target, args.metric)
     metric = first.report().metric
@@ -339,10 +344,13 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--csv", metavar="FILE", help="write the table as CSV (formulas in # comment lines)")
     _plot_args(rep, "write the figures (Pareto front, energy vs batch size, a timeline per configuration) "
                     "into OUT_DIR; needs matplotlib (mle-tui[plots])")
+    rep.add_argument("--timelines", choices=("all", "recommended", "none"), default="all",
+                     help="with --plot: a timeline for every configuration (default), only the recommended "
+                          "and the fastest, or none")
     rep.set_defaults(func=cmd_report)
 
-    cmp_ = sub.add_parser("compare", help="two runs' recommendations, and their fronts on one chart")
-    cmp_.add_argument("dirs", metavar="DIR", nargs=2)
+    cmp_ = sub.add_parser("compare", help="two (or more) runs' recommendations, and their fronts on one chart")
+    cmp_.add_argument("dirs", metavar="DIR", nargs="+")
     cmp_.add_argument("--target", metavar="VALUE", help="latency target (default: the first run's profile's)")
     cmp_.add_argument("--metric", metavar="M", help="latency metric for both runs (default: the first run's)")
     _plot_args(cmp_, "write compare.png (or .svg) with both fronts into OUT_DIR; needs matplotlib")
