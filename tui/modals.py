@@ -27,7 +27,7 @@ HELP_TEXT = """\
   t   latency target (updates the recommendation as you type)
   enter on a row   that configuration's power and batch timelines
   1 2 3   table / scatter / configuration     e   export records + CSV
-  f   figures (PNG: Pareto front, energy vs batch, timelines; default DIR/figures)
+  f   figures (PNG) into the run's figures/ or a path you type
   c   copy the recommended configuration (OSC 52, works over SSH)
 
 [b]Records[/b]

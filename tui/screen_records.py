@@ -142,7 +142,7 @@ class CompareScreen(Screen):
 
     BINDINGS = [
         Binding("t", "focus_target", "Target"),
-        Binding("f", "figures", "Figures"),
+        Binding("f", "figures", "Plots"),
         Binding("escape", "back", "Back"),
         Binding("question_mark,f1", "app.help", "Keys"),
     ]

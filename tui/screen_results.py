@@ -30,7 +30,7 @@ class ResultsScreen(Screen):
     BINDINGS = [
         Binding("t", "focus_target", "Target"),
         Binding("e", "export", "Export"),
-        Binding("f", "figures", "Figures"),
+        Binding("f", "figures", "Plots"),
         Binding("c", "copy", "Copy rec."),
         Binding("1", "tab('tab-table')", "Table", show=False),
         Binding("2", "tab('tab-scatter')", "Scatter", show=False),
