@@ -39,7 +39,8 @@ def compare_figure(runs: list[tuple[list[Record], FigureContext]], *, target_s: 
     ax.set_ylabel(energy_label(runs[0][0]))
     ax.set_xlim(0, right_edge(reports, scale))
     ax.set_ylim(bottom=0)
-    ax.legend(loc="upper right")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="upper right")
     first = runs[0][1]
     shown = FigureContext(
         run_id=" vs ".join(c.run_id for _, c in runs),

@@ -60,7 +60,8 @@ def draw_front(ax, report: Report, *, color: str, prefix: str = "", name: str = 
                         xytext=(4, 3), textcoords="offset points", fontsize=6, color="#333333", zorder=4)
     rec = report.recommended
     if rec is not None and plotted(rec):
-        ax.scatter([rec.latency_ms / 1e3 * scale], [rec.energy_per_request_j], marker="*", s=260,  # type: ignore[operator]
+        x, y = _xy([rec], scale)
+        ax.scatter(x, y, marker="*", s=260,
                    color="#E69F00", edgecolors="black", linewidths=0.8, zorder=5, gid=f"{prefix}recommended",
                    label=f"{lead}recommended: {rec.label} ({rec.energy_per_request_j:.4g} J)")
 
@@ -76,7 +77,8 @@ def pareto_figure(records: list[Record], ctx: FigureContext, *, target_s: float 
     fastest = next((r for r in rep.rows if r.fastest), None)
     rec = rep.recommended
     if fastest is not None and plotted(fastest):
-        ax.scatter([fastest.latency_ms / 1e3 * scale], [fastest.energy_per_request_j], marker="D", s=90,  # type: ignore[operator]
+        x, y = _xy([fastest], scale)
+        ax.scatter(x, y, marker="D", s=90,
                    facecolors="none", edgecolors="#D55E00", linewidths=1.6, zorder=5, gid="fastest",
                    label=f"fastest: {fastest.label} ({fastest.energy_per_request_j:.4g} J)")
     if rep.target_s is not None:
@@ -94,7 +96,11 @@ def pareto_figure(records: list[Record], ctx: FigureContext, *, target_s: float 
     ax.set_ylabel(energy_label(records))
     ax.set_ylim(bottom=0)
     ax.set_xlim(0, right_edge([rep], scale))
-    ax.legend(loc="upper right")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="upper right")
+    else:
+        ax.text(0.5, 0.5, f"no configuration with {rep.metric or 'latency'} and energy per request",
+                transform=ax.transAxes, ha="center", gid="empty")
     _reasons_note(fig, rep)
     stamp(fig, [ax], ctx, f"{TITLE} — {ctx.run_id}")
     return fig
