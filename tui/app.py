@@ -117,6 +117,7 @@ class MleApp(App[int]):
         self.quitting = False
         self.last_export: Path | None = None
         self.last_copied: str | None = None
+        self.last_figures: list[Path] | None = None
         self._queue: collections.deque[Event] = collections.deque()
         self._wake = False
         self._run_done = threading.Event()
@@ -244,6 +245,7 @@ class MleApp(App[int]):
 
     # -- command palette ------------------------------------------------------------------
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        from .screen_records import CompareScreen
         from .screen_results import ResultsScreen
         from .screen_setup import SetupScreen
 
@@ -262,6 +264,10 @@ class MleApp(App[int]):
         if isinstance(screen, ResultsScreen):
             yield SystemCommand("Export", "Export records and the Pareto table (CSV)", screen.action_export)
             yield SystemCommand("Copy recommended", "Copy the recommended configuration (OSC 52)", screen.action_copy)
+            yield SystemCommand("Export figures", "Pareto front, energy vs batch, timelines as PNG (f)",
+                                screen.action_figures)
+        if isinstance(screen, CompareScreen):
+            yield SystemCommand("Export figures", "The runs' fronts on one chart, PNG (f)", screen.action_figures)
         yield SystemCommand("Quit", "Quit (asks first during a run)", self.action_quit)
         yield from (c for c in super().get_system_commands(screen) if c.title not in ("Quit", "Keys"))
 

@@ -5,7 +5,9 @@
     mle-tui                                  the app
     mle-tui run PROFILE [--out DIR] [--headless] [--simulate] [--format json|msgpack]
     mle-tui report DIR [--target VALUE] [--metric M] [--json] [--csv FILE]
+                       [--plot OUT_DIR [--format png|svg] [--timelines all|recommended|none]]
     mle-tui reanalyse DIR [--rule saturation|request-count] [--min-window-s S] [--out DIR | --replace]
+    mle-tui compare DIR_A DIR_B [DIR ...] [--target VALUE] [--metric M] [--plot OUT_DIR [--format png|svg]]
     mle-tui profiles
     mle-tui open DIR | attach DIR [--headless]
     mle-tui --version
@@ -155,9 +157,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Run:
+    """A run directory read for a report: records, manifest, and the target, metric, price and
+    carbon intensity resolved from the command line or else the run's profile."""
+
+    def __init__(self, records, manifest, target_s, metric, price, carbon) -> None:
+        self.records, self.manifest = records, manifest
+        self.target_s, self.metric, self.price, self.carbon = target_s, metric, price, carbon
+
+    def report(self):
+        from mle_tui.core.report import build_report
+
+        return build_report(self.records, self.target_s, self.metric,
+                            price_usd_per_kwh=self.price, carbon_g_per_kwh=self.carbon)
+
+
 def _load_report(run_dir: Path, target: str | None, metric: str | None):
+    return _load_run(run_dir, target, metric).report()
+
+
+def _load_run(run_dir: Path, target: str | None, metric: str | None, full: bool = False) -> _Run:
+    """``full``: whole records (timelines, rows) for figures; else record heads (tables)."""
     from mle_tui.core.profile import LatencyMetric, decode_profile, parse_duration_s
-    from mle_tui.core.report import build_report
     from mle_tui.core.store import RunStore
 
     store = RunStore(run_dir)
@@ -165,7 +186,7 @@ def _load_report(run_dir: Path, target: str | None, metric: str | None):
     profile = None
     if manifest is not None and manifest.profile_toml:
         profile = decode_profile(manifest.profile_toml, str(run_dir / "run.json") + " (profile_toml)")
-    records = store.load_heads()
+    records = store.load_records() if full else store.load_heads()
     target_s = None
     if target is not None:
         try:
@@ -181,7 +202,7 @@ def _load_report(run_dir: Path, target: str | None, metric: str | None):
         metric = profile.latency_metric()
     price = profile.cost.electricity_usd_per_kwh if profile else None
     carbon = profile.cost.carbon_g_per_kwh if profile else None
-    return build_report(records, target_s, metric, price_usd_per_kwh=price, carbon_g_per_kwh=carbon)
+    return _Run(records, manifest, target_s, metric, price, carbon)
 
 
 def _is_number(text: str) -> bool:
@@ -199,11 +220,39 @@ def _print_report(run_dir: Path, target: str | None, metric: str | None) -> None
     print(render_text(report, title=f"Pareto report: {run_dir}"))
 
 
+def _plot_format(args: argparse.Namespace) -> str:
+    if args.format is not None and not args.plot:
+        raise InputError("command line", "--format", "applies to --plot OUT_DIR")
+    return args.format or "png"
+
+
+def _plot_dir(text: str) -> Path:
+    out = Path(text).expanduser()
+    if out.exists() and not out.is_dir():
+        raise InputError(text, "--plot", "exists and is not a directory")
+    return out
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from mle_tui.core.report import render_text, to_csv, to_json
 
+    fmt = _plot_format(args)
+    if args.timelines != "all" and not args.plot:
+        raise InputError("command line", "--timelines", "applies to --plot OUT_DIR")
     run_dir = _run_dir(args.dir)
-    report = _load_report(run_dir, args.target, args.metric)
+    run = _load_run(run_dir, args.target, args.metric, full=bool(args.plot))
+    report = run.report()
+    if args.plot:
+        from mle_tui.core.figures import render_run, report_command
+
+        out = _plot_dir(args.plot)
+        command = report_command([args.dir], args.plot, fmt, args.target, args.metric, args.timelines)
+        try:
+            written = render_run(run.records, run.manifest, out, target_s=run.target_s, metric=report.metric,
+                                 fmt=fmt, command=command, timelines=args.timelines)
+        except OSError as exc:
+            raise InputError(args.plot, "--plot", exc.strerror or str(exc)) from None
+        print(f"wrote {len(written)} figures to {out}", file=sys.stderr if args.json else sys.stdout)
     if args.csv:
         from mle_tui.core.store import atomic_write
 
@@ -213,9 +262,9 @@ def cmd_report(args: argparse.Namespace) -> int:
             raise InputError(args.csv, "", exc.strerror or str(exc)) from None
     if args.json:
         sys.stdout.write(to_json(report).decode() + "\n")
-    elif not args.csv:
+    elif not args.csv and not args.plot:
         print(render_text(report, title=f"Pareto report: {run_dir}"))
-    else:
+    elif args.csv:
         print(f"wrote {args.csv} ({len(report.rows)} rows)")
     return 0
 
@@ -239,6 +288,37 @@ def cmd_reanalyse(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Each run's recommendation on a line; with ``--plot``, their fronts on one chart. The
+    first run's metric (or ``--metric``) is used for both; the target is ``--target`` or the
+    first run's profile's."""
+    fmt = _plot_format(args)
+    if len(args.dirs) < 2:
+        raise InputError("command line", "DIR", "compare needs two or more run directories")
+    dirs = [_run_dir(d) for d in args.dirs]
+    first = _load_run(dirs[0], args.target, args.metric)
+    metric = first.report().metric
+    target = args.target
+    runs = [first] + [_load_run(d, target, metric) for d in dirs[1:]]
+    for run in runs[1:]:
+        run.target_s = first.target_s
+    for d, run in zip(dirs, runs):
+        rep = run.report()
+        print(f"{d}: {'SIMULATED: ' if rep.simulated else ''}{rep.message}")
+    if args.plot:
+        from mle_tui.core.figures import render_compare, report_command
+
+        out = _plot_dir(args.plot)
+        command = report_command(list(args.dirs), args.plot, fmt, args.target, args.metric)
+        try:
+            path = render_compare([(r.records, r.manifest) for r in runs], out, target_s=first.target_s,
+                                  metric=metric, fmt=fmt, command=command)
+        except OSError as exc:
+            raise InputError(args.plot, "--plot", exc.strerror or str(exc)) from None
+        print(f"wrote {path}")
+    return 0
+
+
 def cmd_open(args: argparse.Namespace) -> int:
     return _app(None, str(_run_dir(args.dir)), False)
 
@@ -253,6 +333,11 @@ def cmd_attach(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- parser
+
+
+def _plot_args(parser: argparse.ArgumentParser, help_text: str) -> None:
+    parser.add_argument("--plot", metavar="OUT_DIR", help=help_text)
+    parser.add_argument("--format", choices=("png", "svg"), default=None, help="figure format (default png)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -278,6 +363,11 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--metric", metavar="M", help="tpot, ttft, itl, e2e or batch_latency (default: the task's)")
     rep.add_argument("--json", action="store_true", help="JSON on stdout")
     rep.add_argument("--csv", metavar="FILE", help="write the table as CSV (formulas in # comment lines)")
+    _plot_args(rep, "write the figures (Pareto front, energy vs batch size, a timeline per configuration) "
+                    "into OUT_DIR; needs matplotlib (mle-tui[plots])")
+    rep.add_argument("--timelines", choices=("all", "recommended", "none"), default="all",
+                     help="with --plot: a timeline for every configuration (default), only the recommended "
+                          "and the fastest, or none")
     rep.set_defaults(func=cmd_report)
 
     ra = sub.add_parser("reanalyse", help="recompute a run's records from its traces (no GPU needed)")
@@ -287,6 +377,13 @@ def build_parser() -> argparse.ArgumentParser:
     ra.add_argument("--out", metavar="DIR", help="where the new records go (default DIR/reanalysed)")
     ra.add_argument("--replace", action="store_true", help="overwrite the run's own records instead")
     ra.set_defaults(func=cmd_reanalyse)
+
+    cmp_ = sub.add_parser("compare", help="two (or more) runs' recommendations, and their fronts on one chart")
+    cmp_.add_argument("dirs", metavar="DIR", nargs="+")
+    cmp_.add_argument("--target", metavar="VALUE", help="latency target (default: the first run's profile's)")
+    cmp_.add_argument("--metric", metavar="M", help="latency metric for both runs (default: the first run's)")
+    _plot_args(cmp_, "write compare.png (or .svg) with both fronts into OUT_DIR; needs matplotlib")
+    cmp_.set_defaults(func=cmd_compare)
 
     pr = sub.add_parser("profiles", help="list shipped profiles")
     pr.set_defaults(func=cmd_profiles)

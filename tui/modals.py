@@ -27,10 +27,12 @@ HELP_TEXT = """\
   t   latency target (updates the recommendation as you type)
   enter on a row   that configuration's power and batch timelines
   1 2 3   table / scatter / configuration     e   export records + CSV
+  f   figures (PNG) into the run's figures/ or a path you type
   c   copy the recommended configuration (OSC 52, works over SSH)
 
 [b]Records[/b]
   enter  open the run    space  mark for comparison    c  compare marked runs
+  in a comparison: f   both fronts on one chart (PNG)
 """
 
 
@@ -86,13 +88,15 @@ class ExportScreen(ModalScreen[str | None]):
 
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
-    def __init__(self, default: str) -> None:
+    def __init__(self, default: str,
+                 prompt: str = "Export records (msgspec files), pareto.csv and FORMULAS.txt to:") -> None:
         super().__init__()
         self.default = default
+        self.prompt = prompt
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
-            yield Label("Export records (msgspec files), pareto.csv and FORMULAS.txt to:", id="question")
+            yield Label(self.prompt, id="question")
             yield Input(self.default, id="export-path", compact=True)
             with Horizontal(id="dialog-buttons"):
                 yield Button("Export", variant="primary", id="yes", compact=True)

@@ -14,6 +14,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Label, Static
 
 from ..core.profile import parse_duration_s
+from .figure_export import ask_and_draw, target_text
 from .live import fmt_energy, fmt_latency
 from .rundirs import RunInfo, find_run_dirs, load_run
 from .screen_results import results_model_for
@@ -141,6 +142,7 @@ class CompareScreen(Screen):
 
     BINDINGS = [
         Binding("t", "focus_target", "Target"),
+        Binding("f", "figures", "Plots"),
         Binding("escape", "back", "Back"),
         Binding("question_mark,f1", "app.help", "Keys"),
     ]
@@ -225,6 +227,21 @@ class CompareScreen(Screen):
 
     def action_focus_target(self) -> None:
         self.query_one("#target", Input).focus()
+
+    def action_figures(self) -> None:
+        """The runs' fronts on one chart (compare.png) at the target on screen."""
+        from ..core.figures import render_compare, report_command
+
+        infos, m0 = list(self.infos), self.models[0]
+        target_s, metric = m0.target_s, m0.metric
+        runs = [(i.records, i.manifest) for i in infos]
+
+        def draw(dest: Path) -> list[Path]:
+            command = report_command([i.path for i in infos], str(dest), "png", target_text(target_s), metric)
+            return [render_compare(runs, dest, target_s=target_s, metric=metric, command=command)]
+
+        name = "-vs-".join(i.run_id for i in infos)
+        ask_and_draw(self, Path("figures") / f"compare-{name}", draw)
 
     def action_back(self) -> None:
         if self.focused is self.query_one("#target", Input):

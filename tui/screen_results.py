@@ -17,6 +17,7 @@ from textual.widgets import DataTable, Footer, Input, Label, Static, TabbedConte
 from ..core.profile import parse_duration_s
 from ..core.records import Record
 from .charts import BatchChart, ParetoChart, PowerChart, TimeData, shared_x_range
+from .figure_export import ask_and_draw, target_text
 from .live import fmt_energy, fmt_latency
 from .modals import ExportScreen
 from .results_model import ResultsModel
@@ -29,6 +30,7 @@ class ResultsScreen(Screen):
     BINDINGS = [
         Binding("t", "focus_target", "Target"),
         Binding("e", "export", "Export"),
+        Binding("f", "figures", "Plots"),
         Binding("c", "copy", "Copy rec."),
         Binding("1", "tab('tab-table')", "Table", show=False),
         Binding("2", "tab('tab-scatter')", "Scatter", show=False),
@@ -200,6 +202,19 @@ class ResultsScreen(Screen):
             return
         self.app.last_export = Path(dest)
         self.app.notify(f"Exported {len(written)} files to {dest}")
+
+    def action_figures(self) -> None:
+        """Every figure of this run, at the target on screen, into DIR/figures (or a typed path)."""
+        from ..core.figures import render_run, report_command
+
+        m, info = self.model, self.info
+        target_s, metric = m.target_s, m.metric
+
+        def draw(dest: Path) -> list[Path]:
+            command = report_command([info.path], str(dest), "png", target_text(target_s), metric)
+            return render_run(m.records, info.manifest, dest, target_s=target_s, metric=metric, command=command)
+
+        ask_and_draw(self, Path(info.path) / "figures", draw)
 
 
 def results_model_for(info: RunInfo) -> ResultsModel:
