@@ -199,6 +199,11 @@ class SteadySpec(_Base):
     max_refill_s: Annotated[float, msgspec.Meta(gt=0)] = 5.0
     #: Gate: window tokens by the client vs the server's counter, relative difference.
     max_token_mismatch: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.01
+    #: Window tokens from: "auto" (the client's timeline where it is exact -- per-chunk usage,
+    #: per-token timestamps -- else the server's counter where reported, else the client's),
+    #: "server" (the server's counter wherever reported), "client" (the client's timeline
+    #: always: what mle-tui did before analysis version 2).
+    token_count: Literal["auto", "server", "client"] = "auto"
 
 
 class TargetSpec(_Base):

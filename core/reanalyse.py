@@ -7,6 +7,7 @@ never overwritten unless ``replace`` is asked for."""
 from __future__ import annotations
 
 import math
+import tomllib
 from pathlib import Path
 
 import msgspec
@@ -14,6 +15,7 @@ import msgspec
 from .errors import InputError
 from .measure.analysis import analyse
 from .measure.trace import Trace, decode_trace
+from .profile import SteadySpec
 from .records import Record
 from .store import RunStore, atomic_write, encode_record
 
@@ -59,17 +61,40 @@ def traces_of(run_dir: Path) -> dict[str, Path]:
     return {p.name[: -len(TRACE_SUFFIX)]: p for p in sorted(d.iterdir()) if p.name.endswith(TRACE_SUFFIX)}
 
 
+def apply_overrides(steady: SteadySpec, overrides: dict[str, str], source: str = "command line") -> SteadySpec:
+    """``steady`` with ``[steady_state]`` fields set from text (``--set max_refill_s=1``):
+    each value read as a TOML value (a bare word as a string), the result validated like a
+    profile's section."""
+    if not overrides:
+        return steady
+    fields = msgspec.structs.asdict(steady)
+    for k, text in overrides.items():
+        if k not in fields:
+            raise InputError(source, f"--set {k}", f"not a [steady_state] setting (one of {', '.join(fields)})")
+        try:
+            fields[k] = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            fields[k] = text
+    try:
+        return msgspec.convert(fields, SteadySpec)
+    except msgspec.ValidationError as exc:
+        raise InputError(source, "--set", " ".join(str(exc).split())) from None
+
+
 def reanalyse(run_dir: Path, out_dir: Path | None = None, *, rule: str | None = None,
-              min_window_s: float | None = None, replace: bool = False) -> Reanalysis:
-    """Recompute every record of ``run_dir`` that has a trace. ``rule``/``min_window_s``
-    override the settings each configuration ran with. ``replace`` rewrites the run's own
-    records (atomically, one by one); otherwise they go to ``out_dir``."""
+              min_window_s: float | None = None, replace: bool = False,
+              overrides: dict[str, str] | None = None) -> Reanalysis:
+    """Recompute every record of ``run_dir`` that has a trace. ``rule``/``min_window_s`` and
+    ``overrides`` (any ``[steady_state]`` field, as text) override the settings each
+    configuration ran with. ``replace`` rewrites the run's own records (atomically, one by
+    one); otherwise they go to ``out_dir``."""
     src = RunStore(run_dir)
     manifest = src.read_manifest()
     if manifest is None:
         raise InputError(str(run_dir), "run.json", "not a run directory (no run.json)")
     if min_window_s is not None and not (math.isfinite(min_window_s) and min_window_s >= 0):
         raise InputError("command line", "--min-window-s", "must be a finite number >= 0")
+    apply_overrides(SteadySpec(), overrides or {})  # bad settings: refused before anything is written
     if replace and out_dir is not None:
         raise InputError("command line", "--replace", "give either --replace or --out, not both")
     target = run_dir if replace else (out_dir if out_dir is not None else run_dir / "reanalysed")
@@ -89,6 +114,7 @@ def reanalyse(run_dir: Path, out_dir: Path | None = None, *, rule: str | None = 
             steady = msgspec.structs.replace(steady, rule=rule)
         if min_window_s is not None:
             steady = msgspec.structs.replace(steady, min_window_s=min_window_s)
+        steady = apply_overrides(steady, overrides or {})
         rec = analyse(trace, steady, source="reanalysis", trace_file=f"{TRACES_DIR}/{path.name}")
         _write(dst, rec, replace)
         prev = old.get(key)

@@ -145,3 +145,18 @@ def test_cli_reanalyse_and_a_corrupt_trace(tmp_path: Path) -> None:
     assert len(lines) == 1 and str(path) in lines[0] and "trace" in lines[0]
     r = _cli("reanalyse", str(out), "--min-window-s", "nan")
     assert r.returncode == 2 and "--min-window-s" in r.stderr
+
+
+def test_cli_set_overrides_any_setting_and_refuses_bad_ones_before_writing(tmp_path: Path) -> None:
+    out = _run(tmp_path, llm_profile("8", num=64, repeats=1))
+    r = _cli("reanalyse", str(out), "--set", "max_refill_s=1", "--set", "token_count=client",
+             "--out", str(tmp_path / "legacy"))
+    assert r.returncode == 0, r.stderr
+    (rec,) = RunStore(tmp_path / "legacy").load_records()
+    assert rec.analysis.settings["max_refill_s"] == 1.0 and rec.analysis.settings["token_count"] == "client"
+    assert rec.steady_state.token_source in ("client timeline", "client chunks")
+    for bad, field in (("bogus=1", "--set bogus"), ("max_refill_s=-1", "max_refill_s"),
+                       ("token_count=foo", "token_count"), ("noequals", "--set")):
+        r = _cli("reanalyse", str(out), "--set", bad, "--out", str(tmp_path / "bad"))
+        assert r.returncode == 2 and field in r.stderr and len(r.stderr.strip().splitlines()) == 1
+        assert not (tmp_path / "bad").exists()

@@ -6,7 +6,8 @@
     mle-tui run PROFILE [--out DIR] [--headless] [--simulate] [--format json|msgpack]
     mle-tui report DIR [--target VALUE] [--metric M] [--json] [--csv FILE]
                        [--plot OUT_DIR [--format png|svg] [--timelines all|recommended|none]]
-    mle-tui reanalyse DIR [--rule saturation|request-count] [--min-window-s S] [--out DIR | --replace]
+    mle-tui reanalyse DIR [--rule saturation|request-count] [--min-window-s S] [--set KEY=VALUE]...
+                          [--out DIR | --replace]
     mle-tui compare DIR_A DIR_B [DIR ...] [--target VALUE] [--metric M] [--plot OUT_DIR [--format png|svg]]
     mle-tui profiles
     mle-tui open DIR | attach DIR [--headless]
@@ -273,8 +274,14 @@ def cmd_reanalyse(args: argparse.Namespace) -> int:
     from mle_tui.core.reanalyse import reanalyse
 
     run_dir = _run_dir(args.dir)
+    overrides = {}
+    for item in args.set or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise InputError("command line", "--set", f"{item!r}: expected KEY=VALUE")
+        overrides[key.strip()] = value.strip()
     res = reanalyse(run_dir, Path(args.out) if args.out else None, rule=args.rule,
-                    min_window_s=args.min_window_s, replace=args.replace)
+                    min_window_s=args.min_window_s, replace=args.replace, overrides=overrides)
     print(f"{'configuration':40s} {'status':>17s} {'J/request (was -> now)':>26s} {'change':>8s}")
     for c in res.changes:
         status = c.new_status if c.old_status in (None, c.new_status) else f"{c.old_status}->{c.new_status}"
@@ -376,6 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
     ra.add_argument("--min-window-s", type=float, metavar="S", help="window-length gate, s (default: as run)")
     ra.add_argument("--out", metavar="DIR", help="where the new records go (default DIR/reanalysed)")
     ra.add_argument("--replace", action="store_true", help="overwrite the run's own records instead")
+    ra.add_argument("--set", action="append", metavar="KEY=VALUE",
+                    help="any [steady_state] setting, e.g. --set max_refill_s=1 --set token_count=client")
     ra.set_defaults(func=cmd_reanalyse)
 
     cmp_ = sub.add_parser("compare", help="two (or more) runs' recommendations, and their fronts on one chart")

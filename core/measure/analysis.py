@@ -194,7 +194,8 @@ def _account_llm(rec: Record, trace: Trace, ss: SteadySpec) -> None:
         warnings.append(f"a stall split the saturated span; {dropped:.0%} of it lies outside the window")
     client = client_tokens_between(trace, ok_rows, t0, t1)
     server = server_tokens_between(trace, t0, t1)
-    if server is not None and not (trace.token_counts_exact and trace.token_times_s is not None):
+    exact = trace.token_counts_exact and trace.token_times_s is not None
+    if server is not None and (ss.token_count == "server" or (ss.token_count == "auto" and not exact)):
         tokens_f, source = server, "server counter"
     elif trace.token_times_s is not None:
         tokens_f = float(client)
@@ -218,7 +219,7 @@ def _account_llm(rec: Record, trace: Trace, ss: SteadySpec) -> None:
         min_window_s=ss.min_window_s, min_batch_fraction=ss.min_batch_fraction,
         max_energy_per_token_j=ss.max_energy_per_token_j, max_cap_fraction=ss.max_cap_fraction,
     )
-    if server is not None and trace.token_counts_exact and trace.token_times_s is not None:
+    if server is not None and exact:
         gates.append(token_gate(client, server, ss.max_token_mismatch))
     rec.steady_state = SteadyState(
         rule=rule, start_s=t0, end_s=t1, energy_j=energy if math.isfinite(energy) else 0.0, tokens=tokens,
