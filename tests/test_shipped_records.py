@@ -55,3 +55,29 @@ def test_report_recommends_from_shipped_records(name: str, target: str) -> None:
     assert report["recommended"] is not None
     assert report["frontier"]
     assert 0.0 < report["savings_vs_fastest"] < 1.0
+
+
+TRACED = [d for d in RUN_DIRS if (d / "traces").is_dir()]
+
+
+@pytest.mark.parametrize("run_dir", TRACED, ids=lambda p: p.name)
+def test_reanalysing_a_shipped_run_reproduces_its_records(run_dir: Path, tmp_path: Path) -> None:
+    """Every shipped record that has a trace is what the pure analysis makes of it (to 1e-9)."""
+    from mle_tui.core.reanalyse import reanalyse
+    from test_reanalyse import _same
+
+    live = {r.config_key: r for r in RunStore(run_dir).load_records()}
+    res = reanalyse(run_dir, tmp_path / "again")
+    again = {r.config_key: r for r in RunStore(tmp_path / "again").load_records()}
+    assert not res.without_trace and again.keys() == live.keys()
+    for k in live:
+        _same(live[k], again[k])
+
+
+def test_runs_measured_since_traces_exist_ship_them() -> None:
+    """Runs measured with analysis version 2 or later keep their traces (records/README says
+    which older runs have none)."""
+    for d in RUN_DIRS:
+        heads = RunStore(d).load_heads()
+        if any(h.analysis is not None for h in heads):
+            assert d in TRACED, d.name

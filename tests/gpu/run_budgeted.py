@@ -1,0 +1,81 @@
+"""Run (or resume) a sweep within a wall-clock budget, stopping only between configurations.
+
+For leased GPU machines whose commands are limited in time: the sweep stops cleanly before a
+configuration that would not fit in what is left (estimated from the ones seen: the slowest
+run so far, plus a server start when the next configuration needs a new server), and the next
+call resumes it into the same directory.
+
+    python tests/gpu/run_budgeted.py PROFILE OUT --budget-s 540 [--server-start-s 120]
+
+Exit status: 0 all configurations done, 3 stopped for the budget (run again to resume),
+1 a configuration failed or the runner crashed, 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from mle_tui.core.errors import InputError
+from mle_tui.core.events import ConfigFinished, ConfigStarted, LogLine
+from mle_tui.core.profile import load_profile
+from mle_tui.core.runner import SweepRunner
+from mle_tui.core.runtimes.vllm import server_key
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("profile")
+    ap.add_argument("out")
+    ap.add_argument("--budget-s", type=float, default=540.0)
+    ap.add_argument("--server-start-s", type=float, default=120.0)
+    args = ap.parse_args()
+    t0 = time.monotonic()
+    try:
+        profile = load_profile(args.profile)
+    except InputError as exc:
+        print(f"mle-tui: {exc.line()}", file=sys.stderr)
+        return 2
+    runner: SweepRunner | None = None
+    state = {"start": t0, "slowest": 0.0, "cfg": None, "stopped_for_budget": False}
+
+    def listener(e) -> None:  # noqa: ANN001
+        now = time.monotonic()
+        if isinstance(e, ConfigStarted):
+            state["start"], state["cfg"] = now, e.config
+            print(f"[{now - t0:6.0f} s] start {e.key} ({e.index + 1}/{e.total})", flush=True)
+        elif isinstance(e, LogLine) and ("ready after" in e.line or "reusing" in e.line):
+            print(f"[{now - t0:6.0f} s] {e.line}", flush=True)
+        elif isinstance(e, ConfigFinished):
+            took = now - state["start"]
+            state["slowest"] = max(state["slowest"], took)
+            epr = "-" if e.energy_per_request_j is None else f"{e.energy_per_request_j:.2f} J/req"
+            print(f"[{now - t0:6.0f} s] {e.key}: {e.status} {epr} in {took:.0f} s {e.reasons[:2]}", flush=True)
+            assert runner is not None
+            pending = [c for c in runner.pending() if c.key() != e.key]
+            if pending:
+                nxt = pending[0]
+                cur = state["cfg"]
+                need = state["slowest"] + (args.server_start_s if cur is None or server_key(nxt) != server_key(cur) else 0)
+                if now - t0 + need > args.budget_s:
+                    print(f"[{now - t0:6.0f} s] stopping for the budget before {nxt.key()} (needs ~{need:.0f} s)",
+                          flush=True)
+                    state["stopped_for_budget"] = True
+                    runner.request_stop()
+
+    runner = SweepRunner(profile, Path(args.out), profile_path=args.profile, listener=listener)
+    try:
+        summary = runner.run()
+    except InputError as exc:
+        print(f"mle-tui: {exc.line()}", file=sys.stderr)
+        return 2
+    print(f"summary: {summary}", flush=True)
+    if state["stopped_for_budget"]:
+        return 3
+    return 1 if summary.failed or summary.stopped else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
