@@ -65,7 +65,8 @@ def _started(keys, skipped=()):
 
 
 def test_live_state_folds_a_configuration():
-    live = LiveState(now_s=lambda: 100.0)
+    wall = [100.0]
+    live = LiveState(now_s=lambda: wall[0])
     c = Config(max_num_seqs=8)
     live.apply(_started(["a", "b", "c"], skipped=["c"]))
     assert [r.status for r in live.rows.values()] == [PENDING, PENDING, EARLIER]
@@ -76,8 +77,9 @@ def test_live_state_folds_a_configuration():
     assert live.gpu_count == 2 and live.has_memory and len(live.power) == 50
     live.apply(SteadyUpdate(start_s=1.0, end_s=None, mean_batch=7.9, gates={"window": False}))
     assert live.steady.start_s == 1.0 and live.steady_gates_text() == "window ✗"
+    wall[0] += 4.9
     live.apply(RequestProgress(done=5, total=10, t_s=4.9))
-    # Half the requests done in 4.9 s: ~4.9 s left of this one, then 1 pending of ~9.8 s.
+    # Half the requests done in 4.9 s of wall time: ~4.9 s left of this one, then 1 pending of ~9.8 s.
     eta = live.eta_s()
     assert eta is not None and 14.0 < eta < 15.5
     live.apply(LogLine(line="hello"))
@@ -93,6 +95,37 @@ def test_live_state_folds_a_configuration():
     assert live.rows["b"].status == FAILED
     live.apply(RunFinished(completed=1, failed=1, invalid=0, stopped=False))
     assert live.eta_s() == 0.0 and live.counts() == {DONE: 1, FAILED: 1, EARLIER: 1}
+    # Elapsed is wall time and stops when the sweep ends.
+    live.started_at_s = 100.0
+    ended = live.elapsed_s()
+    wall[0] += 60.0
+    assert live.elapsed_s() == ended == pytest.approx(4.9)
+
+
+def test_eta_when_attached_uses_the_wall_rate_and_diffusion_counts_batches():
+    from mle_tui.core.events import BatchProgress
+
+    wall = [1000.0]
+    live = LiveState(now_s=lambda: wall[0])
+    live.started_at_s = 900.0  # attached 100 s into the sweep
+    live.apply(_started(["a", "b", "c", "d"]))
+    for key in ("a", "b"):
+        live.apply(ConfigFinished(key=key, status="ok", reasons=[], energy_per_request_j=1.0,
+                                  latency_value_s=0.01, record_path=""))
+    assert live.eta_s() == pytest.approx(100.0)  # 2 done in 100 s, 2 left
+    d = Config(batch_size=4, num_inference_steps=25)
+    live.apply(ConfigStarted(key="c", index=2, total=4, config=d, label="bs4", num_requests=32))
+    assert live.diffusion
+    live.batches_per_config = 5
+    live.apply(LogLine(line="batch 0 (warm-up): 3.10 s, 2000 J"))
+    live.apply(LogLine(line="batch 1: 2.50 s, 1600 J"))
+    live.apply(LogLine(line="batch 2: 2.50 s, 1400 J"))
+    bp = live.batch_progress
+    assert (bp.done, bp.total, bp.batch_size) == (2, 5, 4)
+    assert bp.energy_per_image_j == pytest.approx(3000 / 8)
+    assert live.current_fraction() == pytest.approx(0.4)
+    live.apply(BatchProgress(done=3, total=6, batch_size=4, energy_per_image_j=350.0))
+    assert live.current_fraction() == pytest.approx(0.5)
 
 
 def test_fmt_duration():
