@@ -60,6 +60,8 @@ class Plot:
         #: Background marks per cell (band, hlines), drawn where no dot is.
         self.back = np.full((self.rows, self.cols), "", dtype=object)
         self.back_style = np.full((self.rows, self.cols), None, dtype=object)
+        #: Marks drawn over the dots (the steady window's edges).
+        self.over: dict[int, tuple[str, Style]] = {}
 
     @property
     def dots_x(self) -> int:
@@ -163,16 +165,19 @@ class Plot:
         self.vline(t0, edge, style)
 
     def vline(self, t: float, ch: str, style: Style) -> None:
+        """A vertical line over the data (it marks a moment, e.g. the steady window's edge)."""
         c = self.x_to_col(t)
         if 0 <= c < self.cols:
-            self.back[:, c] = ch
-            self.back_style[:, c] = style
+            self.over[c] = (ch, style)
 
     def blit(self, canvas: Canvas, row0: int, col0: int) -> None:
         chars = np.where(self.bits > 0, _BRAILLE[np.minimum(self.bits, 255)], self.back)
         chars = np.where(chars == "", " ", chars)
         styles = np.array(self.layer_styles + [None], dtype=object)[self.owner]
         styles = np.where(self.bits > 0, styles, self.back_style)
+        for c, (ch, style) in self.over.items():
+            chars[:, c] = ch
+            styles[:, c] = style
         canvas.chars[row0:row0 + self.rows, col0:col0 + self.cols] = chars
         canvas.styles[row0:row0 + self.rows, col0:col0 + self.cols] = styles
 

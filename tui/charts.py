@@ -282,7 +282,8 @@ class BatchChart(TimeChart):
 
 class ParetoChart(CachedPlot):
     """Time–energy scatter: every configuration, the frontier as a line, the target and the
-    recommended configuration."""
+    recommended configuration. The axes fit the configurations (a target outside them is not
+    drawn, and the screen says where it is); latency in the unit that fits the data."""
 
     def __init__(self, **kw) -> None:
         super().__init__(**kw)
@@ -293,17 +294,17 @@ class ParetoChart(CachedPlot):
         self.unit = "s"
 
     def set_points(self, points: Sequence[tuple[str, float, float]], frontier: Sequence[tuple[float, float]],
-                   recommended: tuple[float, float] | None, target_s: float | None, unit_ms: bool) -> None:
+                   recommended: tuple[float, float] | None, target_s: float | None) -> None:
         self.points = list(points)
         self.frontier = list(frontier)
         self.recommended = recommended
         self.target_s = target_s
-        self.unit = "ms" if unit_ms else "s"
+        self.unit = latency_unit(max((p[1] for p in self.points), default=1.0))
         self.invalidate()
 
     def draw(self, plt, width: int, height: int) -> None:
         plt.frame(True)
-        scale = 1e3 if self.unit == "ms" else 1.0
+        scale = UNIT_SCALE[self.unit]
         plt.xlabel(f"latency ({self.unit})")
         plt.ylabel("J/request")
         if not self.points:
@@ -313,21 +314,30 @@ class ParetoChart(CachedPlot):
             return
         xs = [p[1] * scale for p in self.points]
         ys = [p[2] for p in self.points]
-        lo_x, hi_x = min(xs), max(xs)
-        pad_x = (hi_x - lo_x) * 0.08 or max(hi_x * 0.1, 1e-3)
-        lo_y, hi_y = min(ys), max(ys)
-        pad_y = (hi_y - lo_y) * 0.1 or max(hi_y * 0.1, 1e-3)
-        x0, x1 = max(0.0, lo_x - pad_x), hi_x + pad_x
-        if self.target_s is not None:
-            x1 = max(x1, self.target_s * scale * 1.02)
+        x0, x1 = _fit(xs, 0.08)
+        y0, y1 = _fit(ys, 0.1)
         plt.xlim(x0, x1)
-        plt.ylim(max(0.0, lo_y - pad_y), hi_y + pad_y)
+        plt.ylim(y0, y1)
         plt.xfrequency(max(2, width // 14))
         if self.frontier:
             plt.plot([f[0] * scale for f in self.frontier], [f[1] for f in self.frontier],
                      marker="braille", color="green")
         plt.scatter(xs, ys, marker="o", color="cyan")
-        if self.target_s is not None:
+        if self.target_s is not None and x0 <= self.target_s * scale <= x1:
             plt.vline(self.target_s * scale, color="red")
         if self.recommended is not None:
             plt.scatter([self.recommended[0] * scale], [self.recommended[1]], marker="★", color="yellow")
+
+
+UNIT_SCALE = {"µs": 1e6, "ms": 1e3, "s": 1.0}
+
+
+def latency_unit(max_s: float) -> str:
+    return "µs" if max_s < 1e-3 else ("ms" if max_s < 1.0 else "s")
+
+
+def _fit(vs: list[float], pad_frac: float) -> tuple[float, float]:
+    """An axis range around the values (padded; never below 0 when the values are not)."""
+    lo, hi = min(vs), max(vs)
+    pad = (hi - lo) * pad_frac or max(abs(hi) * 0.1, 1e-9)
+    return (max(0.0, lo - pad) if lo >= 0 else lo - pad), hi + pad

@@ -333,8 +333,20 @@ def fmt_energy(j: float | None) -> str:
 
 
 def fmt_latency(s: float | None) -> str:
-    if s is None:
+    """Latency in the unit that fits: µs below 1 ms, ms below 1 s, else s."""
+    if s is None or s != s:
         return "—"
-    if s < 1.0:
-        return f"{s * 1e3:.1f} ms"
-    return f"{s:.2f} s"
+    a = abs(s)
+    if a < 1e-3:
+        return f"{s * 1e6:.0f} µs" if a >= 1e-5 else f"{s * 1e6:.2g} µs"
+    if a < 1.0:
+        return f"{s * 1e3:.1f} ms" if a < 0.1 else f"{s * 1e3:.0f} ms"
+    return f"{s:.2f} s" if a < 100 else f"{s:.0f} s"
+
+
+#: How a latency metric is named on screen.
+METRIC_LABEL = {"ttft": "TTFT", "tpot": "TPOT", "itl": "ITL", "e2e": "E2E", "batch_latency": "batch latency"}
+
+
+def metric_label(metric: str | None) -> str:
+    return METRIC_LABEL.get(metric or "", (metric or "latency").replace("_", " "))

@@ -70,10 +70,10 @@ class RunScreen(Screen):
             with Vertical(id="charts"):
                 yield Static("", id="power-legend", classes="legend")
                 yield PowerChart(id="power")
-                yield Static("", id="health", classes="legend")
                 yield Static("", id="batch-legend", classes="legend")
                 yield BatchChart(id="batch")
             with VerticalScroll(id="progress-pane"):
+                yield Static("", id="health")
                 yield Static("", id="progress")
         yield Static("", id="steady")
         yield Log(id="log", max_lines=500, auto_scroll=True)
@@ -353,7 +353,7 @@ class RunScreen(Screen):
         if h is None:
             text = "GPU health: —" if self.live.current else ""
         else:
-            text = "health " + health_line(h.gpus)
+            text = "\n".join(health_line([g]) for g in h.gpus)
         if text != self._legend_text[2]:
             self._legend_text = (*self._legend_text[:2], text)
             self.query_one("#health", Static).update(text, layout=False)
