@@ -8,6 +8,7 @@ import os
 import time
 from pathlib import Path
 
+import msgspec
 import numpy as np
 from rich.text import Text
 from textual import work
@@ -353,10 +354,16 @@ class RunScreen(Screen):
         if h is None:
             text = "GPU health: —" if self.live.current else ""
         else:
-            text = "\n".join(health_line([g]) for g in h.gpus)
+            lines = []
+            for g in h.gpus:
+                warn = g.warnings
+                g = msgspec.structs.replace(g, throttle=[], strangers=[])  # warnings on their own line
+                lines.append(health_line([g]))
+                lines += [f"  ⚠ {w}" for w in warn]
+            text = "\n".join(lines)
         if text != self._legend_text[2]:
             self._legend_text = (*self._legend_text[:2], text)
-            self.query_one("#health", Static).update(text, layout=False)
+            self.query_one("#health", Static).update(text)
 
     def poll_health(self) -> None:
         """1 Hz: NVML health of the configuration's GPUs, read here when the runner sends none
