@@ -220,7 +220,7 @@ def test_results_model_recommendation_follows_the_target(fake_run):
     pts, front, rec = m.scatter()
     assert len(pts) == 6 and rec in [(p[1], p[2]) for p in pts] and front == sorted(front)
     copied = m.copy_text()
-    assert "mns32-tp1-pl700" in copied and "nvidia-smi -pl 700" in copied
+    assert "mns32-tp1-pl700" in copied and "nvidia-smi -i 0 -pl 700" in copied
 
 
 def test_export_copies_records_and_writes_csv(fake_run, tmp_path):

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 from rich.style import Style
+from rich.segment import Segment
 from rich.text import Text
+from textual.strip import Strip
 
 #: Braille dot bit for (row in cell 0..3, column in cell 0..1).
 _DOT = np.array([[0x01, 0x08], [0x02, 0x10], [0x04, 0x20], [0x40, 0x80]], dtype=np.uint16)
@@ -33,18 +35,32 @@ class Canvas:
                 self.chars[row, c] = ch
                 self.styles[row, c] = style
 
-    def to_text(self) -> Text:
-        out = Text(no_wrap=True, overflow="crop", end="")
+    def runs(self):
+        """Per row, the (text, style) runs of equal style."""
         for r in range(self.height):
             row_chars, row_styles = self.chars[r], self.styles[r]
-            start = 0
+            out, start = [], 0
             for c in range(1, self.width + 1):
                 if c == self.width or row_styles[c] is not row_styles[start]:
-                    out.append("".join(row_chars[start:c]), row_styles[start])
+                    out.append(("".join(row_chars[start:c]), row_styles[start]))
                     start = c
-            if r + 1 < self.height:
+            yield out
+
+    def to_text(self, rows=None) -> Text:
+        out = Text(no_wrap=True, overflow="crop", end="")
+        rows = list(self.runs()) if rows is None else rows
+        for r, runs in enumerate(rows):
+            for text, style in runs:
+                out.append(text, style)
+            if r + 1 < len(rows):
                 out.append("\n")
         return out
+
+    def to_strips(self, base: Style, rows=None) -> list[Strip]:
+        """Textual strips (the Line API), the widget's ``base`` style under every run."""
+        rows = list(self.runs()) if rows is None else rows
+        return [Strip([Segment(text, base + style if style is not None else base) for text, style in runs],
+                      self.width) for runs in rows]
 
 
 class Plot:

@@ -14,6 +14,7 @@ import msgspec
 import numpy as np
 from rich.style import Style
 from rich.text import Text
+from textual.strip import Strip
 from textual.widget import Widget
 from textual_plotext import PlotextPlot
 
@@ -138,6 +139,7 @@ class TimeChart(Widget):
         self._version = 0
         self._cache_key: tuple | None = None
         self._cache: Text | None = None
+        self._strips: list[Strip] = []
         self.builds = 0
         self.last_build_s = 0.0
         self.build_s_total = 0.0
@@ -150,21 +152,34 @@ class TimeChart(Widget):
         self._version += 1
         self.refresh()
 
-    def render(self) -> Text:
-        key = (self.size.width, self.size.height, self._version)
+    def _build(self) -> None:
+        base = self.rich_style
+        key = (self.size.width, self.size.height, self._version, base)
         if key == self._cache_key and self._cache is not None:
-            return self._cache
+            return
         t0 = time.perf_counter()
         w, h = max(self.size.width, 2 * AXIS_LABEL_WIDTH + 6), max(self.size.height, 4)
         canvas = Canvas(w, h)
         plot = Plot(w - 2 * AXIS_LABEL_WIDTH - 2, h - 3, *(self.data.x_range or (0.0, 1.0)))
         self.draw(canvas, plot)
         plot.blit(canvas, 1, AXIS_LABEL_WIDTH + 1)
-        self._cache = canvas.to_text()
+        rows = list(canvas.runs())
+        self._strips = canvas.to_strips(base, rows)
+        self._cache = canvas.to_text(rows)
         self._cache_key = key
         self.builds += 1
         self.last_build_s = time.perf_counter() - t0
         self.build_s_total += self.last_build_s
+
+    def render_line(self, y: int) -> Strip:
+        """Line API: the cached strips go straight to the compositor (no Text conversion)."""
+        self._build()
+        if 0 <= y < len(self._strips):
+            return self._strips[y].crop(0, self.size.width)
+        return Strip.blank(self.size.width, self.rich_style)
+
+    def render(self) -> Text:
+        self._build()
         return self._cache
 
     def draw(self, canvas: Canvas, plot: Plot) -> None:  # pragma: no cover - overridden

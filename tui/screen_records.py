@@ -14,7 +14,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Label, Static
 
 from ..core.profile import parse_duration_s
-from .live import fmt_energy, fmt_latency
+from .live import fmt_energy, fmt_latency, metric_label
 from .rundirs import RunInfo, find_run_dirs, load_run
 from .screen_results import measured_gpus, results_model_for
 
@@ -342,7 +342,7 @@ class CompareScreen(Screen):
             t = self.query_one(f"#cmp-table-{i}", DataTable)
             t.add_column("", key="mark", width=1)
             t.add_column("Config", key="config")
-            t.add_column(m.metric.upper() or "Lat", key="lat")
+            t.add_column(metric_label(m.metric), key="lat")
             t.add_column("J/req", key="e")
             for row in m.rows:
                 lat = None if row.latency_ms is None else row.latency_ms / 1e3
@@ -379,7 +379,7 @@ class CompareScreen(Screen):
             if row is not None:
                 lat = None if row.latency_ms is None else row.latency_ms / 1e3
                 head.append(f"★ {row.label}: {fmt_energy(row.energy_per_request_j)}/req, "
-                            f"{m.metric} {fmt_latency(lat)}")
+                            f"{metric_label(m.metric)} {fmt_latency(lat)}")
             else:
                 head.append(m.report.message or "no recommendation")
             self.query_one(f"#cmp-head-{i}", Static).update(head)
