@@ -273,3 +273,31 @@ def test_eta_uses_wall_time_when_the_run_clock_is_virtual() -> None:
                                 latency_value_s=0.01, record_path=""))
     eta = st.eta_s()
     assert eta is not None and eta == pytest.approx(4.0, abs=0.5)  # 2 pending x 2 s, not 20 min
+
+
+def test_braille_plot_holds_steps_keeps_spikes_and_fills_the_band():
+    import numpy as np
+    from rich.style import Style
+
+    from mle_tui.tui.braille import Canvas, Plot
+
+    p = Plot(10, 2, 0.0, 10.0)  # 20 x 8 dots, 1 s per cell
+    # 0 W until t=5, then full scale, held to the right edge; a 1-sample spike at t=2.2.
+    t = np.array([0.0, 2.2, 2.3, 5.0])
+    y = np.array([0.0, 100.0, 0.0, 100.0])
+    p.series(t, y, 100.0, Style(), hold_to=10.0)
+    bottom = p.bits[1] & 0xC0  # the lowest dot row of the lower cells
+    top = p.bits[0] & 0x09  # the highest dot row of the upper cells
+    assert all(bottom[:5]) and not any(bottom[6:])
+    assert all(top[5:]) and top[2]  # held to the edge; the spike survives a wide column
+    assert not top[1] and not top[3]
+    p.band(7.0, 10.0, "·", Style())
+    canvas = Canvas(10, 2)
+    p.blit(canvas, 0, 0)
+    text = canvas.to_text().plain
+    assert "│" in text  # band edge over the data
+    empty = Plot(10, 2, 0.0, 10.0)
+    empty.band(7.0, 10.0, "·", Style())
+    c2 = Canvas(10, 2)
+    empty.blit(c2, 0, 0)
+    assert c2.to_text().plain.splitlines()[0] == "       │··"

@@ -98,7 +98,10 @@ class RunScreen(Screen):
             if self.live.started_at_s is None:
                 self.live.started_at_s = m.created_unix_s
             self.live.power_source = self.live.power_source or m.power_source
-            if m.finished:
+            if m.finished and self.live.ended_at_s is None:
+                # Elapsed of a finished run: to its last record's end, not to now.
+                ends = [r.started_unix_s + r.duration_s for r in info.records]
+                self.live.ended_at_s = max(ends) if ends else None
                 self.live.mark_ended()
             self.live.run_id = self.live.run_id or m.run_id
             self.live.simulated = self.live.simulated or m.power_source == "simulated"
@@ -279,7 +282,8 @@ class RunScreen(Screen):
         of = f" of {total}" if total else ""
         if bp is None or bp.done == 0:
             return f"measured batches: none yet{of} (warm-up first) · B={b}"
-        text = f"measured batch {bp.done}{of} · B={b} · {bp.done * b} images"
+        n = bp.done * b
+        text = f"measured batch {bp.done}{of} · B={b} · {n} image{'s' * (n != 1)}"
         if bp.energy_per_image_j is not None:
             text += f" · {fmt_energy(bp.energy_per_image_j)}/image so far"
         return text
