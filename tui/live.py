@@ -302,11 +302,51 @@ class LiveState:
         per_config = elapsed / done
         return per_config * (pending + (1.0 - frac if frac is not None else 1.0 if self.current else 0.0))
 
+    def counter_text(self) -> str:
+        """The header's counter: requests, or measured batches and images for diffusion."""
+        if self.diffusion:
+            bp = self.batch_progress
+            b = self.config_started.config.batch
+            done = bp.done if bp else 0
+            total = (bp.total if bp and bp.total else None) or self.batches_per_config
+            return f"batch {done}/{total if total else '?'} ({done * b} img)"
+        if self.progress is not None and self.progress.total:
+            return f"{self.progress.done}/{self.progress.total} req"
+        return ""
+
+    def batches_text(self) -> str:
+        """Diffusion: measured batches so far and energy per image (ML.ENERGY eq. 1)."""
+        bp = self.batch_progress
+        b = self.config_started.config.batch
+        total = (bp.total if bp and bp.total else None) or self.batches_per_config
+        of = f" of {total}" if total else ""
+        if bp is None or bp.done == 0:
+            return f"measured batches: none yet{of} (warm-up first) · B={b}"
+        n = bp.done * b
+        text = f"measured batch {bp.done}{of} · B={b} · {n} image{'s' * (n != 1)}"
+        if bp.energy_per_image_j is not None:
+            text += f" · {fmt_energy(bp.energy_per_image_j)}/image so far"
+        return text
+
     def steady_gates_text(self) -> str:
         s = self.steady
         if s is None or not s.gates:
             return ""
         return " ".join(f"{name} {'✓' if ok else '✗'}" for name, ok in s.gates.items())
+
+
+def health_text(sample: HealthSample | None, running: bool) -> str:
+    """GPU health for the narrow pane beside the charts: one line per GPU, warnings below."""
+    from ..core.power.health import health_line
+
+    if sample is None:
+        return "GPU health: —" if running else ""
+    lines = []
+    for g in sample.gpus:
+        warn = g.warnings
+        lines.append(health_line([msgspec.structs.replace(g, throttle=[], strangers=[])]))
+        lines += [f"  ⚠ {w}" for w in warn]
+    return "\n".join(lines)
 
 
 def fmt_duration(seconds: float | None) -> str:

@@ -8,7 +8,6 @@ import os
 import time
 from pathlib import Path
 
-import msgspec
 import numpy as np
 from rich.text import Text
 from textual import work
@@ -22,7 +21,8 @@ from ..core.events import HealthSample
 from ..core.procgroup import pid_alive
 from .attach import LiveTail
 from .charts import BatchChart, PowerChart, TimeData, shared_x_range
-from .live import DONE, EARLIER, FAILED, INVALID, PENDING, RUNNING, LiveState, fmt_duration, fmt_energy
+from .live import (DONE, EARLIER, FAILED, INVALID, PENDING, RUNNING, LiveState, fmt_duration, fmt_energy,
+                   health_text)
 
 #: Chart builds take at most 1/CHART_DUTY of the time (the redraw interval stretches beyond
 #: the 0.25 s tick when a build is slow, e.g. on a loaded 2-core machine).
@@ -204,25 +204,13 @@ class RunScreen(Screen):
         if live.config_started is not None and live.finished is None and live.current:
             cs = live.config_started
             parts.append(f"{cs.index + 1}/{cs.total} {cs.label}")
-            parts.append(self._counter_text())
+            parts.append(live.counter_text())
         if live.run_id:
             parts.append(live.run_id)
         text = " · ".join(p for p in parts if p)
         if text != self._status_text:
             self._status_text = text
             self.query_one("#run-status", Static).update(text, layout=False)
-
-    def _counter_text(self) -> str:
-        live = self.live
-        if live.diffusion:
-            bp = live.batch_progress
-            b = live.config_started.config.batch
-            done = bp.done if bp else 0
-            total = (bp.total if bp and bp.total else None) or live.batches_per_config
-            return f"batch {done}/{total if total else '?'} ({done * b} img)"
-        if live.progress is not None and live.progress.total:
-            return f"{live.progress.done}/{live.progress.total} req"
-        return ""
 
     def _update_progress(self) -> None:
         live = self.live
@@ -254,7 +242,7 @@ class RunScreen(Screen):
         s = live.steady
         B = live.config_started.config.batch if live.config_started else None
         if live.diffusion and live.current is not None:
-            text = self._batches_text()
+            text = live.batches_text()
         elif live.current is None and s is None:
             text = "steady state: —"
         elif s is None:
@@ -272,21 +260,6 @@ class RunScreen(Screen):
         if text != self._steady_text:
             self._steady_text = text
             self.query_one("#steady", Static).update(text, layout=False)
-
-    def _batches_text(self) -> str:
-        """Diffusion: measured batches so far and energy per image (ML.ENERGY eq. 1)."""
-        live = self.live
-        bp = live.batch_progress
-        b = live.config_started.config.batch
-        total = (bp.total if bp and bp.total else None) or live.batches_per_config
-        of = f" of {total}" if total else ""
-        if bp is None or bp.done == 0:
-            return f"measured batches: none yet{of} (warm-up first) · B={b}"
-        n = bp.done * b
-        text = f"measured batch {bp.done}{of} · B={b} · {n} image{'s' * (n != 1)}"
-        if bp.energy_per_image_j is not None:
-            text += f" · {fmt_energy(bp.energy_per_image_j)}/image so far"
-        return text
 
     def _update_log(self) -> None:
         live = self.live
@@ -352,19 +325,7 @@ class RunScreen(Screen):
 
     # -- GPU health ------------------------------------------------------------------------
     def _update_health(self) -> None:
-        from ..core.power.health import health_line
-
-        h = self.live.health
-        if h is None:
-            text = "GPU health: —" if self.live.current else ""
-        else:
-            lines = []
-            for g in h.gpus:
-                warn = g.warnings
-                g = msgspec.structs.replace(g, throttle=[], strangers=[])  # warnings on their own line
-                lines.append(health_line([g]))
-                lines += [f"  ⚠ {w}" for w in warn]
-            text = "\n".join(lines)
+        text = health_text(self.live.health, self.live.current is not None)
         if text != self._legend_text[2]:
             self._legend_text = (*self._legend_text[:2], text)
             self.query_one("#health", Static).update(text)
