@@ -176,3 +176,14 @@ def test_process_tree_contains_self_and_children():
     finally:
         child.kill()
         child.wait()
+
+
+def test_stranger_log_names_each_process_once():
+    from mle_tui.core.power.health import GpuProcess, StrangerLog
+
+    log = StrangerLog()
+    assert log.reason() is None
+    p = GpuProcess(pid=4242, name="python")
+    for _ in range(3):
+        log.add([HealthReading(index=1, strangers=[p]), HealthReading(index=0, strangers=None)])
+    assert log.reason() == "other processes on the measured GPUs: pid 4242 (python) on GPU 1"

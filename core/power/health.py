@@ -227,6 +227,26 @@ def _read_nvml(indices: list[int], own: set[int] | None) -> list[HealthReading]:
     return out
 
 
+class StrangerLog:
+    """Other processes seen on the measured GPUs during one configuration (for the record):
+    feed it every health reading; :meth:`reason` is the line to flag the record with."""
+
+    def __init__(self) -> None:
+        self.seen: dict[tuple[int, int], GpuProcess] = {}
+
+    def add(self, readings: list[HealthReading]) -> None:
+        for r in readings:
+            for p in r.strangers or []:
+                self.seen.setdefault((r.index, p.pid), p)
+
+    def reason(self) -> str | None:
+        if not self.seen:
+            return None
+        parts = [f"pid {pid}{f' ({p.name})' if p.name else ''} on GPU {index}"
+                 for (index, pid), p in sorted(self.seen.items())]
+        return "other processes on the measured GPUs: " + ", ".join(parts)
+
+
 def health_line(readings: list[HealthReading]) -> str:
     """One line for the run screen: ``GPU0 61°C 1980MHz 97% · GPU1 …`` with warnings."""
     parts = []
