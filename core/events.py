@@ -9,6 +9,7 @@ from __future__ import annotations
 import msgspec
 
 from .config import Config
+from .power.health import HealthReading
 
 
 class _E(msgspec.Struct, kw_only=True, tag_field="type"):
@@ -33,6 +34,8 @@ class ConfigStarted(_E, tag="config_started"):
     num_requests: int
     #: Requested and enforced (read back) power limit per GPU, W.
     power_limit_w: list[float] | None = None
+    #: Indices of the GPUs this configuration measures (None: unknown, 0..num_gpus-1 assumed).
+    gpu_indices: list[int] | None = None
 
 
 class PowerSample(_E, tag="power"):
@@ -66,6 +69,24 @@ class RequestProgress(_E, tag="progress"):
     t_s: float
 
 
+class HealthSample(_E, tag="health"):
+    """GPU health of the measured GPUs (:mod:`mle_tui.core.power.health`), about 1 Hz."""
+
+    t_s: float
+    gpus: list[HealthReading]
+
+
+class BatchProgress(_E, tag="batch_progress"):
+    """Diffusion: measured batches so far (warm-up batches not counted)."""
+
+    done: int
+    total: int
+    batch_size: int
+    #: Mean energy per image over the measured batches so far, J.
+    energy_per_image_j: float | None = None
+    t_s: float = 0.0
+
+
 class LogLine(_E, tag="log"):
     line: str
 
@@ -88,7 +109,7 @@ class RunFinished(_E, tag="run_finished"):
 
 Event = (
     RunStarted | ConfigStarted | PowerSample | BatchSampleEvent | SteadyUpdate | RequestProgress
-    | LogLine | ConfigFinished | RunFinished
+    | LogLine | ConfigFinished | RunFinished | HealthSample | BatchProgress
 )
 
 _encoder = msgspec.json.Encoder()

@@ -4,7 +4,7 @@
 
 Feeds 36,000 power samples and 36,000 batch samples (plus steady updates, progress and a log
 line every 10 s) into the run screen's state the way the app does, redrawing at 4 Hz of run
-time, and prints: the cost of a chart redraw (both charts rebuilt by plotext) and of a whole
+time, and prints: the cost of a chart redraw (both time charts rebuilt on the braille canvas) and of a whole
 screen update, at 1, 10 and 60 minutes of data, for 80x24 and 160x48; the Python memory held
 by the live state (tracemalloc) and the process RSS.
 """
@@ -167,7 +167,7 @@ def main() -> None:
         for label in ("1 min", "10 min", "60 min"):
             m = r.get(label)
             if m:
-                print(f"  after {label:>6}: chart redraw (2 plotext builds) {m['chart_ms_median']:.1f} ms median, "
+                print(f"  after {label:>6}: chart redraw (2 chart builds) {m['chart_ms_median']:.1f} ms median, "
                       f"{m['chart_ms_max']:.1f} ms max; whole screen update {m['frame_ms_median']:.1f} ms")
         print(f"  memory: live state + screen {r['traced_mib']:.2f} MiB traced "
               f"(peak {r['traced_peak_mib']:.2f} MiB), process RSS {r['rss_mib']:.0f} MiB")

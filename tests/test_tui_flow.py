@@ -126,16 +126,29 @@ async def test_whole_flow_with_fake_runner(tmp_path, monkeypatch):
         line_before = str(res.query_one("#rec-line", Static).render())
         await pilot.press("t")
         await retype(pilot, res.query_one("#target", Input), "13ms")
+        assert res.model.recommended.key == before  # typing alone does not commit the target
+        assert "Enter to apply" in str(res.query_one("#target-error", Static).render())
+        await pilot.press("enter")
+        assert res.focused is table  # Enter commits and goes back to the table
         after = res.model.recommended.key
         assert after != before and res.model.recommended.latency_ms <= 13.0
         assert str(table.get_cell(after, "mark")) == "★" and str(table.get_cell(before, "mark")) != "★"
         assert str(res.query_one("#rec-line", Static).render()) != line_before
+        await pilot.press("t")
         await retype(pilot, res.query_one("#target", Input), "1ms")
+        await pilot.press("enter")
         assert res.model.recommended is None
         assert "nothing meets tpot <= 1.0 ms" in str(res.query_one("#rec-line", Static).render())
+        assert str(res.query_one("#cost-line", Static).render()) == ""  # the message appears once
+        await pilot.press("t")
         await retype(pilot, res.query_one("#target", Input), "13ms")
+        await pilot.press("enter")
+        # Escape in the target input brings back the committed target.
+        await pilot.press("t")
+        await retype(pilot, res.query_one("#target", Input), "99ms")
+        await pilot.press("escape")
+        assert res.query_one("#target", Input).value == "13ms" and res.model.recommended.key == after
         # Row selection shows that configuration's timelines with its steady window.
-        await pilot.press("escape")  # leave the target input
         table.focus()
         await pilot.press("down", "enter")
         assert res.query_one("#tabs").active == "tab-config"
@@ -153,8 +166,10 @@ async def test_whole_flow_with_fake_runner(tmp_path, monkeypatch):
             p.name for p in (Path(runner.out_dir) / "records").iterdir())
         csv_text = (out / "pareto.csv").read_text()
         assert after in csv_text and (out / "FORMULAS.txt").exists()
+        assert app.screen is res and res.focused is table  # focus survives the dialog
         await pilot.press("c")
-        assert app.last_copied is not None and after in app.last_copied
+        assert app.last_copied is not None and res.selected in app.last_copied
+        assert "nvidia-smi -i 0 -pl" in app.last_copied
 
 
 # -- the whole flow, real runner, shipped demo profile on the simulated backend ------------------
@@ -204,8 +219,9 @@ async def test_whole_flow_real_runner_demo_profile(tmp_path, monkeypatch):
         assert loose == "mns128-tp1-pl700"
         fastest = res.model.fastest
         await retype(pilot, res.query_one("#target", Input), f"{fastest.latency_ms * 1.01:.3f}ms")
+        await pilot.press("enter")
         assert res.model.recommended.key == fastest.key != loose
-        await pilot.press("escape", "e", "enter")
+        await pilot.press("e", "enter")  # Enter left the target input already
         assert list((tmp_path / "exports").glob("*/pareto.csv"))
 
 

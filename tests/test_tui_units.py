@@ -65,7 +65,8 @@ def _started(keys, skipped=()):
 
 
 def test_live_state_folds_a_configuration():
-    live = LiveState(now_s=lambda: 100.0)
+    wall = [100.0]
+    live = LiveState(now_s=lambda: wall[0])
     c = Config(max_num_seqs=8)
     live.apply(_started(["a", "b", "c"], skipped=["c"]))
     assert [r.status for r in live.rows.values()] == [PENDING, PENDING, EARLIER]
@@ -76,8 +77,9 @@ def test_live_state_folds_a_configuration():
     assert live.gpu_count == 2 and live.has_memory and len(live.power) == 50
     live.apply(SteadyUpdate(start_s=1.0, end_s=None, mean_batch=7.9, gates={"window": False}))
     assert live.steady.start_s == 1.0 and live.steady_gates_text() == "window ✗"
+    wall[0] += 4.9
     live.apply(RequestProgress(done=5, total=10, t_s=4.9))
-    # Half the requests done in 4.9 s: ~4.9 s left of this one, then 1 pending of ~9.8 s.
+    # Half the requests done in 4.9 s of wall time: ~4.9 s left of this one, then 1 pending of ~9.8 s.
     eta = live.eta_s()
     assert eta is not None and 14.0 < eta < 15.5
     live.apply(LogLine(line="hello"))
@@ -93,6 +95,37 @@ def test_live_state_folds_a_configuration():
     assert live.rows["b"].status == FAILED
     live.apply(RunFinished(completed=1, failed=1, invalid=0, stopped=False))
     assert live.eta_s() == 0.0 and live.counts() == {DONE: 1, FAILED: 1, EARLIER: 1}
+    # Elapsed is wall time and stops when the sweep ends.
+    live.started_at_s = 100.0
+    ended = live.elapsed_s()
+    wall[0] += 60.0
+    assert live.elapsed_s() == ended == pytest.approx(4.9)
+
+
+def test_eta_when_attached_uses_the_wall_rate_and_diffusion_counts_batches():
+    from mle_tui.core.events import BatchProgress
+
+    wall = [1000.0]
+    live = LiveState(now_s=lambda: wall[0])
+    live.started_at_s = 900.0  # attached 100 s into the sweep
+    live.apply(_started(["a", "b", "c", "d"]))
+    for key in ("a", "b"):
+        live.apply(ConfigFinished(key=key, status="ok", reasons=[], energy_per_request_j=1.0,
+                                  latency_value_s=0.01, record_path=""))
+    assert live.eta_s() == pytest.approx(100.0)  # 2 done in 100 s, 2 left
+    d = Config(batch_size=4, num_inference_steps=25)
+    live.apply(ConfigStarted(key="c", index=2, total=4, config=d, label="bs4", num_requests=32))
+    assert live.diffusion
+    live.batches_per_config = 5
+    live.apply(LogLine(line="batch 0 (warm-up): 3.10 s, 2000 J"))
+    live.apply(LogLine(line="batch 1: 2.50 s, 1600 J"))
+    live.apply(LogLine(line="batch 2: 2.50 s, 1400 J"))
+    bp = live.batch_progress
+    assert (bp.done, bp.total, bp.batch_size) == (2, 5, 4)
+    assert bp.energy_per_image_j == pytest.approx(3000 / 8)
+    assert live.current_fraction() == pytest.approx(0.4)
+    live.apply(BatchProgress(done=3, total=6, batch_size=4, energy_per_image_j=350.0))
+    assert live.current_fraction() == pytest.approx(0.5)
 
 
 def test_fmt_duration():
@@ -187,7 +220,7 @@ def test_results_model_recommendation_follows_the_target(fake_run):
     pts, front, rec = m.scatter()
     assert len(pts) == 6 and rec in [(p[1], p[2]) for p in pts] and front == sorted(front)
     copied = m.copy_text()
-    assert "mns32-tp1-pl700" in copied and "nvidia-smi -pl 700" in copied
+    assert "mns32-tp1-pl700" in copied and "nvidia-smi -i 0 -pl 700" in copied
 
 
 def test_export_copies_records_and_writes_csv(fake_run, tmp_path):
@@ -240,3 +273,31 @@ def test_eta_uses_wall_time_when_the_run_clock_is_virtual() -> None:
                                 latency_value_s=0.01, record_path=""))
     eta = st.eta_s()
     assert eta is not None and eta == pytest.approx(4.0, abs=0.5)  # 2 pending x 2 s, not 20 min
+
+
+def test_braille_plot_holds_steps_keeps_spikes_and_fills_the_band():
+    import numpy as np
+    from rich.style import Style
+
+    from mle_tui.tui.braille import Canvas, Plot
+
+    p = Plot(10, 2, 0.0, 10.0)  # 20 x 8 dots, 1 s per cell
+    # 0 W until t=5, then full scale, held to the right edge; a 1-sample spike at t=2.2.
+    t = np.array([0.0, 2.2, 2.3, 5.0])
+    y = np.array([0.0, 100.0, 0.0, 100.0])
+    p.series(t, y, 100.0, Style(), hold_to=10.0)
+    bottom = p.bits[1] & 0xC0  # the lowest dot row of the lower cells
+    top = p.bits[0] & 0x09  # the highest dot row of the upper cells
+    assert all(bottom[:5]) and not any(bottom[6:])
+    assert all(top[5:]) and top[2]  # held to the edge; the spike survives a wide column
+    assert not top[1] and not top[3]
+    p.band(7.0, 10.0, "·", Style())
+    canvas = Canvas(10, 2)
+    p.blit(canvas, 0, 0)
+    text = canvas.to_text().plain
+    assert "│" in text  # band edge over the data
+    empty = Plot(10, 2, 0.0, 10.0)
+    empty.band(7.0, 10.0, "·", Style())
+    c2 = Canvas(10, 2)
+    empty.blit(c2, 0, 0)
+    assert c2.to_text().plain.splitlines()[0] == "       │··"

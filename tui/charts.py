@@ -1,7 +1,8 @@
-"""Chart widgets on textual-plotext: rebuilt only when their data or size changed.
+"""Chart widgets, rebuilt only when their data or size changed.
 
-Power is drawn as steps (zero-order hold). The steady window is drawn as a band (rectangle),
-under the lines, with a vertical line at each end, on every chart that shares the time axis.
+The time charts (power, batch) are drawn on a numpy braille canvas (:mod:`.braille`): power
+as steps (zero-order hold), the steady window as a dotted band under the lines with a solid
+edge, on every chart that shares the time axis. The Pareto scatter uses textual-plotext.
 """
 
 from __future__ import annotations
@@ -11,14 +12,15 @@ from collections.abc import Sequence
 
 import msgspec
 import numpy as np
+from rich.style import Style
+from rich.text import Text
+from textual.strip import Strip
+from textual.widget import Widget
 from textual_plotext import PlotextPlot
 
-from .series import decimate, steps
+from .braille import Canvas, Plot, nice_step
 
 BAND_MARKER = "·"
-#: Samples kept per chart column before the step (zero-order hold) doubling: the points handed
-#: to plotext are ~2x the widget width (braille has two dots per cell across).
-SAMPLES_PER_COLUMN = 1
 
 
 class TimeData(msgspec.Struct, kw_only=True):
@@ -94,27 +96,6 @@ class CachedPlot(PlotextPlot):
         return self._cache
 
 
-def _band(plt, t0: float | None, t1: float | None, x_hi: float, y_lo: float, y_hi: float,
-          color="green") -> None:
-    """The steady window: a dotted band with solid edges, drawn under the data lines (the band
-    stays open at the right while the window is open)."""
-    if t0 is None:
-        return
-    end = x_hi if t1 is None else t1
-    if end > t0:
-        plt.rectangle(x=[t0, end], y=[y_lo, y_hi], marker=BAND_MARKER, color=color, fill=True, lines=False)
-    plt.plot([t0, t0], [y_lo, y_hi], marker="│", color=color)
-    if t1 is not None:
-        plt.plot([t1, t1], [y_lo, y_hi], marker="│", color=color)
-
-
-def _vlines(plt, t0: float | None, t1: float | None, color="green") -> None:
-    if t0 is not None:
-        plt.vline(t0, color=color)
-    if t1 is not None:
-        plt.vline(t1, color=color)
-
-
 AXIS_LABEL_WIDTH = 5
 
 
@@ -124,25 +105,6 @@ def _fmt_tick(v: float) -> str:
     if abs(v) >= 100 or float(v).is_integer():
         return f"{v:.0f}"
     return f"{v:.3g}"
-
-
-def _y_axis(plt, hi: float, n: int, yside: str = "left") -> None:
-    """Ticks 0..hi with labels padded to one width on both sides, so charts stacked on one
-    time axis line up column for column."""
-    n = max(1, n)
-    # Prefer a tick count whose step is a whole number (10 over 2, not 3.33 over 3).
-    n = next((k for k in range(n, 0, -1) if hi >= k and float(hi / k).is_integer()), n)
-    ticks = [hi * i / n for i in range(n + 1)]
-    pad = (lambda t: t.rjust(AXIS_LABEL_WIDTH)) if yside == "left" else (lambda t: t.ljust(AXIS_LABEL_WIDTH))
-    plt.ylim(0, hi, yside=yside)
-    plt.yticks(ticks, [pad(_fmt_tick(t)) for t in ticks], yside=yside)
-
-
-def _blank_right_axis(plt, x0: float) -> None:
-    """Reserve the right axis (same width as a real one) without drawing anything."""
-    plt.plot([x0], [-1.0], marker=" ", yside="right")
-    plt.ylim(0, 1, yside="right")
-    plt.yticks([0, 1], [" " * AXIS_LABEL_WIDTH] * 2, yside="right")
 
 
 def _nice_max(v: float) -> float:
@@ -155,105 +117,188 @@ def _nice_max(v: float) -> float:
     return float(10 * mag)
 
 
-class TimeChart(CachedPlot):
-    """A chart of :class:`TimeData` on the run's time axis."""
+_AXIS = Style(color="grey62")
+_STEADY = Style(color="green")
+_COLORS = {"total": Style(color="dark_orange", bold=True), "memory": Style(color="magenta"),
+           "running": Style(color="cyan", bold=True), "waiting": Style(color="grey50"),
+           "limit": Style(color="grey50"), "text": Style(color="grey62", italic=True)}
+_GPU_STYLES = tuple(Style(color=c) for c in ("cyan", "blue", "red", "yellow", "white", "grey50"))
+
+
+class TimeChart(Widget):
+    """A chart of :class:`TimeData` on the run's time axis, drawn on a numpy braille canvas
+    (:mod:`.braille`) and cached until the data or the size changes."""
+
+    DEFAULT_CSS = """
+    TimeChart { width: 1fr; height: 1fr; min-height: 4; }
+    """
 
     def __init__(self, **kw) -> None:
         super().__init__(**kw)
         self.data = TimeData()
+        self._version = 0
+        self._cache_key: tuple | None = None
+        self._cache: Text | None = None
+        self._strips: list[Strip] = []
+        self.builds = 0
+        self.last_build_s = 0.0
+        self.build_s_total = 0.0
 
     def set_data(self, data: TimeData) -> None:
         self.data = data
         self.invalidate()
 
-    def _frame(self, plt, width: int, height: int) -> tuple[tuple[float, float], int]:
-        """Frame, x ticks and limits shared by the charts; returns the x range and y tick count."""
-        plt.frame(True)
-        plt.xfrequency(max(2, width // 14))
-        xr = self.data.x_range or (0.0, 1.0)
-        plt.xlim(*xr)
-        return xr, max(1, min(4, (height - 3) // 2))
+    def invalidate(self) -> None:
+        self._version += 1
+        self.refresh()
+
+    def _build(self) -> None:
+        base = self.rich_style
+        key = (self.size.width, self.size.height, self._version, base)
+        if key == self._cache_key and self._cache is not None:
+            return
+        t0 = time.perf_counter()
+        w, h = max(self.size.width, 2 * AXIS_LABEL_WIDTH + 6), max(self.size.height, 4)
+        canvas = Canvas(w, h)
+        plot = Plot(w - 2 * AXIS_LABEL_WIDTH - 2, h - 3, *(self.data.x_range or (0.0, 1.0)))
+        self.draw(canvas, plot)
+        plot.blit(canvas, 1, AXIS_LABEL_WIDTH + 1)
+        rows = list(canvas.runs())
+        self._strips = canvas.to_strips(base, rows)
+        self._cache = canvas.to_text(rows)
+        self._cache_key = key
+        self.builds += 1
+        self.last_build_s = time.perf_counter() - t0
+        self.build_s_total += self.last_build_s
+
+    def render_line(self, y: int) -> Strip:
+        """Line API: the cached strips go straight to the compositor (no Text conversion)."""
+        self._build()
+        if 0 <= y < len(self._strips):
+            return self._strips[y].crop(0, self.size.width)
+        return Strip.blank(self.size.width, self.rich_style)
+
+    def render(self) -> Text:
+        self._build()
+        return self._cache
+
+    def draw(self, canvas: Canvas, plot: Plot) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    # -- frame ------------------------------------------------------------------------------
+    def _frame(self, canvas: Canvas, plot: Plot, left_hi: float, right_hi: float | None) -> None:
+        """Box, y ticks 0..hi on the left (and on the right when ``right_hi``), time ticks."""
+        w, rows = canvas.width, plot.rows
+        lx, rx = AXIS_LABEL_WIDTH, AXIS_LABEL_WIDTH + 1 + plot.cols
+        canvas.put(0, lx, "┌" + "─" * plot.cols + "┐", _AXIS)
+        for r in range(rows):
+            canvas.put(1 + r, lx, "│", _AXIS)
+            canvas.put(1 + r, rx, "│", _AXIS)
+        canvas.put(rows + 1, lx, "└" + "─" * plot.cols + "┘", _AXIS)
+        n = max(1, min(4, (rows - 1) // 2 or 1))
+        for side, hi, col in (("left", left_hi, lx), ("right", right_hi, rx)):
+            if hi is None:
+                continue
+            n_side = next((k for k in range(n, 0, -1) if hi >= k and float(hi / k).is_integer()), n)
+            for i in range(n_side + 1):
+                v = hi * i / n_side
+                r = 1 + int(plot.y_to_dot(np.array([v]), hi)[0]) // 4
+                label = _fmt_tick(v)
+                if side == "left":
+                    canvas.put(r, 0, label.rjust(AXIS_LABEL_WIDTH)[-AXIS_LABEL_WIDTH:], _AXIS)
+                    canvas.put(r, col, "┤", _AXIS)
+                else:
+                    canvas.put(r, col, "├", _AXIS)
+                    canvas.put(r, col + 1, label.ljust(AXIS_LABEL_WIDTH)[:AXIS_LABEL_WIDTH], _AXIS)
+        x0, x1 = plot.x0, plot.x1
+        step = nice_step(x1 - x0, max(2, plot.cols // 14))
+        v = np.ceil(x0 / step) * step
+        last_end = -1
+        while v <= x1 + 1e-9:
+            c = plot.x_to_col(v) if v < x1 else plot.cols - 1
+            label = _fmt_tick(v)
+            at = lx + 1 + c
+            canvas.put(rows + 1, at, "┴", _AXIS)
+            start = max(0, min(w - len(label), at - len(label) // 2))
+            if start > last_end:
+                canvas.put(rows + 2, start, label, _AXIS)
+                last_end = start + len(label)
+            v += step
+
+    def _message(self, plot: Plot, text: str) -> None:
+        row = plot.rows // 2
+        c0 = max(0, (plot.cols - len(text)) // 2)
+        for i, ch in enumerate(text[: plot.cols]):
+            plot.back[row, c0 + i] = ch
+            plot.back_style[row, c0 + i] = _COLORS["text"]
+
+    def _steady(self, plot: Plot) -> None:
+        d = self.data
+        if d.steady_start_s is None:
+            return
+        end = plot.x1 if d.steady_end_s is None else d.steady_end_s
+        plot.band(d.steady_start_s, end, BAND_MARKER, _STEADY)
+        if d.steady_end_s is not None:
+            plot.vline(d.steady_end_s, "│", _STEADY)
 
 
 class PowerChart(TimeChart):
     """GPU power: total (and per GPU when several; memory where available) as steps."""
 
-    def draw(self, plt, width: int, height: int) -> None:
+    def draw(self, canvas: Canvas, plot: Plot) -> None:
         d = self.data
-        xr, ny = self._frame(plt, width, height)
-        _blank_right_axis(plt, xr[0])
         t = d.power_t
         if t is None or len(t) == 0:
-            _y_axis(plt, 1000.0, ny)
-            plt.text("waiting for power samples", (xr[0] + xr[1]) / 2, 500.0, alignment="center")
+            self._frame(canvas, plot, 1000.0, None)
+            self._message(plot, "waiting for power samples")
             return
         series = [d.total_w, *d.per_gpu_w]
         if d.memory_w is not None:
             series.append(d.memory_w)
-        max_pts = max(8, SAMPLES_PER_COLUMN * width)
-        stacked = np.vstack(series)
-        tt, vv = decimate(np.asarray(t), stacked, max_pts)
+        vv = np.vstack(series)
         finite = vv[np.isfinite(vv)]
         y_hi = _nice_max(float(finite.max()) * 1.05 if finite.size else 1.0)
-        _y_axis(plt, y_hi, ny)
-        _band(plt, d.steady_start_s, d.steady_end_s, xr[1], 0, y_hi)
-        q = y_hi / (4 * max(1, height - 3))  # one braille dot row
+        self._frame(canvas, plot, y_hi, None)
+        self._steady(plot)
         ngpu = len(d.per_gpu_w)
         if ngpu > 1:
-            # Per-GPU lines: one point per column, no steps (cheap; the total carries the detail).
-            tg, vg = decimate(tt, vv[1:1 + ngpu], max(8, width // 2))
             for i in range(ngpu):
-                plt.plot(tg.tolist(), vg[i].tolist(), marker="•", color=_GPU_COLORS[i % len(_GPU_COLORS)])
+                plot.series(t, vv[1 + i], y_hi, _GPU_STYLES[i % len(_GPU_STYLES)], hold_to=plot.x1)
         if d.memory_w is not None:
-            xs, ys = steps(tt, vv[-1], xr[1], quantum=q)
-            plt.plot(xs, ys, marker="-", color="magenta")
-        xs, ys = steps(tt, vv[0], xr[1], quantum=q)
-        plt.plot(xs, ys, marker="braille", color="orange")
-        _vlines(plt, d.steady_start_s, d.steady_end_s)
-
-
-_GPU_COLORS = ("cyan", "blue", "red", "yellow", "white", "gray")
+            plot.series(t, vv[-1], y_hi, _COLORS["memory"], hold_to=plot.x1)
+        plot.series(t, vv[0], y_hi, _COLORS["total"], hold_to=plot.x1)
 
 
 class BatchChart(TimeChart):
-    """Server running batch (and waiting requests), with the configured B as a line."""
+    """Server running batch (and waiting requests on their own axis), with B as a line."""
 
-    def draw(self, plt, width: int, height: int) -> None:
+    def draw(self, canvas: Canvas, plot: Plot) -> None:
         d = self.data
-        xr, ny = self._frame(plt, width, height)
         t = d.batch_t
         b = float(d.max_num_seqs or 1)
         if t is None or len(t) == 0:
-            _blank_right_axis(plt, xr[0])
-            _y_axis(plt, _nice_max(b * 1.1), ny)
-            plt.text("waiting for batch samples", (xr[0] + xr[1]) / 2, b / 2, alignment="center")
+            self._frame(canvas, plot, _nice_max(b * 1.1), None)
+            self._message(plot, "waiting for batch samples")
             return
-        tt, vv = decimate(np.asarray(t), np.vstack([d.running, d.waiting]),
-                          max(8, SAMPLES_PER_COLUMN * width))
-        running_hi = float(np.nanmax(vv[0])) if vv.shape[1] else 1.0
-        waiting_hi = float(np.nanmax(vv[1])) if vv.shape[1] else 0.0
+        running = np.asarray(d.running, dtype=np.float64)
+        waiting = np.asarray(d.waiting, dtype=np.float64)
+        running_hi = float(np.nanmax(running)) if running.size else 1.0
+        waiting_hi = float(np.nanmax(waiting)) if waiting.size else 0.0
         y_hi = _nice_max(max(b, running_hi) * 1.1)
-        _y_axis(plt, y_hi, ny)
-        _band(plt, d.steady_start_s, d.steady_end_s, xr[1], 0, y_hi)
+        w_hi = _nice_max(waiting_hi * 1.05) if waiting_hi > 0 else None
+        self._frame(canvas, plot, y_hi, w_hi)
+        self._steady(plot)
         if d.max_num_seqs:
-            plt.hline(b, color="gray")
-        q = y_hi / (4 * max(1, height - 3))
-        if waiting_hi > 0:
-            # Waiting requests can dwarf the batch: their own axis, on the right.
-            w_hi = _nice_max(waiting_hi * 1.05)
-            xs, ys = steps(tt, vv[1], xr[1], quantum=w_hi / (4 * max(1, height - 3)))
-            plt.plot(xs, ys, marker="-", color="gray", yside="right")
-            _y_axis(plt, w_hi, ny, yside="right")
-        else:
-            _blank_right_axis(plt, xr[0])
-        xs, ys = steps(tt, vv[0], xr[1], quantum=q)
-        plt.plot(xs, ys, marker="braille", color="cyan")
-        _vlines(plt, d.steady_start_s, d.steady_end_s)
+            plot.hline(b, y_hi, "─", _COLORS["limit"])
+        if w_hi is not None:
+            plot.series(t, waiting, w_hi, _COLORS["waiting"], hold_to=plot.x1)
+        plot.series(t, running, y_hi, _COLORS["running"], hold_to=plot.x1)
 
 
 class ParetoChart(CachedPlot):
     """Time–energy scatter: every configuration, the frontier as a line, the target and the
-    recommended configuration."""
+    recommended configuration. The axes fit the configurations (a target outside them is not
+    drawn, and the screen says where it is); latency in the unit that fits the data."""
 
     def __init__(self, **kw) -> None:
         super().__init__(**kw)
@@ -264,17 +309,17 @@ class ParetoChart(CachedPlot):
         self.unit = "s"
 
     def set_points(self, points: Sequence[tuple[str, float, float]], frontier: Sequence[tuple[float, float]],
-                   recommended: tuple[float, float] | None, target_s: float | None, unit_ms: bool) -> None:
+                   recommended: tuple[float, float] | None, target_s: float | None) -> None:
         self.points = list(points)
         self.frontier = list(frontier)
         self.recommended = recommended
         self.target_s = target_s
-        self.unit = "ms" if unit_ms else "s"
+        self.unit = latency_unit(max((p[1] for p in self.points), default=1.0))
         self.invalidate()
 
     def draw(self, plt, width: int, height: int) -> None:
         plt.frame(True)
-        scale = 1e3 if self.unit == "ms" else 1.0
+        scale = UNIT_SCALE[self.unit]
         plt.xlabel(f"latency ({self.unit})")
         plt.ylabel("J/request")
         if not self.points:
@@ -284,21 +329,30 @@ class ParetoChart(CachedPlot):
             return
         xs = [p[1] * scale for p in self.points]
         ys = [p[2] for p in self.points]
-        lo_x, hi_x = min(xs), max(xs)
-        pad_x = (hi_x - lo_x) * 0.08 or max(hi_x * 0.1, 1e-3)
-        lo_y, hi_y = min(ys), max(ys)
-        pad_y = (hi_y - lo_y) * 0.1 or max(hi_y * 0.1, 1e-3)
-        x0, x1 = max(0.0, lo_x - pad_x), hi_x + pad_x
-        if self.target_s is not None:
-            x1 = max(x1, self.target_s * scale * 1.02)
+        x0, x1 = _fit(xs, 0.08)
+        y0, y1 = _fit(ys, 0.1)
         plt.xlim(x0, x1)
-        plt.ylim(max(0.0, lo_y - pad_y), hi_y + pad_y)
+        plt.ylim(y0, y1)
         plt.xfrequency(max(2, width // 14))
         if self.frontier:
             plt.plot([f[0] * scale for f in self.frontier], [f[1] for f in self.frontier],
                      marker="braille", color="green")
         plt.scatter(xs, ys, marker="o", color="cyan")
-        if self.target_s is not None:
+        if self.target_s is not None and x0 <= self.target_s * scale <= x1:
             plt.vline(self.target_s * scale, color="red")
         if self.recommended is not None:
             plt.scatter([self.recommended[0] * scale], [self.recommended[1]], marker="★", color="yellow")
+
+
+UNIT_SCALE = {"µs": 1e6, "ms": 1e3, "s": 1.0}
+
+
+def latency_unit(max_s: float) -> str:
+    return "µs" if max_s < 1e-3 else ("ms" if max_s < 1.0 else "s")
+
+
+def _fit(vs: list[float], pad_frac: float) -> tuple[float, float]:
+    """An axis range around the values (padded; never below 0 when the values are not)."""
+    lo, hi = min(vs), max(vs)
+    pad = (hi - lo) * pad_frac or max(abs(hi) * 0.1, 1e-9)
+    return (max(0.0, lo - pad) if lo >= 0 else lo - pad), hi + pad

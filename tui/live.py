@@ -8,16 +8,19 @@ progress per configuration, the steady window, the log tail and the timing for t
 from __future__ import annotations
 
 import collections
+import re
 import time
 from collections.abc import Callable
 
 import msgspec
 
 from ..core.events import (
+    BatchProgress,
     BatchSampleEvent,
     ConfigFinished,
     ConfigStarted,
     Event,
+    HealthSample,
     LogLine,
     PowerSample,
     RequestProgress,
@@ -26,6 +29,10 @@ from ..core.events import (
     SteadyUpdate,
 )
 from .series import DecimatingSeries
+
+#: The runner's per-batch log line (diffusion), folded into batch progress until the runner
+#: emits :class:`BatchProgress` itself.
+_BATCH_LINE = re.compile(r"^batch (\d+)( \(warm-up\))?: ([0-9.]+) s, ([0-9.]+) J$")
 
 #: Display status of a configuration in the progress list.
 PENDING, RUNNING, DONE, FAILED, INVALID, EARLIER = "pending", "running", "done", "failed", "invalid", "earlier"
@@ -82,6 +89,18 @@ class LiveState:
         self.stopping = False
         #: The runner raised instead of returning (shown on the run screen).
         self.error: str | None = None
+        #: Wall time the sweep ended (elapsed stops there).
+        self.ended_at_s: float | None = None
+        #: Latest GPU health of the measured GPUs (events or the screen's own poll).
+        self.health: HealthSample | None = None
+        #: Wall time of the last HealthSample from the runner (the screen then polls none).
+        self.health_event_at_s: float | None = None
+        #: Diffusion: measured batches of the current configuration.
+        self.batch_progress: BatchProgress | None = None
+        self._batch_energy_j = 0.0
+        self._batch_images = 0
+        #: Measured (non-warm-up) batches per diffusion configuration, when known (profile).
+        self.batches_per_config: int | None = None
 
     # -- folding events -------------------------------------------------------------------
     def apply(self, event: Event) -> None:
@@ -100,6 +119,13 @@ class LiveState:
         elif isinstance(event, LogLine):
             self.log.append(event.line)
             self.log_count += 1
+            if self.diffusion:
+                self._fold_batch_line(event.line)
+        elif isinstance(event, HealthSample):
+            self.health = event
+            self.health_event_at_s = self._now_s()
+        elif isinstance(event, BatchProgress):
+            self.batch_progress = event
         elif isinstance(event, ConfigStarted):
             self._on_config_started(event)
         elif isinstance(event, ConfigFinished):
@@ -108,6 +134,7 @@ class LiveState:
             self._on_run_started(event)
         elif isinstance(event, RunFinished):
             self.finished = event
+            self.mark_ended()
             if self.current and self.rows.get(self.current, None) is not None:
                 row = self.rows[self.current]
                 if row.status == RUNNING:
@@ -146,6 +173,9 @@ class LiveState:
         self.batch = DecimatingSeries(2, self._capacity)
         self.steady = None
         self.progress = RequestProgress(done=0, total=e.num_requests, t_s=0.0)
+        self.batch_progress = None
+        self._batch_energy_j, self._batch_images = 0.0, 0
+        self.health = None
         self._config_wall_start_s = self._now_s()
         self.chart_version += 1
 
@@ -173,7 +203,36 @@ class LiveState:
         self.power.append(e.t_s, (e.total_w, mem, *e.per_gpu_w))
         self.chart_version += 1
 
+    def _fold_batch_line(self, line: str) -> None:
+        m = _BATCH_LINE.match(line)
+        if m is None or m.group(2):
+            return
+        b = self.config_started.config.batch if self.config_started else 1
+        prev = self.batch_progress
+        done = (prev.done if prev else 0) + 1
+        self._batch_energy_j += float(m.group(4))
+        self._batch_images += b
+        total = (prev.total if prev and prev.total else 0) or (self.batches_per_config or 0)
+        self.batch_progress = BatchProgress(done=done, total=total, batch_size=b,
+                                            energy_per_image_j=self._batch_energy_j / self._batch_images)
+
+    def mark_ended(self) -> None:
+        if self.ended_at_s is None:
+            self.ended_at_s = self._now_s()
+
     # -- derived figures ------------------------------------------------------------------
+    @property
+    def diffusion(self) -> bool:
+        cs = self.config_started
+        return cs is not None and cs.config.batch_size is not None
+
+    @property
+    def gpu_indices(self) -> list[int]:
+        cs = self.config_started
+        if cs is None:
+            return []
+        return list(cs.gpu_indices) if cs.gpu_indices else list(range(cs.config.num_gpus))
+
     @property
     def gpu_count(self) -> int:
         return 0 if self.power is None else self.power.channels - 2
@@ -189,44 +248,105 @@ class LiveState:
         return max(b for _, b in ends) - min(a for a, _ in ends)
 
     def elapsed_s(self) -> float | None:
-        return None if self.started_at_s is None else max(0.0, self._now_s() - self.started_at_s)
+        """Wall time since the sweep started, frozen when it ended."""
+        if self.started_at_s is None:
+            return None
+        end = self.ended_at_s if self.ended_at_s is not None else self._now_s()
+        return max(0.0, end - self.started_at_s)
+
+    def current_fraction(self) -> float | None:
+        """How far the current configuration is (requests, or batches for diffusion)."""
+        if self.current is None:
+            return None
+        bp = self.batch_progress
+        if self.diffusion and bp is not None and bp.total:
+            return min(1.0, bp.done / bp.total)
+        p = self.progress
+        if p is not None and p.total and p.done:
+            return min(1.0, p.done / p.total)
+        return None
 
     def counts(self) -> dict[str, int]:
         out = collections.Counter(r.status for r in self.rows.values())
         return dict(out)
 
     def eta_s(self) -> float | None:
-        """Remaining time: mean configuration length (run clock) × configurations left, minus
-        what the current one has done (scaled by its request progress when known)."""
-        if self.finished is not None:
+        """Remaining wall time: mean wall length of the configurations seen from start to end
+        × configurations left, minus what the current one has done (scaled by its progress).
+        Attached to a run (durations not seen live), the sweep's wall rate so far is used."""
+        if self.finished is not None or self.ended_at_s is not None:
             return 0.0
         pending = sum(1 for r in self.rows.values() if r.status == PENDING)
-        if sum(self._wall_durations_s) > 0 and self._config_wall_start_s is not None:
-            # Seen live (not replayed from live.jsonl): wall-clock durations.
+        frac = self.current_fraction()
+        now = self._now_s()
+        if self._wall_durations_s:
             durations = list(self._wall_durations_s)
-            span = max(0.0, self._now_s() - self._config_wall_start_s) if self.current is not None else 0.0
-        else:
-            durations = [r.duration_s for r in self.rows.values() if r.duration_s]
-            span = self.run_clock_span_s() or 0.0
-        current_left = None
-        p = self.progress
-        if self.current is not None and p is not None and p.total and p.done:
-            frac = min(1.0, p.done / p.total)
-            current_left = span * (1.0 - frac) / frac if frac > 0 else None
-        if durations:
+            span = max(0.0, now - self._config_wall_start_s) if (
+                self.current is not None and self._config_wall_start_s is not None) else 0.0
             mean = sum(durations) / len(durations)
-            if current_left is None and self.current is not None:
-                current_left = max(0.0, mean - span)
-            return pending * mean + (current_left or 0.0)
-        if current_left is not None:
-            return current_left + pending * (span + current_left)
-        return None
+            if frac:
+                current_left = span * (1.0 - frac) / frac
+            else:
+                current_left = max(0.0, mean - span) if self.current is not None else 0.0
+            return pending * mean + current_left
+        if self.current is not None and self._config_wall_start_s is not None and frac:
+            # First configuration seen live: extrapolate from its own progress.
+            span = max(0.0, now - self._config_wall_start_s)
+            per_config = span / frac
+            return per_config * (1.0 - frac) + pending * per_config
+        # Attached: configurations finished in this sweep so far, over the elapsed wall time.
+        elapsed = self.elapsed_s()
+        done = sum(1 for r in self.rows.values() if r.status in (DONE, FAILED, INVALID)) + (frac or 0.0)
+        if elapsed is None or done <= 0:
+            return None
+        per_config = elapsed / done
+        return per_config * (pending + (1.0 - frac if frac is not None else 1.0 if self.current else 0.0))
+
+    def counter_text(self) -> str:
+        """The header's counter: requests, or measured batches and images for diffusion."""
+        if self.diffusion:
+            bp = self.batch_progress
+            b = self.config_started.config.batch
+            done = bp.done if bp else 0
+            total = (bp.total if bp and bp.total else None) or self.batches_per_config
+            return f"batch {done}/{total if total else '?'} ({done * b} img)"
+        if self.progress is not None and self.progress.total:
+            return f"{self.progress.done}/{self.progress.total} req"
+        return ""
+
+    def batches_text(self) -> str:
+        """Diffusion: measured batches so far and energy per image (ML.ENERGY eq. 1)."""
+        bp = self.batch_progress
+        b = self.config_started.config.batch
+        total = (bp.total if bp and bp.total else None) or self.batches_per_config
+        of = f" of {total}" if total else ""
+        if bp is None or bp.done == 0:
+            return f"measured batches: none yet{of} (warm-up first) · B={b}"
+        n = bp.done * b
+        text = f"measured batch {bp.done}{of} · B={b} · {n} image{'s' * (n != 1)}"
+        if bp.energy_per_image_j is not None:
+            text += f" · {fmt_energy(bp.energy_per_image_j)}/image so far"
+        return text
 
     def steady_gates_text(self) -> str:
         s = self.steady
         if s is None or not s.gates:
             return ""
         return " ".join(f"{name} {'✓' if ok else '✗'}" for name, ok in s.gates.items())
+
+
+def health_text(sample: HealthSample | None, running: bool) -> str:
+    """GPU health for the narrow pane beside the charts: one line per GPU, warnings below."""
+    from ..core.power.health import health_line
+
+    if sample is None:
+        return "GPU health: —" if running else ""
+    lines = []
+    for g in sample.gpus:
+        warn = g.warnings
+        lines.append(health_line([msgspec.structs.replace(g, throttle=[], strangers=[])]))
+        lines += [f"  ⚠ {w}" for w in warn]
+    return "\n".join(lines)
 
 
 def fmt_duration(seconds: float | None) -> str:
@@ -253,8 +373,20 @@ def fmt_energy(j: float | None) -> str:
 
 
 def fmt_latency(s: float | None) -> str:
-    if s is None:
+    """Latency in the unit that fits: µs below 1 ms, ms below 1 s, else s."""
+    if s is None or s != s:
         return "—"
-    if s < 1.0:
-        return f"{s * 1e3:.1f} ms"
-    return f"{s:.2f} s"
+    a = abs(s)
+    if a < 1e-3:
+        return f"{s * 1e6:.0f} µs" if a >= 1e-5 else f"{s * 1e6:.2g} µs"
+    if a < 1.0:
+        return f"{s * 1e3:.1f} ms" if a < 0.1 else f"{s * 1e3:.0f} ms"
+    return f"{s:.2f} s" if a < 100 else f"{s:.0f} s"
+
+
+#: How a latency metric is named on screen.
+METRIC_LABEL = {"ttft": "TTFT", "tpot": "TPOT", "itl": "ITL", "e2e": "E2E", "batch_latency": "batch latency"}
+
+
+def metric_label(metric: str | None) -> str:
+    return METRIC_LABEL.get(metric or "", (metric or "latency").replace("_", " "))

@@ -4,11 +4,9 @@ Textual here; nothing is recomputed that the core already computes."""
 
 from __future__ import annotations
 
-import msgspec
-
 from ..core.records import FORMULAS, Record
 from ..core.report import Report, ReportRow, build_report, to_csv
-from .live import fmt_energy, fmt_latency
+from .live import fmt_energy, fmt_latency, metric_label
 
 
 class ResultsModel:
@@ -70,7 +68,7 @@ class ResultsModel:
             return rep.message or "no recommendation"
         lat = None if row.latency_ms is None else row.latency_ms / 1e3
         text = (f"★ {row.label}: {fmt_energy(row.energy_per_request_j)}/request, "
-                f"{self.metric.upper()} {fmt_latency(lat)}")
+                f"{metric_label(self.metric)} {fmt_latency(lat)}")
         fast = self.fastest
         if fast is not None and fast.key != row.key and rep.savings_vs_fastest is not None:
             text += f" — saves {rep.savings_vs_fastest * 100:.1f}% vs fastest ({fast.label})"
@@ -81,7 +79,7 @@ class ResultsModel:
     def cost_line(self) -> str:
         row = self.report.recommended
         if row is None:
-            return self.report.message if self.report.recommended is None and self.rows else ""
+            return ""  # the recommendation line already says why (shown once)
         bits = []
         if row.cost_per_1k_requests_usd is not None:
             bits.append(f"${row.cost_per_1k_requests_usd:.4f}/1k req")
@@ -119,24 +117,35 @@ class ResultsModel:
                      "recommended: lowest energy per request with latency <= target")
         return "\n".join(lines) + "\n"
 
-    def copy_text(self) -> str | None:
-        """The recommended configuration as something to paste: runtime flags and the limit."""
-        row = self.report.recommended
-        rec = self.by_key.get(row.key) if row else None
+    def copy_text(self, key: str | None = None, manifest=None, run_dir=None) -> str | None:
+        """A command line reproducing configuration ``key`` (default: the recommended one)
+        exactly: power limits per GPU, environment, every server flag (:mod:`core.repro`)."""
+        from ..core.repro import repro_command
+
+        if key is None:
+            row = self.report.recommended
+            key = row.key if row else None
+        rec = self.by_key.get(key) if key else None
         if rec is None:
             return None
-        c = rec.config
-        target = fmt_latency(self.target_s) if self.target_s else "no target"
-        parts = [f"# mle-tui: recommended {rec.config_key} for {self.metric} <= {target}: "
-                 f"{fmt_energy(rec.energy_per_request_j)}/request"]
-        if rec.runtime == "vllm":
-            flags = [f"--max-num-seqs {c.max_num_seqs}"] if c.max_num_seqs else []
-            flags.append(f"--tensor-parallel-size {c.tensor_parallel}")
-            if c.pipeline_parallel != 1:
-                flags.append(f"--pipeline-parallel-size {c.pipeline_parallel}")
-            parts.append(f"vllm serve {rec.model} " + " ".join(flags))
-        else:
-            parts.append(f"{rec.runtime} {rec.model} " + msgspec.json.encode(c).decode())
-        if c.power_limit_w is not None:
-            parts.append(f"nvidia-smi -pl {c.power_limit_w}")
-        return "\n".join(parts)
+        return repro_command(rec, manifest, run_dir=run_dir)
+
+    def percentile_columns(self) -> list[tuple[str, str, str]]:
+        """(column key, header, stat attribute) for the latency percentiles the records hold:
+        TTFT and TPOT mean/p50/p90/p99 for LLMs, batch latency for diffusion."""
+        names = ("batch_latency",) if self.diffusion else ("ttft", "tpot")
+        cols = []
+        for name in names:
+            if not any(getattr(r.latency, name) is not None for r in self.records):
+                continue
+            short = "batch" if name == "batch_latency" else metric_label(name)
+            for stat in ("mean", "p50", "p90", "p99"):
+                cols.append((f"{name}_{stat}", f"{short} {stat}", f"{stat}_s"))
+        return cols
+
+    def percentile(self, key: str, column: str, attr: str) -> float | None:
+        rec = self.by_key.get(key)
+        if rec is None:
+            return None
+        st = getattr(rec.latency, column.rsplit("_", 1)[0], None)
+        return None if st is None else getattr(st, attr)

@@ -18,7 +18,7 @@ from ..core.profile import parse_duration_s
 from ..core.records import Record
 from .charts import BatchChart, ParetoChart, PowerChart, TimeData, shared_x_range
 from .figure_export import ask_and_draw, target_text
-from .live import fmt_energy, fmt_latency
+from .live import fmt_energy, fmt_latency, metric_label
 from .modals import ExportScreen
 from .results_model import ResultsModel
 from .rundirs import RunInfo, export_run
@@ -31,7 +31,8 @@ class ResultsScreen(Screen):
         Binding("t", "focus_target", "Target"),
         Binding("e", "export", "Export"),
         Binding("f", "figures", "Plots"),
-        Binding("c", "copy", "Copy rec."),
+        Binding("c", "copy", "Copy cmd"),
+        Binding("l", "logs", "Log"),
         Binding("1", "tab('tab-table')", "Table", show=False),
         Binding("2", "tab('tab-scatter')", "Scatter", show=False),
         Binding("3", "tab('tab-config')", "Config", show=False),
@@ -47,17 +48,19 @@ class ResultsScreen(Screen):
         if target is None and profile is not None and profile.target.value is not None:
             target = str(profile.target.value)
         self.initial_target = target or ""
+        self.committed_target = self.initial_target
         self.selected: str | None = None
+        self._focus_before: object | None = None
 
     def compose(self) -> ComposeResult:
         m = self.model
         title = "Results · "
         if m.simulated or self.info.simulated():
             title += "SIMULATED · "
-        title += f"{self.info.run_id} · {self.info.model()} · {self.info.task()} · {self.info.gpus()}"
+        title += f"{self.info.run_id} · {self.info.model()} · {self.info.task()} · {measured_gpus(self.info)}"
         yield Static(title, id="results-title", classes="titlebar")
         with Horizontal(id="target-row"):
-            yield Label(f"Target {m.metric or 'latency'} ≤ ", id="target-label")
+            yield Label(f"Target {metric_label(m.metric)} ≤ ", id="target-label")
             yield Input(self.initial_target, placeholder="e.g. 100ms", id="target", compact=True)
             yield Static("", id="target-error", classes="error")
         yield Static("", id="rec-line")
@@ -82,21 +85,27 @@ class ResultsScreen(Screen):
         m = self.model
         table.add_column("", key="mark", width=2)
         table.add_column("Config", key="config")
-        table.add_column(m.metric.upper() or "Latency", key="latency")
+        pcols = m.percentile_columns()
+        primary = f"{m.metric}_mean" not in {c[0] for c in pcols}
+        if primary:
+            table.add_column(metric_label(m.metric), key="latency")
         table.add_column("J/req", key="ereq")
         table.add_column(m.unit_name, key="eunit")
         table.add_column("Avg W", key="power")
         table.add_column(m.throughput_unit, key="tput")
+        for key, header, _ in pcols:
+            table.add_column(header, key=key)
         table.add_column("Status", key="status")
         for row in m.rows:
-            table.add_row(
-                self._mark(row), row.label,
-                fmt_latency(_s(row.latency_ms)), fmt_energy(row.energy_per_request_j),
-                _fmt_small(row.energy_per_unit_j), _fmt_num(row.avg_power_w, 0), _fmt_num(row.throughput, 1),
-                Text(row.status + (f": {row.reasons[0]}" if row.reasons and row.status != "ok" else ""),
-                     style=STATUS_STYLE.get(row.status, "")),
-                key=row.key,
-            )
+            cells = [self._mark(row), row.label]
+            if primary:
+                cells.append(fmt_latency(_s(row.latency_ms)))
+            cells += [fmt_energy(row.energy_per_request_j), _fmt_small(row.energy_per_unit_j),
+                      _fmt_num(row.avg_power_w, 0), _fmt_num(row.throughput, 1)]
+            cells += [fmt_latency(m.percentile(row.key, key, attr)) for key, _, attr in pcols]
+            cells.append(Text(row.status + (f": {row.reasons[0]}" if row.reasons and row.status != "ok" else ""),
+                              style=STATUS_STYLE.get(row.status, "")))
+            table.add_row(*cells, key=row.key)
         self._apply_target(self.initial_target)
         table.focus()
 
@@ -111,23 +120,43 @@ class ResultsScreen(Screen):
     # -- target ---------------------------------------------------------------------------
     @on(Input.Changed, "#target")
     def _target_changed(self, event: Input.Changed) -> None:
-        self._apply_target(event.value)
+        """Typing only checks the text; Enter commits it (Escape goes back to the last one)."""
+        ok = self._check_target(event.value) is not False
+        if ok and event.value != self.committed_target:
+            self.query_one("#target-error", Static).update(" Enter to apply · Esc to keep "
+                                                           f"{self.committed_target or 'no target'}")
 
-    def _apply_target(self, text: str) -> None:
+    @on(Input.Submitted, "#target")
+    def _target_submitted(self, event: Input.Submitted) -> None:
+        if self._apply_target(event.value):
+            self.query_one("#pareto", DataTable).focus()
+
+    def _check_target(self, text: str) -> float | None | bool:
+        """The target in s (None: no target), or False after showing why the text is bad."""
         err = self.query_one("#target-error", Static)
         inp = self.query_one("#target", Input)
-        target_s: float | None = None
-        if text.strip():
-            try:
-                target_s = parse_duration_s(text)
-            except ValueError as exc:
-                inp.set_class(True, "-invalid")
-                err.update(f" {exc}")
-                return
+        if not text.strip():
+            inp.set_class(False, "-invalid")
+            err.update("")
+            return None
+        try:
+            target_s = parse_duration_s(text)
+        except ValueError as exc:
+            inp.set_class(True, "-invalid")
+            err.update(f" {exc}")
+            return False
         inp.set_class(False, "-invalid")
         err.update("")
+        return target_s
+
+    def _apply_target(self, text: str) -> bool:
+        target_s = self._check_target(text)
+        if target_s is False:
+            return False
+        self.committed_target = text
         self.model.set_target(target_s)
         self._refresh_recommendation()
+        return True
 
     def _refresh_recommendation(self) -> None:
         m = self.model
@@ -137,10 +166,15 @@ class ResultsScreen(Screen):
         self.query_one("#rec-line", Static).update(m.recommendation_line())
         self.query_one("#cost-line", Static).update(m.cost_line())
         pts, front, rec = m.scatter()
-        self.query_one("#scatter", ParetoChart).set_points(
-            pts, front, rec, m.target_s, unit_ms=m.metric in ("tpot", "ttft", "itl"))
+        self.query_one("#scatter", ParetoChart).set_points(pts, front, rec, m.target_s)
+        note = ""
+        if m.target_s is not None and pts:
+            xs = [p[1] for p in pts]
+            if m.target_s > max(xs) or m.target_s < min(xs):
+                side = "right" if m.target_s > max(xs) else "left"
+                note = f" (target {fmt_latency(m.target_s)} is {side} of the plotted range)"
         self.query_one("#tdp-line", Static).update(
-            "★ recommended · ◆/line frontier · o configuration · │ target\n" + m.tdp_line())
+            "★ recommended · ◆/line frontier · o configuration · │ target" + note + "\n" + m.tdp_line())
 
     # -- selection --------------------------------------------------------------------------
     @on(DataTable.RowHighlighted, "#pareto")
@@ -173,24 +207,47 @@ class ResultsScreen(Screen):
             self.query_one("#pareto", DataTable).focus()
 
     def action_back(self) -> None:
-        if self.focused is self.query_one("#target", Input):
+        inp = self.query_one("#target", Input)
+        if self.focused is inp:
+            if inp.value != self.committed_target:
+                inp.value = self.committed_target
+            self._check_target(self.committed_target)
             self.query_one("#pareto", DataTable).focus()
             return
         if len(self.app.screen_stack) > 2:
             self.app.pop_screen()
 
     def action_copy(self) -> None:
-        text = self.model.copy_text()
+        """Copy the command line that reproduces the highlighted configuration (else the
+        recommended one): limits per GPU, environment, every server flag."""
+        key = self.selected or (self.model.recommended.key if self.model.recommended else None)
+        text = self.model.copy_text(key, self.info.manifest, run_dir=Path(self.info.path))
         if text is None:
-            self.app.notify("No recommended configuration to copy.", severity="warning")
+            self.app.notify("No configuration selected to copy.", severity="warning")
             return
         self.app.copy_to_clipboard(text)
         self.app.last_copied = text
-        self.app.notify("Recommended configuration copied (OSC 52; in tmux: set -g set-clipboard on).")
+        self.app.notify(f"Command line for {key} copied (OSC 52; in tmux: set -g set-clipboard on).")
+
+    def action_logs(self) -> None:
+        from .screen_logs import LogScreen
+
+        self._focus_before = self.focused
+        self.app.push_screen(LogScreen(Path(self.info.path), self.selected))
 
     def action_export(self) -> None:
         default = str(Path("exports") / self.info.run_id)
+        self._focus_before = self.focused
         self.app.push_screen(ExportScreen(default), self._do_export)
+
+    def on_screen_resume(self) -> None:
+        """Focus comes back to where it was before a dialog or another screen."""
+        w = self._focus_before
+        self._focus_before = None
+        if w is not None and getattr(w, "is_attached", False) and w.focusable:
+            self.set_focus(w)
+        elif self.focused is None:
+            self.query_one("#pareto", DataTable).focus()
 
     def _do_export(self, dest: str | None) -> None:
         if not dest:
@@ -215,6 +272,23 @@ class ResultsScreen(Screen):
             return render_run(m.records, info.manifest, dest, target_s=target_s, metric=metric, command=command)
 
         ask_and_draw(self, Path(info.path) / "figures", draw)
+
+
+def measured_gpus(info: RunInfo) -> str:
+    """The GPUs the records measured, e.g. ``1× NVIDIA H200 (GPU 0 of 2)``."""
+    recs = info.records
+    if not recs:
+        return info.gpus()
+    indices = sorted({i for r in recs for i in r.hardware.gpu_indices})
+    names = sorted({n for r in recs for n in r.hardware.gpu_names})
+    text = f"{len(indices)}× {'/'.join(names) or '?'}"
+    node = len(info.manifest.gpus) if info.manifest and info.manifest.gpus else None
+    which = ", ".join(map(str, indices))
+    if node:
+        text += f" (GPU {which} of {node})"
+    elif indices:
+        text += f" (GPU {which})"
+    return text
 
 
 def results_model_for(info: RunInfo) -> ResultsModel:
@@ -280,7 +354,8 @@ def config_detail(rec: Record) -> Text:
     for name in ("ttft", "tpot", "itl", "e2e", "batch_latency"):
         st = getattr(lat, name)
         if st is not None and st.mean_s is not None:
-            bits.append(f"{name} {fmt_latency(st.mean_s)} (p90 {fmt_latency(st.p90_s)})")
+            bits.append(f"{metric_label(name)} {fmt_latency(st.mean_s)} (p50 {fmt_latency(st.p50_s)} "
+                        f"p90 {fmt_latency(st.p90_s)} p99 {fmt_latency(st.p99_s)})")
     if bits:
         t.append("\n" + " · ".join(bits))
     return t

@@ -4,21 +4,25 @@ progress, log tail, elapsed time and ETA. The same screen follows a run started 
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
 import numpy as np
 from rich.text import Text
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Log, Static
 
+from ..core.events import HealthSample
 from ..core.procgroup import pid_alive
 from .attach import LiveTail
 from .charts import BatchChart, PowerChart, TimeData, shared_x_range
-from .live import DONE, EARLIER, FAILED, INVALID, PENDING, RUNNING, LiveState, fmt_duration, fmt_energy
+from .live import (DONE, EARLIER, FAILED, INVALID, PENDING, RUNNING, LiveState, fmt_duration, fmt_energy,
+                   health_text)
 
 #: Chart builds take at most 1/CHART_DUTY of the time (the redraw interval stretches beyond
 #: the 0.25 s tick when a build is slow, e.g. on a loaded 2-core machine).
@@ -33,6 +37,7 @@ class RunScreen(Screen):
         Binding("s", "skip", "Skip config"),
         Binding("x", "stop", "Stop sweep"),
         Binding("r", "results", "Results"),
+        Binding("l", "logs", "Server log"),
         Binding("question_mark,f1", "app.help", "Keys"),
     ]
 
@@ -54,6 +59,11 @@ class RunScreen(Screen):
         #: Redraws of the charts (tests and the benchmark read it).
         self.chart_updates = 0
         self._last_chart_at = -1e9
+        self._chart_key: str | None = None
+        self._legend_text = ("", "", "")
+        self._facts_checked_at = -1e9
+        self._health_busy = False
+        self._own_pids: set[int] | None = None
 
     def compose(self) -> ComposeResult:
         yield Static("", id="run-status", classes="titlebar")
@@ -64,6 +74,7 @@ class RunScreen(Screen):
                 yield Static("", id="batch-legend", classes="legend")
                 yield BatchChart(id="batch")
             with VerticalScroll(id="progress-pane"):
+                yield Static("", id="health")
                 yield Static("", id="progress")
         yield Static("", id="steady")
         yield Log(id="log", max_lines=500, auto_scroll=True)
@@ -74,6 +85,7 @@ class RunScreen(Screen):
             self._read_manifest()
         self.sync()
         self.set_interval(self.tick_s, self.sync, name="run-redraw")
+        self.set_interval(1.0, self.poll_health, name="gpu-health")
 
     # -- attach -----------------------------------------------------------------------------
     def _read_manifest(self) -> None:
@@ -85,6 +97,12 @@ class RunScreen(Screen):
             self._attach_pid = m.pid
             if self.live.started_at_s is None:
                 self.live.started_at_s = m.created_unix_s
+            self.live.power_source = self.live.power_source or m.power_source
+            if m.finished and self.live.ended_at_s is None:
+                # Elapsed of a finished run: to its last record's end, not to now.
+                ends = [r.started_unix_s + r.duration_s for r in info.records]
+                self.live.ended_at_s = max(ends) if ends else None
+                self.live.mark_ended()
             self.live.run_id = self.live.run_id or m.run_id
             self.live.simulated = self.live.simulated or m.power_source == "simulated"
             self._attach_ended = m.finished
@@ -112,19 +130,42 @@ class RunScreen(Screen):
 
     # -- redraw -----------------------------------------------------------------------------
     def sync(self, force: bool = False) -> None:
-        """Apply pending data and redraw what changed (called at 4 Hz)."""
+        """Apply pending data and redraw what changed (called at 4 Hz). The header, legends
+        and charts are updated in the same tick, so the charts never lag the header; a new
+        configuration redraws the charts at once."""
         if self.tail is not None:
             self._poll_tail()
         live = self.live
+        if live.finished is not None or live.error is not None or (self._attach_ended and self.tail):
+            live.mark_ended()
+        self._load_profile_facts()
         self._update_status()
         if live.version != self._seen_version:
             self._seen_version = live.version
             self._update_progress()
             self._update_steady()
             self._update_log()
-        if live.chart_version != self._seen_chart and (force or self._chart_due()):
+            self._update_health()
+        new_config = live.current != self._chart_key
+        if live.chart_version != self._seen_chart and (force or new_config or self._chart_due()):
             self._seen_chart = live.chart_version
+            self._chart_key = live.current
             self._update_charts()
+
+    def _load_profile_facts(self) -> None:
+        """What the events do not carry (diffusion batches per configuration), from run.json."""
+        live = self.live
+        if live.batches_per_config is not None or not live.diffusion or not live.run_dir:
+            return
+        now = time.monotonic()
+        if now - self._facts_checked_at < 2.0:
+            return
+        self._facts_checked_at = now
+        from .rundirs import load_run
+
+        profile = load_run(Path(live.run_dir)).profile()
+        if profile is not None:
+            live.batches_per_config = profile.load.batches
 
     def _chart_due(self) -> bool:
         """Charts redraw at most every tick, and less often when building them is costly, so
@@ -138,6 +179,8 @@ class RunScreen(Screen):
         return True
 
     def _update_status(self) -> None:
+        """Status word, elapsed and ETA first (an 80-column terminal keeps them), then the
+        configuration, its progress and the run id."""
         live = self.live
         parts = []
         if live.error is not None:
@@ -152,19 +195,19 @@ class RunScreen(Screen):
             parts.append("◼ STOPPING…")
         else:
             parts.append("▶ RUNNING")
+        timing = f"elapsed {fmt_duration(live.elapsed_s())}"
+        if live.finished is None and live.error is None and live.ended_at_s is None:
+            timing += f" ETA {fmt_duration(live.eta_s())}"
+        parts.append(timing)
         if live.simulated:
             parts.append("SIMULATED")
         if live.config_started is not None and live.finished is None and live.current:
             cs = live.config_started
             parts.append(f"{cs.index + 1}/{cs.total} {cs.label}")
-            if live.progress is not None and live.progress.total:
-                parts.append(f"{live.progress.done}/{live.progress.total} req")
-        parts.append(f"elapsed {fmt_duration(live.elapsed_s())}")
-        if live.finished is None:
-            parts.append(f"ETA {fmt_duration(live.eta_s())}")
+            parts.append(live.counter_text())
         if live.run_id:
             parts.append(live.run_id)
-        text = " · ".join(parts)
+        text = " · ".join(p for p in parts if p)
         if text != self._status_text:
             self._status_text = text
             self.query_one("#run-status", Static).update(text, layout=False)
@@ -178,8 +221,9 @@ class RunScreen(Screen):
         for row in sorted(live.rows.values(), key=lambda r: r.index):
             sym, style = SYMBOL.get(row.status, ("?", ""))
             label = row.label or row.key
-            if row.status == RUNNING and live.progress and live.progress.total:
-                extra = f"{100 * live.progress.done // live.progress.total}%"
+            frac = live.current_fraction() if row.status == RUNNING else None
+            if frac is not None:
+                extra = f"{int(100 * frac)}%"
             elif row.energy_per_request_j is not None:
                 extra = fmt_energy(row.energy_per_request_j)
             elif row.status in (FAILED, INVALID) and row.reasons:
@@ -197,7 +241,9 @@ class RunScreen(Screen):
         live = self.live
         s = live.steady
         B = live.config_started.config.batch if live.config_started else None
-        if live.current is None and s is None:
+        if live.diffusion and live.current is not None:
+            text = live.batches_text()
+        elif live.current is None and s is None:
             text = "steady state: —"
         elif s is None:
             text = f"steady state: not yet (waiting for the running batch to saturate at B={B})"
@@ -241,28 +287,75 @@ class RunScreen(Screen):
             d.steady_start_s, d.steady_end_s = live.steady.start_s, live.steady.end_s
         if live.config_started is not None:
             d.max_num_seqs = live.config_started.config.batch
-        d.x_range = shared_x_range(d.power_t, d.batch_t)
+        # Diffusion: no running-batch chart (between batches it would dip to 0 and read like
+        # an LLM batch draining); the batches are counted in the line below the charts.
+        diffusion = live.diffusion
+        d.x_range = shared_x_range(d.power_t, None if diffusion else d.batch_t)
+        for wid in ("#batch", "#batch-legend"):
+            w = self.query_one(wid)
+            if w.display == diffusion:
+                w.display = not diffusion
         self.query_one("#power", PowerChart).set_data(d)
-        self.query_one("#batch", BatchChart).set_data(d)
-        # Legends with the latest values.
+        if not diffusion:
+            self.query_one("#batch", BatchChart).set_data(d)
+        self._update_legends(d)
+
+    def _update_legends(self, d: TimeData) -> None:
+        live = self.live
         pl = "GPU power W: ⣿ total"
         if d.total_w is not None and len(d.total_w):
             pl += f" {d.total_w[-1]:.0f}"
             if live.gpu_count > 1:
-                pl += " · • per GPU " + "/".join(f"{a[-1]:.0f}" for a in d.per_gpu_w)
+                pl += " · per GPU " + "/".join(f"{a[-1]:.0f}" for a in d.per_gpu_w)
             if d.memory_w is not None:
-                pl += f" · - memory {d.memory_w[-1]:.0f}"
+                pl += f" · memory {d.memory_w[-1]:.0f}"
         if live.config_started is not None and live.config_started.power_limit_w:
             pl += f" · limit {'/'.join(f'{w:.0f}' for w in live.config_started.power_limit_w)}"
         bl = "Batch: ⣿ running"
         if d.running is not None and len(d.running):
-            bl += f" {d.running[-1]:.0f} · - waiting {d.waiting[-1]:.0f}"
+            bl += f" {d.running[-1]:.0f} · waiting {d.waiting[-1]:.0f} (right axis)"
         if d.max_num_seqs:
             bl += f" · ─ B={d.max_num_seqs}"
         if d.steady_start_s is not None:
             bl += " · ··· steady"
-        self.query_one("#power-legend", Static).update(pl, layout=False)
-        self.query_one("#batch-legend", Static).update(bl, layout=False)
+        if (pl, bl) != self._legend_text[:2]:
+            self._legend_text = (pl, bl, self._legend_text[2])
+            self.query_one("#power-legend", Static).update(pl, layout=False)
+            self.query_one("#batch-legend", Static).update(bl, layout=False)
+
+    # -- GPU health ------------------------------------------------------------------------
+    def _update_health(self) -> None:
+        text = health_text(self.live.health, self.live.current is not None)
+        if text != self._legend_text[2]:
+            self._legend_text = (*self._legend_text[:2], text)
+            self.query_one("#health", Static).update(text)
+
+    def poll_health(self) -> None:
+        """1 Hz: NVML health of the configuration's GPUs, read here when the runner sends none
+        (a simulated GPU lives in the runner: its health comes only as events)."""
+        live = self.live
+        if self._health_busy or live.current is None or live.power_source != "nvml":
+            return
+        if live.health_event_at_s is not None and live._now_s() - live.health_event_at_s < 3.0:
+            return  # the runner sends health events
+        self._health_busy = True
+        self._read_health(live.gpu_indices)
+
+    @work(thread=True, exclusive=True, group="gpu-health", exit_on_error=False)
+    def _read_health(self, indices: list[int]) -> None:
+        from ..core.power.health import process_tree, read_health
+
+        try:
+            root = self._attach_pid or os.getpid()
+            own = process_tree(root)
+            readings = read_health("nvml", indices, own_pids=own)
+            self.app.call_from_thread(self._health_read, HealthSample(t_s=time.time(), gpus=readings))
+        finally:
+            self._health_busy = False
+
+    def _health_read(self, sample: HealthSample) -> None:
+        self.live.health = sample
+        self.live.version += 1
 
     # -- actions ----------------------------------------------------------------------------
     def action_skip(self) -> None:
@@ -277,6 +370,16 @@ class RunScreen(Screen):
                             severity="warning")
             return
         self.app.action_stop_run()
+
+    def action_logs(self) -> None:
+        from .screen_logs import LogScreen
+
+        run_dir = self.attach_dir or (Path(self.live.run_dir) if self.live.run_dir else None)
+        if run_dir is None:
+            self.app.notify("No run directory yet.", severity="warning")
+            return
+        key = self.live.current or (self.live.config_started.key if self.live.config_started else None)
+        self.app.push_screen(LogScreen(run_dir, key))
 
     def action_results(self) -> None:
         run_dir = self.attach_dir or (Path(self.live.run_dir) if self.live.run_dir else self.app.run_dir)
