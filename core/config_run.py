@@ -10,6 +10,7 @@ frozen trace, so ``mle-tui reanalyse`` reproduces it exactly.
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
 import traceback
@@ -21,8 +22,8 @@ import msgspec
 from .config import Config
 from .dataset_types import Request
 from .errors import InputError, RunFailure
-from .events import (BatchSampleEvent, ConfigFinished, ConfigStarted, Event, LogLine, PowerSample,
-                     RequestProgress, SteadyUpdate)
+from .events import (BatchProgress, BatchSampleEvent, ConfigFinished, ConfigStarted, Event, HealthSample, LogLine,
+                     PowerSample, RequestProgress, SteadyUpdate)
 from .gpu_setup import GpuSetup, hardware
 from .measure.analysis import analyse
 from .measure.live import LiveSteady
@@ -30,6 +31,7 @@ from .measure.sampler import PowerSampler
 from .measure.recorder import TraceRecorder
 from .measure.trace import encode_trace, pack_f32
 from .power.base import PowerReading
+from .power.health import StrangerLog, process_tree, read_health
 from .power.limits import PowerLimitGuard
 from .profile import Profile
 from .records import BatchRow, Record, RequestRow
@@ -57,6 +59,37 @@ def trace_relpath(key: str) -> str:
     return f"traces/{key}.msgpack.gz"
 
 
+class HealthWatch:
+    """GPU health of the configuration's GPUs about once a second (wall clock) in its own
+    thread: a HealthSample event each time, and the other processes seen on those GPUs."""
+
+    PERIOD_S = 1.0
+
+    def __init__(self, kind: str, indices: list[int], sim_gpus: list | None, clock, emit) -> None:  # noqa: ANN001
+        self.kind, self.indices, self.sim_gpus, self.clock, self._emit = kind, indices, sim_gpus, clock, emit
+        self.strangers = StrangerLog()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="gpu-health", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5.0)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                readings = read_health(self.kind, self.indices, sim_gpus=self.sim_gpus,
+                                       own_pids=process_tree(os.getpid()))
+                self.strangers.add(readings)
+                self._emit(HealthSample(t_s=self.clock.now_s(), gpus=readings))
+            except Exception:  # noqa: BLE001 - health is a view; it must not stop a measurement
+                pass
+            self._stop.wait(self.PERIOD_S)
+
+
 class ConfigRun:
     def __init__(self, *, profile: Profile, cfg: Config, index: int, total: int, next_cfg: Config | None,
                  requests: list[Request], indices: list[int], gpus: GpuSetup, runtime: Runtime,
@@ -65,6 +98,8 @@ class ConfigRun:
         self.requests, self.indices, self.gpus, self.runtime = requests, indices, gpus, runtime
         self.store, self.run_id, self.flags, self._emit = store, run_id, flags, emit
         self.rec = TraceRecorder()
+        self._measured: list[BatchRow] = []
+        self.health: HealthWatch | None = None
         self._last_power = self._last_batch = self._last_progress = -math.inf
 
     def emit(self, event: Event, live: bool = True) -> None:
@@ -109,6 +144,13 @@ class ConfigRun:
         self.rec.batch_done(row)
         tag = " (warm-up)" if row.warmup else ""
         self.emit(LogLine(line=f"batch {row.index}{tag}: {row.latency_s:.2f} s, {row.energy_j:.0f} J"))
+        if not row.warmup:
+            self._measured.append(row)
+            images = sum(b.batch_size for b in self._measured)
+            energy = math.fsum(b.energy_j for b in self._measured)
+            self.emit(BatchProgress(done=len(self._measured), total=self.profile.load.batches,
+                                    batch_size=row.batch_size, t_s=row.end_s,
+                                    energy_per_image_j=energy / images if images and math.isfinite(energy) else None))
 
     def _on_log(self, line: str) -> None:
         self.rec.log_line(line)
@@ -142,7 +184,8 @@ class ConfigRun:
         try:
             with guard:
                 self.emit(ConfigStarted(key=key, index=self.index, total=self.total, config=cfg, label=cfg.label(),
-                                        num_requests=len(self.requests), power_limit_w=list(guard.enforced_w)))
+                                        num_requests=len(self.requests), power_limit_w=list(guard.enforced_w),
+                                        gpu_indices=list(self.indices)))
                 if cfg.power_limit_w is not None:
                     self.emit(LogLine(line=f"{key}: power limit {cfg.power_limit_w} W requested, "
                                            f"enforced {guard.enforced_w} W (was {guard.original_w} W)"))
@@ -158,6 +201,8 @@ class ConfigRun:
                 )
                 sampler.start()
                 self.rec.mark(clock.now_s(), "start")
+                self.health = HealthWatch(gpus.kind, self.indices, sim_gpus, clock, self.emit)
+                self.health.start()
                 try:
                     result = self.runtime.run(ctx)
                     if cancel.is_set() and (flags.stop.is_set() or flags.skip.is_set()):
@@ -174,6 +219,7 @@ class ConfigRun:
                     tb = traceback.format_exc().splitlines()
                     failure = (f"runtime error: {type(exc).__name__}: {exc}", (self.rec.log_tail() + tb)[-50:])
                 finally:
+                    self.health.stop()
                     sampler.stop()
                     end_s = clock.now_s()
                     self.rec.mark(end_s, "end")
@@ -209,6 +255,7 @@ class ConfigRun:
             requests=list(res.requests), batches=list(res.batches),
             log_tail=list(failure[1]) if failure is not None else list(res.log_tail),
             failure=failure[0] if failure is not None else None, failure_kind=kind,
+            warnings=[w for w in [self.health.strangers.reason() if self.health else None] if w],
         )
 
     def _write(self, trace) -> Record:  # noqa: ANN001

@@ -73,6 +73,7 @@ def analyse(trace: Trace, steady: SteadySpec | None = None, *, source: str = "li
         _account_llm(rec, trace, steady)
     else:
         _account_diffusion(rec, trace)
+    rec.reasons += [f"warning: {w}" for w in trace.warnings]
     rec.accounting = _accounting(trace, rec.energy_per_request_j)
     return rec
 

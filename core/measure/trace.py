@@ -82,6 +82,8 @@ class Trace(msgspec.Struct, kw_only=True):
     #: Output tokens the server counted over the configuration.
     server_output_tokens: int | None = None
     marks: list[Mark] = []
+    #: Seen while measuring and reported with the record (other processes on the GPUs, ...).
+    warnings: list[str] = []
     log_tail: list[str] = []
     #: Why the configuration failed or was skipped (None: it ran to the end).
     failure: str | None = None
