@@ -183,7 +183,7 @@ class LoadSpec(_Base):
 
     def __post_init__(self) -> None:
         if not self.request_rate > 0:
-            raise ValueError("load.request_rate must be positive (inf = all at once)")
+            raise ValueError("request_rate: must be positive (inf = all at once)")
 
 
 class SteadySpec(_Base):
@@ -215,8 +215,11 @@ class TargetSpec(_Base):
     value: float | int | str | None = None
 
     def __post_init__(self) -> None:
-        if self.value is not None:
-            parse_duration_s(self.value)
+        if isinstance(self.value, str):
+            try:
+                parse_duration_s(self.value)
+            except ValueError as exc:
+                raise ValueError(f"value: {exc}") from None
 
     def value_s(self) -> float | None:
         return None if self.value is None else parse_duration_s(self.value)
