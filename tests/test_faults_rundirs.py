@@ -198,3 +198,28 @@ def test_inputs_that_are_not_files_are_one_line_without_hanging(tmp_path: Path) 
     (run / "run.json").unlink()
     os.mkfifo(run / "run.json")
     assert "FIFO" in one_line(cli("report", str(run)))
+
+
+def test_export_does_not_follow_symlinks_out_of_the_run_directory(tmp_path: Path) -> None:
+    from mle_tui.core.export import export_run
+
+    run = _run(tmp_path)
+    secret = tmp_path / "secret.json"
+    secret.write_text('{"password": "hunter2"}')
+    os.symlink(secret, run / "records" / "mns777-tp1-pl300.json")
+    os.symlink("/dev/zero", run / "records" / "mns778-tp1-pl300.json")
+    inside = sorted((run / "records").glob("mns*.json"))[0]
+    os.symlink(inside.name, run / "records" / "mns779-tp1-pl300.json")  # inside: fine
+    dest = tmp_path / "out"
+    (dest).mkdir()
+    trap = tmp_path / "trap.txt"
+    trap.write_text("keep")
+    os.symlink(trap, dest / "pareto.csv")  # a symlink at the destination is replaced, not followed
+    written, skipped = export_run(run, dest, "csv\n", "formulas\n")
+    names = {p.name for p in written}
+    assert "mns777-tp1-pl300.json" not in names and "mns778-tp1-pl300.json" not in names
+    assert "mns779-tp1-pl300.json" in names and "run.json" in names
+    assert len(skipped) == 2 and all("not exported" in s for s in skipped)
+    assert "hunter2" not in "".join(p.read_text() for p in (dest / "records").iterdir())
+    assert trap.read_text() == "keep" and (dest / "pareto.csv").read_text() == "csv\n"
+    assert not (dest / "pareto.csv").is_symlink()
