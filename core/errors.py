@@ -47,6 +47,12 @@ def missing_dependency(exc: ImportError, what: str, source: str = "", field: str
     return InputError(source, field, f"{what} needs {name}, which is not installed; {hint}")
 
 
+class Cancelled(Exception):
+    """Work stopped because the caller's cancel event was set (SIGINT/SIGTERM/SIGHUP, Stop).
+
+    Raised by long preparation loops (datasets, the simulator) that take a ``cancel`` event."""
+
+
 class RunFailure(Exception):
     """A configuration could not be measured (crashed server, OOM, timeout).
 

@@ -33,6 +33,8 @@ MAX_AXIS = {"max_num_seqs": 65_536, "batch_size": 4_096, "num_inference_steps": 
             "tensor_parallel": MAX_GPUS, "pipeline_parallel": MAX_GPUS, "power_limit_w": 10_000}
 MAX_RESOLUTION_PX = 16_384
 MAX_BATCHES = 10_000
+#: Slower arrivals make a sweep of days per configuration (and the simulator's idle loops long).
+MIN_REQUEST_RATE = 0.001
 
 LLM_METRICS = ("tpot", "ttft", "itl", "e2e")
 IMAGE_METRICS = ("batch_latency",)
@@ -111,6 +113,8 @@ def check_profile(p: "Profile") -> None:
     for name in ("min_prompt_tokens", "max_prompt_tokens", "min_output_tokens", "max_output_tokens"):
         if getattr(d, name) > MAX_TOKENS:
             raise ValueError(f"dataset.{name}: {getattr(d, name):,} is above {MAX_TOKENS:,} tokens")
+    if p.load.request_rate < MIN_REQUEST_RATE:
+        raise ValueError(f"load.request_rate: {p.load.request_rate:g} req/s is below {MIN_REQUEST_RATE:g} req/s")
     if p.load.batches > MAX_BATCHES or p.load.warmup_batches > MAX_BATCHES:
         raise ValueError(f"load.batches: at most {MAX_BATCHES:,} (and as many warm-up batches)")
     gpus = _axis_max(p, "tensor_parallel") * _axis_max(p, "pipeline_parallel")
