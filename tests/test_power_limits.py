@@ -368,3 +368,18 @@ def test_nvml_without_gpu_says_why() -> None:
             NvmlLimiter()
     else:
         pytest.skip("an NVIDIA GPU is readable here")
+
+
+def test_gpu_ids_by_uuid_keep_ownership_per_device(tmp_path: Path) -> None:
+    from mle_tui.core.power.gpu_lock import gpu_ids_from
+    from mle_tui.core.records import GpuInfo
+
+    ids = gpu_ids_from([GpuInfo(index=0, name="H100", uuid="GPU-aaaa"), GpuInfo(index=1, name="H100")])
+    assert ids == {0: "GPU-aaaa"}
+    lim = FileLimiter(tmp_path / "gpu.json", num_gpus=2)
+    with PowerLimitGuard(lim, [0, 1], 300, state_dir=tmp_path, gpu_ids=ids):
+        assert (tmp_path / "power-limit-GPU-aaaa.json").exists() and state_file(tmp_path, 1).exists()
+        with pytest.raises(InputError, match="GPU-aaaa"):
+            with PowerLimitGuard(lim, [0], 400, state_dir=tmp_path, gpu_ids=ids):
+                pass
+    assert limits(tmp_path / "gpu.json") == {"0": 700.0, "1": 700.0}

@@ -206,3 +206,8 @@ def parse_state(text: str, gid: str) -> tuple[dict, float | None]:
             or original <= 0:
         raise StateProblem(f"original_limit_w is {original!r}, not a finite positive number")
     return data, float(original)
+
+
+def gpu_ids_from(gpus: list) -> dict[int, str]:
+    """index -> NVML UUID from a power source's ``gpus()`` (GpuInfo), where known."""
+    return {g.index: g.uuid for g in gpus if getattr(g, "uuid", None)}
