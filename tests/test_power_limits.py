@@ -383,3 +383,20 @@ def test_gpu_ids_by_uuid_keep_ownership_per_device(tmp_path: Path) -> None:
             with PowerLimitGuard(lim, [0], 400, state_dir=tmp_path, gpu_ids=ids):
                 pass
     assert limits(tmp_path / "gpu.json") == {"0": 700.0, "1": 700.0}
+
+
+def test_claim_refuses_up_front_and_holds_between_configurations(tmp_path: Path) -> None:
+    from mle_tui.core.power.gpu_lock import GpuClaim
+
+    lim = FileLimiter(tmp_path / "gpu.json", num_gpus=2)
+    with GpuClaim(lim, [0, 1], tmp_path, run_dir="/runs/a", source="a.toml") as claim:
+        for limit in (300, 400):  # one guard per configuration, on the claim's locks
+            with PowerLimitGuard(lim, [0, 1], limit, claim=claim) as g:
+                assert g.enforced_w == [float(limit)] * 2
+            # Between configurations the GPUs stay ours: another sweep is refused.
+            with pytest.raises(InputError) as ei:
+                GpuClaim(lim, [1], tmp_path, source="b.toml").acquire()
+            assert ei.value.line().startswith("b.toml: gpu.indices: GPU 1") and "/runs/a" in ei.value.line()
+    assert limits(tmp_path / "gpu.json") == {"0": 700.0, "1": 700.0}
+    with GpuClaim(lim, [1], tmp_path):  # released at the sweep's end
+        pass

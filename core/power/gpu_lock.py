@@ -211,3 +211,39 @@ def parse_state(text: str, gid: str) -> tuple[dict, float | None]:
 def gpu_ids_from(gpus: list) -> dict[int, str]:
     """index -> NVML UUID from a power source's ``gpus()`` (GpuInfo), where known."""
     return {g.index: g.uuid for g in gpus if getattr(g, "uuid", None)}
+
+
+class GpuClaim:
+    """The locks of a sweep's whole GPU pool, taken at once before anything changes and held
+    until :meth:`release` (the sweep's end), so that a second sweep is refused up front and
+    cannot slip in between two configurations. Pass it to ``PowerLimitGuard(claim=...)``."""
+
+    def __init__(self, limiter: object, indices: list[int], state_dir: Path, *,
+                 gpu_ids: dict[int, str] | None = None, run_dir: str = "", source: str = "") -> None:
+        self.locks = {i: GpuLock(Path(state_dir), gpu_id(limiter, i, gpu_ids), i) for i in indices}
+        self.run_dir, self.source = run_dir, source
+
+    def acquire(self) -> "GpuClaim":
+        from ..errors import InputError
+
+        for lock in sorted(self.locks.values(), key=lambda lk: lk.gid):
+            if not lock.try_acquire(self.run_dir):
+                who = lock.holder_text()
+                self.release()
+                raise InputError(self.source or str(lock.lock_path), "gpu.indices",
+                                 f"GPU {lock.index} ({lock.gid}) is in use by another mle-tui sweep "
+                                 f"({who}); wait for it, stop it, or choose other GPUs")
+        return self
+
+    def lock_for(self, index: int) -> GpuLock:
+        return self.locks[index]
+
+    def release(self) -> None:
+        for lock in self.locks.values():
+            lock.release()
+
+    def __enter__(self) -> "GpuClaim":
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

@@ -13,7 +13,6 @@ puts the original back. Sweeps on different GPUs of one host run side by side.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import threading
@@ -21,12 +20,17 @@ from pathlib import Path
 from types import FrameType, TracebackType
 
 from ..errors import InputError
-from ..procgroup import pid_alive
 from .base import PowerLimiter
-from .gpu_lock import PREFIX, GpuLock, StateProblem, gpu_id, host_name, parse_state, safe_name
-
-#: Limits within this many watts of the request count as enforced (NVML works in mW).
-TOLERANCE_W = 1.0
+from .gpu_lock import GpuClaim, GpuLock, gpu_id, host_name, safe_name
+from .stale import (  # noqa: F401 - re-exported: callers import these from here
+    TOLERANCE_W,
+    StaleRestore,
+    _put_back,
+    _restore_locked,
+    read_state,
+    restore_stale,
+    restore_stale_report,
+)
 
 
 def _state_base() -> Path:
@@ -61,198 +65,6 @@ def validate_limit(limiter: PowerLimiter, index: int, limit_w: float, field: str
         raise InputError("", field, f"{limit_w:g} W is outside GPU {index}'s power-limit range {lo:g}-{hi:g} W")
 
 
-# --------------------------------------------------------------------------- stale state
-
-
-class StaleRestore:
-    """What :func:`restore_stale_report` did: limits put back, and lines for what it could not."""
-
-    def __init__(self) -> None:
-        self.restored: dict[int, float] = {}
-        self.problems: list[str] = []
-        self.notes: list[str] = []
-
-
-def _default_limit(limiter: PowerLimiter, index: int) -> float | None:
-    get = getattr(limiter, "default_limit_w", None)
-    try:
-        return float(get(index)) if get is not None else None
-    except Exception:  # noqa: BLE001
-        return None
-
-
-def _put_back(limiter: PowerLimiter, index: int, limit_w: float) -> None:
-    if abs(limiter.get_limit_w(index) - limit_w) > TOLERANCE_W:
-        limiter.set_limit_w(index, limit_w)
-
-
-def _restore_locked(lock: GpuLock, limiter: PowerLimiter, out: StaleRestore) -> None:
-    """With ``lock`` held: put back what its state file says, then remove the file. A file that
-    cannot be used is set aside (never deleted) and the GPU goes to its default limit where the
-    limiter knows it; either way the problem is reported."""
-    try:
-        text = lock.state_path.read_text()
-    except FileNotFoundError:
-        return
-    except (OSError, UnicodeDecodeError) as exc:
-        text = None
-        problem: StateProblem | None = StateProblem(f"unreadable: {exc}")
-    i = lock.index
-    try:
-        if text is None:
-            raise problem  # type: ignore[misc]
-        _, original = parse_state(text, lock.gid)
-    except StateProblem as exc:
-        kept = lock.set_aside("bad")
-        fallback = _default_limit(limiter, i)
-        if fallback is not None:
-            try:
-                _put_back(limiter, i, fallback)
-                out.restored[i] = fallback
-                out.problems.append(f"GPU {i} ({lock.gid}): state file {lock.state_path} was unusable ({exc}); "
-                                    f"set to its default limit {fallback:g} W; file kept as {kept}")
-                return
-            except Exception as err:  # noqa: BLE001
-                exc = StateProblem(f"{exc}; setting the default limit failed: {err}")
-        out.problems.append(f"GPU {i} ({lock.gid}): state file {lock.state_path} was unusable ({exc}); "
-                            f"its original limit is unknown: check it with nvidia-smi; file kept as {kept}")
-        return
-    if original is not None:
-        try:
-            _put_back(limiter, i, original)
-        except Exception as exc:  # noqa: BLE001 - keep the file: a later start retries
-            out.problems.append(f"GPU {i} ({lock.gid}): could not restore {original:g} W: {exc}; "
-                                f"state kept in {lock.state_path}")
-            return
-        out.restored[i] = original
-    lock.remove_state()
-
-
-def _legacy(path: Path, limiter: PowerLimiter, out: StaleRestore, state_dir: Path,
-            known: dict[int, str] | None, force: bool) -> None:
-    """A per-host state file of an older version: restore each GPU under its new lock."""
-    try:
-        text = path.read_text()
-        data = json.loads(text)
-        limits = {int(k): float(v) for k, v in data["original_limits_w"].items()}
-        pid, host = int(data.get("pid", 0)), data.get("host", host_name())
-    except FileNotFoundError:
-        return
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
-        target = path.with_name(path.name + ".bad")
-        try:
-            os.replace(path, target)
-        except OSError:
-            target = path
-        out.problems.append(f"{path}: unusable power-limit state file ({exc}); the original limits it "
-                            f"held are unknown: check them with nvidia-smi; file kept as {target}")
-        return
-    if host != host_name():
-        out.notes.append(f"{path}: state of host {host!r} left alone")
-        return
-    if not force and pid != os.getpid() and pid_alive(pid):
-        out.notes.append(f"{path}: pid {pid} (an older mle-tui) is still changing limits; left alone")
-        return
-    left = {}
-    for i, limit in sorted(limits.items()):
-        if limit != limit or limit in (float("inf"), float("-inf")) or limit <= 0:
-            out.problems.append(f"{path}: GPU {i}: original limit {limit!r} is not a finite positive number")
-            continue
-        lock = GpuLock(state_dir, gpu_id(limiter, i, known), i)
-        if not lock.try_acquire():
-            out.problems.append(f"{path}: GPU {i} is held by {lock.holder_text()}; not restored now")
-            left[str(i)] = limit
-            continue
-        try:
-            _put_back(limiter, i, limit)
-            out.restored[i] = limit
-        except Exception as exc:  # noqa: BLE001
-            out.problems.append(f"{path}: GPU {i}: could not restore {limit:g} W: {exc}")
-            left[str(i)] = limit
-        finally:
-            lock.release()
-    if left:
-        from .gpu_lock import write_private
-
-        write_private(path, json.dumps({**data, "original_limits_w": left}).encode())
-    else:
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            pass
-
-
-def restore_stale_report(state_path: Path | None, limiter: PowerLimiter, *, force: bool = False,
-                         gpu_ids: dict[int, str] | None = None) -> StaleRestore:
-    """Restore every limit left changed by a process that died without restoring it.
-
-    ``state_path``: a per-GPU state directory, or a state file path as :func:`state_dir_for`
-    maps it; a per-host file of an older version at that path is migrated. GPUs whose lock is
-    held by a live process are theirs and left alone. Never raises for bad state files: what
-    could not be restored is in ``problems``."""
-    out = StaleRestore()
-    state_dir = state_dir_for(state_path)
-    candidates = [Path(state_path)] if state_path is not None and not Path(state_path).is_dir() else []
-    if state_path is None or Path(state_path) == default_state_path():
-        candidates = [default_state_path()]
-    for legacy in candidates:
-        if legacy.is_file():
-            _legacy(legacy, limiter, out, state_dir, gpu_ids, force)
-    if not state_dir.is_dir():
-        return out
-    by_id = {v: k for k, v in (gpu_ids or {}).items()}
-    for state in sorted(state_dir.glob(f"{PREFIX}*.json")):
-        gid = state.stem[len(PREFIX):]
-        try:
-            index = int(json.loads(state.read_text()).get("index"))
-        except Exception:  # noqa: BLE001 - recover the index from the id where it carries one
-            tail = gid.rsplit("-", 1)[-1]
-            if gid in by_id:
-                tail = str(by_id[gid])
-            if not tail.isdigit():
-                out.problems.append(f"{state}: unusable state file and no GPU index in its name; "
-                                    "check that GPU's limit with nvidia-smi and remove the file")
-                continue
-            index = int(tail)
-        lock = GpuLock(state_dir, gid, index)
-        if not lock.try_acquire():
-            continue  # a live owner: not stale
-        try:
-            _restore_locked(lock, limiter, out)
-        finally:
-            lock.release()
-    return out
-
-
-def restore_stale(state_path: Path | None, limiter: PowerLimiter, *, force: bool = False,
-                  gpu_ids: dict[int, str] | None = None) -> dict[int, float]:
-    """:func:`restore_stale_report` for callers that want an exception: returns the limits
-    restored; after restoring all it could, raises RuntimeError naming what it could not."""
-    rep = restore_stale_report(state_path, limiter, force=force, gpu_ids=gpu_ids)
-    if rep.problems:
-        raise RuntimeError("; ".join(rep.problems) + (f" (restored: {rep.restored})" if rep.restored else ""))
-    return rep.restored
-
-
-def read_state(path: Path) -> dict | None:
-    """A state file's content (per-GPU or legacy per-host), or None if absent. For tests and
-    diagnostics; corrupt content raises InputError."""
-    try:
-        text = Path(path).read_text()
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise InputError(str(path), "", exc.strerror or str(exc)) from None
-    try:
-        data = json.loads(text)
-        if "original_limits_w" in data:
-            data["original_limits_w"] = {int(k): float(v) for k, v in data["original_limits_w"].items()}
-        data["pid"] = int(data.get("pid", 0))
-        return data
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise InputError(str(path), "original_limit_w", f"corrupt power-limit state file ({exc})") from None
-
-
 # --------------------------------------------------------------------------- the guard
 
 
@@ -266,6 +78,7 @@ class PowerLimitGuard:
     :func:`.gpu_lock.gpu_id`. ``run_dir`` and ``source`` go into the holder line and errors.
     ``handle_signals``: while inside the block (main thread only), SIGTERM and SIGHUP raise
     SystemExit so the restore runs; callers that handle signals themselves leave it off.
+    ``claim``: a :class:`.gpu_lock.GpuClaim` held for the whole sweep (its state dir is used).
     ``notes`` collects lines about stale state restored on the way in."""
 
     def __init__(
@@ -281,16 +94,23 @@ class PowerLimitGuard:
         run_dir: Path | str | None = None,
         source: str = "",
         handle_signals: bool = False,
+        claim: GpuClaim | None = None,
     ) -> None:
         self.limiter = limiter
         self.indices = list(indices)
         self.limit_w = limit_w
-        self.state_dir = Path(state_dir) if state_dir is not None else state_dir_for(state_path)
+        self.state_dir = (Path(state_dir) if state_dir is not None else
+                          next(iter(claim.locks.values())).state_dir if claim is not None and claim.locks
+                          else state_dir_for(state_path))
         self.run_dir = str(run_dir) if run_dir is not None else (
             str(Path(run_state_path).parent) if run_state_path is not None else "")
         self.source = source
         self.handle_signals = handle_signals
-        self.locks = [GpuLock(self.state_dir, gpu_id(limiter, i, gpu_ids), i) for i in self.indices]
+        # With a claim (the sweep's GPUs, locked for the whole sweep) its locks are used and
+        # left held on exit; otherwise the guard locks and unlocks the GPUs itself.
+        self._own_locks = claim is None
+        self.locks = ([claim.lock_for(i) for i in self.indices] if claim is not None else
+                      [GpuLock(self.state_dir, gpu_id(limiter, i, gpu_ids), i) for i in self.indices])
         self.original_w: list[float] = []
         self.enforced_w: list[float] = []
         self.notes: list[str] = []
@@ -319,6 +139,10 @@ class PowerLimitGuard:
 
     # -- enter / exit ----------------------------------------------------------------------
     def _acquire_all(self) -> None:
+        if not self._own_locks:
+            if not all(lk.held for lk in self.locks):
+                raise RuntimeError("PowerLimitGuard: the claim's GPU locks are not held")
+            return
         for lock in sorted(self.locks, key=lambda lk: lk.gid):
             try:
                 ok = lock.try_acquire(self.run_dir)
@@ -334,6 +158,8 @@ class PowerLimitGuard:
                                  f"({who}); wait for it, stop it, or choose other GPUs")
 
     def _release_all(self) -> None:
+        if not self._own_locks:
+            return
         for lock in self.locks:
             lock.release()
 
