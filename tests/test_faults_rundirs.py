@@ -223,3 +223,14 @@ def test_export_does_not_follow_symlinks_out_of_the_run_directory(tmp_path: Path
     assert "hunter2" not in "".join(p.read_text() for p in (dest / "records").iterdir())
     assert trap.read_text() == "keep" and (dest / "pareto.csv").read_text() == "csv\n"
     assert not (dest / "pareto.csv").is_symlink()
+
+
+def test_headless_progress_lines_are_escaped() -> None:
+    import io
+
+    from mle_tui.tui.headless import ProgressPrinter
+
+    out = io.StringIO()
+    printer = ProgressPrinter(out)
+    printer._line("server says \x1b]52;c;cHduZWQ=\x07hi\x1b[31m")
+    assert out.getvalue() == "server says hi\n"
