@@ -25,7 +25,7 @@ fi
 source "$VENV/bin/activate"  # also puts the venv's `vllm` on PATH for the end-to-end tests
 PIP="python -m pip"
 $PIP install -q torch==2.13.0
-if ! python -c "import sys, torch; sys.exit(torch.version.cuda is not None)"; then
+if ! python -W ignore -c "import sys, torch; sys.exit(torch.version.cuda is not None)"; then
   echo "tests/ci.sh: torch in $VENV is a CUDA build; point pip at the CPU wheel (see the comment above)" >&2
   exit 2
 fi
