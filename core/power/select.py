@@ -61,7 +61,7 @@ def open_power(profile: Profile, allow_simulated: bool | None, clock: Clock, sou
         allowed = profile.gpu.allow_simulated if allow_simulated is None else allow_simulated
         if allowed:
             return simulated_setup(profile, clock, f"no NVIDIA GPU readable (NVML: {reason}); using the SIMULATED GPU")
-        raise InputError(source or "<profile>", "gpu", f"no NVIDIA GPU can be read ({reason}); "
+        raise InputError(source, "gpu", f"no NVIDIA GPU can be read ({reason}); "
                                     "pass --simulate or set gpu.allow_simulated = true") from None
     names = sorted({g.name for g in source.gpus()})
     return PowerSetup(source=source, limiter=limiter, sim_gpus=None, kind="nvml",
