@@ -84,10 +84,39 @@ class RunLock:
         self.release()
 
 
+def _proc_locks_pid(path: Path) -> int | None | bool:
+    """The pid holding an flock on ``path`` per /proc/locks; None if none; False if unknown."""
+    try:
+        st = os.stat(path)
+        text = Path("/proc/locks").read_text()
+    except OSError:
+        return False
+    want = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    for line in text.splitlines():
+        parts = line.split()
+        # "1: FLOCK  ADVISORY  WRITE 1234 fd:01:5678 0 EOF" (blocked waiters have "->")
+        if "->" in parts or len(parts) < 6 or parts[1] != "FLOCK":
+            continue
+        if parts[5] == want:
+            return int(parts[4])
+    return None
+
+
 def lock_holder(run_dir: Path) -> dict | None:
-    """The holder's info if a process holds ``run_dir``'s lock now, else None (for listings:
-    a running sweep on this host)."""
+    """The holder's info if a process holds ``run_dir``'s lock now, else None (for listings of
+    running sweeps). Reads /proc/locks, so it never takes the lock itself (a probe with flock
+    could make a run starting at that moment fail)."""
     path = Path(run_dir) / LOCK_NAME
+    if not os.path.lexists(path):
+        return None
+    pid = _proc_locks_pid(path)
+    if pid is None:
+        return None
+    info = RunLock(Path(run_dir)).holder()
+    if pid is not False:
+        info["pid"] = pid
+        return info
+    # No /proc/locks (not Linux): probe with a shared lock, released at once.
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
     except OSError:
@@ -95,7 +124,7 @@ def lock_holder(run_dir: Path) -> dict | None:
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
-        return RunLock(Path(run_dir)).holder() or {"pid": None}
+        return info or {"pid": None}
     except OSError:
         return None
     finally:

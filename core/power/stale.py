@@ -169,7 +169,8 @@ def restore_stale_report(state_path: Path | None, limiter: PowerLimiter, *, forc
     for state in sorted(state_dir.glob(f"{PREFIX}*.json")):
         gid = state.stem[len(PREFIX):]
         try:
-            index = int(json.loads(state.read_text()).get("index"))
+            # A known UUID says where the GPU is now (indices can change across reboots).
+            index = by_id[gid] if gid in by_id else int(json.loads(state.read_text()).get("index"))
         except Exception:  # noqa: BLE001 - recover the index from the id where it carries one
             tail = gid.rsplit("-", 1)[-1]
             if gid in by_id:
