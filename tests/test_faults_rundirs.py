@@ -234,3 +234,47 @@ def test_headless_progress_lines_are_escaped() -> None:
     printer = ProgressPrinter(out)
     printer._line("server says \x1b]52;c;cHduZWQ=\x07hi\x1b[31m")
     assert out.getvalue() == "server says hi\n"
+
+
+RACER = """
+import sys, time
+from pathlib import Path
+from mle_tui.core.errors import InputError
+from mle_tui.core.store import RunStore
+run, tag = Path(sys.argv[1]), Path(sys.argv[2])
+
+
+def say(suffix, text):  # write then rename: the parent polls for the file
+    tmp = tag.parent / (tag.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(tag.parent / (tag.name + suffix))
+
+
+try:
+    with RunStore(run).lock():
+        say(".held", "1")
+        while not (run.parent / "release").exists():
+            time.sleep(0.01)
+except InputError as exc:
+    say(".refused", exc.line())
+"""
+
+
+def test_two_runs_started_together_exactly_one_wins(tmp_path: Path) -> None:
+    for rnd in range(8):
+        base = tmp_path / f"r{rnd}"
+        base.mkdir()
+        run = base / "run"
+        procs = [subprocess.Popen([sys.executable, "-c", RACER, str(run), str(base / n)]) for n in "ab"]
+        deadline = time.monotonic() + 60
+        while len(list(base.glob("*.held")) + list(base.glob("*.refused"))) < 2:
+            assert time.monotonic() < deadline, "hang guard"
+            assert not any(p.poll() not in (None, 0) for p in procs)
+            time.sleep(0.01)
+        held, refused = list(base.glob("*.held")), list(base.glob("*.refused"))
+        assert len(held) == 1 and len(refused) == 1
+        winner = procs["ab".index(held[0].name[0])]
+        assert f"pid {winner.pid}" in refused[0].read_text() or "holder details" in refused[0].read_text()
+        (base / "release").write_text("1")
+        for p in procs:
+            assert p.wait(timeout=60) == 0
