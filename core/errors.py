@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 
+#: FILE parts that stand for "the profile" where the path was not known.
+PLACEHOLDERS = ("profile", "<profile>")
+
+
 class InputError(Exception):
     """Bad user input: a profile, dataset, flag or record file.
 
@@ -18,7 +22,7 @@ class InputError(Exception):
     def with_source(self, source: str) -> "InputError":
         """This error with ``source`` as its FILE part where it has none (a check deep in the
         core may not know the profile's path; its caller does)."""
-        if self.source or not source:
+        if (self.source and self.source not in PLACEHOLDERS) or not source:
             return self
         return InputError(source, self.field, self.problem)
 

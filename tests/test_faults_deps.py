@@ -54,3 +54,9 @@ def test_no_gpu_error_names_the_profile_file(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.splitlines() == [l for l in proc.stderr.splitlines() if l.startswith(f"mle-tui: {prof}: gpu: ")]
     assert "no NVIDIA GPU" in proc.stderr
+
+
+def test_with_source_fills_a_missing_or_placeholder_file_part() -> None:
+    assert InputError("", "gpu", "x").with_source("p.toml").line() == "p.toml: gpu: x"
+    assert InputError("profile", "runtime", "x").with_source("p.toml").line() == "p.toml: runtime: x"
+    assert InputError("d.jsonl", "line 3", "x").with_source("p.toml").line() == "d.jsonl: line 3: x"
