@@ -400,3 +400,23 @@ def test_claim_refuses_up_front_and_holds_between_configurations(tmp_path: Path)
     assert limits(tmp_path / "gpu.json") == {"0": 700.0, "1": 700.0}
     with GpuClaim(lim, [1], tmp_path):  # released at the sweep's end
         pass
+
+
+def test_claim_sweep_gpus_restores_then_owns(tmp_path: Path) -> None:
+    from mle_tui.core.power.limits import claim_sweep_gpus
+
+    lim = FileLimiter(tmp_path / "gpu.json", num_gpus=2)
+    lim.set_limit_w(1, 333.0)
+    state_file(tmp_path, 1).write_text(json.dumps({"index": 1, "original_limit_w": 700.0}))
+    state_file(tmp_path, 0).write_text("")  # unusable: a note, not a refusal
+    claim, notes = claim_sweep_gpus(lim, object(), [0, 1], "simulated", tmp_path, "p.toml")
+    try:
+        assert lim.get_limit_w(1) == 700.0 and any("700" in n for n in notes) and any("GPU 0" in n for n in notes)
+        with pytest.raises(InputError) as ei:
+            claim_sweep_gpus(lim, object(), [1], "simulated", tmp_path, "q.toml")
+        assert ei.value.line().startswith("q.toml: gpu.indices: GPU 1")
+        with PowerLimitGuard(lim, [0, 1], 300, claim=claim, source="p.toml") as g:
+            assert g.enforced_w == [300.0, 300.0]
+    finally:
+        claim.release()
+    assert limits(tmp_path / "gpu.json") == {"0": 700.0, "1": 700.0}

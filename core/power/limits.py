@@ -226,3 +226,28 @@ class PowerLimitGuard:
         finally:
             self._uninstall()
             self._release_all()
+
+
+def claim_sweep_gpus(limiter: PowerLimiter, source: object, indices: list[int], kind: str,
+                     run_dir: Path | str, profile_path: str = "") -> tuple[GpuClaim, list[str]]:
+    """What a runner does once, before anything changes: restore what killed runs left (the
+    per-GPU state and an older version's per-host file; problems become notes, never a
+    refusal), then lock the sweep's GPU pool for the whole sweep (InputError on
+    ``gpu.indices`` naming the holder if another sweep has one). NVML GPUs are owned per host
+    in :func:`default_state_dir` by UUID; the simulated GPU's files live in the run directory.
+    Returns the claim (release it when the sweep ends) and lines for the run log."""
+    from .gpu_lock import gpu_ids_from
+
+    try:
+        ids = gpu_ids_from(source.gpus())  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001 - fall back to index-based ids
+        ids = {}
+    state_dir = default_state_dir() if kind == "nvml" else Path(run_dir)
+    notes: list[str] = []
+    for where in ([default_state_path()] if kind == "nvml" else []) + [state_dir]:
+        rep = restore_stale_report(where, limiter, gpu_ids=ids)
+        if rep.restored:
+            notes.append(f"restored power limits left by a killed run: {rep.restored}")
+        notes += rep.problems
+    claim = GpuClaim(limiter, list(indices), state_dir, gpu_ids=ids, run_dir=str(run_dir), source=profile_path)
+    return claim.acquire(), notes
