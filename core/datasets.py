@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import msgspec
 
 from .dataset_types import Request
-from .errors import InputError
+from .errors import Cancelled, InputError
 
 if TYPE_CHECKING:
     from .profile import Profile
@@ -144,20 +144,25 @@ def _byte_offset(message: str) -> int | None:
     return int(m[1]) if m else None
 
 
-def _read_bytes(path: Path, what: str) -> bytes:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(str(path), "", f"no such {what} file") from None
-    except IsADirectoryError:
-        raise InputError(str(path), "", f"is a directory, expected a {what} file") from None
-    except OSError as exc:
-        raise InputError(str(path), "", exc.strerror or str(exc)) from None
+#: Dataset files (after gunzip) above this are refused; ShareGPT V3 is ~0.7 GB.
+MAX_DATASET_BYTES = 4 * 2**30
+
+
+def _read_bytes(path: Path, what: str, max_bytes: int = MAX_DATASET_BYTES) -> bytes:
+    """A dataset file's bytes (gunzipped), refusing FIFOs, devices, directories and anything
+    over ``max_bytes`` (a gzip bomb included) with one InputError."""
+    from .safe_io import read_input
+
+    data = read_input(path, what=f"{what} file", max_bytes=max_bytes, missing=f"no such {what} file")
     if data[:2] == b"\x1f\x8b":
+
         try:
-            data = gzip.decompress(data)
+            with gzip.GzipFile(fileobj=io.BytesIO(data)) as fh:
+                data = fh.read(max_bytes + 1)
         except (OSError, EOFError) as exc:
             raise InputError(str(path), "", f"corrupt gzip data ({exc})") from None
+        if len(data) > max_bytes:
+            raise InputError(str(path), "", f"{what} file is over {max_bytes / 2**30:.0f} GiB uncompressed")
     return data
 
 
@@ -392,10 +397,12 @@ _WORDS = (
 ).split()
 
 
-def _synthetic(profile: Profile, rng: random.Random, vocab: int, llm: bool) -> list[_Sample]:
+def _synthetic(profile: Profile, rng: random.Random, vocab: int, llm: bool,
+               check: Callable[[], None] = lambda: None) -> list[_Sample]:
     d = profile.dataset
     out = []
     for _ in range(d.num_requests):
+        check()
         n_in = rng.randint(d.min_prompt_tokens, d.max_prompt_tokens)
         n_out = rng.randint(d.min_output_tokens, d.max_output_tokens) if llm else 0
         ids = [rng.randrange(_FIRST_RANDOM_ID, vocab) for _ in range(n_in)]
@@ -463,7 +470,7 @@ def _hf_candidates(name: str, dataset_id: str) -> list[_Candidate | None]:
 
 def _select(
     cands: list[_Candidate], profile: Profile, counter: _Counter, rng: random.Random,
-    source: str, note: Callable[[str], None],
+    source: str, note: Callable[[str], None], check: Callable[[], None] = lambda: None,
 ) -> list[_Sample]:
     """Take candidates in order, count tokens, apply the length filters (LLM tasks only)."""
     d = profile.dataset
@@ -471,6 +478,7 @@ def _select(
     picked: list[_Sample] = []
     rejected = 0
     for c in cands:
+        check()
         if len(picked) >= d.num_requests:
             break
         if c.messages is not None:
@@ -509,6 +517,43 @@ def _select(
     return picked
 
 
+def _interruptible(fn: Callable[[], Any], cancel: Any | None, check: Callable[[], None]) -> Any:
+    """``fn()``; with a cancel event, run in a daemon thread so a cancel is obeyed while a large
+    file is read and decoded (one long C call): the result is then dropped."""
+    if cancel is None:
+        return fn()
+    import threading
+
+    box: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            box["error"] = exc
+
+    t = threading.Thread(target=work, name="mle-tui-dataset", daemon=True)
+    t.start()
+    while t.is_alive():
+        t.join(0.05)
+        check()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def _checker(cancel: Any | None) -> Callable[[], None]:
+    if cancel is None:
+        return lambda: None
+    is_set = cancel.is_set if hasattr(cancel, "is_set") else cancel
+
+    def check() -> None:
+        if is_set():
+            raise Cancelled("preparing requests was cancelled")
+
+    return check
+
+
 def load_requests(
     profile: Profile,
     *,
@@ -516,6 +561,7 @@ def load_requests(
     vocab_size: int | None = None,
     base_dir: str | Path | None = None,
     on_note: Callable[[str], None] | None = None,
+    cancel: Any | None = None,
 ) -> list[Request]:
     """Build the profile's workload: ``num_requests`` seeded samples, repeated ``repeats`` times.
 
@@ -524,8 +570,13 @@ def load_requests(
     seeded random ``prompt_token_ids`` (models served without a tokenizer). ``base_dir``: where
     to look for a relative ``dataset.path`` not found from the working directory (the profile's
     directory). ``on_note``: receives one-line notes (truncated packaged file, oversampling).
+    ``cancel``: a ``threading.Event`` (or anything with ``is_set()``): checked between requests
+    and candidates, :class:`~mle_tui.core.errors.Cancelled` is raised within milliseconds once
+    it is set (a SIGINT while a long dataset is tokenised).
     """
     d = profile.dataset
+    check = _checker(cancel)
+    check()
     note = on_note or (lambda _msg: None)
     rng = random.Random(d.seed)
     counter = _Counter(tokenizer)
@@ -534,7 +585,7 @@ def load_requests(
 
     if d.name == "synthetic":
         vocab = vocab_size or int(getattr(tokenizer, "vocab_size", 0) or 0)
-        samples = _synthetic(profile, rng, vocab or DEFAULT_SYNTHETIC_VOCAB, llm)
+        samples = _synthetic(profile, rng, vocab or DEFAULT_SYNTHETIC_VOCAB, llm, check)
     else:
         if d.path and _is_hf_id(d.path) and not _resolve(d.path, base).exists():
             source = d.path
@@ -553,29 +604,35 @@ def load_requests(
             else:
                 raise InputError("profile", "dataset.path", f"the {d.name} dataset needs a path")
             source = str(path)
-            data = _read_bytes(path, d.name)
-            if d.name == "sharegpt":
-                cands = _sharegpt_candidates(data, source, allow_truncated=packaged, rng=rng, note=note)
-            else:
+
+            def decode(path: Path = path, packaged: bool = packaged, source: str = source) -> list[_Candidate]:
+                data = _read_bytes(path, d.name)
+                if d.name == "sharegpt":
+                    return _sharegpt_candidates(data, source, allow_truncated=packaged, rng=rng, note=note)
                 if d.name == "humaneval":
-                    cands = _humaneval_candidates(data, source)
+                    found = _humaneval_candidates(data, source)
                 elif d.name == "partiprompts":
-                    cands = _partiprompts_candidates(data, source)
+                    found = _partiprompts_candidates(data, source)
                 else:
-                    cands = _jsonl_candidates(data, source)
-                rng.shuffle(cands)
-            del data
-        samples = _select(cands, profile, counter, rng, source, note)
+                    found = _jsonl_candidates(data, source)
+                rng.shuffle(found)
+                return found
+
+            cands = _interruptible(decode, cancel, check)
+        check()
+        samples = _select(cands, profile, counter, rng, source, note, check)
         if tokenizer is None and vocab_size:
             samples = [
                 _Sample(s.prompt, s.messages,
                         [rng.randrange(_FIRST_RANDOM_ID, vocab_size) for _ in range(s.input_tokens)],
                         s.input_tokens, s.output_tokens)
                 for s in samples
+                if check() is None
             ]
 
     requests = []
     for rep in range(d.repeats):
+        check()
         for i, s in enumerate(samples):
             requests.append(
                 Request(

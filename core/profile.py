@@ -35,7 +35,8 @@ _DURATION = re.compile(r"^\s*(?P<v>\d+(?:\.\d+)?)\s*(?P<u>ms|s|min)?\s*$")
 
 
 def parse_duration_s(value: float | int | str) -> float:
-    """``0.1``, ``"100ms"``, ``"5s"``, ``"2min"`` -> seconds. Raises ValueError."""
+    """``"100ms"``, ``"5s"``, ``"2min"`` (or a number of seconds, from code) -> seconds. A string
+    without a unit is ambiguous: ValueError, as for anything else that is not a duration."""
     if isinstance(value, bool):
         raise ValueError("expected a duration such as 100ms or 5s")
     if isinstance(value, (int, float)):
@@ -45,8 +46,10 @@ def parse_duration_s(value: float | int | str) -> float:
     m = _DURATION.match(value)
     if m is None:
         raise ValueError(f"cannot parse duration {value!r}: use e.g. 100ms, 5s, 2min")
+    if not m["u"]:
+        raise ValueError(f"{value.strip()!r} is ambiguous: give a unit, e.g. {m['v']}ms or {m['v']}s")
     v = float(m["v"])
-    unit = m["u"] or "s"
+    unit = m["u"]
     seconds = v / 1000.0 if unit == "ms" else v * 60.0 if unit == "min" else v
     if seconds <= 0:
         raise ValueError("a duration must be positive")
@@ -180,7 +183,7 @@ class LoadSpec(_Base):
 
     def __post_init__(self) -> None:
         if not self.request_rate > 0:
-            raise ValueError("load.request_rate must be positive (inf = all at once)")
+            raise ValueError("request_rate: must be positive (inf = all at once)")
 
 
 class SteadySpec(_Base):
@@ -208,12 +211,15 @@ class SteadySpec(_Base):
 
 class TargetSpec(_Base):
     metric: LatencyMetric | None = None
-    #: ``"100ms"``, ``"5s"`` or seconds as a number.
+    #: ``"100ms"``, ``"5s"``, ``"2min"``: a unit is required (a bare number is refused as ambiguous).
     value: float | int | str | None = None
 
     def __post_init__(self) -> None:
-        if self.value is not None:
-            parse_duration_s(self.value)
+        if isinstance(self.value, str):
+            try:
+                parse_duration_s(self.value)
+            except ValueError as exc:
+                raise ValueError(f"value: {exc}") from None
 
     def value_s(self) -> float | None:
         return None if self.value is None else parse_duration_s(self.value)
@@ -274,6 +280,9 @@ class Profile(_Base):
             raise ValueError("sweep.batch_size: required for text-to-image")
         if not llm and self.sweep.num_inference_steps is None:
             raise ValueError("sweep.num_inference_steps: required for text-to-image")
+        from .profile_checks import check_profile
+
+        check_profile(self)
 
     @property
     def is_llm(self) -> bool:
@@ -345,13 +354,10 @@ def decode_profile(data: bytes | str, source: str = "<profile>") -> Profile:
 
 def load_profile(path: str | Path) -> Profile:
     """Load a profile file. A missing or unreadable file is an :class:`InputError`."""
+    from .safe_io import read_input
+
     p = Path(path)
-    try:
-        data = p.read_bytes()
-    except FileNotFoundError:
-        raise InputError(str(p), "", "no such profile file") from None
-    except OSError as exc:
-        raise InputError(str(p), "", exc.strerror or str(exc)) from None
+    data = read_input(p, what="profile file", max_bytes=4 * 2**20, missing="no such profile file")
     return decode_profile(data, str(p))
 
 

@@ -251,6 +251,8 @@ class GpuInfo(_S, kw_only=True):
     max_power_limit_w: float | None = None
     default_power_limit_w: float | None = None
     memory_total_mib: float | None = None
+    #: NVML UUID (``GPU-…``); None for the simulated GPU. Power-limit ownership is per UUID.
+    uuid: str | None = None
 
 
 class Manifest(_S, kw_only=True):

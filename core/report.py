@@ -16,6 +16,7 @@ import msgspec
 from .measure.accounting import carbon_per_1k_g, cost_per_1k_usd
 from .pareto import fmt_duration, recommend
 from .records import FORMULAS, Record
+from .textsafe import escape_terminal
 
 METRIC_NAMES = {
     "tpot": "TPOT", "ttft": "TTFT", "itl": "ITL", "e2e": "E2E", "batch_latency": "Batch latency",
@@ -66,6 +67,8 @@ class Report(msgspec.Struct, kw_only=True):
     rows: list[ReportRow]
     message: str
     simulated: bool
+    #: Records left out (corrupt, newer schema, not a configuration of the run's profile).
+    problems: list[str] = []
 
 
 def _finite(x: float | None) -> float | None:
@@ -130,12 +133,14 @@ def build_report(
     *,
     price_usd_per_kwh: float | None = None,
     carbon_g_per_kwh: float | None = None,
+    problems: list[str] | None = None,
 ) -> Report:
     """Rows for every record (sorted by latency, missing last, then key), marks for the frontier,
     the recommendation and the fastest configuration. Price and carbon intensity fill in cost and
     carbon for records without accounting."""
     recs = list(records)
     rec = recommend(recs, target_s, metric)
+    problems = list(problems or [])
     metric = rec.metric
     rows = [_row(r, metric, price_usd_per_kwh, carbon_g_per_kwh) for r in recs]
     front = set(rec.frontier)
@@ -155,6 +160,7 @@ def build_report(
         rows=rows,
         message=rec.message,
         simulated=any(x.simulated for x in rows),
+        problems=problems,
     )
 
 
@@ -166,7 +172,12 @@ def _num(x: float | None, decimals: int = 1) -> str:
 
 
 def render_text(report: Report, *, title: str | None = None) -> str:
-    """The Pareto table and the lines under it, for a terminal."""
+    """The Pareto table and the lines under it, for a terminal. Every piece of record text is
+    passed through :func:`escape_terminal` (records are input: they may carry escapes)."""
+    return "\n".join(escape_terminal(line, keep_newlines=False) for line in _render_lines(report, title))
+
+
+def _render_lines(report: Report, title: str | None) -> list[str]:
     metric_name = METRIC_NAMES.get(report.metric, report.metric or "latency")
     unit = report.rows[0].unit if report.rows else "token"
     thr_unit = report.rows[0].throughput_unit if report.rows else "tok/s"
@@ -218,7 +229,10 @@ def render_text(report: Report, *, title: str | None = None) -> str:
         for r in bad:
             reasons = "; ".join(r.reasons) or "no reason recorded"
             lines.append(f"  {r.label}: {r.status}: {reasons}")
-    return "\n".join(lines)
+    if report.problems:
+        lines.append("Records left out:")
+        lines.extend(f"  {p}" for p in report.problems)
+    return lines
 
 
 # --------------------------------------------------------------------------- JSON / CSV

@@ -6,7 +6,13 @@ Layout of a run directory::
     records/<config_key>.json  (or .msgpack)  one Record per finished configuration
     logs/<config_key>.log    the runtime's log
     live.jsonl               event stream (core.events) for `mle-tui attach`
-    power_limits.state       original power limits while a limit is changed (see power/limits.py)
+    .lock                    flock held by the process running the sweep (:meth:`RunStore.lock`)
+    power-limit-sim-N.*      the simulated GPU's limit state (see power/gpu_lock.py)
+
+Reading is defensive: a record that does not decode, or that a newer mle-tui wrote
+(``schema_version``), is reported and not counted as done (a resume reruns it; the bad file is
+set aside, never overwritten); records of configurations the run's profile does not have are
+reported and left out of reports.
 """
 
 from __future__ import annotations
@@ -14,12 +20,15 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+from dataclasses import dataclass, field
+import time
 from pathlib import Path
 
 import msgspec
 
 from .errors import InputError
-from .records import Manifest, Record, RecordHead
+from .records import SCHEMA_VERSION, Manifest, Record, RecordHead
+from .safe_io import read_input
 
 RECORD_SUFFIXES = (".json", ".msgpack")
 MANIFEST_NAME = "run.json"
@@ -131,7 +140,17 @@ def decode_record(data: bytes, source: str, fmt: str = "json", type: type = Reco
         raise InputError(source, field, problem) from None
     except msgspec.DecodeError as exc:
         raise InputError(source, "(syntax)", " ".join(str(exc).split())) from None
+    check_schema(rec.schema_version, source)
     return rec
+
+
+def check_schema(version: int, source: str) -> None:
+    """InputError unless this version of mle-tui can read ``schema_version``."""
+    if not 1 <= version <= SCHEMA_VERSION:
+        newer = version > SCHEMA_VERSION
+        raise InputError(source, "schema_version",
+                         f"{version} is {'newer than' if newer else 'not'} a schema this mle-tui reads "
+                         f"(1..{SCHEMA_VERSION}){'; upgrade mle-tui' if newer else ''}")
 
 
 def encode_record(record: Record, fmt: str = "json") -> bytes:
@@ -143,14 +162,17 @@ def encode_record(record: Record, fmt: str = "json") -> bytes:
 def load_record_file(path: Path, type: type = Record) -> Record:  # noqa: A002
     """Decode one record (.json or .msgpack); InputError naming file, field and problem."""
     p = Path(path)
-    try:
-        data = p.read_bytes()
-    except FileNotFoundError:
-        raise InputError(str(p), "", "no such record file") from None
-    except OSError as exc:
-        raise InputError(str(p), "", exc.strerror or str(exc)) from None
+    data = read_input(p, what="record file")
     fmt = "msgpack" if p.suffix == ".msgpack" else "json"
     return decode_record(data, str(p), fmt, type)
+
+
+@dataclass
+class RunScan:
+    records: list = field(default_factory=list)  # Record, or RecordHead with heads=True
+    problems: list[str] = field(default_factory=list)
+    corrupt: list[Path] = field(default_factory=list)
+    foreign: list[Path] = field(default_factory=list)
 
 
 class RunStore:
@@ -182,14 +204,13 @@ class RunStore:
 
     def read_manifest(self) -> Manifest | None:
         p = self.manifest_path
-        try:
-            data = p.read_bytes()
-        except FileNotFoundError:
+        if not os.path.lexists(p):
             return None
-        except OSError as exc:
-            raise InputError(str(p), "", exc.strerror or str(exc)) from None
+        data = read_input(p, what="run manifest")
         try:
-            return msgspec.json.decode(data, type=Manifest)
+            m = msgspec.json.decode(data, type=Manifest)
+            check_schema(m.schema_version, str(p))
+            return m
         except msgspec.ValidationError as exc:
             field, problem = _split_msgspec_error(str(exc))
             raise InputError(str(p), field, problem) from None
@@ -200,14 +221,30 @@ class RunStore:
         return self.records_dir / f"{key}.{self.fmt}"
 
     def find_record(self, key: str) -> Path | None:
+        """The record file of ``key`` if it exists and decodes (a corrupt one does not count)."""
         for suffix in RECORD_SUFFIXES:
             p = self.records_dir / f"{key}{suffix}"
-            if p.exists():
+            if os.path.lexists(p):
+                try:
+                    load_record_file(p)
+                except InputError:
+                    continue
                 return p
         return None
 
+    def _set_aside_corrupt(self, key: str) -> None:
+        for suffix in RECORD_SUFFIXES:
+            p = self.records_dir / f"{key}{suffix}"
+            if os.path.lexists(p):
+                try:
+                    load_record_file(p, RecordHead)
+                except InputError:
+                    os.replace(p, p.with_name(f"{p.name}.corrupt-{int(time.time())}"))
+
     def write_record(self, record: Record) -> Path:
-        """Atomic; refuses to overwrite an existing record (resume never rewrites)."""
+        """Atomic; refuses to overwrite an existing record (resume never rewrites). A corrupt
+        file in the way is renamed to ``<name>.corrupt-<unix time>`` first."""
+        self._set_aside_corrupt(record.config_key)
         existing = self.find_record(record.config_key)
         if existing is not None:
             raise FileExistsError(f"{existing}: a record for {record.config_key} exists; not overwritten")
@@ -223,16 +260,59 @@ class RunStore:
                       if p.suffix in RECORD_SUFFIXES and not p.name.startswith("."))
 
     def completed_keys(self) -> set[str]:
-        """Keys with a record file (any status: ``failed`` is final too; delete the file to
-        rerun a configuration)."""
-        return {p.stem for p in self._record_files()}
+        """Keys with a record that decodes (any status: ``failed`` is final too; delete the
+        file to rerun a configuration). Corrupt records are not done: a resume reruns them."""
+        return {r.config_key for r in self.scan(heads=True).records if r.status != "skipped"}
 
     def load_records(self) -> list[Record]:
+        """Every record; the first bad one raises InputError (see :meth:`scan` to go on)."""
         return [load_record_file(p) for p in self._record_files()]
 
     def load_heads(self) -> list[RecordHead]:
         """Every record without its rows, batches, timelines and log (tables and reports)."""
         return [load_record_file(p, RecordHead) for p in self._record_files()]
+
+    def scan(self, config_keys: set[str] | list[str] | None = None, *, heads: bool = False) -> "RunScan":
+        """Good records, and one line per problem: a record that does not decode (or of a newer
+        schema), a file named for another key, or (with ``config_keys``, the run's
+        configurations) a record of a configuration the run does not have. Never raises for
+        a bad record. ``heads``: decode RecordHeads (no rows, timelines, log), for tables."""
+        out = RunScan()
+        keys = set(config_keys) if config_keys is not None else None
+        for p in self._record_files():
+            try:
+                rec = load_record_file(p, RecordHead if heads else Record)
+            except InputError as exc:
+                out.problems.append(f"{exc.line()} (not counted as done; a resume reruns it)")
+                out.corrupt.append(p)
+                continue
+            stem = p.stem[: -len(".skipped")] if p.stem.endswith(".skipped") else p.stem
+            if rec.config_key != stem:
+                out.problems.append(f"{p}: config_key: {rec.config_key!r} does not match the file name; ignored")
+                out.foreign.append(p)
+            elif keys is not None and rec.config_key not in keys:
+                out.problems.append(f"{p}: config_key: {rec.config_key} is not a configuration of this run's "
+                                    "profile; ignored (never recommended)")
+                out.foreign.append(p)
+            else:
+                out.records.append(rec)
+        return out
+
+    def check_resumable(self) -> None:
+        """InputError if the directory has records but no ``run.json`` (nothing says what
+        profile they belong to, so they cannot be resumed)."""
+        if self.manifest_path.exists() or os.path.lexists(self.manifest_path):
+            return
+        if self._record_files():
+            raise InputError(str(self.manifest_path), "", "missing: the directory has records but no run.json, "
+                             "so it cannot be resumed; use another --out directory")
+
+    def lock(self) -> "RunLock":
+        """The run directory's lock (see :class:`.run_lock.RunLock`): ``with store.lock():``
+        around the whole run. InputError (exit 2) naming the holder when it is taken."""
+        from .run_lock import RunLock
+
+        return RunLock(self.root)
 
     def log_path(self, key: str) -> Path:
         return self.logs_dir / f"{key}.log"

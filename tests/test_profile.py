@@ -121,7 +121,7 @@ def _error(text: str, source: str = "p.toml") -> InputError:
         ("[400, 700]", "[0, 700]", "sweep.power_limit_w", "positive integers"),
         ('runtime = "sim"', 'runtime = "tgi"', "runtime", "Invalid enum value 'tgi'"),
         ('runtime = "sim"', 'runtime = "diffusers"', "runtime", "cannot serve task"),
-        ('value = "100ms"', 'value = "fast"', "target", "cannot parse duration"),
+        ('value = "100ms"', 'value = "fast"', "target.value", "cannot parse duration"),
         ('task = "chat"\n', "", "(top level)", "missing required field task"),
         ('[sweep]\nmax_num_seqs = "8..128 x2"', "[sweep]", "sweep.max_num_seqs", "required"),
     ],

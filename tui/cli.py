@@ -43,7 +43,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _fail(line: str) -> int:
-    print(f"{PROG}: {line}", file=sys.stderr)
+    from mle_tui.core.textsafe import escape_terminal
+
+    print(f"{PROG}: {escape_terminal(line, keep_newlines=False)}", file=sys.stderr)
     return 2
 
 
@@ -71,11 +73,16 @@ def default_out_dir(profile_name: str, now: float | None = None) -> Path:
 
 
 def _run_dir(text: str) -> Path:
+    from mle_tui.core.safe_io import os_problem
+
     d = Path(text).expanduser()
-    if not d.is_dir():
-        raise InputError(text, "", "no such run directory")
-    if not (d / "run.json").is_file() and not (d / "records").is_dir():
-        raise InputError(text, "", "not a run directory (no run.json or records/)")
+    try:
+        if not d.is_dir():
+            raise InputError(text, "", "no such run directory")
+        if not (d / "run.json").is_file() and not (d / "records").is_dir():
+            raise InputError(text, "", "not a run directory (no run.json or records/)")
+    except OSError as exc:
+        raise InputError(text[:200], "", os_problem(exc)) from None
     return d
 
 
@@ -139,8 +146,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     try:
         summary = runner.run()
-    except InputError:
-        raise
+    except InputError as exc:
+        raise exc.with_source(str(path)) from None
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; finished records are kept in {out} "
               f"(rerun with --out {out} to resume)", file=sys.stderr)
@@ -162,15 +169,18 @@ class _Run:
     """A run directory read for a report: records, manifest, and the target, metric, price and
     carbon intensity resolved from the command line or else the run's profile."""
 
-    def __init__(self, records, manifest, target_s, metric, price, carbon) -> None:
+    def __init__(self, records, manifest, target_s, metric, price, carbon, problems=()) -> None:
         self.records, self.manifest = records, manifest
         self.target_s, self.metric, self.price, self.carbon = target_s, metric, price, carbon
+        #: Records left out (corrupt, newer schema, not in the run's profile), one line each.
+        self.problems = list(problems)
 
     def report(self):
         from mle_tui.core.report import build_report
 
         return build_report(self.records, self.target_s, self.metric,
-                            price_usd_per_kwh=self.price, carbon_g_per_kwh=self.carbon)
+                            price_usd_per_kwh=self.price, carbon_g_per_kwh=self.carbon,
+                            problems=self.problems)
 
 
 def _load_report(run_dir: Path, target: str | None, metric: str | None):
@@ -179,7 +189,7 @@ def _load_report(run_dir: Path, target: str | None, metric: str | None):
 
 def _load_run(run_dir: Path, target: str | None, metric: str | None, full: bool = False) -> _Run:
     """``full``: whole records (timelines, rows) for figures; else record heads (tables)."""
-    from mle_tui.core.profile import LatencyMetric, decode_profile, parse_duration_s
+    from mle_tui.core.profile import DEFAULT_METRIC, LatencyMetric, decode_profile, parse_duration_s
     from mle_tui.core.store import RunStore
 
     store = RunStore(run_dir)
@@ -187,11 +197,20 @@ def _load_run(run_dir: Path, target: str | None, metric: str | None, full: bool 
     profile = None
     if manifest is not None and manifest.profile_toml:
         profile = decode_profile(manifest.profile_toml, str(run_dir / "run.json") + " (profile_toml)")
-    records = store.load_records() if full else store.load_heads()
+    keys = None
+    if profile is not None:
+        keys = [c.key() for c in profile.configs()]
+    elif manifest is not None and manifest.configs:
+        keys = list(manifest.configs)
+    scan = store.scan(keys, heads=not full)
+    records = scan.records
     target_s = None
     if target is not None:
+        if _is_number(target):
+            raise InputError("command line", "--target",
+                             f"{target!r} is ambiguous: give a unit, e.g. {target}ms or {target}s")
         try:
-            target_s = parse_duration_s(target if not _is_number(target) else float(target))
+            target_s = parse_duration_s(target)
         except ValueError as exc:
             raise InputError("command line", "--target", str(exc)) from None
     elif profile is not None:
@@ -199,11 +218,20 @@ def _load_run(run_dir: Path, target: str | None, metric: str | None, full: bool 
     if metric is not None and metric not in LatencyMetric.__args__:  # type: ignore[attr-defined]
         raise InputError("command line", "--metric",
                          f"unknown metric {metric!r} (one of {', '.join(LatencyMetric.__args__)})")  # type: ignore[attr-defined]
+    task = profile.task if profile is not None else (records[0].task if records else None)
+    if metric is not None and task is not None:
+        from mle_tui.core.profile_checks import metrics_for_task
+
+        if metric not in metrics_for_task(task):
+            raise InputError("command line", "--metric", f"a {task} run has no {metric} data (it has: "
+                             f"{', '.join(metrics_for_task(task))})")
     if metric is None and profile is not None:
         metric = profile.latency_metric()
+    elif metric is None and task in DEFAULT_METRIC:
+        metric = DEFAULT_METRIC[task]
     price = profile.cost.electricity_usd_per_kwh if profile else None
     carbon = profile.cost.carbon_g_per_kwh if profile else None
-    return _Run(records, manifest, target_s, metric, price, carbon)
+    return _Run(records, manifest, target_s, metric, price, carbon, scan.problems)
 
 
 def _is_number(text: str) -> bool:
@@ -241,6 +269,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.timelines != "all" and not args.plot:
         raise InputError("command line", "--timelines", "applies to --plot OUT_DIR")
     run_dir = _run_dir(args.dir)
+    if args.csv:
+        from mle_tui.core.safe_io import check_output_file
+
+        check_output_file(Path(args.csv), "--csv")
     run = _load_run(run_dir, args.target, args.metric, full=bool(args.plot))
     report = run.report()
     if args.plot:
@@ -255,19 +287,22 @@ def cmd_report(args: argparse.Namespace) -> int:
             raise InputError(args.plot, "--plot", exc.strerror or str(exc)) from None
         print(f"wrote {len(written)} figures to {out}", file=sys.stderr if args.json else sys.stdout)
     if args.csv:
+        from mle_tui.core.safe_io import os_problem
         from mle_tui.core.store import atomic_write
 
         try:
             atomic_write(Path(args.csv), to_csv(report).encode())
         except OSError as exc:
-            raise InputError(args.csv, "", exc.strerror or str(exc)) from None
+            raise InputError(args.csv, "--csv", os_problem(exc)) from None
     if args.json:
         sys.stdout.write(to_json(report).decode() + "\n")
     elif not args.csv and not args.plot:
         print(render_text(report, title=f"Pareto report: {run_dir}"))
     elif args.csv:
         print(f"wrote {args.csv} ({len(report.rows)} rows)")
-    return 0
+    for line in report.problems:
+        _fail(line)
+    return 2 if report.problems else 0
 
 
 def cmd_reanalyse(args: argparse.Namespace) -> int:
@@ -429,6 +464,18 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except ImportError as exc:  # an optional dependency missing where no check caught it
+        from mle_tui.core.errors import EXTRAS, missing_dependency
+
+        name = (exc.name or "").split(".")[0]
+        if name not in EXTRAS and name not in ("vllm", "textual"):
+            raise
+        return _fail(missing_dependency(exc, f"`{PROG} {getattr(args, 'cmd', None) or 'app'}`", "", "").line())
+    except OSError as exc:  # a path the user gave: one line, never a traceback
+        from mle_tui.core.safe_io import os_problem
+
+        name = str(exc.filename or "")
+        return _fail(f"{name[:200]}: {os_problem(exc)}" if name else os_problem(exc))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import msgspec
 from mle_tui.core import events as ev
 from mle_tui.core.pareto import fmt_duration
 from mle_tui.core.procgroup import pid_alive
+from mle_tui.core.textsafe import escape_terminal
 
 BAR_WIDTH = 20
 REDRAW_PERIOD_S = 0.2
@@ -139,7 +140,7 @@ class ProgressPrinter:
         if not force and now - self._last_draw < REDRAW_PERIOD_S:
             return
         width = shutil.get_terminal_size((100, 24)).columns - 1
-        text = self.status_line()[:width]
+        text = escape_terminal(self.status_line(), keep_newlines=False)[:width]
         if text == self._drawn:
             return
         pad = " " * max(0, len(self._drawn) - len(text))
@@ -152,7 +153,8 @@ class ProgressPrinter:
         if self.tty and self._drawn:
             self.stream.write("\r" + " " * len(self._drawn) + "\r")
             self._drawn = ""
-        self.stream.write(text + "\n")
+        # Server log lines and record text are input: no escape sequence reaches the terminal.
+        self.stream.write(escape_terminal(text, keep_newlines=False) + "\n")
         self.stream.flush()
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
@@ -124,19 +123,9 @@ def record_files(run_dir: Path) -> list[Path]:
 
 def export_run(run_dir: Path, dest: Path, csv_text: str, formulas_text: str) -> list[Path]:
     """Copy the run's record files (as written, msgspec JSON/msgpack) and ``run.json`` into
-    ``dest/records``, and write ``dest/pareto.csv`` and ``dest/FORMULAS.txt``."""
-    dest = Path(dest)
-    (dest / "records").mkdir(parents=True, exist_ok=True)
-    written = []
-    for src in record_files(run_dir):
-        target = dest / "records" / src.name
-        shutil.copy2(src, target)
-        written.append(target)
-    manifest = Path(run_dir) / "run.json"
-    if manifest.is_file():
-        shutil.copy2(manifest, dest / "run.json")
-        written.append(dest / "run.json")
-    (dest / "pareto.csv").write_text(csv_text)
-    (dest / "FORMULAS.txt").write_text(formulas_text)
-    written += [dest / "pareto.csv", dest / "FORMULAS.txt"]
+    ``dest/records``, and write ``dest/pareto.csv`` and ``dest/FORMULAS.txt``. Symlinks out of
+    the run directory, FIFOs and devices are skipped (see :mod:`mle_tui.core.export`)."""
+    from ..core.export import export_run as _export
+
+    written, _skipped = _export(Path(run_dir), Path(dest), csv_text, formulas_text)
     return written

@@ -45,9 +45,10 @@ def simulated_setup(profile: Profile, clock: Clock, message: str) -> PowerSetup:
                       kind="simulated", message=message)
 
 
-def open_power(profile: Profile, allow_simulated: bool | None, clock: Clock) -> PowerSetup:
+def open_power(profile: Profile, allow_simulated: bool | None, clock: Clock, source: str = "") -> PowerSetup:
     """``allow_simulated`` None defers to ``profile.gpu.allow_simulated``; a profile with
-    ``gpu.simulated = true`` always gets the simulated GPU."""
+    ``gpu.simulated = true`` always gets the simulated GPU. ``source``: the profile's path, the
+    FILE part of the error when no GPU can be read."""
     if profile.gpu.simulated:
         return simulated_setup(profile, clock, "SIMULATED GPU (profile sets gpu.simulated = true)")
     from .nvml import NvmlLimiter, NvmlPowerSource, NvmlUnavailable
@@ -60,7 +61,7 @@ def open_power(profile: Profile, allow_simulated: bool | None, clock: Clock) -> 
         allowed = profile.gpu.allow_simulated if allow_simulated is None else allow_simulated
         if allowed:
             return simulated_setup(profile, clock, f"no NVIDIA GPU readable (NVML: {reason}); using the SIMULATED GPU")
-        raise InputError("", "gpu", f"no NVIDIA GPU can be read ({reason}); "
+        raise InputError(source, "gpu", f"no NVIDIA GPU can be read ({reason}); "
                                     "pass --simulate or set gpu.allow_simulated = true") from None
     names = sorted({g.name for g in source.gpus()})
     return PowerSetup(source=source, limiter=limiter, sim_gpus=None, kind="nvml",

@@ -8,9 +8,10 @@ from .base import Runtime
 RUNTIMES = ("vllm", "transformers", "diffusers", "sim")
 
 
-def get_runtime(name: str) -> Runtime:
-    """The runtime named by a profile's ``runtime`` field. InputError for an unknown name or a
-    runtime whose packages are missing."""
+def get_runtime(name: str, source: str = "") -> Runtime:
+    """The runtime named by a profile's ``runtime`` field. InputError (FILE part ``source``, the
+    profile's path) for an unknown name or a runtime whose packages are missing, naming the
+    extra to install."""
     try:
         if name == "sim":
             from .sim import SimRuntime
@@ -29,5 +30,7 @@ def get_runtime(name: str) -> Runtime:
 
             return DiffusersRuntime()
     except ImportError as exc:
-        raise InputError("", "runtime", f"the {name} runtime is not available here ({exc})") from None
-    raise InputError("", "runtime", f"unknown runtime {name!r} (one of {', '.join(RUNTIMES)})")
+        from ..errors import missing_dependency
+
+        raise missing_dependency(exc, f"the {name} runtime", source) from None
+    raise InputError(source, "runtime", f"unknown runtime {name!r} (one of {', '.join(RUNTIMES)})")

@@ -171,7 +171,9 @@ class DiffusersRuntime:
             import diffusers  # noqa: F401
             import torch
         except ImportError as exc:
-            raise InputError("profile", "runtime", f"the diffusers runtime needs torch and diffusers ({exc})") from None
+            from ..errors import missing_dependency
+
+            raise missing_dependency(exc, "the diffusers runtime", "profile") from None
         cfg = ctx.config
         batch = int(cfg.batch_size or 1)
         steps = int(cfg.num_inference_steps or 50)

@@ -170,7 +170,9 @@ class TransformersRuntime:
             import torch  # noqa: F401
             from transformers import ContinuousBatchingConfig, GenerationConfig
         except ImportError as exc:
-            raise InputError("profile", "runtime", f"the transformers runtime needs torch and transformers ({exc})") from None
+            from ..errors import missing_dependency
+
+            raise missing_dependency(exc, "the transformers runtime", "profile") from None
         cfg = ctx.config
         B = int(cfg.max_num_seqs or 1)
         if cfg.num_gpus > 1:

@@ -102,9 +102,16 @@ class DiffusionSim:
         next_sample = t0
         total = self.warmup_batches + self.batches
 
+        cancel = self.cancel
+        n_emitted = 0
+
         def samples(until: float, running: int, waiting: int) -> None:
-            nonlocal next_sample
+            nonlocal next_sample, n_emitted
             while next_sample < until:
+                n_emitted += 1
+                if cancel is not None and n_emitted % 1024 == 0 and cancel.is_set():
+                    self._set_load(0.0)
+                    raise Cancelled()
                 self.on_batch_sample(next_sample, running, waiting)
                 next_sample = t0 + (round((next_sample - t0) / self.period) + 1) * self.period
 

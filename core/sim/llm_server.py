@@ -219,9 +219,16 @@ class LlmServerSim:
         st_send: dict[int, float] = {}
         free_since = t_start  # when a client concurrency slot last opened
 
+        cancel = self.cancel
+        n_emitted = 0
+
         def emit_samples(until: float) -> None:
-            nonlocal next_sample
+            nonlocal next_sample, n_emitted
             while next_sample <= until + 1e-12:
+                n_emitted += 1
+                if cancel is not None and n_emitted % 1024 == 0 and cancel.is_set():
+                    self._set_load(0.0)
+                    raise Cancelled()  # a long idle gap (a slow request rate): still interruptible
                 self.on_batch(next_sample, state["r"], state["w"], state["kv"], preemptions, tokens_total)
                 next_sample = t_start + (round((next_sample - t_start) / period) + 1) * period
 
