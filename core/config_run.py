@@ -24,7 +24,7 @@ from .dataset_types import Request
 from .errors import InputError, RunFailure
 from .events import (BatchProgress, BatchSampleEvent, ConfigFinished, ConfigStarted, Event, HealthSample, LogLine,
                      PowerSample, RequestProgress, SteadyUpdate)
-from .gpu_setup import GpuSetup, hardware
+from .gpu_setup import GpuSetup, guard_for, hardware
 from .measure.analysis import analyse
 from .measure.live import LiveSteady
 from .measure.sampler import PowerSampler
@@ -93,10 +93,12 @@ class HealthWatch:
 class ConfigRun:
     def __init__(self, *, profile: Profile, cfg: Config, index: int, total: int, next_cfg: Config | None,
                  requests: list[Request], indices: list[int], gpus: GpuSetup, runtime: Runtime,
-                 store: RunStore, run_id: str, flags: Flags, emit: Callable[[Event, bool], None]) -> None:
+                 store: RunStore, run_id: str, flags: Flags, emit: Callable[[Event, bool], None],
+                 profile_path: str = "") -> None:
         self.profile, self.cfg, self.index, self.total, self.next_cfg = profile, cfg, index, total, next_cfg
         self.requests, self.indices, self.gpus, self.runtime = requests, indices, gpus, runtime
         self.store, self.run_id, self.flags, self._emit = store, run_id, flags, emit
+        self.profile_path = profile_path
         self.rec = TraceRecorder()
         self._measured: list[BatchRow] = []
         self.health: HealthWatch | None = None
@@ -177,9 +179,7 @@ class ConfigRun:
         result: RuntimeResult | None = None
         failure: tuple[str, list[str]] | None = None
         sampler: PowerSampler | None = None
-        run_state = self.store.limits_state_path()
-        guard = PowerLimitGuard(gpus.limiter, self.indices, cfg.power_limit_w, state_path=gpus.limits_state_path,
-                                run_state_path=None if gpus.limits_state_path == run_state else run_state)
+        guard = guard_for(gpus, self.indices, cfg.power_limit_w, self.store.root, self.profile_path)
         end_s = 0.0
         try:
             with guard:
@@ -189,6 +189,8 @@ class ConfigRun:
                 if cfg.power_limit_w is not None:
                     self.emit(LogLine(line=f"{key}: power limit {cfg.power_limit_w} W requested, "
                                            f"enforced {guard.enforced_w} W (was {guard.original_w} W)"))
+                for note in getattr(guard, "notes", []):
+                    self.emit(LogLine(line=f"{key}: {note}"))
                 sampler = PowerSampler(gpus.source, self.indices, clock, SAMPLE_PERIOD_S, listener=self._on_power)
                 if self.steady is not None:
                     self.steady._energy_between = sampler.energy_between

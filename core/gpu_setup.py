@@ -13,7 +13,8 @@ from .clock import Clock, VirtualClock, WallClock
 from .config import Config
 from .errors import InputError
 from .power.base import PowerLimiter, PowerSource
-from .power.limits import PowerLimitGuard, default_state_path, restore_stale, validate_limit
+from .power.gpu_lock import GpuClaim
+from .power.limits import PowerLimitGuard, claim_sweep_gpus, state_dir_for, validate_limit
 from .profile import Profile
 from .records import Hardware
 
@@ -28,9 +29,17 @@ class GpuSetup:
     clock_factory: Callable[[], Clock]
     message: str
     simulated: bool
-    limits_state_path: Path
+    #: Where per-GPU limit state and locks live (None: the default for the source's kind).
+    state_dir: Path | None
     #: Lines for the run log (limits restored from a killed run, ...).
     notes: list[str] = field(default_factory=list)
+    #: The sweep's GPU pool, locked for the whole sweep (after :func:`check`).
+    claim: GpuClaim | None = None
+
+    def release(self) -> None:
+        if self.claim is not None:
+            self.claim.release()
+            self.claim = None
 
 
 def default_clock_factory(profile: Profile, virtual: bool) -> Callable[[], Clock]:
@@ -42,7 +51,7 @@ def default_clock_factory(profile: Profile, virtual: bool) -> Callable[[], Clock
 
 def open_gpus(profile: Profile, *, power_source: PowerSource | None, limiter: PowerLimiter | None,
               clock_factory: Callable[[], Clock] | None, allow_simulated: bool | None,
-              sim_gpus: list | None, limits_state_path: Path | None, run_limits_state_path: Path) -> GpuSetup:
+              sim_gpus: list | None, limits_state_path: Path | None, profile_path: str = "") -> GpuSetup:
     """Open the power source (an injected one, or ``power.select``) and pick the clock: virtual
     for the sim runtime with ``sim.realtime = false``, but real GPUs always run on real time."""
     want_virtual = profile.runtime == "sim" and not profile.sim.realtime
@@ -58,17 +67,15 @@ def open_gpus(profile: Profile, *, power_source: PowerSource | None, limiter: Po
     else:
         from .power.select import open_power
 
-        setup = open_power(profile, allow_simulated, clock)
+        setup = open_power(profile, allow_simulated, clock, source=profile_path)
         source, kind, message = setup.source, setup.kind, setup.message
         lim = limiter if limiter is not None else setup.limiter
         sim_gpus = sim_gpus if sim_gpus is not None else setup.sim_gpus
     if kind == "nvml" and getattr(clock, "virtual", False) and clock_factory is None:
         factory = default_clock_factory(profile, False)
-    if limits_state_path is None:
-        limits_state_path = default_state_path() if kind == "nvml" else run_limits_state_path
     return GpuSetup(source=source, limiter=lim, kind=kind, sim_gpus=sim_gpus, clock_factory=factory,
                     message=message, simulated=kind == "simulated" or profile.runtime == "sim",
-                    limits_state_path=limits_state_path)
+                    state_dir=None if limits_state_path is None else state_dir_for(limits_state_path))
 
 
 def gpu_pool(profile: Profile, source: PowerSource) -> list[int]:
@@ -77,23 +84,17 @@ def gpu_pool(profile: Profile, source: PowerSource) -> list[int]:
     return [g.index for g in source.gpus()]
 
 
-def check(profile: Profile, configs: list[Config], gpus: GpuSetup, run_limits_state_path: Path,
-          profile_path: str) -> None:
-    """Before anything changes: GPUs present, limits left by a killed run restored, every
-    configuration's GPUs available and its limit in range, and (NVML) the privilege to set
-    limits. Raises InputError naming the profile field."""
+def check(profile: Profile, configs: list[Config], gpus: GpuSetup, run_dir: Path, profile_path: str) -> None:
+    """Before anything changes: GPUs present, every configuration's GPUs available and its
+    limit in range, (NVML) the privilege to set limits, then limits left by a killed run
+    restored and the sweep's GPU pool locked for the whole sweep (``gpus.claim``; a second
+    sweep on one of these GPUs is refused naming the holder). Raises InputError naming the
+    profile field."""
     pool = gpu_pool(profile, gpus.source)
     visible = {g.index for g in gpus.source.gpus()}
     missing = [i for i in pool if i not in visible]
     if missing:
         raise InputError(profile_path, "gpu.indices", f"GPU {missing[0]} not found (visible: {sorted(visible)})")
-    for path in {gpus.limits_state_path, run_limits_state_path}:
-        try:
-            restored = restore_stale(path, gpus.limiter)
-        except RuntimeError as exc:
-            raise InputError(str(path), "", str(exc)) from None
-        if restored:
-            gpus.notes.append(f"restored power limits left by a killed run: {restored}")
     need_set = False
     for cfg in configs:
         if cfg.num_gpus > len(pool):
@@ -113,6 +114,16 @@ def check(profile: Profile, configs: list[Config], gpus: GpuSetup, run_limits_st
                 gpus.limiter.set_limit_w(i, gpus.limiter.get_limit_w(i))
             except Exception as exc:  # noqa: BLE001
                 raise InputError(profile_path, "sweep.power_limit_w", f"cannot set GPU power limits: {exc}") from None
+    used = sorted({i for c in configs for i in pool[: c.num_gpus]})
+    gpus.claim, notes = claim_sweep_gpus(gpus.limiter, gpus.source, used, gpus.kind, run_dir, profile_path,
+                                         state_dir=gpus.state_dir)
+    gpus.notes += notes
+
+
+def guard_for(gpus: GpuSetup, indices: list[int], limit_w: float | None, run_dir: Path,
+              profile_path: str) -> PowerLimitGuard:
+    """The limit guard of one configuration, under the sweep's claim."""
+    return PowerLimitGuard(gpus.limiter, indices, limit_w, claim=gpus.claim, run_dir=run_dir, source=profile_path)
 
 
 def hardware(gpus: GpuSetup, indices: list[int], guard: PowerLimitGuard) -> Hardware:

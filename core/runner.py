@@ -27,15 +27,15 @@ from .clock import Clock
 from .config import Config
 from .config_run import ConfigRun, Flags
 from .dataset_types import Request
-from .errors import InputError
+from .errors import Cancelled, InputError
 from .events import Event, LogLine, RunFinished, RunStarted, encode_event
 from .gpu_setup import GpuSetup, check, gpu_pool, open_gpus
 from .manifest import build_manifest
 from .power.base import PowerLimiter, PowerSource
-from .profile import Profile
+from .profile import Profile, decode_profile
+from .profile_checks import profiles_equal
 from .runtimes.base import Runtime
 from .store import RunStore
-from .toml_text import struct_to_toml
 
 
 class RunSummary(msgspec.Struct, kw_only=True):
@@ -92,6 +92,7 @@ class SweepRunner:
         self._emit_lock = threading.RLock()
         self._live_fh: Any = None
         self._gpus: GpuSetup | None = None
+        self._lock: Any = None
         self._notes: list[str] = []
         self._prepared = False
         self.power_message = ""
@@ -154,24 +155,33 @@ class SweepRunner:
         if self._prepared:
             return
         profile = self.profile
+        src = self.profile_path or ""
+        if self._lock is None:
+            # Two runs into one directory would mix records: the second is refused, naming
+            # the holder. Held until this process ends the run (or exits).
+            lock = self.store.lock()
+            lock.__enter__()
+            self._lock = lock
+        self.store.check_resumable()
         self.store.ensure()
         manifest = self.store.read_manifest()
-        if manifest is not None and manifest.profile_toml and manifest.profile_toml != struct_to_toml(profile):
-            raise InputError(str(self.store.manifest_path), "profile_toml",
-                             "this run directory was started with a different profile; use another --out "
-                             "directory (or the same profile to resume)")
+        if manifest is not None and manifest.profile_toml:
+            before = decode_profile(manifest.profile_toml, f"{self.store.manifest_path} (profile_toml)")
+            if not profiles_equal(before, profile):
+                raise InputError(str(self.store.manifest_path), "profile_toml",
+                                 "this run directory was started with a different profile; use another --out "
+                                 "directory (or the same profile to resume)")
         gpus = open_gpus(profile, power_source=self._power_source, limiter=self._limiter,
                          clock_factory=self._clock_factory, allow_simulated=self._allow_simulated,
-                         sim_gpus=self._sim_gpus, limits_state_path=self._limits_state_path,
-                         run_limits_state_path=self.store.limits_state_path())
+                         sim_gpus=self._sim_gpus, limits_state_path=self._limits_state_path, profile_path=src)
         self._gpus = gpus
         self.power_message, self.power_kind, self.simulated = gpus.message, gpus.kind, gpus.simulated
-        check(profile, self._configs, gpus, self.store.limits_state_path(), self.profile_path or "")
-        self._notes += gpus.notes
         if self._runtime is None:
             from .runtimes import get_runtime
 
-            self._runtime = get_runtime(profile.runtime)
+            self._runtime = get_runtime(profile.runtime, source=src)
+        check(profile, self._configs, gpus, self.out_dir, src)
+        self._notes += gpus.notes
         if self._requests is None:
             self._requests = self._load_requests()
         if not self._requests:
@@ -184,7 +194,10 @@ class SweepRunner:
         base = Path(self.profile_path).parent if self.profile_path else None
         loader = getattr(self._runtime, "load_requests", None)
         if loader is None:
-            from .datasets import load_requests as loader
+            from .datasets import load_requests
+
+            return list(load_requests(self.profile, base_dir=base, on_note=self._notes.append,
+                                      cancel=self._flags.stop))
         return list(loader(self.profile, base_dir=base, on_note=self._notes.append))
 
     def _write_manifest(self, *, created: float, finished: bool) -> None:
@@ -230,9 +243,18 @@ class SweepRunner:
         """Run every pending configuration. Blocking; call from a worker thread in the UI."""
         old_handlers = self._install_signals()
         try:
-            self.prepare()
+            try:
+                self.prepare()
+            except Cancelled:  # stopped while the workload was prepared: nothing ran
+                return RunSummary(run_dir=str(self.out_dir), completed=0, failed=0, invalid=0,
+                                  skipped=len(self.store.completed_keys()), stopped=True)
             return self._run()
         finally:
+            if self._gpus is not None:
+                self._gpus.release()
+            if self._lock is not None:
+                self._lock.__exit__(None, None, None)
+                self._lock = None
             for sig, handler in old_handlers.items():
                 signal.signal(sig, handler)
 
@@ -266,7 +288,7 @@ class SweepRunner:
                     next_cfg=todo[pos + 1][1] if pos + 1 < len(todo) else None,
                     requests=self._requests_for(cfg), indices=pool[: cfg.num_gpus], gpus=self._gpus,  # type: ignore[arg-type]
                     runtime=self._runtime, store=self.store, run_id=self.run_id,  # type: ignore[arg-type]
-                    flags=self._flags, emit=self._emit,
+                    flags=self._flags, emit=self._emit, profile_path=self.profile_path or "",
                 ).run()
                 if record is None:  # stopped
                     break

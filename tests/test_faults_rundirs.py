@@ -278,3 +278,27 @@ def test_two_runs_started_together_exactly_one_wins(tmp_path: Path) -> None:
         (base / "release").write_text("1")
         for p in procs:
             assert p.wait(timeout=60) == 0
+
+
+def test_mle_tui_run_into_a_directory_a_sweep_holds_exits_2_and_loses_nothing(tmp_path: Path) -> None:
+    """Through the runner: a sweep holding the directory (prepared, not finished) makes a
+    second ``mle-tui run`` into it exit 2 naming the holder, and writes nothing."""
+    import subprocess
+    import sys
+
+    from mle_tui.core.profile import load_profile
+    from mle_tui.core.runner import SweepRunner
+
+    run = tmp_path / "run"
+    profile = load_profile(REPO / "profiles" / "demo.toml")
+    first = SweepRunner(profile, run, profile_path=str(REPO / "profiles" / "demo.toml"))
+    first.prepare()  # takes the run directory's lock
+    before = sorted(p.name for p in run.rglob("*"))
+    r = subprocess.run([sys.executable, "-m", "mle_tui.tui.cli", "run", str(REPO / "profiles" / "demo.toml"),
+                        "--headless", "--out", str(run)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--out" in lines[0] and str(os.getpid()) in lines[0]
+    assert sorted(p.name for p in run.rglob("*")) == before
+    summary = first.run()  # the holder goes on and finishes
+    assert summary.completed == len(profile.configs())

@@ -229,7 +229,8 @@ class PowerLimitGuard:
 
 
 def claim_sweep_gpus(limiter: PowerLimiter, source: object, indices: list[int], kind: str,
-                     run_dir: Path | str, profile_path: str = "") -> tuple[GpuClaim, list[str]]:
+                     run_dir: Path | str, profile_path: str = "",
+                     state_dir: Path | None = None) -> tuple[GpuClaim, list[str]]:
     """What a runner does once, before anything changes: restore what killed runs left (the
     per-GPU state and an older version's per-host file; problems become notes, never a
     refusal), then lock the sweep's GPU pool for the whole sweep (InputError on
@@ -242,7 +243,8 @@ def claim_sweep_gpus(limiter: PowerLimiter, source: object, indices: list[int], 
         ids = gpu_ids_from(source.gpus())  # type: ignore[attr-defined]
     except Exception:  # noqa: BLE001 - fall back to index-based ids
         ids = {}
-    state_dir = default_state_dir() if kind == "nvml" else Path(run_dir)
+    if state_dir is None:
+        state_dir = default_state_dir() if kind == "nvml" else Path(run_dir)
     notes: list[str] = []
     for where in ([default_state_path()] if kind == "nvml" else []) + [state_dir]:
         rep = restore_stale_report(where, limiter, gpu_ids=ids)
