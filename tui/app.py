@@ -1,9 +1,14 @@
 """The mle-tui Textual app: setup → run (live) → results, records browser, attach.
 
-The app drives the core: it builds a runner through ``runner_factory`` (default: the core's
-:class:`~mle_tui.core.runner.SweepRunner`, imported only when a run starts), runs it in a
-thread worker owned by the App, and folds its events into a :class:`LiveState` on the UI
-thread. Tests inject a fake runner factory, a fake GPU probe and a frozen clock.
+A sweep runs in its own process (tui/sweep_process.py): the app launches it detached and follows
+its ``live.jsonl`` like ``attach``; skip and stop go through the run directory's control channel
+(core/control.py), so any attached app can send them. Quitting asks: detach (the sweep keeps
+running; ``mle-tui`` lists it and reattaches) or stop. Losing the terminal never stops the sweep,
+and the app leaves within 2 s whatever Textual does (tui/terminal_watch.py).
+
+Tests inject ``runner_factory``: the runner then runs in a thread worker of the app (the
+in-process mode, a test seam) and its events are folded into the :class:`LiveState` directly.
+Tests also inject a fake GPU probe and a frozen clock.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import asyncio
 import collections
 import re
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -93,12 +99,20 @@ class MleApp(App[int]):
         tick_s: float = 0.25,
         cursor_blink: bool = True,
         stop_timeout_s: float = 120.0,
+        offer_reattach: bool = False,
     ) -> None:
         super().__init__()
         self.profile_path = profile_path
         self.start_dir = Path(run_dir) if run_dir else None
         self.attach_mode = attach
-        self.runner_factory = runner_factory or default_runner_factory
+        #: None: sweeps run in a detached runner process; a factory: in this process (tests).
+        self.runner_factory = runner_factory
+        self.offer_reattach = offer_reattach
+        #: Set by run_app: the watchdog that ends the process once the terminal is gone.
+        self.terminal_watch: Any = None
+        self.terminal_lost: str | None = None
+        #: Why the app ended: "detached" when a sweep was left running.
+        self.left_running: Path | None = None
         self.gpu_probe = gpu_probe
         self.now_s = now_s
         self.runs_root = runs_root or Path("runs")
@@ -124,7 +138,9 @@ class MleApp(App[int]):
 
     # -- start-up -----------------------------------------------------------------------
     def on_mount(self) -> None:
-        self._install_signal_handlers()
+        self._loop = asyncio.get_running_loop()
+        if self.terminal_watch is None:
+            self._install_signal_handlers()
         if self.start_dir is not None and self.attach_mode:
             self.attach(self.start_dir)
         elif self.start_dir is not None and self.profile_path is not None:
@@ -140,6 +156,22 @@ class MleApp(App[int]):
             self.open_run_dir(self.start_dir, root=True)
         else:
             self.push_setup(self.profile_path)
+            if self.offer_reattach and self.profile_path is None:
+                self._offer_reattach()
+
+    def _offer_reattach(self) -> None:
+        from ..core.runs_registry import running_sweeps
+        from .detach_ui import RunningSweepsScreen
+
+        sweeps = running_sweeps()
+        if not sweeps:
+            return
+
+        def picked(run_dir: str | None) -> None:
+            if run_dir:
+                self.attach(Path(run_dir))
+
+        self.push_screen(RunningSweepsScreen(sweeps), picked)
 
     def push_setup(self, initial: str | None = None) -> None:
         from .screen_setup import SetupScreen
@@ -160,14 +192,39 @@ class MleApp(App[int]):
             pass
 
     def _on_terminate_signal(self, sig: int) -> None:
-        """SIGHUP (terminal gone) or SIGTERM: stop the run cleanly, then exit."""
+        """SIGHUP (terminal gone) or SIGTERM: an in-process run is stopped cleanly; a detached
+        sweep keeps running (it does not need this terminal). Then exit."""
+        if self.detached_run:
+            self.left_running = self.run_dir
+            self.exit(0)
+            return
         if self.runner is not None and self.run_active:
             self.runner.request_stop()
         self.run_worker(self._stop_and_exit(), group="quit", exclusive=True)
 
+    def on_terminal_lost(self, reason: str) -> None:
+        """From the terminal watch (any thread, must not block)."""
+        self.terminal_lost = reason
+        try:
+            self._loop.call_soon_threadsafe(self._on_terminate_signal, 0)
+        except (AttributeError, RuntimeError):
+            pass
+
+    def ready_to_die(self) -> bool:
+        """Nothing of this process is left to finish (an in-process run has ended)."""
+        return self._run_done.is_set()
+
+    @property
+    def detached_run(self) -> bool:
+        """A sweep of a runner process is being followed (and may be running)."""
+        from .sweep_process import DetachedRun
+
+        return isinstance(self.runner, DetachedRun) and self.run_active
+
     # -- screens --------------------------------------------------------------------------
     def open_run_dir(self, path: Path, info=None, root: bool = False) -> None:
         from ..core.procgroup import pid_alive
+        from ..core.runs_registry import live_runner, read_runner
         from .rundirs import find_run_dirs, is_run_dir, load_run
         from .screen_records import RecordsScreen
 
@@ -182,10 +239,43 @@ class MleApp(App[int]):
             return
         info = info or load_run(path)
         m = info.manifest
-        if m is not None and not m.finished and pid_alive(m.pid) and (path / "live.jsonl").exists():
+        if live_runner(path) is not None:
             self.attach(path)
             return
+        if (m is not None and not m.finished and read_runner(path) is None and pid_alive(m.pid)
+                and (path / "live.jsonl").exists()):
+            self.attach(path)  # a writer that does not register (an older version): follow it
+            return
+        if m is not None and not m.finished and info.profile() is not None and not self.run_active:
+            self._offer_resume(path, info)
+            return
         self.open_results(path, info=info)
+
+    def _offer_resume(self, path: Path, info) -> None:
+        m = info.manifest
+        done, total = len(info.records), len(m.configs)
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.resume_run(path, info)
+            else:
+                self.open_results(path, info=info)
+
+        self.push_screen(ConfirmScreen(f"{path.name}: stopped with {done} of {total} configurations "
+                                       "done. Resume it (the rest of the sweep, same profile)?",
+                                       yes="Resume", no="Results"), answered)
+
+    def resume_run(self, path: Path, info=None) -> bool:
+        """Run the configurations of ``path`` that have no record yet, with its own profile."""
+        from .rundirs import load_run
+
+        info = info or load_run(path)
+        profile = info.profile()
+        if profile is None:
+            self.notify(f"{path}: no profile in run.json; cannot resume", severity="error")
+            return False
+        m = info.manifest
+        return self.start_run(profile, m.profile_path if m is not None else None, out_dir=Path(path))
 
     def open_results(self, path: Path, info=None) -> None:
         from .rundirs import load_run
@@ -200,12 +290,57 @@ class MleApp(App[int]):
                 return
         self.push_screen(ResultsScreen(info))
 
-    def attach(self, path: Path) -> None:
-        from .screen_run import RunScreen
+    def attach(self, path: Path, handle=None) -> None:
+        """Follow the run of ``path`` (its ``live.jsonl``); with a runner process running it, skip
+        and stop reach that process (``handle``: the one this app launched)."""
+        from .detach_ui import AttachedRunScreen
+        from .sweep_process import DetachedRun
 
+        path = Path(path)
+        handle = handle or DetachedRun.find(path)
         self.live = LiveState(now_s=self.now_s)
         self.live.run_dir = str(path)
-        self.push_screen(RunScreen(self.live, attach_dir=Path(path), tick_s=self.tick_s))
+        if handle is not None and not self.run_active:
+            self.runner, self.run_dir = handle, path
+            self.run_active, self.run_summary, self.run_error = True, None, None
+            self._watch_timer = self.set_interval(0.25, self._watch_detached, name="runner-watch")
+        self.push_screen(AttachedRunScreen(self.live, attach_dir=path, tick_s=self.tick_s))
+
+    def _watch_detached(self) -> None:
+        from .sweep_process import DetachedRun
+
+        handle = self.runner
+        if not isinstance(handle, DetachedRun) or not self.run_active or handle.alive():
+            return
+        self._watch_timer.stop()
+        self.run_active = False
+        rc = handle.returncode()
+        screen = self.screen
+        if hasattr(screen, "sync") and getattr(screen, "tail", None) is not None:
+            screen.sync(force=True)  # the last events of live.jsonl
+        live = self.live
+        finished = live is not None and live.finished is not None
+        if live is not None:
+            live.stopping = False
+        if finished and rc in (None, 0, 1):
+            if not self.quitting:
+                stopped = live.finished.stopped
+                self.notify("Sweep stopped; finished records kept. Press r for results." if stopped
+                            else "Sweep finished. Press r for results.", timeout=8)
+            return
+        if rc is None:
+            why = (f"the runner process ({handle.pid}) ended before the sweep finished; "
+                   "open the run directory to resume it")
+        else:
+            lines = handle.log_tail(3)
+            why = lines[-1] if lines else f"the runner process ended (exit status {rc})"
+        self.run_error = RuntimeError(why)
+        if live is not None:
+            live.error = why
+            live.version += 1
+        if rc == 2:
+            handle.cleanup_failed_start()
+        self.notify(f"The run failed: {why}", severity="error", timeout=15)
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
@@ -274,6 +409,8 @@ class MleApp(App[int]):
             return False
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(self.now_s()))
         out_dir = out_dir or self.runs_root / f"{_safe_name(profile.name)}-{stamp}"
+        if self.runner_factory is None:
+            return self._start_detached(profile, profile_path, Path(out_dir))
         live = LiveState(now_s=self.now_s)
         live.run_dir = str(out_dir)
         live.started_at_s = self.now_s()
@@ -287,6 +424,20 @@ class MleApp(App[int]):
         self._run_done.clear()
         self.push_screen(RunScreen(live, tick_s=self.tick_s))
         self._run_in_thread()
+        return True
+
+    def _start_detached(self, profile: Profile, profile_path: str | None, out_dir: Path) -> bool:
+        from .sweep_process import launch
+
+        simulate = bool(profile.gpu.simulated or profile.gpu.allow_simulated or profile.runtime == "sim")
+        try:
+            handle = launch(profile, out_dir, profile_path, simulate=simulate)
+        except OSError as exc:
+            self.notify(f"{out_dir}: cannot start the sweep: {exc.strerror or exc}", severity="error", timeout=15)
+            return False
+        self.attach(out_dir, handle=handle)
+        if self.live is not None:
+            self.live.started_at_s = self.now_s()
         return True
 
     def _listener(self, event: Event) -> None:
@@ -349,8 +500,8 @@ class MleApp(App[int]):
                 self.runner.request_skip()
                 self.notify("Skipping the current configuration…")
 
-        self.push_screen(ConfirmScreen("Skip the current configuration? It is recorded as failed "
-                                       "(skipped by user) and the sweep goes on."), done)
+        self.push_screen(ConfirmScreen("Skip the current configuration? It is recorded as skipped "
+                                       "(run again on resume) and the sweep goes on."), done)
 
     def action_stop_run(self) -> None:
         if not self.run_active or self.runner is None:
@@ -373,6 +524,18 @@ class MleApp(App[int]):
         if not self.run_active:
             self.exit(0)
             return
+        if self.detached_run:
+            from .detach_ui import QuitScreen
+
+            def chosen(answer: str | None) -> None:
+                if answer == "detach":
+                    self.left_running = self.run_dir
+                    self.exit(0)
+                elif answer == "stop":
+                    self.run_worker(self._stop_and_exit(), group="quit", exclusive=True)
+
+            self.push_screen(QuitScreen(getattr(self.runner, "pid", None), self.run_dir), chosen)
+            return
 
         def done(yes: bool | None) -> None:
             if yes:
@@ -385,24 +548,29 @@ class MleApp(App[int]):
     async def _stop_and_exit(self) -> None:
         self.quitting = True
         if self.run_active and self.runner is not None:
+            detached = self.detached_run
             self.stop_run()
             self.notify("Stopping the sweep: restoring power limits, stopping the server…", timeout=30)
             deadline = time.monotonic() + self.stop_timeout_s
-            while not self._run_done.is_set() and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
+            if detached:
+                while self.runner.alive() and time.monotonic() < deadline:
+                    await asyncio.sleep(0.05)
+            else:
+                while not self._run_done.is_set() and time.monotonic() < deadline:
+                    await asyncio.sleep(0.05)
         self.exit(0)
 
     def exit(self, result: Any = None, return_code: int = 0, message: Any = None) -> None:
-        """Leaving the app always stops a run still going (the thread would otherwise keep the
-        process alive): the runner restores limits and kills its children."""
-        if self.run_active and self.runner is not None:
+        """Leaving the app stops an in-process run still going (the thread would otherwise keep
+        the process alive); a runner process keeps running (detach)."""
+        if self.run_active and self.runner is not None and not self.detached_run:
             self.stop_run()
         super().exit(result, return_code, message)
 
     def finish(self, timeout_s: float | None = None) -> bool:
         """After the app has exited: make sure a runner still going is stopped and joined.
         Returns True when no run is left running."""
-        if self.runner is not None and not self._run_done.is_set():
+        if self.runner is not None and self.runner_factory is not None and not self._run_done.is_set():
             self.runner.request_stop()
             return self._run_done.wait(self.stop_timeout_s if timeout_s is None else timeout_s)
         return True
@@ -436,14 +604,22 @@ def run_app(profile_path: str | None = None, run_dir: str | None = None, attach:
         raise InputError(str(run_dir), "", "no such run directory")
     if attach and run_dir is None:
         raise InputError("attach", "DIR", "a run directory is required")
-    app = MleApp(profile_path=profile_path, run_dir=run_dir, attach=attach)
-    # SIGHUP before the loop starts, or after it ends, must still stop a run.
-    prev = signal.getsignal(signal.SIGHUP)
+    from .terminal_watch import TerminalWatch
+
+    app = MleApp(profile_path=profile_path, run_dir=run_dir, attach=attach,
+                 offer_reattach=profile_path is None and run_dir is None)
+    watch = TerminalWatch(on_lost=app.on_terminal_lost, ready=app.ready_to_die)
+    app.terminal_watch = watch
+    watch.install()
     try:
         rc = app.run()
     finally:
+        watch.uninstall()
         ok = app.finish()
-        signal.signal(signal.SIGHUP, prev)
+    if app.left_running is not None and app.terminal_lost is None:
+        pid = getattr(app.runner, "pid", None)
+        print(f"mle-tui: the sweep keeps running (pid {pid}) in {app.left_running}; "
+              f"`mle-tui` or `mle-tui attach {app.left_running}` reattaches", file=sys.stderr)
     if not ok:
         return 1
     if app.run_error is not None:
