@@ -521,6 +521,8 @@ class MleApp(App[int]):
             self.runner.request_stop()
 
     async def action_quit(self) -> None:
+        if self.detached_run:
+            self._watch_detached()  # the runner may have ended since the last check
         if not self.run_active:
             self.exit(0)
             return
