@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from textual import work
 from textual.app import App, SystemCommand
@@ -35,8 +35,10 @@ from ..core.events import Event
 from ..core.profile import Profile, load_profile
 from .form import shipped_profiles
 from .gpus import GpuProbe, probe_gpus
-from .live import LiveState
 from .modals import ConfirmScreen, HelpScreen
+
+if TYPE_CHECKING:  # imported when a run is shown (numpy behind it): not on the first screen
+    from .live import LiveState
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -298,6 +300,8 @@ class MleApp(App[int]):
 
         path = Path(path)
         handle = handle or DetachedRun.find(path)
+        from .live import LiveState
+
         self.live = LiveState(now_s=self.now_s)
         self.live.run_dir = str(path)
         if handle is not None and not self.run_active:
@@ -411,6 +415,8 @@ class MleApp(App[int]):
         out_dir = out_dir or self.runs_root / f"{_safe_name(profile.name)}-{stamp}"
         if self.runner_factory is None:
             return self._start_detached(profile, profile_path, Path(out_dir))
+        from .live import LiveState
+
         live = LiveState(now_s=self.now_s)
         live.run_dir = str(out_dir)
         live.started_at_s = self.now_s()

@@ -13,7 +13,11 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, DataTable, Label
 
 from ..core.runs_registry import RunningSweep
-from .screen_run import RunScreen
+from .live import SKIPPED
+from .screen_run import SYMBOL, RunScreen
+
+# The progress list's mark for a configuration skipped by the user (not a failure).
+SYMBOL.setdefault(SKIPPED, ("»", "yellow"))
 
 
 class QuitScreen(ModalScreen[str | None]):

@@ -93,6 +93,8 @@ def run_headless(profile, out: Path, *, profile_path: str | None, simulate: bool
     try:
         getattr(runner, "prepare", lambda: None)()  # bad input: InputError before anything is registered
         info = reg.register(out, token, detached=detached)
+        # For a runner that polls core.control itself (polls_control = True): whom to obey.
+        runner.control_token, runner.control_since = token, since or time.time()
         if not getattr(runner, "polls_control", False):
             # Until the runner polls core.control itself (see the module's docstring).
             control_done = start_control_thread(out, runner, token=token, since=since or time.time())
