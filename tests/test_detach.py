@@ -262,3 +262,33 @@ async def test_app_detaches_and_a_new_app_reattaches_and_stops(tmp_path, monkeyp
         if handle.alive():
             os.kill(handle.pid, signal.SIGKILL)
     assert handle.wait(10)
+
+
+async def test_app_offers_resume_for_a_stopped_run_directory(tmp_path, monkeypatch):
+    from mle_tui.tui.app import MleApp
+    from mle_tui.tui.detach_ui import AttachedRunScreen
+    from mle_tui.tui.modals import ConfirmScreen
+    from tui_fakes import FrozenClock, no_gpu_probe
+
+    monkeypatch.chdir(tmp_path)
+    prof = realtime_demo(tmp_path)
+    run = tmp_path / "run"
+    h = launch(load_profile(prof), run, str(prof), simulate=True)
+    wait_until(lambda: started_configs(run) >= 1, 60, "the first configuration")
+    h.request_stop()
+    assert h.proc.wait(60) == 1
+    assert len(RunStore(run).completed_keys()) < 2 and not RunStore(run).read_manifest().finished
+    app = MleApp(run_dir=str(run), gpu_probe=no_gpu_probe, now_s=FrozenClock(), cursor_blink=False, tick_s=0.1)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen) and "Resume" in app.screen.yes
+        await pilot.press("y")
+        assert isinstance(app.screen, AttachedRunScreen) and app.detached_run
+        deadline = time.monotonic() + 120
+        while app.run_active:
+            assert time.monotonic() < deadline, "the resumed sweep did not finish"
+            await pilot.pause(0.1)
+        assert app.run_error is None, app.run_error
+        assert app.live.finished is not None and not app.live.finished.stopped
+    assert RunStore(run).completed_keys() == {"mns64-tp1-pl700", "mns128-tp1-pl700"}
+    assert RunStore(run).read_manifest().finished

@@ -22,12 +22,10 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
-from textual import work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
-from textual.message import Message
 from textual.screen import Screen
 
 from ..core.errors import InputError
@@ -35,6 +33,9 @@ from ..core.events import Event
 from ..core.profile import Profile, load_profile
 from .form import shipped_profiles
 from .gpus import GpuProbe, probe_gpus
+from .app_detached import DetachedRunsMixin
+from .app_inprocess import (EventsReady, InProcessRunMixin, RunEnded, RunnerFactory, RunnerLike,  # noqa: F401
+                           default_runner_factory)
 from .modals import ConfirmScreen, HelpScreen
 
 if TYPE_CHECKING:  # imported when a run is shown (numpy behind it): not on the first screen
@@ -43,40 +44,11 @@ if TYPE_CHECKING:  # imported when a run is shown (numpy behind it): not on the 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-class RunnerLike(Protocol):
-    def run(self) -> Any: ...
-    def request_skip(self) -> None: ...
-    def request_stop(self) -> None: ...
-
-
-#: (profile, out_dir, listener, profile_path) -> runner
-RunnerFactory = Callable[[Profile, Path, Callable[[Event], None], str | None], RunnerLike]
-
-
-def default_runner_factory(profile: Profile, out_dir: Path, listener: Callable[[Event], None],
-                           profile_path: str | None) -> RunnerLike:
-    from ..core.runner import SweepRunner  # lazy: may import Zeus (seconds)
-
-    allow = True if (profile.gpu.simulated or profile.gpu.allow_simulated or profile.runtime == "sim") else None
-    return SweepRunner(profile, out_dir, profile_path=profile_path, listener=listener, allow_simulated=allow)
-
-
-class EventsReady(Message):
-    """Events are waiting in the app's queue (posted from the runner's thread)."""
-
-
-class RunEnded(Message):
-    def __init__(self, summary: Any, error: BaseException | None) -> None:
-        super().__init__()
-        self.summary = summary
-        self.error = error
-
-
 def _safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "run"
 
 
-class MleApp(App[int]):
+class MleApp(DetachedRunsMixin, InProcessRunMixin, App[int]):
     CSS_PATH = Path(__file__).with_name("app.tcss")
     TITLE = "mle-tui"
     BINDINGS = [
@@ -161,20 +133,6 @@ class MleApp(App[int]):
             if self.offer_reattach and self.profile_path is None:
                 self._offer_reattach()
 
-    def _offer_reattach(self) -> None:
-        from ..core.runs_registry import running_sweeps
-        from .detach_ui import RunningSweepsScreen
-
-        sweeps = running_sweeps()
-        if not sweeps:
-            return
-
-        def picked(run_dir: str | None) -> None:
-            if run_dir:
-                self.attach(Path(run_dir))
-
-        self.push_screen(RunningSweepsScreen(sweeps), picked)
-
     def push_setup(self, initial: str | None = None) -> None:
         from .screen_setup import SetupScreen
 
@@ -203,25 +161,6 @@ class MleApp(App[int]):
         if self.runner is not None and self.run_active:
             self.runner.request_stop()
         self.run_worker(self._stop_and_exit(), group="quit", exclusive=True)
-
-    def on_terminal_lost(self, reason: str) -> None:
-        """From the terminal watch (any thread, must not block)."""
-        self.terminal_lost = reason
-        try:
-            self._loop.call_soon_threadsafe(self._on_terminate_signal, 0)
-        except (AttributeError, RuntimeError):
-            pass
-
-    def ready_to_die(self) -> bool:
-        """Nothing of this process is left to finish (an in-process run has ended)."""
-        return self._run_done.is_set()
-
-    @property
-    def detached_run(self) -> bool:
-        """A sweep of a runner process is being followed (and may be running)."""
-        from .sweep_process import DetachedRun
-
-        return isinstance(self.runner, DetachedRun) and self.run_active
 
     # -- screens --------------------------------------------------------------------------
     def open_run_dir(self, path: Path, info=None, root: bool = False) -> None:
@@ -253,32 +192,6 @@ class MleApp(App[int]):
             return
         self.open_results(path, info=info)
 
-    def _offer_resume(self, path: Path, info) -> None:
-        m = info.manifest
-        done, total = len(info.records), len(m.configs)
-
-        def answered(yes: bool | None) -> None:
-            if yes:
-                self.resume_run(path, info)
-            else:
-                self.open_results(path, info=info)
-
-        self.push_screen(ConfirmScreen(f"{path.name}: stopped with {done} of {total} configurations "
-                                       "done. Resume it (the rest of the sweep, same profile)?",
-                                       yes="Resume", no="Results"), answered)
-
-    def resume_run(self, path: Path, info=None) -> bool:
-        """Run the configurations of ``path`` that have no record yet, with its own profile."""
-        from .rundirs import load_run
-
-        info = info or load_run(path)
-        profile = info.profile()
-        if profile is None:
-            self.notify(f"{path}: no profile in run.json; cannot resume", severity="error")
-            return False
-        m = info.manifest
-        return self.start_run(profile, m.profile_path if m is not None else None, out_dir=Path(path))
-
     def open_results(self, path: Path, info=None) -> None:
         from .rundirs import load_run
         from .screen_results import ResultsScreen
@@ -291,60 +204,6 @@ class MleApp(App[int]):
             if len(self.screen_stack) > 1:
                 return
         self.push_screen(ResultsScreen(info))
-
-    def attach(self, path: Path, handle=None) -> None:
-        """Follow the run of ``path`` (its ``live.jsonl``); with a runner process running it, skip
-        and stop reach that process (``handle``: the one this app launched)."""
-        from .detach_ui import AttachedRunScreen
-        from .sweep_process import DetachedRun
-
-        path = Path(path)
-        handle = handle or DetachedRun.find(path)
-        from .live import LiveState
-
-        self.live = LiveState(now_s=self.now_s)
-        self.live.run_dir = str(path)
-        if handle is not None and not self.run_active:
-            self.runner, self.run_dir = handle, path
-            self.run_active, self.run_summary, self.run_error = True, None, None
-            self._watch_timer = self.set_interval(0.25, self._watch_detached, name="runner-watch")
-        self.push_screen(AttachedRunScreen(self.live, attach_dir=path, tick_s=self.tick_s))
-
-    def _watch_detached(self) -> None:
-        from .sweep_process import DetachedRun
-
-        handle = self.runner
-        if not isinstance(handle, DetachedRun) or not self.run_active or handle.alive():
-            return
-        self._watch_timer.stop()
-        self.run_active = False
-        rc = handle.returncode()
-        screen = self.screen
-        if hasattr(screen, "sync") and getattr(screen, "tail", None) is not None:
-            screen.sync(force=True)  # the last events of live.jsonl
-        live = self.live
-        finished = live is not None and live.finished is not None
-        if live is not None:
-            live.stopping = False
-        if finished and rc in (None, 0, 1):
-            if not self.quitting:
-                stopped = live.finished.stopped
-                self.notify("Sweep stopped; finished records kept. Press r for results." if stopped
-                            else "Sweep finished. Press r for results.", timeout=8)
-            return
-        if rc is None:
-            why = (f"the runner process ({handle.pid}) ended before the sweep finished; "
-                   "open the run directory to resume it")
-        else:
-            lines = handle.log_tail(3)
-            why = lines[-1] if lines else f"the runner process ended (exit status {rc})"
-        self.run_error = RuntimeError(why)
-        if live is not None:
-            live.error = why
-            live.version += 1
-        if rc == 2:
-            handle.cleanup_failed_start()
-        self.notify(f"The run failed: {why}", severity="error", timeout=15)
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
@@ -431,71 +290,6 @@ class MleApp(App[int]):
         self.push_screen(RunScreen(live, tick_s=self.tick_s))
         self._run_in_thread()
         return True
-
-    def _start_detached(self, profile: Profile, profile_path: str | None, out_dir: Path) -> bool:
-        from .sweep_process import launch
-
-        simulate = bool(profile.gpu.simulated or profile.gpu.allow_simulated or profile.runtime == "sim")
-        try:
-            handle = launch(profile, out_dir, profile_path, simulate=simulate)
-        except OSError as exc:
-            self.notify(f"{out_dir}: cannot start the sweep: {exc.strerror or exc}", severity="error", timeout=15)
-            return False
-        self.attach(out_dir, handle=handle)
-        if self.live is not None:
-            self.live.started_at_s = self.now_s()
-        return True
-
-    def _listener(self, event: Event) -> None:
-        """Called by the runner, on its thread: queue the event, wake the UI once."""
-        self._queue.append(event)
-        if not self._wake:
-            self._wake = True
-            self.post_message(EventsReady())
-
-    def on_events_ready(self, _: EventsReady) -> None:
-        self._wake = False
-        self._drain()
-
-    def _drain(self, limit: int = 50_000) -> None:
-        live, q = self.live, self._queue
-        n = 0
-        while q and n < limit:
-            ev = q.popleft()
-            if live is not None:
-                live.apply(ev)
-            n += 1
-        if q and not self._wake:
-            self._wake = True
-            self.post_message(EventsReady())
-
-    @work(thread=True, exclusive=True, group="run", exit_on_error=False)
-    def _run_in_thread(self) -> None:
-        runner = self.runner
-        summary, error = None, None
-        try:
-            summary = runner.run()
-        except BaseException as exc:  # reported on the UI; the runner restores limits itself
-            error = exc
-        finally:
-            self._run_done.set()
-            self.post_message(RunEnded(summary, error))
-
-    def on_run_ended(self, message: RunEnded) -> None:
-        self._drain()
-        self.run_active = False
-        self.run_summary, self.run_error = message.summary, message.error
-        if self.live is not None:
-            self.live.stopping = False
-            if message.error is not None:
-                self.live.error = f"{type(message.error).__name__}: {message.error}"
-                self.live.version += 1
-        if message.error is not None:
-            self.notify(f"The run failed: {message.error!r}", severity="error", timeout=15)
-        elif not self.quitting:
-            stopped = bool(getattr(message.summary, "stopped", False))
-            self.notify("Sweep stopped; finished records kept. Press r for results." if stopped
-                        else "Sweep finished. Press r for results.", timeout=8)
 
     def action_skip_config(self) -> None:
         if not self.run_active or self.runner is None:
