@@ -127,7 +127,14 @@ class DetachedRunsMixin:
         self.notify(f"The run failed: {why}", severity="error", timeout=15)
 
     def _start_detached(self, profile: Profile, profile_path: str | None, out_dir: Path) -> bool:
-        from .sweep_process import launch
+        from .sweep_process import DetachedRun, launch
+
+        running = DetachedRun.find(out_dir)
+        if running is not None:  # e.g. `mle-tui run PROFILE --out DIR` while DIR's sweep runs
+            self.notify(f"{out_dir}: a sweep is already running there (pid {running.pid}); following it.",
+                        severity="warning", timeout=10)
+            self.attach(out_dir, handle=running)
+            return True
 
         simulate = bool(profile.gpu.simulated or profile.gpu.allow_simulated or profile.runtime == "sim")
         try:

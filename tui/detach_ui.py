@@ -109,6 +109,16 @@ class AttachedRunScreen(RunScreen):
     """The run screen following a runner process: skip and stop ask, then reach the runner
     through the run directory's control channel (any attached app can)."""
 
+    def _read_manifest(self) -> None:
+        super()._read_manifest()
+        from .sweep_process import DetachedRun
+
+        handle = getattr(self.app, "runner", None)
+        if isinstance(handle, DetachedRun) and handle.run_dir == self.attach_dir:
+            # Liveness from the runner process's identity (the app's handle), not a bare pid.
+            self._attach_pid = None
+            self._attach_ended = self._attach_ended or not self.app.run_active  # type: ignore[attr-defined]
+
     def action_skip(self) -> None:
         if self.app.runner is None or not self.app.run_active:  # type: ignore[attr-defined]
             self.app.notify("No runner process is running this directory.", severity="warning")
