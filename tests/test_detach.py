@@ -292,3 +292,36 @@ async def test_app_offers_resume_for_a_stopped_run_directory(tmp_path, monkeypat
         assert app.live.finished is not None and not app.live.finished.stopped
     assert RunStore(run).completed_keys() == {"mns64-tp1-pl700", "mns128-tp1-pl700"}
     assert RunStore(run).read_manifest().finished
+
+
+async def test_quit_and_stop_waits_for_the_runner_to_stop(tmp_path, monkeypatch):
+    from mle_tui.tui.app import MleApp
+    from mle_tui.tui.detach_ui import QuitScreen
+    from tui_fakes import FrozenClock, no_gpu_probe
+
+    monkeypatch.chdir(tmp_path)
+    prof = realtime_demo(tmp_path, time_scale=2.0)
+    app = MleApp(profiles=[prof], gpu_probe=no_gpu_probe, now_s=FrozenClock(), runs_root=tmp_path / "runs",
+                 records_roots=[tmp_path / "runs"], cursor_blink=False, tick_s=0.1)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("ctrl+r")
+        handle = app.runner
+        deadline = time.monotonic() + 60
+        while app.live.current is None:
+            assert time.monotonic() < deadline
+            await pilot.pause(0.05)
+        await pilot.press("ctrl+q")
+        assert isinstance(app.screen, QuitScreen)
+        await pilot.press("s")
+        deadline = time.monotonic() + 60
+        while app.is_running:
+            assert time.monotonic() < deadline, "the app did not exit after stopping"
+            await pilot.pause(0.05)
+    try:
+        assert not handle.alive() and handle.returncode() == 1  # stopped, then the app left
+        assert app.left_running is None
+        evs = events(handle.run_dir)
+        assert evs[-1]["type"] == "run_finished" and evs[-1]["stopped"]
+    finally:
+        if handle.alive():
+            handle.proc.kill()
