@@ -297,7 +297,11 @@ class MleApp(DetachedRunsMixin, InProcessRunMixin, App[int]):
 
         def done(yes: bool | None) -> None:
             if yes and self.run_active and self.runner is not None:
-                self.runner.request_skip()
+                try:
+                    self.runner.request_skip()
+                except OSError as exc:  # the control channel cannot be written (permissions, disk)
+                    self.notify(f"Cannot reach the runner: {exc}", severity="error", timeout=10)
+                    return
                 self.notify("Skipping the current configuration…")
 
         self.push_screen(ConfirmScreen("Skip the current configuration? It is recorded as skipped "
@@ -316,9 +320,13 @@ class MleApp(DetachedRunsMixin, InProcessRunMixin, App[int]):
 
     def stop_run(self) -> None:
         if self.run_active and self.runner is not None:
+            try:
+                self.runner.request_stop()
+            except OSError as exc:  # the control channel cannot be written (permissions, disk)
+                self.notify(f"Cannot reach the runner: {exc}", severity="error", timeout=10)
+                return
             if self.live is not None:
                 self.live.stopping = True
-            self.runner.request_stop()
 
     async def action_quit(self) -> None:
         if self.detached_run:
@@ -355,6 +363,10 @@ class MleApp(DetachedRunsMixin, InProcessRunMixin, App[int]):
             self.notify("Stopping the sweep: restoring power limits, stopping the server…", timeout=30)
             deadline = time.monotonic() + self.stop_timeout_s
             if detached:
+                if self.live is not None and not self.live.stopping:  # the stop could not be sent
+                    self.left_running = self.run_dir
+                    self.exit(0)
+                    return
                 while self.runner.alive() and time.monotonic() < deadline:
                     await asyncio.sleep(0.05)
             else:

@@ -9,6 +9,11 @@
     mle-tui open DIR | attach DIR [--headless]
     mle-tui --version
 
+In a terminal, ``run`` starts the sweep in a detached runner process (its own session; output in
+``DIR/runner.log``) and the app follows it; quitting can detach. ``run --headless`` runs the sweep
+in the foreground. The app (no command, ``open``) needs a terminal: stdout or stdin not a terminal
+is one line and exit 2.
+
 Exit status: 0 ok, 2 bad input (one line ``mle-tui: FILE: FIELD: PROBLEM`` on stderr), 1 run
 failure (a configuration failed, the sweep was stopped, or the runner crashed). Only the app
 imports Textual; ``report``, ``profiles``, ``--version`` and ``run --headless`` do not.
