@@ -17,6 +17,7 @@ import asyncio
 import collections
 import re
 import signal
+import socket
 import sys
 import threading
 import time
@@ -187,7 +188,8 @@ class MleApp(DetachedRunsMixin, InProcessRunMixin, App[int]):
                 and (path / "live.jsonl").exists()):
             self.attach(path)  # a writer that does not register (an older version): follow it
             return
-        if m is not None and not m.finished and info.profile() is not None and not self.run_active:
+        if (m is not None and not m.finished and m.host == socket.gethostname() and info.profile() is not None
+                and not self.run_active):  # a stopped sweep of this host: offer to finish it
             self._offer_resume(path, info)
             return
         self.open_results(path, info=info)
