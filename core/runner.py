@@ -154,6 +154,23 @@ class SweepRunner:
         Raises InputError (nothing changed) on bad input. Called by :meth:`run` if needed."""
         if self._prepared:
             return
+        fresh = not self.out_dir.exists()
+        try:
+            self._prepare()
+        except (InputError, Cancelled):
+            if fresh:  # a failed validation leaves no empty run directory behind
+                self._release()
+                self.store.remove_if_unused()
+            raise
+
+    def _release(self) -> None:
+        if self._gpus is not None:
+            self._gpus.release()
+        if self._lock is not None:
+            self._lock.__exit__(None, None, None)
+            self._lock = None
+
+    def _prepare(self) -> None:
         profile = self.profile
         src = self.profile_path or ""
         if self._lock is None:
@@ -250,11 +267,7 @@ class SweepRunner:
                                   skipped=len(self.store.completed_keys()), stopped=True)
             return self._run()
         finally:
-            if self._gpus is not None:
-                self._gpus.release()
-            if self._lock is not None:
-                self._lock.__exit__(None, None, None)
-                self._lock = None
+            self._release()
             for sig, handler in old_handlers.items():
                 signal.signal(sig, handler)
 

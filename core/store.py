@@ -307,6 +307,25 @@ class RunStore:
             raise InputError(str(self.manifest_path), "", "missing: the directory has records but no run.json, "
                              "so it cannot be resumed; use another --out directory")
 
+    def remove_if_unused(self, extra_names: tuple[str, ...] = ()) -> None:
+        """Undo a start that failed before the manifest was written: the lock file, the empty
+        layout (and ``extra_names``), then the directory if nothing else is in it. Never
+        removes anything else."""
+        if self.manifest_path.exists():
+            return
+        from .run_lock import LOCK_NAME
+
+        for name in (LOCK_NAME, *extra_names):
+            try:
+                (self.root / name).unlink()
+            except OSError:
+                pass
+        for d in (self.records_dir, self.logs_dir, self.root):
+            try:
+                d.rmdir()
+            except OSError:
+                pass
+
     def lock(self) -> "RunLock":
         """The run directory's lock (see :class:`.run_lock.RunLock`): ``with store.lock():``
         around the whole run. InputError (exit 2) naming the holder when it is taken."""

@@ -1,9 +1,14 @@
 """The mle-tui Textual app: setup → run (live) → results, records browser, attach.
 
-The app drives the core: it builds a runner through ``runner_factory`` (default: the core's
-:class:`~mle_tui.core.runner.SweepRunner`, imported only when a run starts), runs it in a
-thread worker owned by the App, and folds its events into a :class:`LiveState` on the UI
-thread. Tests inject a fake runner factory, a fake GPU probe and a frozen clock.
+A sweep runs in its own process (tui/sweep_process.py): the app launches it detached and follows
+its ``live.jsonl`` like ``attach``; skip and stop go through the run directory's control channel
+(core/control.py), so any attached app can send them. Quitting asks: detach (the sweep keeps
+running; ``mle-tui`` lists it and reattaches) or stop. Losing the terminal never stops the sweep,
+and the app leaves within 2 s whatever Textual does (tui/terminal_watch.py).
+
+Tests inject ``runner_factory``: the runner then runs in a thread worker of the app (the
+in-process mode, a test seam) and its events are folded into the :class:`LiveState` directly.
+Tests also inject a fake GPU probe and a frozen clock.
 """
 
 from __future__ import annotations
@@ -12,16 +17,16 @@ import asyncio
 import collections
 import re
 import signal
+import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
-from textual import work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
-from textual.message import Message
 from textual.screen import Screen
 
 from ..core.errors import InputError
@@ -29,46 +34,22 @@ from ..core.events import Event
 from ..core.profile import Profile, load_profile
 from .form import shipped_profiles
 from .gpus import GpuProbe, probe_gpus
-from .live import LiveState
+from .app_detached import DetachedRunsMixin
+from .app_inprocess import (EventsReady, InProcessRunMixin, RunEnded, RunnerFactory, RunnerLike,  # noqa: F401
+                           default_runner_factory)
 from .modals import ConfirmScreen, HelpScreen
 
+if TYPE_CHECKING:  # imported when a run is shown (numpy behind it): not on the first screen
+    from .live import LiveState
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-class RunnerLike(Protocol):
-    def run(self) -> Any: ...
-    def request_skip(self) -> None: ...
-    def request_stop(self) -> None: ...
-
-
-#: (profile, out_dir, listener, profile_path) -> runner
-RunnerFactory = Callable[[Profile, Path, Callable[[Event], None], str | None], RunnerLike]
-
-
-def default_runner_factory(profile: Profile, out_dir: Path, listener: Callable[[Event], None],
-                           profile_path: str | None) -> RunnerLike:
-    from ..core.runner import SweepRunner  # lazy: may import Zeus (seconds)
-
-    allow = True if (profile.gpu.simulated or profile.gpu.allow_simulated or profile.runtime == "sim") else None
-    return SweepRunner(profile, out_dir, profile_path=profile_path, listener=listener, allow_simulated=allow)
-
-
-class EventsReady(Message):
-    """Events are waiting in the app's queue (posted from the runner's thread)."""
-
-
-class RunEnded(Message):
-    def __init__(self, summary: Any, error: BaseException | None) -> None:
-        super().__init__()
-        self.summary = summary
-        self.error = error
 
 
 def _safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "run"
 
 
-class MleApp(App[int]):
+class MleApp(DetachedRunsMixin, InProcessRunMixin, App[int]):
     CSS_PATH = Path(__file__).with_name("app.tcss")
     TITLE = "mle-tui"
     BINDINGS = [
@@ -93,12 +74,20 @@ class MleApp(App[int]):
         tick_s: float = 0.25,
         cursor_blink: bool = True,
         stop_timeout_s: float = 120.0,
+        offer_reattach: bool = False,
     ) -> None:
         super().__init__()
         self.profile_path = profile_path
         self.start_dir = Path(run_dir) if run_dir else None
         self.attach_mode = attach
-        self.runner_factory = runner_factory or default_runner_factory
+        #: None: sweeps run in a detached runner process; a factory: in this process (tests).
+        self.runner_factory = runner_factory
+        self.offer_reattach = offer_reattach
+        #: Set by run_app: the watchdog that ends the process once the terminal is gone.
+        self.terminal_watch: Any = None
+        self.terminal_lost: str | None = None
+        #: Why the app ended: "detached" when a sweep was left running.
+        self.left_running: Path | None = None
         self.gpu_probe = gpu_probe
         self.now_s = now_s
         self.runs_root = runs_root or Path("runs")
@@ -125,7 +114,9 @@ class MleApp(App[int]):
 
     # -- start-up -----------------------------------------------------------------------
     def on_mount(self) -> None:
-        self._install_signal_handlers()
+        self._loop = asyncio.get_running_loop()
+        if self.terminal_watch is None:
+            self._install_signal_handlers()
         if self.start_dir is not None and self.attach_mode:
             self.attach(self.start_dir)
         elif self.start_dir is not None and self.profile_path is not None:
@@ -141,6 +132,8 @@ class MleApp(App[int]):
             self.open_run_dir(self.start_dir, root=True)
         else:
             self.push_setup(self.profile_path)
+            if self.offer_reattach and self.profile_path is None:
+                self._offer_reattach()
 
     def push_setup(self, initial: str | None = None) -> None:
         from .screen_setup import SetupScreen
@@ -161,7 +154,12 @@ class MleApp(App[int]):
             pass
 
     def _on_terminate_signal(self, sig: int) -> None:
-        """SIGHUP (terminal gone) or SIGTERM: stop the run cleanly, then exit."""
+        """SIGHUP (terminal gone) or SIGTERM: an in-process run is stopped cleanly; a detached
+        sweep keeps running (it does not need this terminal). Then exit."""
+        if self.detached_run:
+            self.left_running = self.run_dir
+            self.exit(0)
+            return
         if self.runner is not None and self.run_active:
             self.runner.request_stop()
         self.run_worker(self._stop_and_exit(), group="quit", exclusive=True)
@@ -169,6 +167,7 @@ class MleApp(App[int]):
     # -- screens --------------------------------------------------------------------------
     def open_run_dir(self, path: Path, info=None, root: bool = False) -> None:
         from ..core.procgroup import pid_alive
+        from ..core.runs_registry import live_runner, read_runner
         from .rundirs import find_run_dirs, is_run_dir, load_run
         from .screen_records import RecordsScreen
 
@@ -183,8 +182,16 @@ class MleApp(App[int]):
             return
         info = info or load_run(path)
         m = info.manifest
-        if m is not None and not m.finished and pid_alive(m.pid) and (path / "live.jsonl").exists():
+        if live_runner(path) is not None:
             self.attach(path)
+            return
+        if (m is not None and not m.finished and read_runner(path) is None and pid_alive(m.pid)
+                and (path / "live.jsonl").exists()):
+            self.attach(path)  # a writer that does not register (an older version): follow it
+            return
+        if (m is not None and not m.finished and m.host == socket.gethostname() and info.profile() is not None
+                and not self.run_active):  # a stopped sweep of this host: offer to finish it
+            self._offer_resume(path, info)
             return
         self.open_results(path, info=info)
 
@@ -200,13 +207,6 @@ class MleApp(App[int]):
             if len(self.screen_stack) > 1:
                 return
         self.push_screen(ResultsScreen(info))
-
-    def attach(self, path: Path) -> None:
-        from .screen_run import RunScreen
-
-        self.live = LiveState(now_s=self.now_s)
-        self.live.run_dir = str(path)
-        self.push_screen(RunScreen(self.live, attach_dir=Path(path), tick_s=self.tick_s))
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
@@ -280,6 +280,10 @@ class MleApp(App[int]):
             return False
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(self.now_s()))
         out_dir = out_dir or self.runs_root / f"{_safe_name(profile.name)}-{stamp}"
+        if self.runner_factory is None:
+            return self._start_detached(profile, profile_path, Path(out_dir))
+        from .live import LiveState
+
         live = LiveState(now_s=self.now_s)
         live.run_dir = str(out_dir)
         live.started_at_s = self.now_s()
@@ -295,68 +299,21 @@ class MleApp(App[int]):
         self._run_in_thread()
         return True
 
-    def _listener(self, event: Event) -> None:
-        """Called by the runner, on its thread: queue the event, wake the UI once."""
-        self._queue.append(event)
-        if not self._wake:
-            self._wake = True
-            self.post_message(EventsReady())
-
-    def on_events_ready(self, _: EventsReady) -> None:
-        self._wake = False
-        self._drain()
-
-    def _drain(self, limit: int = 50_000) -> None:
-        live, q = self.live, self._queue
-        n = 0
-        while q and n < limit:
-            ev = q.popleft()
-            if live is not None:
-                live.apply(ev)
-            n += 1
-        if q and not self._wake:
-            self._wake = True
-            self.post_message(EventsReady())
-
-    @work(thread=True, exclusive=True, group="run", exit_on_error=False)
-    def _run_in_thread(self) -> None:
-        runner = self.runner
-        summary, error = None, None
-        try:
-            summary = runner.run()
-        except BaseException as exc:  # reported on the UI; the runner restores limits itself
-            error = exc
-        finally:
-            self._run_done.set()
-            self.post_message(RunEnded(summary, error))
-
-    def on_run_ended(self, message: RunEnded) -> None:
-        self._drain()
-        self.run_active = False
-        self.run_summary, self.run_error = message.summary, message.error
-        if self.live is not None:
-            self.live.stopping = False
-            if message.error is not None:
-                self.live.error = f"{type(message.error).__name__}: {message.error}"
-                self.live.version += 1
-        if message.error is not None:
-            self.notify(f"The run failed: {message.error!r}", severity="error", timeout=15)
-        elif not self.quitting:
-            stopped = bool(getattr(message.summary, "stopped", False))
-            self.notify("Sweep stopped; finished records kept. Press r for results." if stopped
-                        else "Sweep finished. Press r for results.", timeout=8)
-
     def action_skip_config(self) -> None:
         if not self.run_active or self.runner is None:
             return
 
         def done(yes: bool | None) -> None:
             if yes and self.run_active and self.runner is not None:
-                self.runner.request_skip()
+                try:
+                    self.runner.request_skip()
+                except OSError as exc:  # the control channel cannot be written (permissions, disk)
+                    self.notify(f"Cannot reach the runner: {exc}", severity="error", timeout=10)
+                    return
                 self.notify("Skipping the current configuration…")
 
-        self.push_screen(ConfirmScreen("Skip the current configuration? It is recorded as failed "
-                                       "(skipped by user) and the sweep goes on."), done)
+        self.push_screen(ConfirmScreen("Skip the current configuration? It is recorded as skipped "
+                                       "(run again on resume) and the sweep goes on."), done)
 
     def action_stop_run(self) -> None:
         if not self.run_active or self.runner is None:
@@ -371,13 +328,31 @@ class MleApp(App[int]):
 
     def stop_run(self) -> None:
         if self.run_active and self.runner is not None:
+            try:
+                self.runner.request_stop()
+            except OSError as exc:  # the control channel cannot be written (permissions, disk)
+                self.notify(f"Cannot reach the runner: {exc}", severity="error", timeout=10)
+                return
             if self.live is not None:
                 self.live.stopping = True
-            self.runner.request_stop()
 
     async def action_quit(self) -> None:
+        if self.detached_run:
+            self._watch_detached()  # the runner may have ended since the last check
         if not self.run_active:
             self.exit(0)
+            return
+        if self.detached_run:
+            from .detach_ui import QuitScreen
+
+            def chosen(answer: str | None) -> None:
+                if answer == "detach":
+                    self.left_running = self.run_dir
+                    self.exit(0)
+                elif answer == "stop":
+                    self.run_worker(self._stop_and_exit(), group="quit", exclusive=True)
+
+            self.push_screen(QuitScreen(getattr(self.runner, "pid", None), self.run_dir), chosen)
             return
 
         def done(yes: bool | None) -> None:
@@ -391,24 +366,33 @@ class MleApp(App[int]):
     async def _stop_and_exit(self) -> None:
         self.quitting = True
         if self.run_active and self.runner is not None:
+            detached = self.detached_run
             self.stop_run()
             self.notify("Stopping the sweep: restoring power limits, stopping the server…", timeout=30)
             deadline = time.monotonic() + self.stop_timeout_s
-            while not self._run_done.is_set() and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
+            if detached:
+                if self.live is not None and not self.live.stopping:  # the stop could not be sent
+                    self.left_running = self.run_dir
+                    self.exit(0)
+                    return
+                while self.runner.alive() and time.monotonic() < deadline:
+                    await asyncio.sleep(0.05)
+            else:
+                while not self._run_done.is_set() and time.monotonic() < deadline:
+                    await asyncio.sleep(0.05)
         self.exit(0)
 
     def exit(self, result: Any = None, return_code: int = 0, message: Any = None) -> None:
-        """Leaving the app always stops a run still going (the thread would otherwise keep the
-        process alive): the runner restores limits and kills its children."""
-        if self.run_active and self.runner is not None:
+        """Leaving the app stops an in-process run still going (the thread would otherwise keep
+        the process alive); a runner process keeps running (detach)."""
+        if self.run_active and self.runner is not None and not self.detached_run:
             self.stop_run()
         super().exit(result, return_code, message)
 
     def finish(self, timeout_s: float | None = None) -> bool:
         """After the app has exited: make sure a runner still going is stopped and joined.
         Returns True when no run is left running."""
-        if self.runner is not None and not self._run_done.is_set():
+        if self.runner is not None and self.runner_factory is not None and not self._run_done.is_set():
             self.runner.request_stop()
             return self._run_done.wait(self.stop_timeout_s if timeout_s is None else timeout_s)
         return True
@@ -442,14 +426,22 @@ def run_app(profile_path: str | None = None, run_dir: str | None = None, attach:
         raise InputError(str(run_dir), "", "no such run directory")
     if attach and run_dir is None:
         raise InputError("attach", "DIR", "a run directory is required")
-    app = MleApp(profile_path=profile_path, run_dir=run_dir, attach=attach)
-    # SIGHUP before the loop starts, or after it ends, must still stop a run.
-    prev = signal.getsignal(signal.SIGHUP)
+    from .terminal_watch import TerminalWatch
+
+    app = MleApp(profile_path=profile_path, run_dir=run_dir, attach=attach,
+                 offer_reattach=profile_path is None and run_dir is None)
+    watch = TerminalWatch(on_lost=app.on_terminal_lost, ready=app.ready_to_die)
+    app.terminal_watch = watch
+    watch.install()
     try:
         rc = app.run()
     finally:
+        watch.uninstall()
         ok = app.finish()
-        signal.signal(signal.SIGHUP, prev)
+    if app.left_running is not None and app.terminal_lost is None:
+        pid = getattr(app.runner, "pid", None)
+        print(f"mle-tui: the sweep keeps running (pid {pid}) in {app.left_running}; "
+              f"`mle-tui` or `mle-tui attach {app.left_running}` reattaches", file=sys.stderr)
     if not ok:
         return 1
     if app.run_error is not None:

@@ -13,6 +13,11 @@
     mle-tui open DIR | attach DIR [--headless]
     mle-tui --version
 
+In a terminal, ``run`` starts the sweep in a detached runner process (its own session; output in
+``DIR/runner.log``) and the app follows it; quitting can detach. ``run --headless`` runs the sweep
+in the foreground. The app (no command, ``open``) needs a terminal: stdout or stdin not a terminal
+is one line and exit 2.
+
 Exit status: 0 ok, 2 bad input (one line ``mle-tui: FILE: FIELD: PROBLEM`` on stderr), 1 run
 failure (a configuration failed, the sweep was stopped, or the runner crashed). Only the app
 imports Textual; ``report``, ``profiles``, ``--version`` and ``run --headless`` do not.
@@ -87,6 +92,10 @@ def _run_dir(text: str) -> Path:
 
 
 def _app(profile_path: str | None, run_dir: str | None, attach: bool) -> int:
+    for name, stream in (("stdout", sys.stdout), ("stdin", sys.stdin)):
+        if stream is None or not stream.isatty():
+            raise InputError("command line", "", f"{name} is not a terminal: the app needs one "
+                             "(use `mle-tui report DIR`, `run PROFILE --headless` or `attach DIR --headless`)")
     from mle_tui.tui.app import run_app  # Textual: imported only here
 
     return int(run_app(profile_path, run_dir, attach) or 0)
@@ -134,35 +143,18 @@ def cmd_run(args: argparse.Namespace) -> int:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise InputError(str(out), "", f"cannot create run directory: {exc.strerror or exc}") from None
+        # The app starts the sweep in a detached runner process and follows it.
         return _app(str(path), str(out), False)
+    if args.detached_child:
+        try:
+            path.unlink()  # the app's temporary copy of the profile, read above
+        except OSError:
+            pass
+    from mle_tui.tui.runner_main import run_headless
 
-    from mle_tui.core.runner import SweepRunner
-    from mle_tui.tui.headless import ProgressPrinter, batches_per_config
-
-    printer = ProgressPrinter(sys.stderr, batches_per_config=batches_per_config(profile))
-    runner = SweepRunner(
-        profile, out, profile_path=str(path), listener=printer,
-        allow_simulated=True if args.simulate else None, record_format=args.format,
-    )
-    try:
-        summary = runner.run()
-    except InputError as exc:
-        raise exc.with_source(str(path)) from None
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; finished records are kept in {out} "
-              f"(rerun with --out {out} to resume)", file=sys.stderr)
-        return 1
-    except Exception as exc:  # noqa: BLE001 - a crash of the runner is a run failure
-        print(f"{PROG}: run failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
-    _print_report(out, target=None, metric=None)
-    if summary.stopped:
-        print(f"{PROG}: sweep stopped early; rerun with --out {out} to resume", file=sys.stderr)
-        return 1
-    if summary.failed:
-        print(f"{PROG}: {summary.failed} configuration(s) failed; see {out}/records", file=sys.stderr)
-        return 1
-    return 0
+    return run_headless(profile, out, profile_path=args.profile_path or str(path), simulate=args.simulate,
+                        record_format=args.format, token=args.runner_token, since=args.control_since,
+                        detached=args.detached_child, on_done=_print_report)
 
 
 class _Run:
@@ -397,6 +389,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--simulate", action="store_true",
                    help="allow the simulated GPU when NVML shows none (results labelled simulated)")
     r.add_argument("--format", choices=("json", "msgpack"), default="json", help="record format")
+    # Set by the app when it launches the sweep in its own process (tui/sweep_process.py).
+    r.add_argument("--detached-child", action="store_true", help=argparse.SUPPRESS)
+    r.add_argument("--runner-token", help=argparse.SUPPRESS)
+    r.add_argument("--control-since", type=float, help=argparse.SUPPRESS)
+    r.add_argument("--profile-path", help=argparse.SUPPRESS)
     r.set_defaults(func=cmd_run)
 
     rep = sub.add_parser("report", help="Pareto table and recommendation of a run directory")

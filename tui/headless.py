@@ -178,6 +178,17 @@ def _batches_of(store) -> int | None:
 
 
 
+def _writer_alive(run_dir: Path, manifest_pid: int | None) -> bool:
+    """The run's runner process is running (its registered identity; a bare pid only for a
+    writer that does not register, e.g. an older version)."""
+    from mle_tui.core.runs_registry import is_alive, read_runner
+
+    info = read_runner(run_dir)
+    if info is not None:
+        return is_alive(info)
+    return pid_alive(manifest_pid)
+
+
 def follow_live(run_dir: Path, stream: TextIO, *, poll_s: float = 0.5,
                 wait_start_s: float = 10.0) -> int:
     """Follow ``run_dir/live.jsonl`` until the run finishes or its process is gone.
@@ -222,7 +233,7 @@ def follow_live(run_dir: Path, stream: TextIO, *, poll_s: float = 0.5,
             if manifest is not None and manifest.finished and time.monotonic() - idle_since > 2 * poll_s:
                 stream.write("run finished\n")
                 return 0
-            if manifest is not None and not pid_alive(manifest.pid) and time.monotonic() - idle_since > 4 * poll_s:
+            if manifest is not None and not _writer_alive(run_dir, manifest.pid) and time.monotonic() - idle_since > 4 * poll_s:
                 stream.write(f"the run's process ({manifest.pid}) is gone without finishing; "
                              f"rerun it with --out {run_dir} to resume\n")
                 return 1

@@ -11,6 +11,7 @@ import collections
 import re
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import msgspec
 
@@ -28,7 +29,16 @@ from ..core.events import (
     RunStarted,
     SteadyUpdate,
 )
-from .series import DecimatingSeries
+
+if TYPE_CHECKING:
+    from .series import DecimatingSeries
+
+
+def _series(channels: int, capacity: int) -> DecimatingSeries:
+    """A chart buffer (numpy behind it: imported with the first run shown, not at start-up)."""
+    from .series import DecimatingSeries
+
+    return DecimatingSeries(channels, capacity)
 
 #: The runner's per-batch log line (diffusion), folded into batch progress until the runner
 #: emits :class:`BatchProgress` itself.
@@ -36,6 +46,8 @@ _BATCH_LINE = re.compile(r"^batch (\d+)( \(warm-up\))?: ([0-9.]+) s, ([0-9.]+) J
 
 #: Display status of a configuration in the progress list.
 PENDING, RUNNING, DONE, FAILED, INVALID, EARLIER = "pending", "running", "done", "failed", "invalid", "earlier"
+#: Skipped by the user: not a failure; resume runs it again.
+SKIPPED = "skipped"
 
 
 class ConfigRow(msgspec.Struct, kw_only=True):
@@ -68,7 +80,7 @@ class LiveState:
         self.config_started: ConfigStarted | None = None
         self.power: DecimatingSeries | None = None
         self.has_memory = False
-        self.batch = DecimatingSeries(2, capacity)
+        self.batch = _series(2, capacity)
         self.steady: SteadyUpdate | None = None
         self.progress: RequestProgress | None = None
         self.log: collections.deque[str] = collections.deque(maxlen=log_lines)
@@ -170,7 +182,7 @@ class LiveState:
         row.label, row.status = e.label, RUNNING
         self.rows[e.key] = row
         self.power = None
-        self.batch = DecimatingSeries(2, self._capacity)
+        self.batch = _series(2, self._capacity)
         self.steady = None
         self.progress = RequestProgress(done=0, total=e.num_requests, t_s=0.0)
         self.batch_progress = None
@@ -181,7 +193,7 @@ class LiveState:
 
     def _on_config_finished(self, e: ConfigFinished) -> None:
         row = self.rows.get(e.key) or ConfigRow(key=e.key, index=len(self.rows))
-        row.status = {"ok": DONE, "failed": FAILED, "invalid": INVALID}.get(e.status, e.status)
+        row.status = {"ok": DONE, "failed": FAILED, "invalid": INVALID, "skipped": SKIPPED}.get(e.status, e.status)
         row.energy_per_request_j = e.energy_per_request_j
         row.latency_value_s = e.latency_value_s
         row.reasons = list(e.reasons)
@@ -197,7 +209,7 @@ class LiveState:
     def _on_power(self, e: PowerSample) -> None:
         n = len(e.per_gpu_w)
         if self.power is None or self.power.channels != 2 + n:
-            self.power = DecimatingSeries(2 + n, self._capacity)
+            self.power = _series(2 + n, self._capacity)
         mem = e.memory_w if e.memory_w is not None else float("nan")
         self.has_memory = self.has_memory or e.memory_w is not None
         self.power.append(e.t_s, (e.total_w, mem, *e.per_gpu_w))
