@@ -82,6 +82,8 @@ def test_energy_between_reads_now_when_window_ends_after_last_reading() -> None:
 
 
 def test_decimation_bounds_memory_and_keeps_counters_exact() -> None:
+    # Beyond max_samples power samples are merged; counter readings are never merged, so window
+    # energies move only by how the merged power shape splits a counter interval at the edges.
     clock = VirtualClock()
     src = SimulatedPowerSource(clock, 1, seed=6)
     full = PowerSampler(src, [0], clock, max_samples=10**9)
@@ -94,12 +96,12 @@ def test_decimation_bounds_memory_and_keeps_counters_exact() -> None:
     assert len(full) == 6001
     assert len(small) <= 500
     assert small.num_readings == full.num_readings
-    # Every kept sample is a real reading: the counter there is exact.
+    assert small.trace().counter_t_s == full.trace().counter_t_s
     kept_t = small.timeline(10**9).t_s
     rng = random.Random(0)
     for _ in range(50):
         a, b = sorted(rng.sample(kept_t, 2))
-        assert small.energy_between(a, b) == pytest.approx(full.energy_between(a, b), abs=1e-6)
+        assert small.energy_between(a, b) == pytest.approx(full.energy_between(a, b), abs=2 * 0.1 * 700.0)
         # Merged samples preserve the zero-order-hold integral between kept samples.
         assert small.integral_between(a, b) == pytest.approx(full.integral_between(a, b), rel=1e-9)
     # The newest samples are still at full resolution.

@@ -2,7 +2,8 @@
 
 Per configuration: ``load.warmup_batches`` warm-up batches, then ``load.batches`` measured
 batches of ``batch_size`` prompts (PartiPrompts or any prompt dataset, cycled), each bracketed by
-``torch.cuda.synchronize()`` and measured as the GPU energy between its start and end
+``torch.cuda.synchronize()`` followed by an energy-counter mark (``ctx.mark_energy``, whose
+times become the batch's start and end) and measured as the GPU energy between them
 (``ctx.energy_between``); energy per image = batch energy / B (eq. 1), done by the runner.
 While a batch runs the batch trace reports ``running = B`` (0 between batches) at 10 Hz.
 
@@ -16,6 +17,7 @@ images are checked to be finite. Images are not saved.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from typing import Any
@@ -251,6 +253,7 @@ class DiffusersRuntime:
         def work() -> None:
             try:
                 synchronize(device)
+                box["m0"] = ctx.mark_energy()  # the energy counter at the synchronised start
                 box["t0"] = time.perf_counter()
                 started.set()
                 with torch.inference_mode():
@@ -259,6 +262,7 @@ class DiffusersRuntime:
                         generator=gen, output_type="pt",
                     )
                 synchronize(device)
+                box["m1"] = ctx.mark_energy()
                 box["t1"] = time.perf_counter()
                 images = out.images
                 box["finite"] = bool(torch.isfinite(images).all().item()) if hasattr(images, "dtype") else True
@@ -286,7 +290,8 @@ class DiffusersRuntime:
                 free_accelerator_memory()
                 raise RunFailure(f"CUDA out of memory at batch {batch}") from exc
             raise RunFailure(f"pipeline failed at batch {batch}: {type(exc).__name__}: {exc}") from exc
-        t0, t1 = rt.to_run(box["t0"]), rt.to_run(box["t1"])
+        t0 = box["m0"] if math.isfinite(box["m0"]) else rt.to_run(box["t0"])
+        t1 = box["m1"] if math.isfinite(box["m1"]) else rt.to_run(box["t1"])
         # On a simulated GPU under a power limit work runs at ``speed_factor`` (<= 1) of full
         # speed: stretch the batch accordingly, still reporting it as running.
         if ctx.sim_gpus:
@@ -297,6 +302,9 @@ class DiffusersRuntime:
                     ctx.on_batch(BatchSample(t_s=rt.now_s(), running=float(batch), waiting=float(waiting)))
                     rt.wait(min(TRACE_PERIOD_S, max(0.0, t1_sim - rt.now_s())), None)
                 t1 = t1_sim
+                drive_sim(ctx, 0.0)
+                m1 = ctx.mark_energy()  # the stretched end, once the simulated load is off
+                t1 = m1 if math.isfinite(m1) else t1
         drive_sim(ctx, 0.0)
         ctx.on_batch(BatchSample(t_s=rt.now_s(), running=0.0, waiting=float(waiting)))
         if not box.get("finite", True):
