@@ -12,7 +12,8 @@ tightly (the sampler reads the counter every ~10 ms after each mark until it cha
 is the bracket's midpoint and the anchor is *located*. Otherwise ``tau`` is the run's first
 reading time (the tick lies up to one tick before it). An unlocated anchor read less than
 ``tick_guard_s`` before a located one is dropped: its tick time is the less certain of the two
-and they describe the same stretch (typically a mark, then its probes).
+and they describe the same stretch (typically a mark, then its probes); so is one between two
+located anchors at most ``BRIDGE_S`` apart (a diffusion batch bracketed by marks).
 
 **Estimated cumulative energy** ``E(t)``: between anchors ``a`` and ``a + 1`` the counter delta
 is distributed in proportion to the zero-order-hold integral of instant power,
@@ -48,6 +49,11 @@ METHOD_SPLIT = "counter interval split by instant power (no reading inside the w
 METHOD_EXTRAPOLATED = "counter extrapolated by instant power beyond the readings"
 METHOD_NONE = "no counter readings"
 METHOD_RESET = "counter reset"
+#: Unlocated anchors between two located ones at most this far apart are dropped: between
+#: them the instant-power shape splits the exact delta better than a reading whose tick time is
+#: known only to within a tick. Farther apart, readings keep the split honest against a drifting
+#: instant-power bias.
+BRIDGE_S = 10.0
 #: Worst first: a window's method is the worst over its GPUs and edges.
 _ORDER = (METHOD_RESET, METHOD_NONE, METHOD_EXTRAPOLATED, METHOD_SPLIT, METHOD_READINGS, METHOD_TICKS)
 
@@ -120,8 +126,8 @@ def _columns(trace: PowerTrace) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.
 
 
 # --- counter anchors ----------------------------------------------------------------------
-def _anchors(tc: np.ndarray, c: np.ndarray, precise_bracket_s: float,
-             tick_guard_s: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _anchors(tc: np.ndarray, c: np.ndarray, precise_bracket_s: float, tick_guard_s: float,
+             bridge_s: float = BRIDGE_S) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     ok = np.isfinite(c) & np.isfinite(tc)
     tc, c = tc[ok], c[ok]
     if tc.size == 0:
@@ -138,7 +144,11 @@ def _anchors(tc: np.ndarray, c: np.ndarray, precise_bracket_s: float,
         has = k < len(loc_pos)
         nxt_tau = np.full(len(start), np.inf)
         nxt_tau[has] = tau[loc_pos[k[has]]]
-        keep = located | (nxt_tau - t_first > tick_guard_s)
+        j = np.searchsorted(loc_pos, np.arange(len(start)), "left") - 1  # previous located anchor
+        prv_tau = np.full(len(start), -np.inf)
+        prv_tau[j >= 0] = tau[loc_pos[j[j >= 0]]]
+        bridged = (nxt_tau - prv_tau) <= bridge_s
+        keep = located | ((nxt_tau - t_first > tick_guard_s) & ~bridged)
         tau, val, located = tau[keep], val[keep], located[keep]
     return tau, val, located
 
@@ -238,7 +248,7 @@ def window_energy_j(trace: PowerTrace, t0_s: float, t1_s: float, *,
         ok = np.isfinite(c[k])
         ck, tk = c[k][ok], tc[ok]
         back = np.flatnonzero(np.diff(ck) < 0) if ck.size > 1 else np.zeros(0, dtype=np.int64)
-        if np.any((tk[back + 1] >= w0) & (tk[back] <= w1)):  # a reset between readings overlapping the window
+        if np.any((tk[back + 1] > w0) & (tk[back] < w1)):  # a reset between readings overlapping the window
             reset = True
             per_gpu.append(math.nan)
             methods.append(METHOD_RESET)

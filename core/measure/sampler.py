@@ -21,7 +21,7 @@ from .power_trace import PowerTrace
 SAME_INSTANT_S = 1e-6
 #: After a mark the counter is re-read this often until every GPU's counter has ticked, so
 #: the tick after the mark is located to within this (see :mod:`.energy`).
-EDGE_PROBE_S = 0.01
+EDGE_PROBE_S = 0.005
 #: ... for at most this long after the mark (covers counters ticking up to every ~0.25 s).
 EDGE_PROBE_MAX_S = 0.3
 
