@@ -124,12 +124,12 @@ class PowerSampler:
 
     # --- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
-        """Start sampling; the first reading is a mark (configuration start)."""
+        """Start sampling with a reading of counter and power (not a mark: see :meth:`mark_now`)."""
         if self._running:
             return
-        self._running = True
         self._stop.clear()
-        self.start_s = self.mark_now()
+        self.start_s = self.read_now().t_s
+        self._running = True
         every = getattr(self.clock, "every", None)
         if self.clock.virtual and every is not None:
             self._handle = every(self.period_s, self._tick, first_s=self.start_s + self.period_s)
