@@ -212,3 +212,55 @@ def test_adjacent_windows_add_up_and_integral_is_exact(data, cuts) -> None:  # n
                                                                             abs=1e-9 * esc)
     else:
         assert math.isnan(whole.energy_j)
+
+
+def test_sim_runtime_brackets_diffusion_batches_with_marks(tmp_path) -> None:  # noqa: ANN001
+    from mle_tui.core.profile import decode_profile
+    from mle_tui.core.runtimes.base import RuntimeContext
+    from mle_tui.core.runtimes.sim import SimRuntime
+
+    profile = decode_profile("""
+name = "d"
+task = "text-to-image"
+runtime = "sim"
+[model]
+id = "sim/sd"
+[dataset]
+name = "synthetic"
+num_requests = 16
+[sweep]
+batch_size = [4]
+num_inference_steps = [25]
+resolution = "768x768"
+[load]
+batches = 6
+warmup_batches = 1
+[gpu]
+simulated = true
+""", "d.toml")
+    results = {}
+    for use_marks in (True, False):
+        clock = VirtualClock()
+        src = SimulatedPowerSource(clock, 1, seed=5)
+        sampler = PowerSampler(src, [0], clock)
+        marks: list[float] = []
+
+        def mark() -> float:
+            marks.append(sampler.mark_now())
+            return marks[-1]
+
+        extra = {"mark_energy": mark} if use_marks else {}
+        ctx = RuntimeContext(profile=profile, config=profile.configs()[0], requests=[], clock=clock,
+                             gpu_indices=[0], run_dir=tmp_path, log_path=tmp_path / f"log{use_marks}",
+                             sim_gpus=src.sim_gpus([0]), energy_between=sampler.energy_between, **extra)
+        sampler.start()
+        cost = DiffusionCostModel(step_base_s=2.0 / 25, per_mpix_s=0.0, warmup_factor=1.0)
+        res = SimRuntime(diffusion_cost=cost).run(ctx)
+        sampler.stop()
+        assert [b.index for b in res.batches] == list(range(7))
+        if use_marks:
+            assert marks == [t for b in res.batches for t in (b.start_s, b.end_s)]
+        results[use_marks] = [abs(b.energy_j - src.true_energy_j([0], b.start_s, b.end_s))
+                              / src.true_energy_j([0], b.start_s, b.end_s) for b in res.batches]
+    assert max(results[True]) < 0.005
+    assert max(results[False]) > max(results[True])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 
@@ -201,3 +202,51 @@ def test_wall_clock_thread_samples_and_stops_promptly() -> None:
     th = slow._thread
     slow.stop()
     assert th is not None and not th.is_alive()
+
+
+def test_counter_read_at_1hz_and_listener_gets_latest_counter() -> None:
+    clock = VirtualClock()
+    src = SimulatedPowerSource(clock, 1, seed=3)
+    seen: list[PowerReading] = []
+    s = PowerSampler(src, [0], clock, listener=seen.append)
+    s.start()
+    clock.advance_to(10.0)
+    s.stop()
+    tr = s.trace()
+    assert len(tr.t_s) == 101
+    assert np.allclose(tr.counter_t_s, np.arange(11.0))  # start, 1 Hz, final (same instant as 10 s)
+    r = next(x for x in seen if x.t_s == pytest.approx(2.5))
+    assert r.energy_t_s == pytest.approx(2.0) and r.energy_j == [tr.counter_j[0][2]]
+    with pytest.raises(ValueError):
+        PowerSampler(src, [0], clock, counter_period_s=2.0)
+
+
+def test_sources_without_split_reads_still_work() -> None:
+    clock = VirtualClock()
+    inner = SimulatedPowerSource(clock, 1, seed=1)
+    s = PowerSampler(_FlakySource(inner), [0], clock)
+    assert not s._split
+    inner.gpu(0).set_load(0.8)
+    s.start()
+    clock.advance_to(5.0)
+    t_mark = s.mark_now()
+    clock.advance_to(20.0)
+    s.stop()
+    assert t_mark == 5.0
+    assert s.energy_between(1.0, 19.0) == pytest.approx(inner.true_energy_j([0], 1.0, 19.0), rel=0.01)
+
+
+def test_wall_clock_mark_probes_until_the_counter_ticks() -> None:
+    clock = WallClock()
+    src = SimulatedPowerSource(clock, 1, seed=2)
+    src.gpu(0).set_load(0.7)
+    s = PowerSampler(src, [0], clock, period_s=0.05, edge_probe_max_s=5.0)
+    s.start()
+    before = s.num_counter_reads
+    t = s.mark_now()
+    e = s.energy_between(t - 0.01, t)  # waits for the mark's tick search (it started before t)
+    assert s._probe is None and math.isfinite(e)
+    tr = s.trace()
+    after = [c for c, tt in zip(tr.counter_j[0], tr.counter_t_s) if tt > t]
+    assert s.num_counter_reads >= before + 2 and after and after[-1] > tr.counter_j[0][tr.counter_t_s.index(t)]
+    s.stop()
