@@ -243,7 +243,8 @@ class DiffusersRuntime:
         steps: int, width: int, height: int, gen: Any, waiting: int,
     ) -> tuple[float, float]:
         """Run one batch in a worker thread while this thread reports the batch trace; returns
-        the batch's (start, end) on the run clock."""
+        the batch's (start, end) on the run clock: from the energy marks where a sampler marks
+        (the start shifted past the mark's own counter read), else the synchronised stamps."""
         import torch
 
         batch = len(prompts)
@@ -253,8 +254,11 @@ class DiffusersRuntime:
         def work() -> None:
             try:
                 synchronize(device)
-                box["m0"] = ctx.mark_energy()  # the energy counter at the synchronised start
+                before = time.perf_counter()
+                m0 = ctx.mark_energy()  # the energy counter at the synchronised start
                 box["t0"] = time.perf_counter()
+                # The batch starts once the mark's counter read returns: shift the mark's time by it.
+                box["m0"] = m0 + (box["t0"] - before)
                 started.set()
                 with torch.inference_mode():
                     out = pipe(
@@ -262,8 +266,8 @@ class DiffusersRuntime:
                         generator=gen, output_type="pt",
                     )
                 synchronize(device)
-                box["m1"] = ctx.mark_energy()
                 box["t1"] = time.perf_counter()
+                box["m1"] = ctx.mark_energy()  # stamped before its read: the synchronised end
                 images = out.images
                 box["finite"] = bool(torch.isfinite(images).all().item()) if hasattr(images, "dtype") else True
             except BaseException as exc:  # re-raised on the calling thread
