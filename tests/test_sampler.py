@@ -250,3 +250,39 @@ def test_wall_clock_mark_probes_until_the_counter_ticks() -> None:
     after = [c for c, tt in zip(tr.counter_j[0], tr.counter_t_s) if tt > t]
     assert s.num_counter_reads >= before + 2 and after and after[-1] > tr.counter_j[0][tr.counter_t_s.index(t)]
     s.stop()
+
+
+def test_tick_tracker_learns_the_period_and_forgets_a_wrong_one() -> None:
+    from mle_tui.core.measure.tick_tracker import TickTracker
+
+    rng = random.Random(1)
+    phase, period = 0.0371, 0.1
+    tr = TickTracker()
+    assert tr.window_after(1.0) is None
+    for k in (3, 4, 5, 6, 26, 46, 346):  # learning burst, then marks 2 s and 30 s apart
+        tr.located(phase + k * period + rng.uniform(-0.0025, 0.0025), 0.0025)
+    assert tr.period_s == pytest.approx(period, abs=1e-4)
+    w = tr.window_after(40.0)
+    assert w is not None
+    pred, half = w
+    true_next = phase + math.ceil((40.0 - phase) / period) * period
+    assert abs(pred - true_next) <= half < period / 3
+    tr.located(true_next + 0.04, 0.0025)  # not periodic as learned
+    assert tr.period_s is None and tr.window_after(41.0) is None
+
+
+def test_marks_after_the_first_probe_a_few_reads_only() -> None:
+    clock = VirtualClock()
+    src = SimulatedPowerSource(clock, 1, seed=8)
+    s = PowerSampler(src, [0], clock)
+    s.start()
+    reads = []
+    for k in range(12):
+        clock.advance_to(1.0 + k * 2.03)
+        n = s.num_counter_reads
+        s.mark_now()
+        clock.advance_to(clock.now_s() + 0.5)  # no periodic counter read in between (< 1 s)
+        reads.append(s.num_counter_reads - n)
+    s.stop()
+    assert reads[0] >= 20  # the first mark learns the tick period (4 ticks densely)
+    assert max(reads[3:]) <= 6  # then: the mark plus ~4 probes around the predicted tick
