@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from mle_tui.core.clock import VirtualClock
 from mle_tui.core.measure import energy as en
 from mle_tui.core.measure.power_trace import PowerTrace
-from mle_tui.core.measure.sampler import PowerSampler
+from mle_tui.core.measure.sampler import LEARN_TICKS, PowerSampler
 from mle_tui.core.power.base import EnergyReading, PowerFields
 from mle_tui.core.power.simulated import SimulatedPowerSource
 from mle_tui.core.sim.diffusion import DiffusionCostModel, DiffusionSim
@@ -79,7 +79,9 @@ def test_marks_locate_the_counter_ticks() -> None:
             assert np.min(np.abs(ticks - tau)) <= s.edge_probe_s / 2 + 1e-9
     # The counter is read at ~1 Hz plus marks and their probes, not at 10 Hz.
     assert len(tr.t_s) > 390
-    assert len(tr.counter_t_s) <= 41 + (1 + 2 * 2) * (len(marks) + 1)  # a mark: itself + 2 per GPU
+    # A mark stores itself and 2 readings per GPU (around its tick); the first also learns the
+    # tick period (LEARN_TICKS ticks per GPU).
+    assert len(tr.counter_t_s) <= 41 + (1 + 2 * 2) * len(marks) + 2 * 2 * LEARN_TICKS
 
 
 def test_live_and_offline_agree() -> None:

@@ -284,5 +284,5 @@ def test_marks_after_the_first_probe_a_few_reads_only() -> None:
         clock.advance_to(clock.now_s() + 0.5)  # no periodic counter read in between (< 1 s)
         reads.append(s.num_counter_reads - n)
     s.stop()
-    assert reads[0] >= 20  # the first mark learns the tick period (4 ticks densely)
+    assert reads[0] >= 20  # the first mark learns the tick period (8 ticks densely)
     assert max(reads[3:]) <= 6  # then: the mark plus ~4 probes around the predicted tick

@@ -29,7 +29,7 @@ EDGE_PROBE_MAX_S = 0.3
 
 
 #: Located ticks the first mark collects per GPU to learn the tick period.
-LEARN_TICKS = 4
+LEARN_TICKS = 8
 
 
 class _Probe(msgspec.Struct):
@@ -273,8 +273,10 @@ class PowerSampler:
                             probe.need[g] -= 1
                             if probe.need[g] <= 0:
                                 del probe.need[g]
-                        else:  # the tick came before the predicted window: probe on densely
-                            self._ticks[g].missed()
+                        else:  # a late probe, or a tick before the predicted window: probe on densely
+                            w = self._ticks[g].window_after(probe.prev.t_s)
+                            if w is None or not probe.prev.t_s - w[1] < w[0] <= e.t_s + w[1]:
+                                self._ticks[g].missed()
                             probe.until_s = max(probe.until_s, e.t_s + self.edge_probe_max_s)
                     probe.prev, probe.prev_stored = e, bool(moved)
                     probe.next_s = e.t_s + self.edge_probe_s
