@@ -8,8 +8,8 @@ energy up to the last tick before ``t``, so a reading's value is exact but its t
 **Anchors.** Per GPU, each distinct counter value is an anchor ``(tau, value)`` where ``tau`` is
 the tick at which the counter took that value. A run of equal readings whose first reading
 follows the last reading of the previous value within ``precise_bracket_s`` brackets that tick
-tightly (the sampler reads the counter every ~10 ms after each mark until it changes): ``tau``
-is the bracket's midpoint and the anchor is *located*. Otherwise ``tau`` is the run's first
+tightly (the sampler re-reads the counter every 5 ms after each mark until it changes): ``tau``
+is the bracket's midpoint (within half the bracket of the true tick) and the anchor is *located*. Otherwise ``tau`` is the run's first
 reading time (the tick lies up to one tick before it). An unlocated anchor read less than
 ``tick_guard_s`` before a located one is dropped: its tick time is the less certain of the two
 and they describe the same stretch (typically a mark, then its probes); so is one between two
@@ -120,7 +120,7 @@ def _columns(trace: PowerTrace) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.
     tc = np.asarray(trace.counter_t_s, dtype=np.float64).reshape(-1)
     c = np.asarray(trace.counter_j, dtype=np.float64)
     c = np.zeros((g, 0)) if c.size == 0 else c.reshape(g, -1)
-    if c.shape[1] != tc.size:
+    if c.shape[1] != tc.size:  # a malformed trace: no usable counter (energy NaN, method says so)
         tc, c = tc[:0], np.zeros((g, 0))
     return t, p, tc, c
 

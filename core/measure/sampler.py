@@ -47,8 +47,9 @@ class PowerSampler:
     ``clock.every`` on a virtual clock) and the cumulative energy counter every
     ``counter_period_s`` (counted from the last counter read of any kind), and at marks
     (:meth:`mark_now`: the counter now, then every ``edge_probe_s`` until each GPU's counter has
-    ticked, so the tick after the mark is located). Keeps everything at full resolution (a
-    :class:`PowerTrace`: :meth:`trace`); beyond ``max_samples`` power samples, the oldest are
+    ticked, so the tick after the mark is located; from just before the predicted tick once the
+    tick period is learned). Keeps everything at full resolution (a :class:`PowerTrace`:
+    :meth:`trace`; 200,000 power samples = 5.5 h at 10 Hz); beyond ``max_samples`` the oldest are
     merged in pairs (time-weighted, so the instant-power integral at kept samples is preserved),
     beyond ``max_counter_readings`` every other old counter reading is dropped. ``listener`` is
     called with each power sample (with the latest counter reading, ``energy_t_s``).
