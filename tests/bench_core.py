@@ -89,6 +89,34 @@ def bench_sampler(seconds: float, nvml: bool) -> None:
               f"({k} power readings, {kc} counter reads; one full read {read_latency_ms(src_nvml, idx, 50):.3f} ms wall)")
 
 
+def bench_edges(seeds: int = 25, batches: int = 8) -> None:
+    """Energy per diffusion batch vs the simulated truth (virtual clock): edges from marks."""
+    from mle_tui.core.sim.diffusion import DiffusionCostModel, DiffusionSim
+
+    print(f"== energy per batch vs simulated truth, {seeds} seeds x {batches} batches, counter 1 Hz + marks ==")
+    for batch_s in (2.0, 5.0, 30.0):
+        errs = []
+        for seed in range(seeds):
+            clock = VirtualClock()
+            src = SimulatedPowerSource(clock, 1, seed=seed)
+            s = PowerSampler(src, [0], clock)
+            s.start()
+            clock.advance_to(random.Random(seed).uniform(0.3, 1.7))
+            done: list = []
+            cost = DiffusionCostModel(step_base_s=batch_s / 25, per_mpix_s=0.0, warmup_factor=1.0)
+            DiffusionSim(batch_size=4, num_inference_steps=25, width=768, height=768, batches=batches,
+                         warmup_batches=0, clock=clock, gpus=src.sim_gpus([0]), cost=cost,
+                         on_batch_done=done.append, mark=s.mark_now).run()
+            clock.advance_to(clock.now_s() + 0.3)
+            for b in done:
+                truth = src.true_energy_j([0], b.start_s, b.end_s)
+                errs.append(abs(s.energy_between(b.start_s, b.end_s) - truth) / truth * 100)
+            s.stop()
+        errs.sort()
+        print(f"  {batch_s:4.0f} s batches: mean |error| {sum(errs) / len(errs):.3f} %, "
+              f"p95 {errs[int(0.95 * len(errs))]:.3f} %, max {errs[-1]:.3f} %")
+
+
 def bench_hour(num_requests: int, mean_tokens: int) -> None:
     print(f"== 1-hour trace: 36,000 power samples (10 Hz), 7,200 batch samples (2 Hz), "
           f"{num_requests:,} requests x ~{mean_tokens} tokens ==")
@@ -199,6 +227,7 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=200, help="mean output tokens per request")
     args = ap.parse_args()
     bench_sampler(args.seconds, not args.no_nvml)
+    bench_edges()
     bench_hour(args.requests, args.tokens)
 
 
