@@ -199,7 +199,7 @@ class ConfigRun:
                     run_dir=self.store.root, log_path=self.store.log_path(key), cancel=cancel, sim_gpus=sim_gpus,
                     next_config=self.next_cfg, on_batch=self._on_batch, on_first_token=self._on_first_token,
                     on_request=self._on_request, on_batch_done=self._on_batch_done, on_log=self._on_log,
-                    energy_between=sampler.energy_between,
+                    energy_between=sampler.energy_between, mark_energy=sampler.mark_now,
                 )
                 sampler.start()
                 self.rec.mark(clock.now_s(), "start")

@@ -1,5 +1,6 @@
-"""Benchmark (a script, not a test): the 10 Hz sampler's CPU cost and the cost of steady-state
-detection and accounting on a 1-hour trace.
+"""Benchmark (a script, not a test): the power sampler's CPU cost (simulated source, with and
+without an injected 4 ms CPU cost per counter read, and NVML where present) and the cost of
+steady-state detection and accounting on a 1-hour trace.
 
     python tests/bench_core.py [--seconds 10] [--no-nvml]
 
@@ -24,19 +25,27 @@ from mle_tui.core.measure.sampler import PowerSampler
 from mle_tui.core.measure.steady import RequestCountDetector, SaturationDetector, detect_offline, evaluate_gates
 
 
-def cpu_cost(source: PowerSource, indices: list[int], clock: WallClock, seconds: float) -> tuple[float, float, int]:
-    """(CPU fraction of one core, CPU ms per reading, readings) of sampling at 10 Hz."""
+def cpu_cost(source: PowerSource, indices: list[int], clock: WallClock, seconds: float,
+             mark_every_s: float | None = None) -> tuple[float, float, int, int]:
+    """(CPU fraction of one core, CPU ms per power reading, power readings, counter reads) of
+    the sampler (power fields at 10 Hz, counter at 1 Hz; plus a mark every ``mark_every_s``)."""
     c0, w0 = time.process_time(), time.perf_counter()
     time.sleep(seconds)
     idle = (time.process_time() - c0) / (time.perf_counter() - w0)
     s = PowerSampler(source, indices, clock, period_s=0.1)
     c0, w0 = time.process_time(), time.perf_counter()
     s.start()
-    time.sleep(seconds)
+    if mark_every_s:
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            time.sleep(min(mark_every_s, max(0.0, end - time.perf_counter())))
+            s.mark_now()
+    else:
+        time.sleep(seconds)
     s.stop()
     cpu, wall = time.process_time() - c0, time.perf_counter() - w0
     frac = max(0.0, cpu / wall - idle)
-    return frac, frac * wall / max(1, s.num_readings) * 1000.0, s.num_readings
+    return frac, frac * wall / max(1, s.num_readings) * 1000.0, s.num_readings, s.num_counter_reads
 
 
 def read_latency_ms(source: PowerSource, indices: list[int], n: int = 200) -> float:
@@ -54,13 +63,14 @@ def timed(label: str, fn: Callable[[], object], rows: list[tuple[str, float]]) -
 
 
 def bench_sampler(seconds: float, nvml: bool) -> None:
-    print(f"== 10 Hz power sampler, wall clock, {seconds:g} s each ==")
-    for n in (1, 8):
+    print(f"== power sampler (power fields 10 Hz, counter 1 Hz), wall clock, {seconds:g} s each ==")
+    for n, cost_s, marks in ((1, 0.0, None), (8, 0.0, None), (1, 0.004, None), (8, 0.004, None), (1, 0.004, 1.0)):
         clock = WallClock()
-        src = SimulatedPowerSource(clock, n)
-        frac, per, k = cpu_cost(src, list(range(n)), clock, seconds)
-        print(f"simulated, {n} GPU(s): {frac * 100:.3f} % of one core ({per:.3f} ms CPU per reading, "
-              f"{k} readings; one read {read_latency_ms(src, list(range(n))):.3f} ms)")
+        src = SimulatedPowerSource(clock, n, energy_read_cpu_s=cost_s)
+        frac, per, k, kc = cpu_cost(src, list(range(n)), clock, seconds, marks)
+        what = f"{cost_s * 1000:g} ms CPU per counter read" + (f", a mark every {marks:g} s" if marks else "")
+        print(f"simulated, {n} GPU(s), {what}: {frac * 100:.3f} % of one core = {frac * 100 / n:.3f} % per GPU "
+              f"({k} power readings, {kc} counter reads; one full read {read_latency_ms(src, list(range(n)), 50):.3f} ms)")
     if not nvml:
         return
     try:
@@ -74,9 +84,37 @@ def bench_sampler(seconds: float, nvml: bool) -> None:
     gpus = src_nvml.gpus()
     for n in sorted({1, len(gpus)}):
         idx = list(range(n))
-        frac, per, k = cpu_cost(src_nvml, idx, clock, seconds)
-        print(f"NVML ({gpus[0].name}), {n} GPU(s): {frac * 100:.3f} % of one core ({per:.3f} ms CPU per "
-              f"reading, {k} readings; one read {read_latency_ms(src_nvml, idx, 50):.3f} ms wall)")
+        frac, per, k, kc = cpu_cost(src_nvml, idx, clock, seconds)
+        print(f"NVML ({gpus[0].name}), {n} GPU(s): {frac * 100:.3f} % of one core = {frac * 100 / n:.3f} % per GPU "
+              f"({k} power readings, {kc} counter reads; one full read {read_latency_ms(src_nvml, idx, 50):.3f} ms wall)")
+
+
+def bench_edges(seeds: int = 25, batches: int = 8) -> None:
+    """Energy per diffusion batch vs the simulated truth (virtual clock): edges from marks."""
+    from mle_tui.core.sim.diffusion import DiffusionCostModel, DiffusionSim
+
+    print(f"== energy per batch vs simulated truth, {seeds} seeds x {batches} batches, counter 1 Hz + marks ==")
+    for batch_s in (2.0, 5.0, 30.0):
+        errs = []
+        for seed in range(seeds):
+            clock = VirtualClock()
+            src = SimulatedPowerSource(clock, 1, seed=seed)
+            s = PowerSampler(src, [0], clock)
+            s.start()
+            clock.advance_to(random.Random(seed).uniform(0.3, 1.7))
+            done: list = []
+            cost = DiffusionCostModel(step_base_s=batch_s / 25, per_mpix_s=0.0, warmup_factor=1.0)
+            DiffusionSim(batch_size=4, num_inference_steps=25, width=768, height=768, batches=batches,
+                         warmup_batches=0, clock=clock, gpus=src.sim_gpus([0]), cost=cost,
+                         on_batch_done=done.append, mark=s.mark_now).run()
+            clock.advance_to(clock.now_s() + 0.3)
+            for b in done:
+                truth = src.true_energy_j([0], b.start_s, b.end_s)
+                errs.append(abs(s.energy_between(b.start_s, b.end_s) - truth) / truth * 100)
+            s.stop()
+        errs.sort()
+        print(f"  {batch_s:4.0f} s batches: mean |error| {sum(errs) / len(errs):.3f} %, "
+              f"p95 {errs[int(0.95 * len(errs))]:.3f} %, max {errs[-1]:.3f} %")
 
 
 def bench_hour(num_requests: int, mean_tokens: int) -> None:
@@ -189,6 +227,7 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=200, help="mean output tokens per request")
     args = ap.parse_args()
     bench_sampler(args.seconds, not args.no_nvml)
+    bench_edges()
     bench_hour(args.requests, args.tokens)
 
 

@@ -115,7 +115,8 @@ def test_energy_per_request_and_boundaries_match_truth(tmp_path: Path, mns: str,
         assert rec.hardware.power_limit_w == [350.0]
         assert rec.hardware.original_power_limit_w == [700.0]
         assert source.get_limit_w(0) == 700.0
-        assert rec.avg_power_w <= 350.0 + 1e-6
+        # the window energy estimate is within 1e-4 of the truth: the average under the cap
+        assert rec.avg_power_w <= 350.0 * (1 + 1e-4)
     assert rec.simulated is True and rec.hardware.power_source == "simulated"
     assert rec.energy_integral_j == pytest.approx(ss.energy_j, rel=0.02)
     assert rec.tdp_overestimation == pytest.approx(700.0 * (ss.end_s - ss.start_s) / ss.energy_j)

@@ -162,3 +162,46 @@ def test_use_clock_continues_history() -> None:
     assert src.read([0]).energy_j[0] == pytest.approx(before, abs=1e-3)
     c2.advance_to(10.0)
     assert src.true_energy_j([0], 0.0, 10.0) == pytest.approx(10.0 * src.gpu(0).true_power_w())
+
+
+def test_split_reads_agree_with_read_and_ticks_are_where_the_counter_moves() -> None:
+    clock = VirtualClock()
+    src = SimulatedPowerSource(clock, 2, seed=4)
+    src.gpu(1).set_load(0.5)
+    clock.advance_to(3.21)
+    full = src.read([0, 1])
+    p, e = src.read_power([0, 1]), src.read_energy([0, 1])
+    assert (p.t_s, p.instant_w, p.average_w, p.memory_w) == (full.t_s, full.instant_w, full.average_w, full.memory_w)
+    assert (e.t_s, e.energy_j) == (full.t_s, full.energy_j)
+    gpu = src.gpu(1)
+    ticks = gpu.tick_times_s(3.3, 4.3)
+    assert len(ticks) == 10 and np.allclose(np.diff(ticks), 0.1)
+    for tick in ticks:
+        clock.advance_to(tick - 1e-6)
+        c0 = gpu.read_counter()[1]
+        clock.advance_to(tick + 1e-6)
+        assert gpu.read_counter()[1] > c0
+
+
+def test_counter_never_goes_backwards_when_load_is_set_at_creation() -> None:
+    clock = VirtualClock()
+    gpu = SimulatedGPU(clock, seed=2)
+    before = gpu.read_counter()[1]
+    gpu.set_load(1.0)  # same instant as the creation: replaces the first segment's power
+    assert gpu.read_counter()[1] == before
+    clock.advance_to(0.5)
+    assert gpu.read_counter()[1] > before
+
+
+def test_injected_counter_read_cost_burns_cpu() -> None:
+    import time
+
+    clock = VirtualClock()
+    src = SimulatedPowerSource(clock, 2, energy_read_cpu_s=0.002)
+    c0 = time.thread_time()
+    src.read_energy([0, 1])
+    assert time.thread_time() - c0 >= 0.004
+    c0 = time.thread_time()
+    for _ in range(20):
+        src.read_power([0, 1])
+    assert time.thread_time() - c0 < 0.004 * 20

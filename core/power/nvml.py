@@ -12,7 +12,7 @@ from typing import Any
 
 from ..clock import Clock
 from ..records import GpuInfo, PowerSourceKind
-from .base import PowerReading
+from .base import EnergyReading, PowerFields, PowerReading
 
 
 class NvmlUnavailable(RuntimeError):
@@ -130,24 +130,37 @@ class NvmlPowerSource:
         return instant / 1000.0, (None if values[1] is None else values[1] / 1000.0), (
             None if values[2] is None else values[2] / 1000.0)
 
-    def read(self, indices: list[int]) -> PowerReading:
+    def read_power(self, indices: list[int]) -> PowerFields:
+        """Instant, 1-s average and memory power of ``indices`` (one field-values call each)."""
         t = self.clock.now_s()
-        energy, instant, average, memory = [], [], [], []
+        instant, average, memory = [], [], []
         for i in indices:
-            if not self.supports_counter(i):
-                raise NvmlUnavailable(f"GPU {i} has no cumulative energy counter (needs Volta or newer)")
-            energy.append(self._gpus.get_total_energy_consumption(i) / 1000.0)
             p, a, m = self._power(i)
             instant.append(p)
             average.append(a)
             memory.append(m)
-        return PowerReading(
+        return PowerFields(
             t_s=t,
-            energy_j=energy,
             instant_w=instant,
             average_w=None if any(a is None for a in average) else [float(a) for a in average],  # type: ignore[arg-type]
             memory_w=None if any(m is None for m in memory) else [float(m) for m in memory],  # type: ignore[arg-type]
         )
+
+    def read_energy(self, indices: list[int]) -> EnergyReading:
+        """The cumulative energy counters of ``indices`` (~4 ms per GPU), stamped before the reads."""
+        t = self.clock.now_s()
+        energy = []
+        for i in indices:
+            if not self.supports_counter(i):
+                raise NvmlUnavailable(f"GPU {i} has no cumulative energy counter (needs Volta or newer)")
+            energy.append(self._gpus.get_total_energy_consumption(i) / 1000.0)
+        return EnergyReading(t_s=t, energy_j=energy)
+
+    def read(self, indices: list[int]) -> PowerReading:
+        e = self.read_energy(indices)
+        p = self.read_power(indices)
+        return PowerReading(t_s=e.t_s, energy_j=e.energy_j, instant_w=p.instant_w, average_w=p.average_w,
+                            memory_w=p.memory_w)
 
     def tdp_w(self, index: int) -> float:
         try:

@@ -26,10 +26,11 @@ import bisect
 import math
 import random
 import threading
+import time
 
 from ..clock import Clock
 from ..records import GpuInfo
-from .base import PowerReading
+from .base import EnergyReading, PowerFields, PowerReading
 
 #: Utilisation -> fraction of the dynamic power range (concave: memory-bound work at low
 #: utilisation already draws a good share).
@@ -43,6 +44,13 @@ MEMORY_IDLE_FRACTION = 0.55
 MEMORY_DYNAMIC_FRACTION = 0.075
 #: Instant-power jitter slot, s.
 JITTER_SLOT_S = 0.02
+
+
+def _burn_cpu(seconds: float) -> None:
+    """Busy-wait ``seconds`` of this thread's CPU time."""
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
 
 
 class SimulatedGPU:
@@ -149,8 +157,8 @@ class SimulatedGPU:
     def _integral(self, t: float) -> float:
         """Exact energy from the first breakpoint to internal time ``t`` (negative before)."""
         i = bisect.bisect_right(self._seg_t, t) - 1
-        if i < 0:
-            return (t - self._seg_t[0]) * self._seg_p[0]
+        if i < 0:  # before the GPU's creation: idle (not the first segment's power, which a
+            return (t - self._seg_t[0]) * self.idle_w  # load set at creation may replace)
         return self._seg_e[i] + self._seg_p[i] * (t - self._seg_t[i])
 
     def true_power_w(self, t_s: float | None = None) -> float:
@@ -184,13 +192,37 @@ class SimulatedGPU:
     def read(self) -> tuple[float, float, float, float, float]:
         """(t_s on the clock, counter J, instant W, 1-s average W, memory W) now."""
         with self._lock:
+            t_s, instant, avg, mem = self.read_power()
+            return (t_s, self._counter_at(t_s + self._offset_s), instant, avg, mem)
+
+    def read_power(self) -> tuple[float, float, float, float]:
+        """(t_s on the clock, instant W, 1-s average W, memory W) now."""
+        with self._lock:
             t = self._now()
             i = bisect.bisect_right(self._seg_t, t) - 1
             p = self._seg_p[max(i, 0)]
-            counter = self._counter_at(t)
             avg = self._integral(t) - self._integral(t - 1.0)
             mem = MEMORY_IDLE_FRACTION * self.idle_w + MEMORY_DYNAMIC_FRACTION * (avg - self.idle_w)
-            return (t - self._offset_s, counter, self._instant_at(t, p), avg, mem)
+            return (t - self._offset_s, self._instant_at(t, p), avg, mem)
+
+    def read_counter(self) -> tuple[float, float]:
+        """(t_s on the clock, counter J) now."""
+        with self._lock:
+            t = self._now()
+            return (t - self._offset_s, self._counter_at(t))
+
+    def tick_times_s(self, t0_s: float, t1_s: float) -> list[float]:
+        """Clock times of the counter's ticks in ``[t0_s, t1_s]`` (for tests)."""
+        with self._lock:
+            lo = t0_s + self._offset_s
+            k = math.ceil((lo - self._tick_phase_s) / self.tick_s)
+            out = []
+            while True:
+                tick = self._tick_phase_s + k * self.tick_s - self._offset_s
+                if tick > t1_s:
+                    return out
+                out.append(tick)
+                k += 1
 
     def info(self) -> GpuInfo:
         return GpuInfo(
@@ -221,6 +253,7 @@ class SimulatedPowerSource:
         seed: int = 0,
         tick_s: float = 0.1,
         jitter: float = 0.02,
+        energy_read_cpu_s: float = 0.0,
     ) -> None:
         if num_gpus < 1:
             raise ValueError("num_gpus must be >= 1")
@@ -230,6 +263,9 @@ class SimulatedPowerSource:
             for i in range(num_gpus)
         ]
         self._clock = clock
+        #: CPU time each counter read burns per GPU (busy wait), to model NVML's ~4 ms read in
+        #: benchmarks of the sampler's cost. 0: free.
+        self.energy_read_cpu_s = float(energy_read_cpu_s)
 
     @property
     def name(self) -> str:
@@ -267,6 +303,24 @@ class SimulatedPowerSource:
             average_w=[r[3] for r in rows],
             memory_w=[r[4] for r in rows],
         )
+
+    def read_power(self, indices: list[int]) -> PowerFields:
+        rows = [self.gpu(i).read_power() for i in indices]
+        return PowerFields(
+            t_s=self._clock.now_s(),
+            instant_w=[r[1] for r in rows],
+            average_w=[r[2] for r in rows],
+            memory_w=[r[3] for r in rows],
+        )
+
+    def read_energy(self, indices: list[int]) -> EnergyReading:
+        t = self._clock.now_s()
+        out = []
+        for i in indices:
+            out.append(self.gpu(i).read_counter()[1])
+            if self.energy_read_cpu_s > 0:
+                _burn_cpu(self.energy_read_cpu_s)
+        return EnergyReading(t_s=t, energy_j=out)
 
     def tdp_w(self, index: int) -> float:
         return self.gpu(index).tdp_w

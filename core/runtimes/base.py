@@ -93,6 +93,10 @@ class RuntimeContext:
     next_config: Config | None = None
     #: Energy of GPUs since a mark, for diffusion batch windows: ``energy_between(t0, t1)`` J.
     energy_between: Callable[[float, float], float] = lambda t0, t1: float("nan")
+    #: Read the energy counter now (an exact event: call right after a CUDA synchronise at a
+    #: diffusion batch's start and end) and return that read's time on the run clock; NaN when
+    #: nothing samples the counter (then use your own clock).
+    mark_energy: Callable[[], float] = lambda: float("nan")
 
 
 class Runtime(Protocol):

@@ -2,7 +2,8 @@
 
 Per configuration: ``load.warmup_batches`` warm-up batches, then ``load.batches`` measured
 batches of ``batch_size`` prompts (PartiPrompts or any prompt dataset, cycled), each bracketed by
-``torch.cuda.synchronize()`` and measured as the GPU energy between its start and end
+``torch.cuda.synchronize()`` followed by an energy-counter mark (``ctx.mark_energy``, whose
+times become the batch's start and end) and measured as the GPU energy between them
 (``ctx.energy_between``); energy per image = batch energy / B (eq. 1), done by the runner.
 While a batch runs the batch trace reports ``running = B`` (0 between batches) at 10 Hz.
 
@@ -16,6 +17,7 @@ images are checked to be finite. Images are not saved.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from typing import Any
@@ -243,7 +245,8 @@ class DiffusersRuntime:
         steps: int, width: int, height: int, gen: Any, waiting: int,
     ) -> tuple[float, float]:
         """Run one batch in a worker thread while this thread reports the batch trace; returns
-        the batch's (start, end) on the run clock."""
+        the batch's (start, end) on the run clock: from the energy marks where a sampler marks
+        (the start shifted past the mark's own counter read), else the synchronised stamps."""
         import torch
 
         batch = len(prompts)
@@ -253,7 +256,11 @@ class DiffusersRuntime:
         def work() -> None:
             try:
                 synchronize(device)
+                before = time.perf_counter()
+                m0 = ctx.mark_energy()  # the energy counter at the synchronised start
                 box["t0"] = time.perf_counter()
+                # The batch starts once the mark's counter read returns: shift the mark's time by it.
+                box["m0"] = m0 + (box["t0"] - before)
                 started.set()
                 with torch.inference_mode():
                     out = pipe(
@@ -262,6 +269,7 @@ class DiffusersRuntime:
                     )
                 synchronize(device)
                 box["t1"] = time.perf_counter()
+                box["m1"] = ctx.mark_energy()  # stamped before its read: the synchronised end
                 images = out.images
                 box["finite"] = bool(torch.isfinite(images).all().item()) if hasattr(images, "dtype") else True
             except BaseException as exc:  # re-raised on the calling thread
@@ -276,7 +284,8 @@ class DiffusersRuntime:
         started.wait()
         if "t0" in box:  # a sample at the batch's exact start, so every batch shows in the trace
             rt.now_s()
-            ctx.on_batch(BatchSample(t_s=rt.to_run(box["t0"]), running=float(batch), waiting=float(waiting)))
+            start = box["m0"] if math.isfinite(box["m0"]) else rt.to_run(box["t0"])  # the batch's own start
+            ctx.on_batch(BatchSample(t_s=start, running=float(batch), waiting=float(waiting)))
             thread.join(TRACE_PERIOD_S)
         while thread.is_alive():
             ctx.on_batch(BatchSample(t_s=rt.now_s(), running=float(batch), waiting=float(waiting)))
@@ -288,7 +297,8 @@ class DiffusersRuntime:
                 free_accelerator_memory()
                 raise RunFailure(f"CUDA out of memory at batch {batch}") from exc
             raise RunFailure(f"pipeline failed at batch {batch}: {type(exc).__name__}: {exc}") from exc
-        t0, t1 = rt.to_run(box["t0"]), rt.to_run(box["t1"])
+        t0 = box["m0"] if math.isfinite(box["m0"]) else rt.to_run(box["t0"])
+        t1 = box["m1"] if math.isfinite(box["m1"]) else rt.to_run(box["t1"])
         # On a simulated GPU under a power limit work runs at ``speed_factor`` (<= 1) of full
         # speed: stretch the batch accordingly, still reporting it as running.
         if ctx.sim_gpus:
@@ -299,6 +309,9 @@ class DiffusersRuntime:
                     ctx.on_batch(BatchSample(t_s=rt.now_s(), running=float(batch), waiting=float(waiting)))
                     rt.wait(min(TRACE_PERIOD_S, max(0.0, t1_sim - rt.now_s())), None)
                 t1 = t1_sim
+                drive_sim(ctx, 0.0)
+                m1 = ctx.mark_energy()  # the stretched end, once the simulated load is off
+                t1 = m1 if math.isfinite(m1) else t1
         drive_sim(ctx, 0.0)
         ctx.on_batch(BatchSample(t_s=rt.now_s(), running=0.0, waiting=float(waiting)))
         if not box.get("finite", True):

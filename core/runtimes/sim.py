@@ -7,8 +7,10 @@ of a second); on a wall clock it sleeps, so a demo unfolds in real time.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
+from ..clock import wait_until
 from ..errors import RunFailure
 from ..measure.latency import request_row
 from ..records import BatchRow, RequestRow
@@ -19,6 +21,9 @@ from ..sim.llm_server import LlmCostModel, LlmServerSim, LlmSimTruth, SimRequest
 from .base import BatchSample, RuntimeContext, RuntimeResult
 
 DEFAULT_RESOLUTION = (768, 768)
+#: Idle time after the last diffusion batch, so the sampler locates the counter tick after the
+#: batch's end mark before its energy is asked for (the sampler probes for <= 0.3 s).
+MARK_SETTLE_S = 0.3
 
 
 class SimRuntime:
@@ -131,7 +136,7 @@ class SimRuntime:
         def on_sample(t: float, running: int, waiting: int) -> None:
             ctx.on_batch(BatchSample(t_s=t, running=float(running), waiting=float(waiting)))
 
-        def on_done(b: SimBatch) -> None:
+        def finish(b: SimBatch) -> None:
             energy = ctx.energy_between(b.start_s, b.end_s)
             row = BatchRow(index=b.index, start_s=b.start_s, end_s=b.end_s, latency_s=b.end_s - b.start_s,
                            energy_j=energy, batch_size=b.batch_size, warmup=b.warmup)
@@ -147,15 +152,34 @@ class SimRuntime:
                 rows.append(r)
                 ctx.on_request(r)
 
+        pending: list[SimBatch] = []
+        marked = [False]
+
+        def mark() -> float:
+            t = ctx.mark_energy()
+            marked[0] = marked[0] or math.isfinite(t)
+            return t
+
+        def on_done(b: SimBatch) -> None:
+            # A batch's energy is asked for once the sampler has located the counter tick after
+            # its end mark: after the next batch, or after MARK_SETTLE_S for the last one.
+            for p in pending:
+                finish(p)
+            pending[:] = [b]
+
         say(f"sim: diffusion, batch_size={B}, steps={steps}, {width}x{height}, "
             f"{load.warmup_batches} warm-up + {load.batches} measured batches")
         sim = DiffusionSim(
             batch_size=B, num_inference_steps=steps, width=width, height=height, batches=load.batches,
             warmup_batches=load.warmup_batches, clock=ctx.clock, gpus=ctx.sim_gpus,
             tensor_parallel=cfg.tensor_parallel, cost=self.diffusion_cost, cancel=ctx.cancel,
-            on_batch_sample=on_sample, on_batch_done=on_done,
+            on_batch_sample=on_sample, on_batch_done=on_done, mark=mark,
         )
         self.last_batches = sim.run()
+        if pending and marked[0] and not wait_until(ctx.clock, ctx.clock.now_s() + MARK_SETTLE_S, ctx.cancel):
+            raise DiffusionCancelled()
+        for p in pending:
+            finish(p)
         say(f"sim: {len(batches)} batches done")
         return RuntimeResult(requests=rows, batches=batches, batch_source="sim batch runner, 10 Hz", simulated=True)
 

@@ -4,11 +4,14 @@ Batch latency = ``warmup_factor`` (first batch only) × speed penalty ×
 ``steps × (step_base_s + per_mpix_s × (B × megapixels) ** batch_exponent)`` with CFG folded into
 the constants; the sublinear batch term models the better GPU utilisation of larger batches.
 Utilisation (drives the simulated GPU's power) = ``0.55 + 0.43 × min(1, work / 4 Mpix) ** 0.5``.
-Between batches the host spends ``gap_s`` at idle load (text encoding, VAE hand-off).
+Between batches the host spends ``gap_s`` at idle load (text encoding, VAE hand-off). Each
+batch's start and end call ``mark`` (the runtime context's ``mark_energy``) where given, after the
+load change at that instant.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -69,6 +72,7 @@ class DiffusionSim:
         sample_period_s: float = 0.1,
         on_batch_sample: Callable[[float, int, int], None] | None = None,
         on_batch_done: Callable[[SimBatch], None] | None = None,
+        mark: Callable[[], float] | None = None,
     ) -> None:
         self.B = int(batch_size)
         self.steps = int(num_inference_steps)
@@ -83,6 +87,14 @@ class DiffusionSim:
         self.period = sample_period_s
         self.on_batch_sample = on_batch_sample or (lambda t, r, w: None)
         self.on_batch_done = on_batch_done or (lambda b: None)
+        self.mark = mark
+
+    def _mark(self, t_s: float) -> float:
+        """The energy mark's time at a batch edge (``t_s`` when nothing marks)."""
+        if self.mark is None:
+            return t_s
+        m = self.mark()
+        return m if math.isfinite(m) else t_s
 
     def _advance(self, t_s: float) -> None:
         if not wait_until(self.clock, t_s, self.cancel):
@@ -127,14 +139,16 @@ class DiffusionSim:
             self._advance(t)
             u = self.cost.utilisation(self.B, self.mpix)
             self._set_load(u)
+            start = self._mark(t)  # the synchronised start (the load is on from this instant)
             lat = self.cost.latency_s(self.B, self.steps, self.mpix, self.tp) / self._speed(u)
             if warm:
                 lat *= self.cost.warmup_factor
             samples(t + lat, self.B, self.B * (total - i - 1))
-            start = t
             t += lat
             self._advance(t)
-            batch = SimBatch(index=i, start_s=start, end_s=t, batch_size=self.B, warmup=warm)
+            self._set_load(0.0)  # synchronised: the GPU is idle from the batch's end
+            end = self._mark(t)
+            batch = SimBatch(index=i, start_s=start, end_s=end, batch_size=self.B, warmup=warm)
             out.append(batch)
             self.on_batch_done(batch)
         self._set_load(0.0)
