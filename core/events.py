@@ -101,10 +101,13 @@ class ConfigFinished(_E, tag="config_finished"):
 
 
 class RunFinished(_E, tag="run_finished"):
+    #: ok + invalid records written by this run.
     completed: int
     failed: int
     invalid: int
     stopped: bool
+    #: Configurations skipped by the user (they run again on resume).
+    skipped: int = 0
 
 
 Event = (

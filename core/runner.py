@@ -310,7 +310,7 @@ class SweepRunner:
             if not (set(keys) - self.store.completed_keys()):
                 self._write_manifest(created=self._manifest_created(), finished=True)
             self._emit(RunFinished(completed=counts["ok"] + counts["invalid"], failed=counts["failed"],
-                                   invalid=counts["invalid"], stopped=stopped))
+                                   invalid=counts["invalid"], stopped=stopped, skipped=counts["skipped"]))
         finally:
             # A runtime that keeps a server between configurations shuts it down here.
             close = getattr(self._runtime, "close", None)

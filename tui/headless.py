@@ -113,7 +113,9 @@ class ProgressPrinter:
             self._line("  ".join(parts))
         elif isinstance(event, ev.RunFinished):
             state = "stopped" if event.stopped else "done"
-            self._line(f"{state}: {event.completed} ok, {event.invalid} invalid, {event.failed} failed")
+            skipped = f", {event.skipped} skipped" if event.skipped else ""
+            self._line(f"{state}: {event.completed - event.invalid} ok, {event.invalid} invalid, "
+                       f"{event.failed} failed{skipped}")
 
     # -- figures
     def eta_s(self) -> float | None:
