@@ -252,7 +252,7 @@ def _synthetic_ids(requests: list[Request], vocab: int, seed: int) -> list[Reque
 
 
 #: Access-log lines caused by our own probes: they say nothing about engine progress.
-_OWN_PROBES = re.compile(rb'"GET /(metrics|health|v1/models) HTTP')
+_OWN_PROBES = re.compile(rb'"GET /(metrics|health|v1/models)\b[^" ]* HTTP')
 
 
 class _ServerLog:
