@@ -131,7 +131,9 @@ def test_sweep_on_a_real_vllm_server(workload, tmp_path: Path) -> None:
         head = log.splitlines()[0]
         assert head.startswith("mle-tui: vLLM server command: ") and "--max-num-seqs" in head
         assert "VLLM_API_KEY=***" in head and "--api-key" not in log
-        assert "(filtered)" in log  # vLLM 0.32 honours the name[] filter at /metrics/
+    # vLLM 0.32 honours the name[] filter at /metrics/ (the runtime's own note, in live.jsonl)
+    live = (tmp_path / "run" / "live.jsonl").read_text()
+    assert live.count("bytes each (filtered)") == 2
     assert len(rt.started_pgids) == 2
     _assert_gone(rt.started_pgids, before)
     # the API key (passed by environment) is in no file of the run directory
