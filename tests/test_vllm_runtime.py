@@ -98,6 +98,23 @@ def test_runs_a_configuration(tmp_path: Path) -> None:
     assert rt.process_groups.pgids() == []
 
 
+def test_merged_chunks_and_an_unfiltered_metrics_endpoint(tmp_path: Path) -> None:
+    """A server that sends three tokens a chunk and ignores the name[] filter (404 at
+    /metrics/): tokens counted per chunk from the per-chunk usage, every request counted as
+    bundled, the trace still polled (unfiltered)."""
+    logs: list[str] = []
+    ctx = _ctx(tmp_path, _profile({"FAKE_STARTUP_S": "0.1", "FAKE_STEP_S": "0.005", "FAKE_BUNDLE": "3",
+                                   "FAKE_NO_FILTER": "1"}), n=8, on_log=logs.append)
+    res = VllmRuntime(launcher=FAKE, metrics_period_s=0.05).run(ctx)
+    outs = [r.output_tokens for r in res.requests]
+    assert all(r.ok for r in res.requests) and sum(res.token_counts) == sum(outs) == res.server_output_tokens
+    assert res.bundled_requests == 8
+    # chunks of 3 and the rest with the finish reason: a last chunk of 1 token is not bundled
+    assert res.bundled_tokens == sum(n - (1 if n % 3 == 1 else 0) for n in outs)
+    assert all(r.itl_count == -(-r.output_tokens // 3) - 1 for r in res.requests)
+    assert any("bytes each (unfiltered)" in line for line in logs)
+
+
 def test_exit_during_startup_is_a_failure_with_log_tail(tmp_path: Path) -> None:
     rt = VllmRuntime(launcher=FAKE)
     with pytest.raises(RunFailure) as exc:
