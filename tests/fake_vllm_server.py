@@ -2,14 +2,21 @@
 
 Continuous batching in miniature: up to ``--max-num-seqs`` requests run; every ``FAKE_STEP_S``
 seconds each running request gets one token. Serves ``/health``, ``/v1/models``, streaming
-``/v1/completions`` and ``/v1/chat/completions`` (with ``include_usage``), and ``/metrics`` in
-vLLM's Prometheus format. Behaviour knobs through the environment:
+``/v1/completions`` and ``/v1/chat/completions`` (with ``include_usage`` and
+``continuous_usage_stats``), and ``/metrics`` in vLLM's Prometheus format: everything at
+``/metrics``, only the ``name[]``-selected series at ``/metrics/`` (as vLLM 0.32 does).
+The API key is ``--api-key`` or ``VLLM_API_KEY`` (as vLLM); like vLLM the server logs its
+"non-default args" (the key included when it came on the command line) and, to test masking,
+the key it got from the environment.
+Behaviour knobs through the environment:
 
 * ``FAKE_MODE``: ``normal`` | ``exit_startup`` (exit 3 before ready) | ``hang`` (never ready) |
   ``silent_stall`` (ready, accepts requests, never answers; logs only GET probes) | ``die_after_s=X``
   (exit 1 X seconds after the first request)
 * ``FAKE_STEP_S`` (default 0.004), ``FAKE_STARTUP_S`` (default 0.3)
 * ``FAKE_EOS_AFTER``: with real weights (no ``ignore_eos``), stop after this many tokens.
+* ``FAKE_BUNDLE``: send tokens in chunks of this many (a busy API server merging outputs).
+* ``FAKE_NO_FILTER=1``: ``/metrics/`` answers 404 (a server without the ``name[]`` filter).
 """
 
 from __future__ import annotations
@@ -20,8 +27,29 @@ import os
 import sys
 import threading
 import time
+import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from queue import Queue
+
+#: Series a real vLLM exports besides the ones mle-tui reads (makes /metrics realistically big).
+_PADDING = "".join(
+    f"# HELP vllm:other_{i} Something else.\n# TYPE vllm:other_{i} gauge\n"
+    f'vllm:other_{i}{{engine="0",model_name="fake"}} 0.0\n' for i in range(300))
+
+
+def _filter(text: str, names: set[str]) -> str:
+    """Keep the samples named in ``names`` (and their HELP/TYPE lines), as prometheus_client's
+    restricted registry does."""
+    out = []
+    for line in text.splitlines():
+        if line.startswith("#"):
+            parts = line.split()
+            fam = parts[2] if len(parts) > 2 else ""
+            if any(n == fam or n.startswith(fam + "_") for n in names):
+                out.append(line)
+        elif line.split("{", 1)[0].split(" ", 1)[0] in names:
+            out.append(line)
+    return "\n".join(out) + "\n"
 
 
 class Engine:
@@ -92,7 +120,7 @@ class Engine:
                 "# TYPE vllm:prompt_tokens_total counter",
                 f"vllm:prompt_tokens_total{lab} {float(self.prompt_tokens)}",
                 "",
-            ])
+            ]) + _PADDING
 
 
 def main() -> None:
@@ -105,6 +133,13 @@ def main() -> None:
     args, _unknown = ap.parse_known_args()
     mode = os.environ.get("FAKE_MODE", "normal")
     print(f"fake vllm: argv={sys.argv[1:]}", flush=True)
+    # vLLM logs its non-default arguments (older versions with the key in clear)
+    print(f"(APIServer pid={os.getpid()}) INFO [api_utils.py:286] non-default args: {vars(args)}", flush=True)
+    if os.environ.get("VLLM_API_KEY"):
+        print(f"fake vllm: env VLLM_API_KEY={os.environ['VLLM_API_KEY']!r}", flush=True)
+        if args.api_key is None:
+            args.api_key = os.environ["VLLM_API_KEY"]
+    bundle = max(1, int(os.environ.get("FAKE_BUNDLE", "1")))
     time.sleep(float(os.environ.get("FAKE_STARTUP_S", "0.3")))
     if mode == "exit_startup":
         print("fake vllm: RuntimeError: simulated startup crash", flush=True)
@@ -147,10 +182,15 @@ def main() -> None:
             return args.api_key is None or self.headers.get("Authorization") == f"Bearer {args.api_key}"
 
         def do_GET(self) -> None:  # noqa: N802
-            if self.path == "/health":
+            url = urllib.parse.urlsplit(self.path)
+            if url.path == "/health":
                 self._send(200, b"")
-            elif self.path == "/metrics":
+            elif url.path == "/metrics":
                 self._send(200, engine.metrics().encode(), "text/plain; version=0.0.4")
+            elif url.path == "/metrics/" and os.environ.get("FAKE_NO_FILTER") != "1":
+                names = set(urllib.parse.parse_qs(url.query).get("name[]", []))
+                text = _filter(engine.metrics(), names) if names else engine.metrics()
+                self._send(200, text.encode(), "text/plain; version=0.0.4")
             elif self.path == "/v1/models":
                 if not self._authorised():
                     return self._send(401, b'{"error":"Unauthorized"}')
@@ -175,17 +215,30 @@ def main() -> None:
             with engine.lock:
                 engine.prompt_tokens += n_prompt
             q = engine.submit(int(body["max_tokens"]), None if body.get("ignore_eos") else eos_after)
+            opts = body.get("stream_options") or {}
+            continuous = bool(opts.get("include_usage") and opts.get("continuous_usage_stats"))
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")
             self.send_header("Connection", "close")
             self.end_headers()
             self.close_connection = True
+            n_sent = 0
+            pending = 0
             while True:
                 kind, value = q.get()
                 if kind == "tok":
-                    choice = ({"index": 0, "delta": {"content": "x"}, "finish_reason": value} if chat
-                              else {"index": 0, "text": "x", "finish_reason": value})
+                    pending += 1
+                    if pending < bundle and value is None:
+                        continue  # merge this token with the next ones
+                    n_sent += pending
+                    text = "x" * pending
+                    pending = 0
+                    choice = ({"index": 0, "delta": {"content": text}, "finish_reason": value} if chat
+                              else {"index": 0, "text": text, "finish_reason": value})
                     chunk = {"id": "c", "choices": [choice]}
+                    if continuous:
+                        chunk["usage"] = {"prompt_tokens": n_prompt, "completion_tokens": n_sent,
+                                          "total_tokens": n_prompt + n_sent}
                 else:
                     chunk = {"id": "c", "choices": [],
                              "usage": {"prompt_tokens": n_prompt, "completion_tokens": value,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from mle_tui.core.clock import WallClock
-from mle_tui.core.runtimes.prom import PromPoller, parse_metrics
+from mle_tui.core.runtimes.prom import SAMPLE_NAMES, PromPoller, filtered_url, parse_metrics
 
 # Shape of vLLM 0.32 (CPU build) /metrics, trimmed; counters expose `_total` and `_created`.
 VLLM_032 = """\
@@ -123,6 +123,7 @@ def test_poller_emits_samples_and_drives_sim_gpu() -> None:
     assert all(b.t_s > a.t_s for a, b in zip(got, got[1:]))
     assert got[0].waiting == 120.0 and got[0].generation_tokens_total == 4321.0
     assert poller.samples == got
+    assert not poller.filtered  # /metrics/ answered 404: the plain URL from then on
 
 
 def test_poller_keeps_its_period_while_the_caller_is_busy() -> None:
@@ -151,3 +152,37 @@ def test_poller_counts_errors() -> None:
                     transport=httpx.MockTransport(handler)) as poller:
         assert poller.poll_once() is None
         assert poller.errors == 1 and poller.samples == []
+
+
+def test_poller_asks_only_for_the_series_it_uses() -> None:
+    """The poll goes to /metrics/ with a name[] filter (vLLM's prometheus_client app); the
+    bytes that came back are counted."""
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if request.url.path == "/metrics/":
+            return httpx.Response(200, text=VLLM_032)
+        return httpx.Response(200, text=VLLM_032 + "# padding\n" * 5000)
+
+    with PromPoller("http://x/metrics", WallClock(), max_num_seqs=8,
+                    transport=httpx.MockTransport(handler)) as poller:
+        for _ in range(3):
+            assert poller.poll_once() is not None
+    assert poller.filtered and poller.scrapes == 3
+    assert poller.bytes_total == 3 * len(VLLM_032.encode())
+    req = seen[0]
+    assert req.url.path == "/metrics/" and req.headers["accept-encoding"] == "identity"
+    assert req.url.params.get_list("name[]") == list(SAMPLE_NAMES)
+    assert filtered_url("http://h:1/metrics").startswith("http://h:1/metrics/?name%5B%5D=vllm%3A")
+
+
+def test_poller_falls_back_when_the_filter_drops_what_it_needs() -> None:
+    """A server whose filtered answer lacks the running gauge is polled unfiltered."""
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, text="" if request.url.path == "/metrics/" else VLLM_032)
+
+    with PromPoller("http://x/metrics", WallClock(), max_num_seqs=8,
+                    transport=httpx.MockTransport(handler)) as poller:
+        s = poller.poll_once()
+    assert s is not None and s.running == 7.0 and not poller.filtered

@@ -87,10 +87,32 @@ def test_runs_a_configuration(tmp_path: Path) -> None:
     text = (tmp_path / "logs" / "c.log").read_text()
     assert "fake vllm: listening" in text and any("listening" in line for line in logs)
     assert "--max-num-seqs" in text and "--load-format" in text
-    assert not any("--api-key " in line and "***" not in line for line in logs if line.startswith("mle-tui"))
+    assert not any("--api-key" in line for line in logs)
+    assert text.startswith("mle-tui: vLLM server command: ")
+    # one token per chunk from the fake: nothing bundled, per-chunk usage for every request
+    assert res.bundled_requests == 0 and res.bundled_tokens == 0
+    assert any("per-chunk usage for 24/24" in line for line in logs)
+    assert any("/metrics: " in line and "(filtered)" in line for line in logs)
     # process group gone, registry empty
     assert len(pgids) == 1 and not group_alive(pgids[0])
     assert rt.process_groups.pgids() == []
+
+
+def test_merged_chunks_and_an_unfiltered_metrics_endpoint(tmp_path: Path) -> None:
+    """A server that sends three tokens a chunk and ignores the name[] filter (404 at
+    /metrics/): tokens counted per chunk from the per-chunk usage, every request counted as
+    bundled, the trace still polled (unfiltered)."""
+    logs: list[str] = []
+    ctx = _ctx(tmp_path, _profile({"FAKE_STARTUP_S": "0.1", "FAKE_STEP_S": "0.005", "FAKE_BUNDLE": "3",
+                                   "FAKE_NO_FILTER": "1"}), n=8, on_log=logs.append)
+    res = VllmRuntime(launcher=FAKE, metrics_period_s=0.05).run(ctx)
+    outs = [r.output_tokens for r in res.requests]
+    assert all(r.ok for r in res.requests) and sum(res.token_counts) == sum(outs) == res.server_output_tokens
+    assert res.bundled_requests == 8
+    # chunks of 3 and the rest with the finish reason: a last chunk of 1 token is not bundled
+    assert res.bundled_tokens == sum(n - (1 if n % 3 == 1 else 0) for n in outs)
+    assert all(r.itl_count == -(-r.output_tokens // 3) - 1 for r in res.requests)
+    assert any("bytes each (unfiltered)" in line for line in logs)
 
 
 def test_exit_during_startup_is_a_failure_with_log_tail(tmp_path: Path) -> None:
@@ -175,6 +197,18 @@ def test_kill_children_from_another_thread(tmp_path: Path) -> None:
     assert isinstance(errors[0], RunFailure) and "during startup" in errors[0].args[0]
 
 
+def test_own_probes_are_recognised_in_the_access_log() -> None:
+    """Our polls (filtered /metrics/?name[]=..., /health, /v1/models) are not engine progress."""
+    from mle_tui.core.runtimes.prom import filtered_url
+
+    probe = vllm_mod._OWN_PROBES
+    q = filtered_url("http://h/metrics").split("h", 2)[-1].split("/", 1)[1]
+    for path in ("/metrics", "/health", "/v1/models", "/" + q):
+        assert probe.search(f'INFO:     127.0.0.1:5 - "GET {path} HTTP/1.1" 200 OK'.encode()), path
+    assert not probe.search(b'INFO:     127.0.0.1:5 - "POST /v1/completions HTTP/1.1" 200 OK')
+    assert not probe.search(b'INFO:     127.0.0.1:5 - "GET /metricsX HTTP/1.1" 404')
+
+
 def test_server_command_flags(tmp_path: Path) -> None:
     model_dir = tmp_path / "m"
     model_dir.mkdir()
@@ -185,18 +219,19 @@ gpu_memory_utilization = 0.5
 enforce_eager = true
 extra_args = ["--seed", "7"]""")
     cmd = server_command(prof, model=str(model_dir), max_num_seqs=8, tensor_parallel=2, pipeline_parallel=1,
-                         port=1234, api_key="K", tokenizer="tok/x", skip_tokenizer_init=False,
+                         port=1234, tokenizer="tok/x", skip_tokenizer_init=False,
                          python="py", use_console_script=False)
     assert cmd[:5] == ["py", "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir)]
     joined = " ".join(cmd)
-    for flag in ("--host 127.0.0.1", "--port 1234", "--api-key K", "--max-num-seqs 8",
+    assert "--api-key" not in cmd  # the key goes by environment (VLLM_API_KEY)
+    for flag in ("--host 127.0.0.1", "--port 1234", "--max-num-seqs 8",
                  "--tensor-parallel-size 2", "--pipeline-parallel-size 1", "--max-model-len 2048",
                  "--gpu-memory-utilization 0.5", "--load-format dummy", "--enforce-eager",
                  "--tokenizer tok/x", "--dtype bfloat16"):
         assert flag in joined
     assert cmd[-2:] == ["--seed", "7"] and "--skip-tokenizer-init" not in cmd
     cmd = server_command(_profile(), model="org/m", max_num_seqs=4, tensor_parallel=1, pipeline_parallel=1,
-                         port=1, api_key="K", tokenizer=None, skip_tokenizer_init=True, python="py",
+                         port=1, tokenizer=None, skip_tokenizer_init=True, python="py",
                          use_console_script=True)
     assert cmd[:3] == ["vllm", "serve", "org/m"] and "--skip-tokenizer-init" in cmd
     assert "--enforce-eager" not in cmd and "--max-model-len" not in cmd
@@ -228,7 +263,7 @@ def test_config_only_model_gets_token_ids(tmp_path: Path) -> None:
     ctx = _ctx(tmp_path, _profile({"FAKE_STARTUP_S": "0"}, model=str(model_dir)), n=6, on_log=logs.append)
     res = VllmRuntime(launcher=FAKE).run(ctx)
     assert all(r.ok for r in res.requests)
-    assert any("--skip-tokenizer-init" in line for line in logs if line.startswith("mle-tui: starting"))
+    assert any("--skip-tokenizer-init" in line for line in logs if line.startswith("mle-tui: vLLM server command:"))
     assert all(r.input_tokens == 2 for r in res.requests)  # fake counts prompt ids
 
 
@@ -393,25 +428,95 @@ simulated = true
     assert rt._server is None
     live = (tmp_path / "run" / "live.jsonl").read_text()
     assert live.count("reusing the vLLM server") == 2
+    # every configuration's log starts with the command line of the server that served it
+    heads = [p.read_text().splitlines()[0] for p in (tmp_path / "run" / "logs").glob("*.log")]
+    assert len(heads) == 4 and all(h.startswith("mle-tui: vLLM server command: ") for h in heads)
 
 
-def test_api_key_never_looks_like_a_flag(tmp_path: Path) -> None:
-    """argparse (vLLM's and the fake's) reads `--api-key -abc` as a flag with no value; a
-    url-safe token starts with "-" once in 64 starts. The key passed must be hex."""
+def _spy_keys(monkeypatch) -> list[str]:
+    """Record every API key the runtime hands a server (through its environment)."""
     seen: list[str] = []
-    orig = vllm_mod.server_command
+    orig = vllm_mod.server_env
 
-    def spy(*a, **k):
-        seen.append(k["api_key"])
-        return orig(*a, **k)
+    def spy(profile, api_key, *a, **k):
+        seen.append(api_key)
+        return orig(profile, api_key, *a, **k)
 
-    vllm_mod.server_command = spy  # type: ignore[assignment]
-    try:
-        rt = VllmRuntime(launcher=FAKE, metrics_period_s=0.05)
-        rt.run(_ctx(tmp_path, _profile({"FAKE_STARTUP_S": "0.1", "FAKE_STEP_S": "0.001"}), n=2))
-    finally:
-        vllm_mod.server_command = orig  # type: ignore[assignment]
+    monkeypatch.setattr(vllm_mod, "server_env", spy)
+    return seen
+
+
+def test_api_key_is_hex_and_goes_by_environment(tmp_path: Path, monkeypatch) -> None:
+    """A hex key (never a flag, unchanged by quoting), in VLLM_API_KEY and not on the command
+    line; the fake server, like vLLM, takes it from there (its requests are authorised)."""
+    seen = _spy_keys(monkeypatch)
+    cmds: list[list[str]] = []
+    orig_cmd = vllm_mod.server_command
+    monkeypatch.setattr(vllm_mod, "server_command", lambda *a, **k: cmds.append(orig_cmd(*a, **k)) or cmds[-1])
+    rt = VllmRuntime(launcher=FAKE, metrics_period_s=0.05)
+    res = rt.run(_ctx(tmp_path, _profile({"FAKE_STARTUP_S": "0.1", "FAKE_STEP_S": "0.001"}), n=2))
+    assert all(r.ok for r in res.requests)
     assert len(seen) == 1 and all(c in "0123456789abcdef" for c in seen[0]) and len(seen[0]) >= 32
+    assert not any(seen[0] in a for a in cmds[0]) and "--api-key" not in cmds[0]
+    env = vllm_mod.server_env(_profile(), "k" * 32, [0], False)
+    assert env["VLLM_API_KEY"] == "k" * 32
+
+
+@pytest.mark.parametrize("arg", ["--host", "--port=9", "--api-key", "--api_key", "--api-key=x", "--api-k", "--hos"])
+def test_extra_args_may_not_set_host_port_or_key(tmp_path: Path, arg: str) -> None:
+    from mle_tui.core.errors import InputError
+
+    prof = _profile(server=f'extra_args = ["{arg}", "1"]')
+    with pytest.raises(InputError) as exc:
+        VllmRuntime(launcher=FAKE).load_requests(prof, source="p.toml")
+    line = str(exc.value)
+    assert line.startswith("p.toml: server.extra_args: " + arg.split("=")[0]) and "\n" not in line
+    vllm_mod.check_server_args(_profile(server='extra_args = ["--seed", "1", "--hf-token-x"]'))  # fine
+
+
+def test_api_key_is_in_no_file_of_the_run_directory(tmp_path: Path, monkeypatch) -> None:
+    """The fake logs its args and the key it got (as vLLM's "non-default args" line does, and
+    worse); the key reaches no file of the run directory, nor log_tail, nor the forwarded lines;
+    the log starts with the server's command line."""
+    from mle_tui.core.runner import SweepRunner
+    from mle_tui.core.store import RunStore
+
+    seen = _spy_keys(monkeypatch)
+    prof = decode_profile("""
+name = "key"
+task = "chat"
+runtime = "vllm"
+[model]
+id = "fake"
+weights = "dummy"
+[dataset]
+name = "synthetic"
+[sweep]
+max_num_seqs = 4
+[steady_state]
+min_window_s = 0.1
+[server]
+env = { FAKE_STARTUP_S = "0.1", FAKE_STEP_S = "0.003" }
+[gpu]
+simulated = true
+""", "key.toml")
+    reqs = [Request(id=i, prompt=f"p{i}", input_tokens=2, output_tokens=20) for i in range(12)]
+    out = tmp_path / "run"
+    summary = SweepRunner(prof, out, runtime=VllmRuntime(launcher=FAKE, metrics_period_s=0.05), requests=reqs,
+                          allow_simulated=True).run()
+    assert summary.failed == 0 and len(seen) == 1
+    key = seen[0].encode()
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert files and not [p for p in files if key in p.read_bytes()]
+    logs = list((out / "logs").glob("*.log"))
+    assert len(logs) == 1
+    text = logs[0].read_text()
+    assert text.startswith("mle-tui: vLLM server command: FAKE_STARTUP_S=0.1 FAKE_STEP_S=0.003 VLLM_API_KEY=*** ")
+    assert "--max-num-seqs 4" in text.splitlines()[0]
+    assert "VLLM_API_KEY='***'" in text and "non-default args" in text  # the fake's lines, masked
+    rec = RunStore(out).load_records()[0]
+    assert rec.log_tail and not any(seen[0] in line for line in rec.log_tail)
+
 
 
 def test_server_dies_with_a_sigkilled_runner(tmp_path: Path) -> None:

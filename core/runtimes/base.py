@@ -54,6 +54,13 @@ class RuntimeResult(msgspec.Struct, kw_only=True):
     #: per-token timestamps, the simulator); then it is the window's token count, checked
     #: against the server's counter. False: the server's counter is the count where reported.
     token_counts_exact: bool = False
+    #: Streamed responses only (vLLM): ok requests in which at least one token-bearing chunk
+    #: carried more than one output token (a busy server merges tokens into one chunk), and the
+    #: output tokens that arrived in such chunks (not in a chunk of their own). Counted from
+    #: per-chunk usage (``continuous_usage_stats``); a server without it: one token per chunk
+    #: and the rest of a request's tokens at its last chunk. None: not measured.
+    bundled_requests: int | None = None
+    bundled_tokens: int | None = None
 
 
 class GpuLoad(Protocol):

@@ -1,9 +1,11 @@
 """The ``vllm`` runtime: one real vLLM OpenAI-compatible server per configuration.
 
 The server runs as a child in its own session / process group, bound to 127.0.0.1 on a free
-port with a random API key. Its log goes to ``ctx.log_path`` and, line by line, to
-``ctx.on_log``. Readiness is ``/health``; the load is streamed with :mod:`..loadgen` and the
-batch trace polled from ``/metrics`` with :mod:`..prom`. A server that exits, does not become
+port with a random API key. The key is passed by environment (``VLLM_API_KEY``), never on the
+command line, and masked (``***``) in every log line forwarded or written. Its log goes to
+``ctx.log_path`` (headed by the server's command line) and, line by line, to ``ctx.on_log``.
+Readiness is ``/health``; the load, the ``/metrics`` poll and the watchdog hook are
+:mod:`.vllm_client`'s. A server that exits, does not become
 ready in ``server.startup_timeout_s`` or stops logging for ``server.stall_timeout_s`` while
 requests are outstanding raises :class:`RunFailure` with the last log lines. The process group
 is killed (SIGTERM, 5 s, SIGKILL) whenever the configuration ends, and within 0.2 s of
@@ -13,20 +15,14 @@ is killed (SIGTERM, 5 s, SIGKILL) whenever the configuration ends, and within 0.
 from __future__ import annotations
 
 import asyncio
-import collections
 import importlib.metadata
 import json
-import math
-import os
 import random
-import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -36,24 +32,19 @@ import httpx
 from ..config import Config
 from ..dataset_types import Request
 from ..errors import RunFailure
-from .loadgen import LoadResult, LoadSettings, run_load
 from ..pdeathsig import wrap as wrap_pdeathsig
 from ..procgroup import ProcessGroups, kill_group
 from ..profile import Profile
-from .prom import PromPoller
-from ..records import RequestRow
 from .base import RuntimeContext, RuntimeResult
+from .loadgen import LoadResult, LoadSettings
+from .vllm_client import WATCH_PERIOD_S, Watch, bundling, drive, token_timeline
+from .vllm_server import (  # noqa: F401 - re-exported (tests, benchmarks)
+    _OWN_PROBES, MASK, RESERVED_FLAGS, TOKENIZER_FILES, _env_secrets, _ServerLog, check_server_args,
+    command_header, free_port, has_tokenizer, model_vocab_size, reserved_flag, resolve_model,
+    reuses_servers, server_command, server_env,
+)
 
-#: Files whose presence means a model directory carries its own tokenizer.
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "vocab.json",
-                   "spiece.model", "tiktoken.model")
-LOG_TAIL_LINES = 50
 METRICS_PERIOD_S = 0.5
-WATCH_PERIOD_S = 0.2
-#: Resolution of the client-side token timeline handed to the runner.
-TOKEN_BIN_S = 0.01
-
-
 class _Cancelled(Exception):
     pass
 
@@ -76,12 +67,6 @@ def vllm_importable() -> bool:
     return importlib.util.find_spec("vllm") is not None
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _profile_dir_from_manifest(run_dir: Path) -> Path | None:
     try:
         data = json.loads((run_dir / "run.json").read_text())
@@ -89,86 +74,6 @@ def _profile_dir_from_manifest(run_dir: Path) -> Path | None:
         return None
     path = data.get("profile_path") if isinstance(data, dict) else None
     return Path(path).resolve().parent if path else None
-
-
-def resolve_model(model_id: str, profile_dir: Path | None) -> str:
-    """A model id that names a local directory, made absolute: a relative path is looked up
-    next to the profile file first, then from the working directory. Anything else (a Hugging
-    Face id) is returned unchanged."""
-    p = Path(model_id).expanduser()
-    if p.is_absolute():
-        return str(p)
-    if profile_dir is not None and (profile_dir / p).is_dir():
-        return str((profile_dir / p).resolve())
-    if p.is_dir():
-        return str(p.resolve())
-    return model_id
-
-
-def has_tokenizer(model: str) -> bool:
-    """False only for a local model directory with no tokenizer files."""
-    p = Path(model)
-    if not p.is_dir():
-        return True
-    return any((p / name).exists() for name in TOKENIZER_FILES)
-
-
-def model_vocab_size(model: str) -> int | None:
-    try:
-        cfg = json.loads((Path(model) / "config.json").read_text())
-    except (OSError, ValueError):
-        return None
-    v = cfg.get("vocab_size") if isinstance(cfg, dict) else None
-    if v is None and isinstance(cfg, dict):
-        v = (cfg.get("text_config") or {}).get("vocab_size")
-    return int(v) if isinstance(v, int) and v > 0 else None
-
-
-def server_command(
-    profile: Profile, *, model: str, max_num_seqs: int, tensor_parallel: int, pipeline_parallel: int,
-    port: int, api_key: str, tokenizer: str | None, skip_tokenizer_init: bool, python: str,
-    use_console_script: bool, launcher: list[str] | None = None,
-) -> list[str]:
-    """The vLLM server command line for one configuration. ``launcher`` replaces the program
-    part (``vllm serve`` / ``python -m vllm.entrypoints.openai.api_server``), e.g. for a fake."""
-    s = profile.server
-    if launcher:
-        head = [*launcher, "--model", model]
-    elif use_console_script:
-        head = ["vllm", "serve", model]
-    else:
-        head = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", model]
-    cmd = [
-        *head,
-        "--host", "127.0.0.1", "--port", str(port), "--api-key", api_key,
-        "--max-num-seqs", str(max_num_seqs),
-        "--tensor-parallel-size", str(tensor_parallel),
-        "--pipeline-parallel-size", str(pipeline_parallel),
-    ]
-    if s.max_model_len is not None:
-        cmd += ["--max-model-len", str(s.max_model_len)]
-    if s.gpu_memory_utilization is not None:
-        cmd += ["--gpu-memory-utilization", str(s.gpu_memory_utilization)]
-    if profile.model.weights == "dummy":
-        cmd += ["--load-format", "dummy"]
-    if profile.model.dtype != "auto":
-        cmd += ["--dtype", profile.model.dtype]
-    if s.enforce_eager:
-        cmd.append("--enforce-eager")
-    if tokenizer:
-        cmd += ["--tokenizer", tokenizer]
-    elif skip_tokenizer_init:
-        cmd.append("--skip-tokenizer-init")
-    if reuses_servers(profile):
-        cmd.append("--no-enable-prefix-caching")
-    cmd += list(s.extra_args)
-    return cmd
-
-
-def reuses_servers(profile: Profile) -> bool:
-    """True when one server may serve several configurations: the profile allows it and the
-    sweep has more than one power limit (the only axis that is not a server flag)."""
-    return profile.server.reuse_across_power_limits and len(profile.sweep.axis("power_limit_w")) > 1
 
 
 def server_key(cfg: Config) -> tuple[int, int, int]:
@@ -185,23 +90,6 @@ class _Server:
         self.api_key, self.served, self.skip_tok, self.requests = api_key, served, skip_tok, requests
 
 
-def _token_timeline(chunks: dict[int, list[float]], rows: list[RequestRow]) -> tuple[list[float], list[int]]:
-    """Output tokens binned to TOKEN_BIN_S from the client's chunk times (one token per chunk;
-    a request whose usage counts more tokens than chunks gets the rest at its last chunk)."""
-    bins: dict[int, int] = collections.Counter()
-    for row in rows:
-        times = chunks.get(row.id) or []
-        if not row.ok or not times:
-            continue
-        for t in times:
-            bins[math.ceil(t / TOKEN_BIN_S)] += 1
-        extra = row.output_tokens - len(times)
-        if extra > 0:
-            bins[math.ceil(times[-1] / TOKEN_BIN_S)] += extra
-    keys = sorted(k for k, n in bins.items() if n > 0)
-    return [k * TOKEN_BIN_S for k in keys], [bins[k] for k in keys]
-
-
 def _synthetic_ids(requests: list[Request], vocab: int, seed: int) -> list[Request]:
     """Seeded random prompt ids for requests that have none (a server without tokenizer)."""
     import msgspec
@@ -215,63 +103,6 @@ def _synthetic_ids(requests: list[Request], vocab: int, seed: int) -> list[Reque
                 r, prompt_token_ids=[rng.randrange(min(10, vocab - 1), vocab) for _ in range(n)])
         out.append(r)
     return out
-
-
-#: Access-log lines caused by our own probes: they say nothing about engine progress.
-_OWN_PROBES = re.compile(rb'"GET /(metrics|health|v1/models) HTTP')
-
-
-class _ServerLog:
-    """Reads the server's merged stdout/stderr in a thread: file, callback, tail, and the time
-    of the last line that is not an access-log line of our own probes."""
-
-    def __init__(self, proc: subprocess.Popen, path: Path, on_log: Callable[[str], None]) -> None:
-        self._proc = proc
-        self._on_log = on_log
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = open(path, "ab")
-        self.tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
-        self.last_line_monotonic = time.monotonic()
-        self._thread = threading.Thread(target=self._read, name="vllm-log", daemon=True)
-        self._thread.start()
-
-    def _read(self) -> None:
-        assert self._proc.stdout is not None
-        for raw in iter(self._proc.stdout.readline, b""):
-            if not _OWN_PROBES.search(raw):
-                self.last_line_monotonic = time.monotonic()
-            try:
-                self._fh.write(raw)
-                self._fh.flush()
-            except (OSError, ValueError):
-                pass
-            line = raw.decode("utf-8", "replace").rstrip("\r\n")
-            self.tail.append(line)
-            try:
-                self._on_log(line)
-            except Exception:  # noqa: BLE001 - a UI callback must not stop the log
-                pass
-
-    def retarget(self, path: Path, on_log: Callable[[str], None]) -> None:
-        """Send further lines to another configuration's log file and callback (a server kept
-        across configurations)."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        old, self._fh = self._fh, open(path, "ab")
-        self._on_log = on_log
-        try:
-            old.close()
-        except OSError:
-            pass
-
-    def close(self, timeout_s: float = 5.0) -> None:
-        self._thread.join(timeout_s)
-        try:
-            self._fh.close()
-        except OSError:
-            pass
-
-    def lines(self) -> list[str]:
-        return list(self.tail)
 
 
 class VllmRuntime:
@@ -298,11 +129,14 @@ class VllmRuntime:
         self.profile_dir: Path | None = Path(profile_dir).resolve() if profile_dir is not None else None
 
     def load_requests(self, profile: Profile, *, base_dir: str | Path | None = None,
-                      on_note: Callable[[str], None] | None = None) -> list[Request]:
+                      on_note: Callable[[str], None] | None = None,
+                      source: str | Path | None = None) -> list[Request]:
         """The workload tokenised as this server will see it (see :func:`load_requests_for`).
-        ``base_dir`` is the profile's directory."""
+        ``base_dir`` is the profile's directory, ``source`` its file (named in input errors).
+        Checks ``server.extra_args`` first (:func:`check_server_args`)."""
         if base_dir is not None:
             self.profile_dir = Path(base_dir).resolve()
+        check_server_args(profile, str(source) if source else "profile")
         return load_requests_for(profile, self.profile_dir, on_note)
 
     def kill_children(self) -> None:
@@ -322,6 +156,7 @@ class VllmRuntime:
                 server = self._start(ctx)
             else:
                 server.log.retarget(ctx.log_path, ctx.on_log)
+                ctx.on_log(server.log.header or "")
                 ctx.on_log(f"mle-tui: reusing the vLLM server at {server.base_url} "
                            "(only the GPU power limit changed; prefix caching is off for this run)")
             log, proc = server.log, server.proc
@@ -339,13 +174,15 @@ class VllmRuntime:
                 requests = _synthetic_ids(requests, vocab, profile.dataset.seed)
                 ctx.on_log(f"mle-tui: no tokenizer: seeded random prompt ids in [10, {vocab})")
             try:
-                load, server_tokens, chunks = asyncio.run(self._serve(ctx, proc, log, settings, requests))
+                load, server_tokens = asyncio.run(self._serve(ctx, proc, log, settings, requests))
             except _Cancelled:
                 raise RunFailure("cancelled", log.lines()) from None
-            times, counts = _token_timeline(chunks, load.rows)
+            times, counts = token_timeline(load)
+            bund = bundling(load)
             n_ok = sum(r.ok for r in load.rows)
             ctx.on_log(f"mle-tui: {n_ok}/{len(load.rows)} requests ok, {load.output_tokens} output tokens "
-                       f"(server counted {server_tokens})")
+                       f"(server counted {server_tokens}); {bund.requests} requests had chunks of several "
+                       f"tokens ({bund.tokens} tokens); per-chunk usage for {bund.exact_requests}/{n_ok}")
             if n_ok == 0 and load.rows:
                 first = next((r.error for r in load.rows if r.error), "unknown error")
                 raise RunFailure(f"every request failed: {first}", log.lines())
@@ -357,6 +194,11 @@ class VllmRuntime:
                 itl_gaps_s=load.itl_gaps_s,
                 token_times_s=times,
                 token_counts=counts,
+                bundled_requests=bund.requests if n_ok else None,
+                bundled_tokens=bund.tokens if n_ok else None,
+                # Every ok request's chunks carried usage: the timeline is exact (the window's
+                # count, checked against the server's counter); else the counter counts.
+                token_counts_exact=bool(n_ok) and bund.exact_requests == n_ok,
             )
             nxt = ctx.next_config
             keep = (reuses_servers(profile) and nxt is not None and server_key(nxt) == server_key(cfg)
@@ -397,30 +239,29 @@ class VllmRuntime:
         if profile.model.tokenizer:
             tokenizer = resolve_model(profile.model.tokenizer, profile_dir)
         skip_tok = tokenizer is None and not has_tokenizer(model)
+        check_server_args(profile, str(getattr(ctx, "profile_path", None) or "profile"))
         port = free_port()
-        api_key = secrets.token_hex(24)  # hex: argparse would take a leading "-" for a flag
+        # hex: never mistaken for a flag, and unchanged by any quoting or URL encoding (masking)
+        api_key = secrets.token_hex(24)
         cmd = server_command(
             profile, model=model, max_num_seqs=cfg.batch, tensor_parallel=cfg.tensor_parallel,
-            pipeline_parallel=cfg.pipeline_parallel, port=port, api_key=api_key, tokenizer=tokenizer,
+            pipeline_parallel=cfg.pipeline_parallel, port=port, tokenizer=tokenizer,
             skip_tokenizer_init=skip_tok, python=self.python, use_console_script=vllm_console_script_works(),
             launcher=self.launcher,
         )
-        env = dict(os.environ)
-        env.update(profile.server.env)
-        env.setdefault("PYTHONUNBUFFERED", "1")
-        if ctx.gpu_indices and "CUDA_VISIBLE_DEVICES" not in profile.server.env and ctx.sim_gpus is None:
-            env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in ctx.gpu_indices)
-            env["CUDA_DEVICE_ORDER"] = profile.server.env.get("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
+        if "VLLM_API_KEY" in profile.server.env:
+            ctx.on_log("mle-tui: server.env VLLM_API_KEY is replaced by a key of mle-tui's own")
+        env = server_env(profile, api_key, ctx.gpu_indices, ctx.sim_gpus is not None)
         base_url = f"http://127.0.0.1:{port}"
-        shown = [("***" if prev == "--api-key" else a) for prev, a in zip(["", *cmd], cmd)]
-        ctx.on_log(f"mle-tui: starting vLLM: {' '.join(shown)}")
+        header = command_header(cmd, profile)
+        ctx.on_log(header)
         proc = subprocess.Popen(
             wrap_pdeathsig(cmd), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, env=env, start_new_session=True, close_fds=True,
         )
         self.process_groups.add(proc.pid, proc)
         self.current_pgid, self.current_url = proc.pid, base_url
-        log = _ServerLog(proc, ctx.log_path, ctx.on_log)
+        log = _ServerLog(proc, ctx.log_path, ctx.on_log, [api_key, *_env_secrets(profile)], header)
         self._server = _Server(server_key(cfg), proc, log, base_url, api_key, model, skip_tok, [])
         try:
             self._wait_ready(ctx, proc, log, base_url)
@@ -478,105 +319,40 @@ class VllmRuntime:
     async def _serve(
         self, ctx: RuntimeContext, proc: subprocess.Popen, log: _ServerLog, settings: LoadSettings,
         requests: list[Request],
-    ) -> tuple[LoadResult, int | None, dict[int, list[float]]]:
+    ) -> tuple[LoadResult, int | None]:
         stall_s = ctx.profile.server.stall_timeout_s
-        chunks: dict[int, list[float]] = {}
-        started: set[int] = set()
-        finished = [0]
-        last_token = [time.monotonic()]
 
-        def on_first_token(rid: int, t: float) -> None:
-            ctx.on_first_token(rid, t)
+        def watch(w: Watch) -> None:
+            if ctx.cancel.is_set():
+                raise _Cancelled
+            code = proc.poll()
+            if code is not None:
+                raise RunFailure(self._exit_reason(code, "during the run"), log.lines())
+            silent_s = min(w.token_silence_s(), time.monotonic() - log.last_line_monotonic)
+            if w.outstanding > 0 and silent_s > stall_s:
+                raise RunFailure(
+                    f"vLLM server stalled: no token and no log output for {silent_s:.0f} s with "
+                    f"{w.outstanding} requests outstanding (server.stall_timeout_s)", log.lines())
 
-        def on_request(row: RequestRow) -> None:
-            finished[0] += 1
-            ctx.on_request(row)
+        async def after_load(load: LoadResult) -> None:
+            if any(not r.ok for r in load.rows):
+                # A dying server fails its streams before its exit status is visible.
+                deadline = time.monotonic() + 3.0
+                while proc.poll() is None and time.monotonic() < deadline:
+                    await asyncio.sleep(0.05)
+            code = proc.poll()
+            if code is not None:
+                raise RunFailure(self._exit_reason(code, "during the run"), log.lines())
 
-        def on_chunk(rid: int, t: float) -> None:
-            chunks.setdefault(rid, []).append(t)
-            last_token[0] = time.monotonic()
-
-        def on_send(rid: int) -> None:
-            started.add(rid)
-
-        headers = {"Authorization": f"Bearer {settings.api_key}"}
-        poller = PromPoller(f"{settings.base_url}/metrics", ctx.clock, max_num_seqs=ctx.config.batch,
-                            period_s=self.metrics_period_s, listener=ctx.on_batch,
-                            sim_gpus=ctx.sim_gpus, headers=headers)
-        async with httpx.AsyncClient(
-            base_url=settings.base_url,
-            timeout=httpx.Timeout(None, connect=settings.connect_timeout_s),
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=None),
-        ) as client:
-            load_task: asyncio.Task | None = None
-            try:
-                gen0 = await asyncio.to_thread(self._generation_tokens, poller)
-                poller.start()
-                load_task = asyncio.create_task(run_load(
-                    requests, settings, ctx.clock, on_first_token=on_first_token, on_request=on_request,
-                    client=client, on_chunk=on_chunk, on_send=on_send))
-                while not load_task.done():
-                    await asyncio.wait({load_task}, timeout=WATCH_PERIOD_S)
-                    if ctx.cancel.is_set():
-                        raise _Cancelled
-                    code = proc.poll()
-                    if code is not None:
-                        raise RunFailure(self._exit_reason(code, "during the run"), log.lines())
-                    outstanding = len(started) - finished[0]
-                    silent_s = time.monotonic() - max(log.last_line_monotonic, last_token[0])
-                    if outstanding > 0 and silent_s > stall_s:
-                        raise RunFailure(
-                            f"vLLM server stalled: no token and no log output for {silent_s:.0f} s with "
-                            f"{outstanding} requests outstanding (server.stall_timeout_s)", log.lines())
-                load = load_task.result()
-                if any(not r.ok for r in load.rows):
-                    # A dying server fails its streams before its exit status is visible.
-                    deadline = time.monotonic() + 3.0
-                    while proc.poll() is None and time.monotonic() < deadline:
-                        await asyncio.sleep(0.05)
-                code = proc.poll()
-                if code is not None:
-                    raise RunFailure(self._exit_reason(code, "during the run"), log.lines())
-                await asyncio.to_thread(poller.stop)
-                server_tokens = await asyncio.to_thread(
-                    self._server_token_delta, poller, gen0, load.output_tokens)
-                return load, server_tokens, chunks
-            finally:
-                if load_task is not None:
-                    load_task.cancel()
-                    await asyncio.gather(load_task, return_exceptions=True)
-                await asyncio.to_thread(poller.close)
-
-    @staticmethod
-    def _generation_tokens(poller: PromPoller) -> float | None:
-        """``generation_tokens_total`` now (and emit the sample), or None if unreadable."""
-        for _ in range(5):
-            sample = poller.poll_once()
-            if sample is not None:
-                return sample.generation_tokens_total
-            time.sleep(0.2)
-        return None
-
-    def _server_token_delta(self, poller: PromPoller, gen0: float | None, client_tokens: int) -> int | None:
-        """Server-counted output tokens since ``gen0``. The counter is updated after the
-        responses are sent, so read until it matches the client's count or holds still for 1 s
-        (at most 5 s)."""
-        if gen0 is None:
-            return None
-        deadline = time.monotonic() + 5.0
-        last: float | None = None
-        last_change = time.monotonic()
-        while True:
-            value = self._generation_tokens(poller)
-            if value is not None:
-                if value != last:
-                    last, last_change = value, time.monotonic()
-                if int(round(value - gen0)) == client_tokens or time.monotonic() - last_change >= 1.0:
-                    break
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.25)
-        return None if last is None else int(round(last - gen0))
+        load, server_tokens, poller = await drive(
+            settings, requests, ctx.clock, max_num_seqs=ctx.config.batch,
+            metrics_period_s=self.metrics_period_s, on_batch=ctx.on_batch,
+            on_first_token=ctx.on_first_token, on_request=ctx.on_request, sim_gpus=ctx.sim_gpus,
+            watch=watch, after_load=after_load)
+        kind = "filtered" if poller.filtered else "unfiltered"
+        ctx.on_log(f"mle-tui: /metrics: {poller.scrapes} polls, {poller.bytes_total / max(1, poller.scrapes):.0f} "
+                   f"bytes each ({kind})")
+        return load, server_tokens
 
 
 def load_requests_for(profile: Profile, profile_dir: Path | None = None,
