@@ -29,7 +29,7 @@ from .measure.analysis import analyse
 from .measure.live import LiveSteady
 from .measure.sampler import PowerSampler
 from .measure.recorder import TraceRecorder
-from .measure.trace import encode_trace, pack_f32
+from .measure.trace import encode_trace, pack_us
 from .power.base import PowerReading
 from .power.health import StrangerLog, process_tree, read_health
 from .power.limits import PowerLimitGuard
@@ -251,7 +251,7 @@ class ConfigRun:
             hardware=hardware(self.gpus, self.indices, guard), started_unix_s=started_unix, end_s=end_s,
             num_requests=len(self.requests), steady=p.steady_state, cost=p.cost,
             power=sampler.trace() if sampler is not None and len(sampler) else None,
-            batch_source=res.batch_source, itl_gaps_s_f32=pack_f32(res.itl_gaps_s), token_times_s=res.token_times_s,
+            batch_source=res.batch_source, itl_gaps_us=pack_us(res.itl_gaps_s), token_times_s=res.token_times_s,
             token_counts=res.token_counts, token_counts_exact=getattr(res, "token_counts_exact", False),
             server_output_tokens=res.server_output_tokens,
             requests=list(res.requests), batches=list(res.batches),

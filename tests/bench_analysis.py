@@ -23,7 +23,7 @@ import numpy as np
 from mle_tui.core.config import Config
 from mle_tui.core.measure.analysis import analyse
 from mle_tui.core.measure.power_trace import PowerTrace
-from mle_tui.core.measure.trace import BatchTrace, Trace, decode_trace, encode_trace, pack_f32
+from mle_tui.core.measure.trace import BatchTrace, Trace, decode_trace, encode_trace, pack_us
 from mle_tui.core.records import Hardware, RequestRow
 
 
@@ -69,7 +69,7 @@ def hour_trace(gpus: int, num_requests: int, mean_tokens: int, seed: int = 0) ->
                          kv_cache_usage=(run / B).tolist(), preemptions_total=[0.0] * len(bt),
                          generation_tokens_total=gen.tolist()),
         batch_source="bench", first_token_s=first, finish_s=fin, requests=rows,
-        itl_gaps_s_f32=pack_f32(all_gaps), token_times_s=bins.tolist(), token_counts=counts.tolist(),
+        itl_gaps_us=pack_us(all_gaps), token_times_s=bins.tolist(), token_counts=counts.tolist(),
         token_counts_exact=True,
     )
 
@@ -88,7 +88,7 @@ def bench_trace(gpus: int, num_requests: int, mean_tokens: int) -> None:
           f"{num_requests:,} requests x ~{mean_tokens} tokens ==")
     trace = hour_trace(gpus, num_requests, mean_tokens)
     data, enc_ms = timed(lambda: encode_trace(trace), 1)
-    gaps = len(trace.itl_gaps_s_f32 or b"") // 4
+    gaps = len(trace.itl_gaps_us or b"") // 4
     print(f"  trace on disk: {len(data) / 1e6:.1f} MB (msgpack + gzip), encode {enc_ms:.0f} ms; {gaps:,} ITL gaps")
     back, dec_ms = timed(lambda: decode_trace(data))
     print(f"  decode: {dec_ms:.0f} ms")

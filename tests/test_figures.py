@@ -32,7 +32,7 @@ from mle_tui.core.store import RunStore  # noqa: E402
 from record_factory import sample_records, write_run_dir  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-VLLM = REPO / "records" / "h100-vllm-llama3.1-8b-dummy"
+VLLM = REPO / "records" / "h200-vllm-llama3.1-8b-dummy"
 DIFFUSION = REPO / "records" / "h100-diffusers-sd2.1-dummy"
 
 
@@ -129,18 +129,24 @@ def test_pareto_front_draws_the_core_frontier_and_recommendation(which, demo_dir
         assert "SIMULATED" in head and by_gid(fig, "simulated") and "Simulated H100 SXM" in head
     elif which in ("vllm", "diffusion"):
         assert "SIMULATED" not in head and not by_gid(fig, "simulated")
-        assert "NVIDIA H100 80GB HBM3" in head and "NVML" in head
+        gpu = "NVIDIA H200" if which == "vllm" else "NVIDIA H100 80GB HBM3"
+        assert gpu in head and "NVML" in head
     ax = fig.axes[0]
     assert ("(ms)" if metric == "tpot" else "(s)") in ax.get_xlabel() and "(J)" in ax.get_ylabel()
 
 
-def test_pareto_shows_the_invalid_vllm_configurations_hollow():
-    records, manifest = load(VLLM)
+def test_pareto_shows_the_invalid_vllm_configurations_hollow(tmp_path):
+    # The shipped H200 run is all ok: reanalysed from its traces with a 30 s window gate, the
+    # four configurations whose windows are shorter become invalid.
+    from mle_tui.core.reanalyse import reanalyse
+
+    reanalyse(VLLM, tmp_path / "gate30", min_window_s=30.0)
+    records, manifest = load(tmp_path / "gate30")
     fig = pareto_figure(records, context_for(records, manifest), target_s=0.1)
     invalid = sorted(r.config_key for r in records if r.status == "invalid")
-    assert invalid == ["mns128-tp1-pl700", "mns32-tp1-pl700"]
-    assert len(one(fig, "configs-not-ok").get_offsets()) == 2
-    assert "steady window 19.5 s < 20 s" in " ".join(t.get_text() for t in one(fig, "reasons").get_texts())
+    assert invalid == ["mns32-tp1-pl400", "mns32-tp1-pl700", "mns64-tp1-pl400", "mns64-tp1-pl700"]
+    assert len(one(fig, "configs-not-ok").get_offsets()) == 4
+    assert "steady window 21.0 s < 30 s" in " ".join(t.get_text() for t in one(fig, "reasons").get_texts())
 
 
 def test_a_target_far_right_of_every_point_is_noted_not_drawn_to_scale(demo_dir):
@@ -176,7 +182,7 @@ def test_energy_vs_batch_bars_are_the_records_with_the_tdp_estimate_behind():
         assert list(line.get_ydata()) == pytest.approx([r.energy_per_request_j for r in s.records])
     ratios = sorted(t.get_text() for t in by_gid(fig, "ratio"))
     assert ratios == sorted(f"{r.tdp_overestimation:.2f}×" for r in records)
-    assert "NVIDIA H100" in title(fig)
+    assert "NVIDIA H200" in title(fig)
 
 
 def test_energy_vs_batch_diffusion_has_one_series_per_steps_and_limit(demo_dir):
@@ -252,9 +258,9 @@ def test_compare_puts_both_fronts_on_one_chart(demo_dir):
         assert {(round(x, 9), round(y, 9)) for x, y in zip(line.get_xdata(), line.get_ydata())} == {
             pt(by_key[k]) for k in rec.frontier}
         assert points(one(fig, f"run{i}-recommended")) == {pt(by_key[rec.recommended])}
-    assert len(one(fig, "run0-configs-not-ok").get_offsets()) == 2 and not by_gid(fig, "run1-configs-not-ok")
+    assert not by_gid(fig, "run0-configs-not-ok") and not by_gid(fig, "run1-configs-not-ok")  # all ok
     head = title(fig)
-    assert "NVIDIA H100 80GB HBM3" in head and "Simulated H100 SXM" in head and "SIMULATED" in head
+    assert "NVIDIA H200" in head and "Simulated H100 SXM" in head and "SIMULATED" in head
     assert shown.simulated and "power: NVML" in desc and "power: SIMULATED" in desc
 
 
@@ -304,7 +310,7 @@ def test_importing_core_and_figures_does_not_import_matplotlib():
 def test_shipped_figures_are_small_and_say_how_they_were_made():
     figures = REPO / "records" / "figures"
     shipped = sorted(str(p.relative_to(figures)) for p in figures.rglob("*.png"))
-    assert {"vllm/pareto.png", "vllm/energy_vs_batch.png", "vllm/timeline-mns256-tp1-pl700.png",
+    assert {"vllm/pareto.png", "vllm/energy_vs_batch.png", "vllm/timeline-mns256-tp1-pl400.png",
             "diffusion/pareto.png", "diffusion/energy_vs_batch.png"} <= set(shipped)
     readme = (REPO / "records" / "README.md").read_text()
     for name in shipped:
@@ -312,7 +318,7 @@ def test_shipped_figures_are_small_and_say_how_they_were_made():
         assert p.stat().st_size < 150_000, p
         assert f"figures/{name}" in readme
         cmd = Image.open(p).text["Command"]
-        assert cmd.startswith("mle-tui report records/h100-") and cmd in readme
+        assert cmd.startswith(("mle-tui report records/h100-", "mle-tui report records/h200-")) and cmd in readme
 
 
 # -- CLI ---------------------------------------------------------------------------------------
@@ -333,7 +339,7 @@ def test_cli_report_plot_and_compare(tmp_path, demo_dir):
     proc = cli("compare", str(VLLM), str(demo_dir), "--plot", str(cmp_out))
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
-    assert lines[0].startswith(f"{VLLM}: recommended mns256-tp1-pl700")
+    assert lines[0].startswith(f"{VLLM}: recommended mns256-tp1-pl400")
     assert lines[1].startswith(f"{demo_dir}: SIMULATED: recommended")
     assert lines[2] == f"wrote {cmp_out / 'compare.png'}"
     assert Image.open(cmp_out / "compare.png").text["Command"].startswith(f"mle-tui compare {VLLM} {demo_dir}")

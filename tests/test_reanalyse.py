@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mle_tui.core.measure.analysis import analyse
-from mle_tui.core.measure.trace import decode_trace, encode_trace
+from mle_tui.core.measure.trace import TRACE_SCHEMA_VERSION, decode_trace, encode_trace, pack_us, unpack_us
 from mle_tui.core.reanalyse import reanalyse, traces_of
 from mle_tui.core.records import Record
 from mle_tui.core.runner import SweepRunner
@@ -86,7 +86,7 @@ def test_trace_holds_everything_at_full_resolution(tmp_path: Path) -> None:
     (rec,) = RunStore(out).load_records()
     (path,) = traces_of(out).values()
     trace = decode_trace(path.read_bytes())
-    assert trace.config_key == rec.config_key and trace.schema_version == 1
+    assert trace.config_key == rec.config_key and trace.schema_version == TRACE_SCHEMA_VERSION == 2
     assert len(trace.requests) == len(rec.requests) == 96
     assert trace.power is not None and len(trace.power.t_s) >= len(rec.power_timeline.t_s)
     assert trace.power.counter_t_s and len(trace.power.counter_j) == 1
@@ -160,3 +160,14 @@ def test_cli_set_overrides_any_setting_and_refuses_bad_ones_before_writing(tmp_p
         r = _cli("reanalyse", str(out), "--set", bad, "--out", str(tmp_path / "bad"))
         assert r.returncode == 2 and field in r.stderr and len(r.stderr.strip().splitlines()) == 1
         assert not (tmp_path / "bad").exists()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(0, 400, allow_nan=False), max_size=300))
+def test_gap_packing_keeps_every_gap_to_50_ns(gaps: list[float]) -> None:
+    import numpy as np
+
+    back = unpack_us(pack_us(gaps))
+    assert len(back) == len(gaps)
+    assert np.all(np.abs(back - np.asarray(gaps)) <= 0.5e-7 * (1 + 1e-6) + 1e-12)
+    assert unpack_us(pack_us(back)).tolist() == back.tolist()  # a fixed point: reanalysis is exact

@@ -19,7 +19,7 @@ RUN_DIRS = sorted(p.parent for p in RECORDS.glob("*/run.json"))
 
 def test_there_are_shipped_runs() -> None:
     names = {p.name for p in RUN_DIRS}
-    assert {"h100-vllm-llama3.1-8b-dummy", "h100-diffusers-sd2.1-dummy",
+    assert {"h200-vllm-llama3.1-8b-dummy", "h100-diffusers-sd2.1-dummy",
             "h100-transformers-llama3.1-8b-dummy"} <= names
 
 
@@ -45,7 +45,7 @@ def test_records_decode_and_are_measured_on_nvml(run_dir: Path) -> None:
             assert r.steady_state is not None and r.steady_state.mean_batch >= 0.85 * r.config.batch
 
 
-@pytest.mark.parametrize(("name", "target"), [("h100-vllm-llama3.1-8b-dummy", "100ms"),
+@pytest.mark.parametrize(("name", "target"), [("h200-vllm-llama3.1-8b-dummy", "100ms"),
                                               ("h100-diffusers-sd2.1-dummy", "5s")])
 def test_report_recommends_from_shipped_records(name: str, target: str) -> None:
     out = subprocess.run([sys.executable, "-m", "mle_tui.tui.cli", "report", str(RECORDS / name),

@@ -29,7 +29,7 @@ from .latency import stats as latency_stats
 from .latency import summarise
 from .steady import Window, detect_offline, evaluate_gates, saturation_detector
 from .timelines import batch_timeline, power_timeline
-from .trace import Trace, unpack_f32
+from .trace import Trace, unpack_us
 
 #: Bumped whenever a change to this module can move a figure of a record.
 ANALYSIS_VERSION = "2"
@@ -171,7 +171,7 @@ def _account_llm(rec: Record, trace: Trace, ss: SteadySpec) -> None:
         extra.append(f"{failed_n} of {len(rows)} requests failed")
     if len(rows) < rec.num_requests:
         extra.append(f"only {len(rows)} of {rec.num_requests} requests finished")
-    rec.latency = summarise(rows, unpack_f32(trace.itl_gaps_s_f32))
+    rec.latency = summarise(rows, unpack_us(trace.itl_gaps_us))
     stats = getattr(rec.latency, rec.latency_metric, None)
     rec.latency_value_s = stats.mean_s if stats is not None else None
     mean_out = float(np.mean([r.output_tokens for r in ok_rows])) if ok_rows else None
