@@ -117,7 +117,7 @@ def bench_report(n_records: int, num_requests: int) -> None:
                                                        energy_per_request_j=random.uniform(1, 100),
                                                        latency_value_s=random.uniform(0.01, 0.2)))
         size = sum(p.stat().st_size for p in store.records_dir.iterdir())
-        from mle_tui.tui.cli import _load_report
+        from mle_tui.tui.cli_report import _load_report
 
         gc.collect()
         t0 = time.perf_counter()

@@ -1,0 +1,229 @@
+"""The ``mle-tui`` commands that read run directories: ``report`` (table, JSON, CSV, figures),
+``compare`` and ``reanalyse``. No Textual here."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from mle_tui.core.errors import InputError
+
+PROG = "mle-tui"
+
+
+def _fail(line: str) -> int:
+    from mle_tui.core.textsafe import escape_terminal
+
+    print(f"{PROG}: {escape_terminal(line, keep_newlines=False)}", file=sys.stderr)
+    return 2
+
+
+def _run_dir(text: str) -> Path:
+    from mle_tui.core.safe_io import os_problem
+
+    d = Path(text).expanduser()
+    try:
+        if not d.is_dir():
+            raise InputError(text, "", "no such run directory")
+        if not (d / "run.json").is_file() and not (d / "records").is_dir():
+            raise InputError(text, "", "not a run directory (no run.json or records/)")
+    except OSError as exc:
+        raise InputError(text[:200], "", os_problem(exc)) from None
+    return d
+
+
+class _Run:
+    """A run directory read for a report: records, manifest, and the target, metric, price and
+    carbon intensity resolved from the command line or else the run's profile."""
+
+    def __init__(self, records, manifest, target_s, metric, price, carbon, problems=()) -> None:
+        self.records, self.manifest = records, manifest
+        self.target_s, self.metric, self.price, self.carbon = target_s, metric, price, carbon
+        #: Records left out (corrupt, newer schema, not in the run's profile), one line each.
+        self.problems = list(problems)
+
+    def report(self):
+        from mle_tui.core.report import build_report
+
+        return build_report(self.records, self.target_s, self.metric,
+                            price_usd_per_kwh=self.price, carbon_g_per_kwh=self.carbon,
+                            problems=self.problems)
+
+
+def _load_report(run_dir: Path, target: str | None, metric: str | None):
+    return _load_run(run_dir, target, metric).report()
+
+
+def _load_run(run_dir: Path, target: str | None, metric: str | None, full: bool = False) -> _Run:
+    """``full``: whole records (timelines, rows) for figures; else record heads (tables)."""
+    from mle_tui.core.profile import DEFAULT_METRIC, LatencyMetric, decode_profile, parse_duration_s
+    from mle_tui.core.store import RunStore
+
+    store = RunStore(run_dir)
+    manifest = store.read_manifest()
+    profile = None
+    if manifest is not None and manifest.profile_toml:
+        profile = decode_profile(manifest.profile_toml, str(run_dir / "run.json") + " (profile_toml)")
+    keys = None
+    if profile is not None:
+        keys = [c.key() for c in profile.configs()]
+    elif manifest is not None and manifest.configs:
+        keys = list(manifest.configs)
+    scan = store.scan(keys, heads=not full)
+    records = scan.records
+    target_s = None
+    if target is not None:
+        if _is_number(target):
+            raise InputError("command line", "--target",
+                             f"{target!r} is ambiguous: give a unit, e.g. {target}ms or {target}s")
+        try:
+            target_s = parse_duration_s(target)
+        except ValueError as exc:
+            raise InputError("command line", "--target", str(exc)) from None
+    elif profile is not None:
+        target_s = profile.target.value_s()
+    if metric is not None and metric not in LatencyMetric.__args__:  # type: ignore[attr-defined]
+        raise InputError("command line", "--metric",
+                         f"unknown metric {metric!r} (one of {', '.join(LatencyMetric.__args__)})")  # type: ignore[attr-defined]
+    task = profile.task if profile is not None else (records[0].task if records else None)
+    if metric is not None and task is not None:
+        from mle_tui.core.profile_checks import metrics_for_task
+
+        if metric not in metrics_for_task(task):
+            raise InputError("command line", "--metric", f"a {task} run has no {metric} data (it has: "
+                             f"{', '.join(metrics_for_task(task))})")
+    if metric is None and profile is not None:
+        metric = profile.latency_metric()
+    elif metric is None and task in DEFAULT_METRIC:
+        metric = DEFAULT_METRIC[task]
+    price = profile.cost.electricity_usd_per_kwh if profile else None
+    carbon = profile.cost.carbon_g_per_kwh if profile else None
+    return _Run(records, manifest, target_s, metric, price, carbon, scan.problems)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _print_report(run_dir: Path, target: str | None, metric: str | None) -> None:
+    from mle_tui.core.report import render_text
+
+    report = _load_report(run_dir, target, metric)
+    print(render_text(report, title=f"Pareto report: {run_dir}"))
+
+
+def _plot_format(args: argparse.Namespace) -> str:
+    if args.format is not None and not args.plot:
+        raise InputError("command line", "--format", "applies to --plot OUT_DIR")
+    return args.format or "png"
+
+
+def _plot_dir(text: str) -> Path:
+    out = Path(text).expanduser()
+    if out.exists() and not out.is_dir():
+        raise InputError(text, "--plot", "exists and is not a directory")
+    return out
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from mle_tui.core.report import render_text, to_csv, to_json
+
+    fmt = _plot_format(args)
+    if args.timelines != "all" and not args.plot:
+        raise InputError("command line", "--timelines", "applies to --plot OUT_DIR")
+    run_dir = _run_dir(args.dir)
+    if args.csv:
+        from mle_tui.core.safe_io import check_output_file
+
+        check_output_file(Path(args.csv), "--csv")
+    run = _load_run(run_dir, args.target, args.metric, full=bool(args.plot))
+    report = run.report()
+    if args.plot:
+        from mle_tui.core.figures import render_run, report_command
+
+        out = _plot_dir(args.plot)
+        command = report_command([args.dir], args.plot, fmt, args.target, args.metric, args.timelines)
+        try:
+            written = render_run(run.records, run.manifest, out, target_s=run.target_s, metric=report.metric,
+                                 fmt=fmt, command=command, timelines=args.timelines)
+        except OSError as exc:
+            raise InputError(args.plot, "--plot", exc.strerror or str(exc)) from None
+        print(f"wrote {len(written)} figures to {out}", file=sys.stderr if args.json else sys.stdout)
+    if args.csv:
+        from mle_tui.core.safe_io import os_problem
+        from mle_tui.core.store import atomic_write
+
+        try:
+            atomic_write(Path(args.csv), to_csv(report).encode())
+        except OSError as exc:
+            raise InputError(args.csv, "--csv", os_problem(exc)) from None
+    if args.json:
+        sys.stdout.write(to_json(report).decode() + "\n")
+    elif not args.csv and not args.plot:
+        print(render_text(report, title=f"Pareto report: {run_dir}"))
+    elif args.csv:
+        print(f"wrote {args.csv} ({len(report.rows)} rows)")
+    for line in report.problems:
+        _fail(line)
+    return 2 if report.problems else 0
+
+
+def cmd_reanalyse(args: argparse.Namespace) -> int:
+    from mle_tui.core.reanalyse import reanalyse
+
+    run_dir = _run_dir(args.dir)
+    overrides = {}
+    for item in args.set or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise InputError("command line", "--set", f"{item!r}: expected KEY=VALUE")
+        overrides[key.strip()] = value.strip()
+    res = reanalyse(run_dir, Path(args.out) if args.out else None, rule=args.rule,
+                    min_window_s=args.min_window_s, replace=args.replace, overrides=overrides)
+    print(f"{'configuration':40s} {'status':>17s} {'J/request (was -> now)':>26s} {'change':>8s}")
+    for c in res.changes:
+        status = c.new_status if c.old_status in (None, c.new_status) else f"{c.old_status}->{c.new_status}"
+        old = "-" if c.old_energy_per_request_j is None else f"{c.old_energy_per_request_j:.4g}"
+        new = "-" if c.new_energy_per_request_j is None else f"{c.new_energy_per_request_j:.4g}"
+        ch = "" if c.change is None else f"{c.change:+.1%}"
+        print(f"{c.config_key:40s} {status:>17s} {old + ' -> ' + new:>26s} {ch:>8s}")
+    for k in res.without_trace:
+        print(f"{k:40s} no trace (measured before traces were kept): not reanalysed")
+    print(f"{len(res.changes)} records reanalysed into {res.out_dir}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Each run's recommendation on a line; with ``--plot``, their fronts on one chart. The
+    first run's metric (or ``--metric``) is used for both; the target is ``--target`` or the
+    first run's profile's."""
+    fmt = _plot_format(args)
+    if len(args.dirs) < 2:
+        raise InputError("command line", "DIR", "compare needs two or more run directories")
+    dirs = [_run_dir(d) for d in args.dirs]
+    first = _load_run(dirs[0], args.target, args.metric)
+    metric = first.report().metric
+    target = args.target
+    runs = [first] + [_load_run(d, target, metric) for d in dirs[1:]]
+    for run in runs[1:]:
+        run.target_s = first.target_s
+    for d, run in zip(dirs, runs):
+        rep = run.report()
+        print(f"{d}: {'SIMULATED: ' if rep.simulated else ''}{rep.message}")
+    if args.plot:
+        from mle_tui.core.figures import render_compare, report_command
+
+        out = _plot_dir(args.plot)
+        command = report_command(list(args.dirs), args.plot, fmt, args.target, args.metric)
+        try:
+            path = render_compare([(r.records, r.manifest) for r in runs], out, target_s=first.target_s,
+                                  metric=metric, fmt=fmt, command=command)
+        except OSError as exc:
+            raise InputError(args.plot, "--plot", exc.strerror or str(exc)) from None
+        print(f"wrote {path}")
+    return 0
