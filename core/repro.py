@@ -83,7 +83,7 @@ def vllm_command(record: Record, profile: Profile, *, profile_dir: Path | None =
     tokenizer = resolve_model(profile.model.tokenizer, profile_dir) if profile.model.tokenizer else None
     cmd = server_command(
         profile, model=model, max_num_seqs=c.batch, tensor_parallel=c.tensor_parallel,
-        pipeline_parallel=c.pipeline_parallel, port=0, api_key="-", tokenizer=tokenizer,
+        pipeline_parallel=c.pipeline_parallel, port=0, tokenizer=tokenizer,
         skip_tokenizer_init=tokenizer is None and not has_tokenizer(model), python="python3",
         use_console_script=True)
     return _drop_per_run(cmd)

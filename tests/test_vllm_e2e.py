@@ -106,14 +106,15 @@ def test_sweep_on_a_real_vllm_server(workload, tmp_path: Path) -> None:
     # the server's counter by seconds. The gates that catch that (window length, mean batch, the
     # client count against the server's counter) may then say `invalid` -- with their reason,
     # which is what must hold; `ok` must mean every gate passed.
-    load_gates = ("steady window", "mean running batch", "by the client vs")
+    load_gates = ("steady window", "no steady window", "mean running batch", "window tokens")
     for B, rec in records.items():
         assert rec.status in ("ok", "invalid"), (B, rec.reasons)
         assert all(r.startswith(load_gates) for r in rec.reasons if not r.startswith("warning:")), rec.reasons
         assert rec.runtime == "vllm" and rec.simulated and rec.hardware.power_source == "simulated"
         ss = rec.steady_state
-        assert ss is not None and ss.rule == "saturation"
+        assert ss is not None and ss.rule in ("saturation", "whole-run")
         if rec.status == "ok":
+            assert ss.rule == "saturation"
             assert ss.mean_batch >= 0.85 * B, (B, ss.mean_batch)
             assert ss.duration_s >= profile.steady_state.min_window_s
         # the window's client count and the server's counter over the same window are both kept
@@ -136,7 +137,8 @@ def test_sweep_on_a_real_vllm_server(workload, tmp_path: Path) -> None:
         one_chunk = sum(r.end_s == r.first_token_s for r in rec.requests)
         # the batch trace came from the server and saturated at B
         assert rec.batch_timeline.source.startswith("vllm /metrics")
-        assert max(rec.batch_timeline.running) == B
+        assert max(rec.batch_timeline.running) <= B
+        assert rec.status != "ok" or max(rec.batch_timeline.running) == B
         assert rec.energy_per_request_j and rec.energy_per_request_j > 0
         span = max(r.end_s for r in rec.requests) - min(r.send_s for r in rec.requests)
         report.append(f"B={B}: {rec.status} {rec.reasons}, {client_tokens / span:.0f} output tok/s over the "
