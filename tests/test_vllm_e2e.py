@@ -118,7 +118,8 @@ def test_sweep_on_a_real_vllm_server(workload, tmp_path: Path) -> None:
             assert ss.mean_batch >= 0.85 * B, (B, ss.mean_batch)
             assert ss.duration_s >= profile.steady_state.min_window_s
         # the window's client count and the server's counter over the same window are both kept
-        assert ss.client_tokens is not None and ss.server_tokens is not None and ss.token_source
+        assert ss.client_tokens is not None and ss.token_source
+        assert rec.status != "ok" or ss.server_tokens is not None
         # client-side output tokens == the server's generation_tokens_total delta
         client_tokens = sum(r.output_tokens for r in rec.requests)
         assert client_tokens == sum(q.output_tokens for q in requests)  # ignore_eos: exact lengths
