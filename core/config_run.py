@@ -15,7 +15,6 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from pathlib import Path
 
 import msgspec
 
@@ -272,7 +271,7 @@ class ConfigRun:
             self.emit(LogLine(line=f"{key}: trace not written: {exc}"))
             record.analysis = msgspec.structs.replace(record.analysis, trace=None)  # type: ignore[arg-type]
         if record.status == "skipped":
-            path = self.store.records_dir / f"{key}.skipped.json"
+            path = self.store.skipped_record_path(key)
             atomic_write(path, encode_record(record, "json"))
         else:
             try:
@@ -280,7 +279,7 @@ class ConfigRun:
             except FileExistsError as exc:
                 self.emit(LogLine(line=str(exc)))
                 path = self.store.find_record(key) or self.store.record_path(key)
-            Path(self.store.records_dir / f"{key}.skipped.json").unlink(missing_ok=True)
+            self.store.skipped_record_path(key).unlink(missing_ok=True)
         ss = record.steady_state
         if record.status in ("ok", "invalid"):
             self.emit(SteadyUpdate(start_s=ss.start_s if ss else 0.0, end_s=ss.end_s if ss else None,

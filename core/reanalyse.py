@@ -125,9 +125,8 @@ def reanalyse(run_dir: Path, out_dir: Path | None = None, *, rule: str | None = 
 
 
 def _write(store: RunStore, rec: Record, replace: bool) -> None:
-    name = f"{rec.config_key}.skipped.json" if rec.status == "skipped" else None
-    if name is not None:
-        atomic_write(store.records_dir / name, encode_record(rec, "json"))
+    if rec.status == "skipped":
+        atomic_write(store.skipped_record_path(rec.config_key), encode_record(rec, "json"))
         return
     existing = store.find_record(rec.config_key)
     path = existing if existing is not None else store.record_path(rec.config_key)

@@ -220,6 +220,11 @@ class RunStore:
     def record_path(self, key: str) -> Path:
         return self.records_dir / f"{key}.{self.fmt}"
 
+    def skipped_record_path(self, key: str) -> Path:
+        """Where a ``skipped`` record goes: not a completed key (``<key>.skipped.json`` has
+        another stem), so resume runs the configuration again."""
+        return self.records_dir / f"{key}.skipped.json"
+
     def find_record(self, key: str) -> Path | None:
         """The record file of ``key`` if it exists and decodes (a corrupt one does not count)."""
         for suffix in RECORD_SUFFIXES:

@@ -254,14 +254,15 @@ def token_gate(client: int, server: float, max_mismatch: float) -> Gate:
 
 
 def _account_diffusion(rec: Record, trace: Trace) -> None:
-    measured = [b for b in rec.batches if not b.warmup]
     power = trace.power
+    windows = []  # of the measured batches, in order
     if power is not None and power.t_s:
         # Every batch's energy from the trace over its synchronised bracket (what the runtime
         # logged live came from the same counters, but reanalysis must not depend on it).
-        rec.batches = [msgspec.structs.replace(b, energy_j=window_energy_j(power, b.start_s, b.end_s).energy_j)
-                       for b in rec.batches]
-        measured = [b for b in rec.batches if not b.warmup]
+        all_w = [window_energy_j(power, b.start_s, b.end_s) for b in rec.batches]
+        rec.batches = [msgspec.structs.replace(b, energy_j=w.energy_j) for b, w in zip(rec.batches, all_w)]
+        windows = [w for b, w in zip(rec.batches, all_w) if not b.warmup]
+    measured = [b for b in rec.batches if not b.warmup]
     rec.latency.batch_latency = latency_stats([b.latency_s for b in measured], FORMULAS["batch_latency"])
     rec.latency.e2e = latency_stats([r.e2e_s for r in rec.requests if r.ok and r.e2e_s is not None],
                                     FORMULAS["batch_latency"])
@@ -282,8 +283,7 @@ def _account_diffusion(rec: Record, trace: Trace) -> None:
                                    mean_batch=float(images / len(measured)), requests_finished=images,
                                    gates=[gate])
     extra = []
-    if power is not None and power.t_s and any(
-            window_energy_j(power, b.start_s, b.end_s).counter_reset for b in measured):
+    if any(w.counter_reset for w in windows):
         extra.append("the GPU energy counter went backwards (reset) during the configuration")
     _finish_status(rec, [gate], extra)
     if ok_energy:
@@ -297,8 +297,8 @@ def _account_diffusion(rec: Record, trace: Trace) -> None:
             rec.tdp_overestimation = acc.tdp_overestimation(rec.tdp_estimate_j, energy)
     if busy_s > 0:
         rec.throughput = Throughput(requests_per_s=images / busy_s, images_per_s=images / busy_s)
-    if power is not None and power.t_s:
-        rec.energy_integral_j = math.fsum(window_energy_j(power, b.start_s, b.end_s).integral_j for b in measured)
+    if windows:
+        rec.energy_integral_j = math.fsum(w.integral_j for w in windows)
 
 
 def _accounting(trace: Trace, e_req: float | None) -> Accounting:
