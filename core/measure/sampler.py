@@ -9,15 +9,15 @@ import threading
 from collections.abc import Callable
 
 import msgspec
-import numpy as np
 
 from ..clock import Clock
 from ..power.base import EnergyReading, PowerFields, PowerReading, PowerSource
 from ..records import PowerTimeline
-from .energy import PRECISE_BRACKET_S, WindowEnergy, energy_at, window_energy_j
+from .energy import PRECISE_BRACKET_S, WindowEnergy, window_energy_j
 from .power_buffer import SAME_INSTANT_S, PowerBuffer  # noqa: F401  (re-exported)
 from .tick_tracker import TickTracker
 from .power_trace import PowerTrace
+from .timelines import power_timeline
 
 #: After a mark the counter is re-read this often until every GPU's counter has ticked, so
 #: the tick after the mark is located to within this (see :mod:`.energy`). Once the tick
@@ -356,50 +356,7 @@ class PowerSampler:
 
     # --- timeline ---------------------------------------------------------------------------
     def timeline(self, max_points: int = 6000) -> PowerTimeline:
-        """The configuration's power timeline for the record, decimated to <= max_points.
-
-        Times are as read on the run clock (whose zero is the configuration start). A point
-        standing for several samples carries their time-weighted mean power; ``energy_j`` is the
-        estimated cumulative energy (:func:`~.energy.energy_at`, summed over GPUs) at the point's
-        time, relative to the first sample."""
+        """The configuration's power timeline, decimated to <= max_points
+        (:func:`.timelines.power_timeline` of everything read so far)."""
         with self._lock:
-            n = len(self)
-            if n == 0:
-                return PowerTimeline(period_s=self.period_s)
-            v = self._view()
-            t = np.array(v.t_s)
-            per = np.array(v.instant_w)
-            avg = None if v.average_w is None else np.array(v.average_w).sum(axis=0)
-            mem = None if v.memory_w is None else np.array(v.memory_w).sum(axis=0)
-            raw = self.num_readings
-            step = max(1, math.ceil(n / max(1, max_points)))
-            starts = np.arange(0, n, step)
-            e_at = energy_at(v, t[starts]).sum(axis=0)
-        tot = per.sum(axis=0)
-        if step > 1:
-            nxt = np.empty_like(t)
-            nxt[:-1] = t[1:]
-            nxt[-1] = t[-1] + (float(np.median(np.diff(t))) if n > 1 else self.period_s)
-            dur = nxt - t
-
-            def reduce(x: np.ndarray) -> np.ndarray:
-                num = np.add.reduceat(x * dur, starts, axis=-1)
-                den = np.add.reduceat(dur, starts)
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    return np.where(den > 0, num / np.where(den > 0, den, 1.0), x[..., starts])
-
-            per, tot = reduce(per), reduce(tot)
-            avg = None if avg is None else reduce(avg)
-            mem = None if mem is None else reduce(mem)
-            t = t[starts]
-        energy = [] if not np.all(np.isfinite(e_at)) else (e_at - e_at[0]).tolist()
-        return PowerTimeline(
-            t_s=t.tolist(),
-            total_w=tot.tolist(),
-            per_gpu_w={str(idx): row.tolist() for idx, row in zip(self.indices, per)},
-            average_w=None if avg is None else avg.tolist(),
-            memory_w=None if mem is None else mem.tolist(),
-            energy_j=energy,
-            period_s=self.period_s,
-            decimation=max(1, round(raw / len(t))),
-        )
+            return power_timeline(self._view(), max_points, readings=self.num_readings)

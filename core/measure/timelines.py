@@ -7,54 +7,52 @@ import math
 import numpy as np
 
 from ..records import BatchTimeline, PowerTimeline
+from .energy import energy_at
 from .power_trace import PowerTrace
 
 #: Most points kept per timeline in a record.
 MAX_TIMELINE_POINTS = 6000
 
 
-def _hold_weighted(v: np.ndarray, dur: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    num = np.add.reduceat(v * dur, starts)
-    den = np.add.reduceat(dur, starts)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, num / np.where(den > 0, den, 1.0), v[starts])
-
-
-def power_timeline(pt: PowerTrace | None, max_points: int = MAX_TIMELINE_POINTS) -> PowerTimeline:
+def power_timeline(pt: PowerTrace | None, max_points: int = MAX_TIMELINE_POINTS,
+                   readings: int | None = None) -> PowerTimeline:
     """Decimated to <= max_points: a point standing for several samples carries their
-    time-weighted mean power; ``energy_j`` is the summed counter interpolated at each point's
-    time, relative to the first point."""
-    if pt is None or not pt.t_s:
+    time-weighted mean power; ``energy_j`` is the estimated cumulative energy
+    (:func:`.energy.energy_at`, summed over GPUs) at the point's time, relative to the first
+    point. ``readings``: how many raw readings the samples stand for (default: the samples)."""
+    if pt is None or not len(pt.t_s):
         return PowerTimeline(period_s=pt.period_s if pt is not None else 0.1)
     t = np.asarray(pt.t_s, dtype=np.float64)
     n = len(t)
-    per = [np.asarray(c, dtype=np.float64) for c in pt.instant_w]
-    tot = np.sum(per, axis=0) if per else np.zeros(n)
-    avg = None if pt.average_w is None else np.sum(np.asarray(pt.average_w, dtype=np.float64), axis=0)
-    mem = None if pt.memory_w is None else np.sum(np.asarray(pt.memory_w, dtype=np.float64), axis=0)
+    per = np.asarray(pt.instant_w, dtype=np.float64).reshape(-1, n)
+    avg = None if pt.average_w is None else np.asarray(pt.average_w, dtype=np.float64).reshape(-1, n).sum(axis=0)
+    mem = None if pt.memory_w is None else np.asarray(pt.memory_w, dtype=np.float64).reshape(-1, n).sum(axis=0)
     step = max(1, math.ceil(n / max(1, max_points)))
+    starts = np.arange(0, n, step)
+    e_at = energy_at(pt, t[starts]).sum(axis=0) if len(pt.counter_t_s) else np.full(len(starts), np.nan)
+    tot = per.sum(axis=0)
     if step > 1:
-        starts = np.arange(0, n, step)
         nxt = np.empty_like(t)
         nxt[:-1] = t[1:]
         nxt[-1] = t[-1] + (float(np.median(np.diff(t))) if n > 1 else pt.period_s)
         dur = nxt - t
-        per = [_hold_weighted(v, dur, starts) for v in per]
-        tot = _hold_weighted(tot, dur, starts)
-        avg = None if avg is None else _hold_weighted(avg, dur, starts)
-        mem = None if mem is None else _hold_weighted(mem, dur, starts)
+
+        def reduce(x: np.ndarray) -> np.ndarray:
+            num = np.add.reduceat(x * dur, starts, axis=-1)
+            den = np.add.reduceat(dur, starts)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                return np.where(den > 0, num / np.where(den > 0, den, 1.0), x[..., starts])
+
+        per, tot = reduce(per), reduce(tot)
+        avg = None if avg is None else reduce(avg)
+        mem = None if mem is None else reduce(mem)
         t = t[starts]
-    if pt.counter_t_s and pt.counter_j:
-        ct = np.asarray(pt.counter_t_s, dtype=np.float64)
-        e = np.sum([np.interp(t, ct, np.asarray(c, dtype=np.float64)) for c in pt.counter_j], axis=0)
-        energy = (e - e[0]).tolist()
-    else:
-        energy = []
+    energy = [] if not np.all(np.isfinite(e_at)) else (e_at - e_at[0]).tolist()
     return PowerTimeline(
         t_s=t.tolist(), total_w=tot.tolist(),
-        per_gpu_w={str(i): v.tolist() for i, v in zip(pt.gpu_indices, per)},
+        per_gpu_w={str(i): row.tolist() for i, row in zip(pt.gpu_indices, per)},
         average_w=None if avg is None else avg.tolist(), memory_w=None if mem is None else mem.tolist(),
-        energy_j=energy, period_s=pt.period_s, decimation=step,
+        energy_j=energy, period_s=pt.period_s, decimation=max(1, round((readings or n) / len(t))),
     )
 
 
