@@ -206,6 +206,32 @@ class Accounting(_S, kw_only=True):
     carbon_per_1k_requests_g: float | None = None
 
 
+class EarlyStop(_S, kw_only=True):
+    """A configuration stopped once its answer was known (adaptive sweep): the 95 % interval
+    of energy per token over ``blocks`` batch-means blocks was ``ci_rel`` (half-width / mean)
+    at ``t_s``; the rest of its requests were aborted and the steady window ends there."""
+
+    t_s: float
+    window_start_s: float
+    blocks: int
+    block_s: float
+    ci_rel: float
+    ci_target: float
+    energy_per_token_j: float
+
+
+class GpuTimeSplit(_S, kw_only=True):
+    """Where a configuration's GPU time went (seconds x GPUs of the configuration): server
+    start (until the first request was sent), warm-up (ramp-up until the steady window),
+    the window, and the rest (ramp-down, idle, shutdown)."""
+
+    total_gpu_s: float
+    server_start_gpu_s: float
+    warmup_gpu_s: float
+    window_gpu_s: float
+    rest_gpu_s: float
+
+
 class RecordHead(_S, kw_only=True):
     """A record without its per-request rows, batches, timelines and log: what tables, Pareto
     and reports read. Decoding a record file as a RecordHead skips the heavy fields at parse
@@ -258,6 +284,13 @@ class RecordHead(_S, kw_only=True):
     idle_gpus: list[GpuEnergy] = []
     #: Configurations that ran side by side on the same host (``gpu.pack``), by key.
     neighbours: list[str] = []
+    #: Set when the configuration stopped early (adaptive sweep); None: it ran to the end.
+    early_stop: EarlyStop | None = None
+    #: How the server was run: "" (one per configuration, or not a server runtime),
+    #: "reused across power limits", "reused from max_num_seqs N (client concurrency capped at B)".
+    server_mode: str = ""
+    #: The configuration's GPU time, split by phase (None: failed before anything ran).
+    gpu_time: GpuTimeSplit | None = None
 
 
 class Record(RecordHead, kw_only=True):

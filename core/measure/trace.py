@@ -14,7 +14,7 @@ import numpy as np
 
 from ..config import Config
 from ..profile import CostSpec, SteadySpec
-from ..records import BatchRow, Hardware, RequestRow
+from ..records import BatchRow, EarlyStop, Hardware, RequestRow
 from .power_trace import PowerTrace
 
 #: 2: ITL gaps packed as 100-ns integers (1 held float32 seconds).
@@ -99,6 +99,10 @@ class Trace(msgspec.Struct, kw_only=True):
     util_pct: list[list[float]] = []
     #: Configurations running side by side on the host (``gpu.pack``), by key.
     neighbours: list[str] = []
+    #: The early stop, when the adaptive sweep stopped the configuration (also a mark).
+    early_stop: EarlyStop | None = None
+    #: How the runtime ran its server (see ``RecordHead.server_mode``).
+    server_mode: str = ""
 
 
 #: Resolution of packed durations: 100 ns (uint32: up to 429 s, beyond any stall time-out).

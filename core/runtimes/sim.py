@@ -31,6 +31,7 @@ class SimRuntime:
     simulation's exact figures (saturation start/end, token timeline) of the last run."""
 
     name = "sim"
+    supports_early_stop = True
 
     def __init__(self, llm_cost: LlmCostModel | None = None,
                  diffusion_cost: DiffusionCostModel | None = None) -> None:
@@ -94,6 +95,7 @@ class SimRuntime:
             send_times_s=arrival_times(len(reqs), load.request_rate, load.burstiness, profile.dataset.seed),
             max_concurrency=load.max_concurrency,
             cancel=ctx.cancel,
+            stop=ctx.stop_early,
             on_batch=on_batch,
             on_first_token=ctx.on_first_token,
             on_finish=on_finish,
