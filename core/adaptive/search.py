@@ -139,7 +139,10 @@ class AdaptiveSearch:
                         "dropped, as ML.ENERGY does)")
         if T is not None:
             for (a, b), o in g.obs.items():
-                if not (o.ok and o.latency_s is not None and o.latency_s > T and a <= i and b >= j):
+                # only a clear miss prunes: within latency_tolerance of the target, measurement
+                # noise decides, and the neighbours get their own chance as in the grid
+                if not (o.ok and o.latency_s is not None and o.latency_s > T * (1 + self.spec.latency_tolerance)
+                        and a <= i and b >= j):
                     continue
                 if (b == j or b not in g.lat_row_broken and a not in g.lat_row_broken) and (
                         a == i or j not in g.lat_col_broken):
@@ -170,9 +173,11 @@ class AdaptiveSearch:
         lb, why = None, ""
         tol = self.spec.energy_tolerance
         for k, (b, e) in enumerate(row):
-            if b > j and any(e2 <= e for _, e2 in row[k + 1:]):  # left of a falling stretch of the U
+            # quasi-convexity: a point with a clearly lower one beyond it bounds everything on
+            # its other side (a flat stretch bounds nothing: the U may fall again past it)
+            if b > j and any(e2 < e * (1 - tol) for _, e2 in row[k + 1:]):  # left of a falling stretch
                 lb, why = _max_bound(lb, why, e * (1 - tol), f"{g.name(a, b)} measured {e:.4g} J, U-shape")
-            if b < j and any(e2 <= e for _, e2 in row[:k]):  # right of a rising stretch
+            if b < j and any(e2 < e * (1 - tol) for _, e2 in row[:k]):  # right of a rising stretch
                 lb, why = _max_bound(lb, why, e * (1 - tol), f"{g.name(a, b)} measured {e:.4g} J, U-shape")
         return lb, why
 

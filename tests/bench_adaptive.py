@@ -1,0 +1,213 @@
+"""Benchmark of the adaptive sweep (issue 11): over randomised simulated scenarios, how often
+the adaptive recommendation equals the full grid's, how far apart in true energy where it
+does not, and the GPU-time ratio grid / adaptive. Also replays the shipped H200 traces through
+the early-stop rule, and runs the real runner (sim runtime) on a few profiles.
+
+    PYTHONPATH=.pyshim python3 tests/bench_adaptive.py [--scenarios 200] [--no-runner]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from adaptive_scenarios import make, run_adaptive, run_grid  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def scenarios(n: int) -> None:
+    same = within = 0
+    ratios, counts, worst = [], [], 0.0
+    by_kind = {"monotone": [0, 0], "non-monotone": [0, 0]}
+    t0 = time.perf_counter()
+    for seed in range(n):
+        sc = make(seed)
+        g_rec, g_t, g_n = run_grid(sc, random.Random(f"grid-{seed}"))
+        a_rec, a_t, a_n, search = run_adaptive(sc, random.Random(f"adaptive-{seed}"))
+        kind = "non-monotone" if sc.label else "monotone"
+        by_kind[kind][1] += 1
+        ratios.append(g_t / a_t)
+        counts.append((a_n, g_n))
+        if a_rec == g_rec:
+            same += 1
+            by_kind[kind][0] += 1
+            continue
+        if a_rec is None or g_rec is None:
+            gap = float("inf")
+        else:
+            gap = sc.energy[a_rec] / sc.energy[g_rec] - 1.0
+        worst = max(worst, gap)
+        if gap <= 0.02:
+            within += 1
+        print(f"  seed {seed}: adaptive {a_rec} vs grid {g_rec}: true energy {gap:+.2%} {sc.label}")
+    dt = time.perf_counter() - t0
+    print(f"scenarios: {n} ({by_kind['non-monotone'][1]} with non-monotone points), {dt:.1f} s")
+    print(f"same recommendation as the grid: {same}/{n} = {same / n:.1%} "
+          f"(monotone {by_kind['monotone'][0]}/{by_kind['monotone'][1]}, "
+          f"non-monotone {by_kind['non-monotone'][0]}/{by_kind['non-monotone'][1]})")
+    print(f"where it differs: {within}/{n - same} within 2 % true energy of the grid's; worst {worst:+.2%}")
+    print(f"same or within 2 %: {(same + within) / n:.1%}")
+    print(f"GPU-time ratio grid/adaptive: median {statistics.median(ratios):.2f}x, "
+          f"p10 {sorted(ratios)[len(ratios) // 10]:.2f}x, min {min(ratios):.2f}x")
+    print(f"configurations measured: median {statistics.median(a for a, _ in counts)} of "
+          f"{statistics.median(g for _, g in counts)}")
+    # the noise floor: a second grid with its own measurement noise, and both against the
+    # noise-free optimum (the true latency target met, lowest true energy)
+    gg = gw = ga = tg = 0
+    for seed in range(n):
+        sc = make(seed)
+        g_rec, _, _ = run_grid(sc, random.Random(f"grid-{seed}"))
+        g2_rec, _, _ = run_grid(sc, random.Random(f"grid2-{seed}"))
+        a_rec, _, _, _ = run_adaptive(sc, random.Random(f"adaptive-{seed}"))
+        truth = sc.truth_best()
+        gg += g2_rec == g_rec
+        gw += g2_rec == g_rec or (g2_rec is not None and g_rec is not None
+                                  and sc.energy[g2_rec] / sc.energy[g_rec] - 1 <= 0.02)
+        tg += g_rec == truth
+        ga += a_rec == truth
+    print(f"noise floor: a second grid run equals the first in {gg}/{n} = {gg / n:.1%} (same or within 2 %: "
+          f"{gw / n:.1%}); the noise-free "
+          f"optimum is picked by the grid in {tg / n:.1%}, by the adaptive search in {ga / n:.1%}")
+    # search alone (no early stop)
+    r2 = []
+    for seed in range(n):
+        sc = make(seed)
+        _, g_t, _ = run_grid(sc, random.Random(f"grid-{seed}"))
+        _, a_t, _, _ = run_adaptive(sc, random.Random(f"adaptive-{seed}"), early=False)
+        r2.append(g_t / a_t)
+    print(f"  of which the search alone (no early stop): median {statistics.median(r2):.2f}x")
+
+
+def replay_traces() -> None:
+    """The shipped H200 traces through the early-stop rule, offline: where would each have
+    stopped, and how far is that J/token from the full window's?"""
+    from mle_tui.core.adaptive.spec import AdaptiveSpec
+    from mle_tui.core.adaptive.stopping import EarlyStopMonitor
+    from mle_tui.core.measure.analysis import window_of
+    from mle_tui.core.measure.energy import window_energy_j
+    from mle_tui.core.measure.trace import decode_trace
+    from mle_tui.core.store import RunStore
+
+    spec = AdaptiveSpec()
+    for run in ("h200-vllm-llama3.1-8b-dummy", "h200-vllm-llama3.1-8b-fixed"):
+        d = ROOT / "records" / run
+        if not d.exists():
+            continue
+        for head in RunStore(d).load_heads():
+            path = d / "traces" / f"{head.config_key}.msgpack.gz"
+            if not path.exists() or head.steady_state is None:
+                continue
+            tr = decode_trace(path.read_bytes())
+            w, _ = window_of(tr, tr.steady)
+            if w is None or w.end_s is None:
+                continue
+            mon = EarlyStopMonitor(spec, max_num_seqs=tr.config.batch, min_window_s=tr.steady.min_window_s,
+                                   min_batch_fraction=tr.steady.min_batch_fraction,
+                                   max_energy_per_token_j=tr.steady.max_energy_per_token_j,
+                                   energy_between=lambda a, b: window_energy_j(tr.power, a, b).energy_j,
+                                   on_stop=lambda es: None)
+            gen = tr.batch.generation_tokens_total or []
+            for t, run_, g in zip(tr.batch.t_s, tr.batch.running, gen):
+                open_ = t <= w.end_s
+                mon.on_batch(t, run_, g, w.start_s if t >= w.start_s else None, open_)
+                if mon.decided:
+                    break
+            es = mon.decided
+            full = head.energy_per_token_j
+            if es is None:
+                last = mon.history[-1] if mon.history else (0, float("nan"))
+                print(f"  {run}/{head.config_key}: window {w.end_s - w.start_s:.0f} s, no early stop "
+                      f"(CI ±{last[1]:.1%} after {last[0]} blocks)")
+                continue
+            print(f"  {run}/{head.config_key}: window {w.end_s - w.start_s:.0f} s -> stop after "
+                  f"{es.t_s - w.start_s:.0f} s ({es.blocks} blocks, CI ±{es.ci_rel:.2%}); J/token "
+                  f"{es.energy_per_token_j:.4f} vs full window {full:.4f} ({es.energy_per_token_j / full - 1:+.2%})")
+
+
+def real_runner(profiles: list[tuple[str, str]]) -> None:
+    """The real runner with the sim runtime: grid and adaptive on the same profile."""
+    from mle_tui.core.adaptive.gputime import account
+    from mle_tui.core.pareto import recommend
+    from mle_tui.core.profile import decode_profile
+    from mle_tui.core.runner import SweepRunner
+    from mle_tui.core.store import RunStore
+
+    for name, text in profiles:
+        prof = decode_profile(text, name)
+        out = {}
+        for strategy in ("grid", "adaptive"):
+            with tempfile.TemporaryDirectory() as tmp:
+                d = Path(tmp) / "run"
+                t0 = time.perf_counter()
+                runner = SweepRunner(prof, d, strategy=strategy)
+                runner.run()
+                heads = RunStore(d).load_heads()
+                rec = recommend(heads, prof.target.value_s())  # type: ignore[arg-type]
+                gt = account(heads, prof.configs(), n_requests=lambda c: len(runner._requests_for(c)),
+                             strategy=strategy)
+                out[strategy] = (rec.recommended, gt, time.perf_counter() - t0,
+                                 {h.config_key: h.energy_per_request_j for h in heads})
+        (g_rec, g_gt, g_wall, g_e), (a_rec, a_gt, a_wall, _) = out["grid"], out["adaptive"]
+        gap = (g_e.get(a_rec) or float("nan")) / (g_e.get(g_rec) or float("nan")) - 1 if a_rec and g_rec else float("nan")
+        print(f"  {name}: grid {g_rec} ({g_gt.measured} configs, {g_gt.spent_gpu_s / 60:.1f} GPU-min) | adaptive "
+              f"{a_rec} ({a_gt.measured} configs, {a_gt.early_stopped} stopped early, {a_gt.spent_gpu_s / 60:.1f} "
+              f"GPU-min, its grid estimate {a_gt.grid_estimate_gpu_s / 60:.1f}) | same: {a_rec == g_rec} "
+              f"(grid energy of the adaptive pick {gap:+.2%}) | ratio {g_gt.spent_gpu_s / a_gt.spent_gpu_s:.2f}x "
+              f"| wall {g_wall:.1f} s / {a_wall:.1f} s")
+
+
+SIM_PROFILE = """
+name = "{name}"
+task = "chat"
+runtime = "sim"
+[model]
+id = "sim/llama"
+weights = "dummy"
+[dataset]
+name = "synthetic"
+num_requests = 256
+seed = {seed}
+min_prompt_tokens = 32
+max_prompt_tokens = 512
+min_output_tokens = 64
+max_output_tokens = 512
+requests_per_seq = 16
+[sweep]
+max_num_seqs = "8..256 x2"
+power_limit_w = "300..700 +100"
+[target]
+metric = "tpot"
+value = "{target}"
+[steady_state]
+min_gpu_utilisation_pct = 0
+[gpu]
+simulated = true
+[sim]
+seed = {seed}
+"""
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--scenarios", type=int, default=200)
+    ap.add_argument("--no-runner", action="store_true")
+    args = ap.parse_args()
+    scenarios(args.scenarios)
+    print("shipped H200 traces through the early-stop rule (2 % CI, 2-s blocks, >= 20 s):")
+    replay_traces()
+    if not args.no_runner:
+        print("real runner, sim runtime, grid vs adaptive:")
+        real_runner([(f"sim-{t}-seed{s}", SIM_PROFILE.format(name=f"sim-{t}", seed=s, target=t))
+                     for s, t in ((0, "15ms"), (1, "25ms"), (2, "40ms"))])
+
+
+if __name__ == "__main__":
+    main()
