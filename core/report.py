@@ -15,6 +15,7 @@ import msgspec
 
 from .measure.accounting import carbon_per_1k_g, cost_per_1k_usd
 from .pareto import fmt_duration, recommend
+from .adaptive.account import SweepAccount, sweep_lines
 from .records import FORMULAS, Record
 from .textsafe import escape_terminal
 
@@ -69,6 +70,8 @@ class Report(msgspec.Struct, kw_only=True):
     simulated: bool
     #: Records left out (corrupt, newer schema, not a configuration of the run's profile).
     problems: list[str] = []
+    #: How the sweep ran: strategy, GPU time, what the adaptive search pruned (issue 11).
+    sweep: SweepAccount | None = None
 
 
 def _finite(x: float | None) -> float | None:
@@ -232,6 +235,8 @@ def _render_lines(report: Report, title: str | None) -> list[str]:
     if report.problems:
         lines.append("Records left out:")
         lines.extend(f"  {p}" for p in report.problems)
+    if report.sweep is not None:
+        lines.extend(sweep_lines(report.sweep))
     return lines
 
 

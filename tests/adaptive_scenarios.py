@@ -13,7 +13,7 @@ GPU time of one configuration: a server start when B changes from the previous
 configuration (grid order reuses it across power limits), ramp-up, the steady window and
 ramp-down. The full window is the time of (k - 1) waves of B requests; an early stop ends it
 after the batch-means rule is met on blocks whose energy per token scatters with
-``block_cv`` (drawn from the shipped traces' 2-s blocks, see bench_adaptive.py).
+``block_cv`` (drawn from the shipped traces' 2-s blocks: ``BLOCK_CV_H200``).
 """
 
 from __future__ import annotations
@@ -27,6 +27,11 @@ from mle_tui.core.adaptive.spec import AdaptiveSpec
 from mle_tui.core.adaptive.stopping import predicted_blocks
 from mle_tui.core.config import Config
 
+#: Scatter (sd / mean) of energy per token over 2-s blocks of the steady window in the shipped
+#: H200 traces (records/h200-vllm-llama3.1-8b-dummy, h200x2-*; bench_adaptive.py prints them):
+#: scenarios draw their block scatter from these.
+BLOCK_CV_H200 = [0.017, 0.025, 0.028, 0.039, 0.041, 0.047, 0.053, 0.054, 0.054, 0.055, 0.063, 0.078,
+                 0.090, 0.106, 0.144, 0.174, 0.210]
 MEAN_OUT = 210  # output tokens per request (ShareGPT, H200 records)
 K_PER_SEQ = 16  # requests per unit of B (the H200 profile's N = 16 x B)
 
@@ -106,7 +111,7 @@ def make(seed: int, *, nonmonotone: bool | None = None) -> Scenario:
     sc = Scenario(bs=bs, pls=pls, target_s=target, lat=lat, energy=energy, seed=seed,
                   noise_e=math.exp(rng.uniform(math.log(0.003), math.log(0.01))),
                   noise_l=math.exp(rng.uniform(math.log(0.003), math.log(0.01))),
-                  block_cv=rng.uniform(0.01, 0.05), server_start_s=rng.uniform(60, 110))
+                  block_cv=rng.choice(BLOCK_CV_H200), server_start_s=rng.uniform(60, 110))
     bad = rng.random() < 0.35 if nonmonotone is None else nonmonotone
     if bad:
         kinds = []

@@ -97,7 +97,8 @@ def replay_traces() -> None:
     from mle_tui.core.store import RunStore
 
     spec = AdaptiveSpec()
-    for run in ("h200-vllm-llama3.1-8b-dummy", "h200-vllm-llama3.1-8b-fixed"):
+    for run in ("h200-vllm-llama3.1-8b-dummy", "h200x2-vllm-llama3.1-8b-tp", "h200x2-vllm-llama3.1-70b-tp2",
+                "h200-vllm-llama3.1-8b-fixed"):
         d = ROOT / "records" / run
         if not d.exists():
             continue
@@ -122,6 +123,11 @@ def replay_traces() -> None:
                     break
             es = mon.decided
             full = head.energy_per_token_j
+            if mon.history:
+                from mle_tui.core.adaptive.stopping import t975
+                n, rel = mon.history[-1]
+                cv = rel * n ** 0.5 / t975(n - 1)
+                print(f"  {run}/{head.config_key}: 2-s block scatter {cv:.1%} (sd/mean over {n} blocks)")
             if es is None:
                 last = mon.history[-1] if mon.history else (0, float("nan"))
                 print(f"  {run}/{head.config_key}: window {w.end_s - w.start_s:.0f} s, no early stop "

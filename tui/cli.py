@@ -3,7 +3,7 @@
 ::
 
     mle-tui                                  the app
-    mle-tui run PROFILE [--out DIR] [--headless] [--simulate] [--format json|msgpack]
+    mle-tui run PROFILE [--out DIR] [--headless] [--simulate] [--format json|msgpack] [--adaptive]
     mle-tui report DIR [--target VALUE] [--metric M] [--json] [--csv FILE]
                        [--plot OUT_DIR [--format png|svg] [--timelines all|recommended|none]]
     mle-tui reanalyse DIR [--rule saturation|request-count] [--min-window-s S] [--set KEY=VALUE]...
@@ -70,14 +70,14 @@ def default_out_dir(profile_name: str, now: float | None = None) -> Path:
     return Path("runs") / f"{safe}-{stamp}"
 
 
-def _app(profile_path: str | None, run_dir: str | None, attach: bool) -> int:
+def _app(profile_path: str | None, run_dir: str | None, attach: bool, strategy: str | None = None) -> int:
     for name, stream in (("stdout", sys.stdout), ("stdin", sys.stdin)):
         if stream is None or not stream.isatty():
             raise InputError("command line", "", f"{name} is not a terminal: the app needs one "
                              "(use `mle-tui report DIR`, `run PROFILE --headless` or `attach DIR --headless`)")
     from mle_tui.tui.app import run_app  # Textual: imported only here
 
-    return int(run_app(profile_path, run_dir, attach) or 0)
+    return int(run_app(profile_path, run_dir, attach, strategy=strategy) or 0)
 
 
 # --------------------------------------------------------------------------- commands
@@ -108,10 +108,11 @@ def cmd_profiles(_: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from mle_tui.core.adaptive.spec import with_strategy
     from mle_tui.core.profile import load_profile
 
     path = _resolve_profile(args.profile)
-    profile = load_profile(path)
+    profile = with_strategy(load_profile(path), "adaptive" if args.adaptive else None)
     out = Path(args.out) if args.out else default_out_dir(profile.name)
     headless = args.headless or not sys.stdout.isatty()
     if not headless:
@@ -123,7 +124,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise InputError(str(out), "", f"cannot create run directory: {exc.strerror or exc}") from None
         # The app starts the sweep in a detached runner process and follows it.
-        return _app(str(path), str(out), False)
+        return _app(str(path), str(out), False, strategy="adaptive" if args.adaptive else None)
     if args.detached_child:
         try:
             path.unlink()  # the app's temporary copy of the profile, read above
@@ -172,6 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--simulate", action="store_true",
                    help="allow the simulated GPU when NVML shows none (results labelled simulated)")
     r.add_argument("--format", choices=("json", "msgpack"), default="json", help="record format")
+    r.add_argument("--adaptive", action="store_true",
+                   help="search for the recommendation instead of running the whole grid, stopping each "
+                        "configuration once its answer is known ([sweep] strategy = \"adaptive\")")
     # Set by the app when it launches the sweep in its own process (tui/sweep_process.py).
     r.add_argument("--detached-child", action="store_true", help=argparse.SUPPRESS)
     r.add_argument("--runner-token", help=argparse.SUPPRESS)

@@ -36,6 +36,8 @@ class RunGpuTime(msgspec.Struct, kw_only=True):
     total: int = 0
     early_stopped: int = 0
     server_starts: int = 0
+    #: Records without a GPU-time split (written before it existed): all their time is "rest".
+    unsplit: int = 0
     #: Estimate of the full grid's GPU time, s (None: nothing measured to estimate from).
     grid_estimate_gpu_s: float | None = None
     strategy: str = "grid"
@@ -86,6 +88,7 @@ def account(records: list[RecordHead], configs: list[Config], *, n_requests: Cal
         out.window_gpu_s += window
         out.rest_gpu_s += rest
         out.measured += 1
+        out.unsplit += r.gpu_time is None
         out.early_stopped += r.early_stop is not None
         k = max(1, r.config.num_gpus)
         if start / k > 1.0:
@@ -139,6 +142,9 @@ def summary_line(gt: RunGpuTime, recommended: str | None = None) -> str:
             text += f" ({gt.grid_estimate_gpu_s / gt.spent_gpu_s:.1f}x)"
         if gt.early_stopped:
             text += f"; {gt.early_stopped} stopped early"
-    text += (f" [starts {fmt_min(gt.server_start_gpu_s)}, warm-up {fmt_min(gt.warmup_gpu_s)}, "
-             f"windows {fmt_min(gt.window_gpu_s)}, rest {fmt_min(gt.rest_gpu_s)}]")
+    if gt.unsplit < gt.measured:
+        text += (f" [starts {fmt_min(gt.server_start_gpu_s)}, warm-up {fmt_min(gt.warmup_gpu_s)}, "
+                 f"windows {fmt_min(gt.window_gpu_s)}, rest {fmt_min(gt.rest_gpu_s)}]")
+    if gt.unsplit:
+        text += f" ({gt.unsplit} older records without a split by phase)"
     return text

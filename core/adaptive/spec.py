@@ -28,3 +28,10 @@ class AdaptiveSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     #: GPU-time accounting: server start assumed for the full grid's estimate where no server
     #: start was measured in the run, s (a vLLM start with CUDA graphs on an H100/H200: ~85 s).
     server_start_s: Annotated[float, msgspec.Meta(ge=0)] = 85.0
+
+
+def with_strategy(profile, strategy: str | None):  # noqa: ANN001, ANN201 - Profile in, Profile out
+    """``profile`` with ``[sweep] strategy`` set (``mle-tui run --adaptive``); unchanged for None."""
+    if strategy is None or profile.sweep.strategy == strategy:
+        return profile
+    return msgspec.structs.replace(profile, sweep=msgspec.structs.replace(profile.sweep, strategy=strategy))
