@@ -55,10 +55,11 @@ def _server(cfg: Config) -> tuple:
     return (cfg.batch, cfg.tensor_parallel, cfg.pipeline_parallel, cfg.num_inference_steps, cfg.width, cfg.height)
 
 
-def _unit_s(r: RecordHead, n_requests: int, batches: int) -> float | None:
-    """The wave model's run time of ``r``'s configuration for ``n_requests`` requests."""
+def _unit_s(r: RecordHead, n_requests: int, batches: int, batch: int | None = None) -> float | None:
+    """The wave model's run time of ``n_requests`` requests in waves of ``batch`` (default
+    ``r``'s B) at ``r``'s TPOT and mean output (diffusion: ``batches`` x r's batch latency)."""
     if r.latency.tpot is not None and r.latency.tpot.mean_s and r.mean_output_tokens:
-        return n_requests / max(1, r.config.batch) * r.mean_output_tokens * r.latency.tpot.mean_s
+        return n_requests / max(1, batch or r.config.batch) * r.mean_output_tokens * r.latency.tpot.mean_s
     bl = r.latency.batch_latency
     if bl is not None and bl.mean_s:
         return batches * bl.mean_s
@@ -91,11 +92,12 @@ def account(records: list[RecordHead], configs: list[Config], *, n_requests: Cal
         out.unsplit += r.gpu_time is None
         out.early_stopped += r.early_stop is not None
         k = max(1, r.config.num_gpus)
-        if start / k > 1.0:
+        started = start / k > 1.0  # under a second to the first request: a server kept from before
+        if started:
             starts.append(start)
             out.server_starts += 1
         if r.early_stop is None and r.status in ("ok", "invalid"):
-            full[r.config_key] = (total - start)
+            full[r.config_key] = total - (start if started else 0.0)
     if not by_key:
         return out
     start_s = statistics.fmean(starts) if starts else 0.0
@@ -122,7 +124,7 @@ def account(records: list[RecordHead], configs: list[Config], *, n_requests: Cal
         near = min(usable, key=lambda r: _distance(r.config, c)) if usable else None
         if near is None:
             return out
-        est += k * (_unit_s(near, n_requests(c), batches) or 0.0) * overrun
+        est += k * (_unit_s(near, n_requests(c), batches, c.batch) or 0.0) * overrun
     out.grid_estimate_gpu_s = est
     return out
 

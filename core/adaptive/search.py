@@ -58,6 +58,8 @@ class _Group:
         self.lat_row_broken: set[int] = set()
         self.e_col_broken: set[int] = set()
         self.u_row_broken: set[int] = set()
+        #: Rows slower than a larger B somewhere: their latency bounds no other row.
+        self.lat_outlier_rows: set[int] = set()
         self.bisected = False
 
     def name(self, i: int, j: int) -> str:
@@ -111,7 +113,9 @@ class AdaptiveSearch:
         lt, et = self.spec.latency_tolerance, self.spec.energy_tolerance
         col = sorted((a, o) for (a, b), o in g.obs.items() if b == j and o.ok and o.latency_s is not None)
         row = sorted((b, o) for (a, b), o in g.obs.items() if a == i and o.ok and o.latency_s is not None)
-        if j not in g.lat_col_broken and _breaks(col, lambda o: o.latency_s, rising=True, tol=lt):
+        slow = _slow_rows(col, lt)
+        g.lat_outlier_rows |= slow
+        if j not in g.lat_col_broken and slow:
             g.lat_col_broken.add(j)
             self.notes.append(f"latency not monotone in B at {g.name(i, j).split(' ', 1)[1]}: "
                               "that column is measured as in the grid")
@@ -145,7 +149,7 @@ class AdaptiveSearch:
                         and a <= i and b >= j):
                     continue
                 if (b == j or b not in g.lat_row_broken and a not in g.lat_row_broken) and (
-                        a == i or j not in g.lat_col_broken):
+                        a == i or j not in g.lat_col_broken and a not in g.lat_outlier_rows):
                     return (f"latency bound: {g.name(a, b)} is over the target ({o.latency_s:.4g} s), so a B as "
                             "large or larger at a limit as low or lower is too")
         if best is None or (i, j) in exempt:
@@ -223,6 +227,10 @@ class AdaptiveSearch:
         lo = max((i for i, o in col.items() if self.feasible(o)), default=-1)
         hi = min((i for i, o in col.items() if i > lo and not self.feasible(o)), default=g.m)
         if hi - lo <= 1:
+            # neighbour check: the B past the first one over the target must be over it too
+            nxt = hi + 1
+            if hi < g.m and nxt < g.m and (nxt, top) not in g.obs and g.obs[(hi, top)].ok:
+                return (nxt, top)
             return None
         mid = (lo + hi) // 2
         return (mid, top) if (mid, top) in cand else None
@@ -269,6 +277,15 @@ def _breaks(points: list, value, *, rising: bool, tol: float) -> bool:  # noqa: 
             if not rising and vals[k] * (1 + tol) < v2:
                 return True
     return False
+
+
+def _slow_rows(points: list, tol: float) -> set[int]:
+    """Rows (B indices) of a column whose latency exceeds a larger B's by more than ``tol``."""
+    out = set()
+    for k, (a, o) in enumerate(points):
+        if any(o.latency_s > o2.latency_s * (1 + tol) for _, o2 in points[k + 1:]):
+            out.add(a)
+    return out
 
 
 def _u_shaped(values: list, tol: float) -> bool:  # noqa: ANN001
