@@ -26,6 +26,7 @@ import msgspec
 from .clock import Clock
 from .config import Config
 from .adaptive.plan import AdaptivePlan, Plan
+from .adaptive.verify import VERIFY_DIR, relaunch_profile, verify_reuse
 from .config_run import ConfigRun, Flags
 from .dataset_types import Request
 from .errors import Cancelled, InputError
@@ -36,6 +37,7 @@ from .power.base import PowerLimiter, PowerSource
 from .profile import Profile, decode_profile
 from .profile_checks import profiles_equal
 from .runtimes.base import Runtime
+from .runtimes.server_reuse import shared_batch
 from .store import RunStore
 
 
@@ -315,6 +317,8 @@ class SweepRunner:
                 plan.observe(cfg, record)
                 self._emit(plan.event())
             stopped = self._flags.stop.is_set()
+            if not stopped:
+                self._verify_reuse(plan, pool)
             for line in plan.finish(stopped):
                 self._emit(LogLine(line=line))
             if not (set(keys) - self.store.completed_keys()) or (plan.done() and not stopped):
@@ -332,6 +336,36 @@ class SweepRunner:
         return RunSummary(run_dir=str(self.out_dir), completed=counts["ok"] + counts["invalid"],
                           failed=counts["failed"], invalid=counts["invalid"], skipped=len(skipped),
                           stopped=stopped)
+
+    def _verify_reuse(self, plan: Plan, pool: list[int]) -> None:
+        """With one server shared across max_num_seqs: measure the recommendation again on a
+        relaunched server (``verify/``) and say whether the two agree."""
+        shared, key = shared_batch(self.profile), plan.recommended()
+        if shared is None:
+            return
+        if key is None or plan.records[key].config.batch >= shared:  # where the cap matters: a smaller B
+            below = [r for r in plan.records.values() if r.status in ("ok", "invalid") and r.config.batch < shared
+                     and r.energy_per_request_j is not None]
+            key = min(below, key=lambda r: (r.status != "ok", r.energy_per_request_j)).config_key if below else key
+        if key is None:
+            return
+        cfg = next(c for c in self._configs if c.key() == key)
+        if (self.out_dir / VERIFY_DIR / "records").is_dir() and RunStore(self.out_dir / VERIFY_DIR).find_record(key):
+            return  # already checked (a resumed run)
+
+        def run_one(c: Config, where: Path):  # noqa: ANN202
+            store = RunStore(where, self.store.fmt)
+            store.ensure()
+            return ConfigRun(profile=relaunch_profile(self.profile), cfg=c, index=self._configs.index(c),
+                             total=len(self._configs), next_cfg=None, requests=self._requests_for(c),
+                             indices=pool[: c.num_gpus], gpus=self._gpus, runtime=self._runtime,  # type: ignore[arg-type]
+                             store=store, run_id=self.run_id, flags=self._flags, emit=self._emit,
+                             profile_path=self.profile_path or "", adaptive=plan.early_stop).run()
+
+        self._emit(LogLine(line=f"server reuse check: measuring {key} again on a relaunched server"))
+        check = verify_reuse(self.out_dir, plan.records[key], cfg, run_one)
+        if check is not None:
+            self._emit(LogLine(line=check.line))
 
     def _plan(self) -> Plan:
         """The grid, or the adaptive search, over the configurations without a record yet."""

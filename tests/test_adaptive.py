@@ -284,3 +284,95 @@ def test_mle_tui_run_adaptive_end_to_end(tmp_path: Path, capsys: pytest.CaptureF
     assert main(["report", str(out)]) == 0
     text = capsys.readouterr().out
     assert "Sweep (adaptive): recommendation" in text and "Pruned by the adaptive search" in text
+
+
+# -- vLLM runtime (the fake server of tests/fake_vllm_server.py) --------------------------------
+
+FAKE = [sys.executable, str(Path(__file__).parent / "fake_vllm_server.py")]
+
+
+def test_vllm_early_stop_aborts_the_rest_and_returns_what_finished(tmp_path: Path) -> None:
+    from mle_tui.core.clock import WallClock
+    from mle_tui.core.dataset_types import Request
+    from mle_tui.core.runtimes.base import RuntimeContext
+    from mle_tui.core.runtimes.vllm import VllmRuntime
+
+    prof = decode_profile("""
+name = "t"
+task = "chat"
+runtime = "vllm"
+[model]
+id = "fake"
+weights = "dummy"
+[dataset]
+name = "synthetic"
+[sweep]
+max_num_seqs = 4
+[server]
+env = { FAKE_STARTUP_S = "0.2", FAKE_STEP_S = "0.01" }
+""", "t.toml")
+    reqs = [Request(id=i, prompt=f"p{i}", input_tokens=2, output_tokens=30) for i in range(40)]
+    logs: list[str] = []
+    done: list[int] = []
+    ctx = RuntimeContext(profile=prof, config=prof.configs()[0], requests=reqs, clock=WallClock(), gpu_indices=[0],
+                         run_dir=tmp_path, log_path=tmp_path / "c.log", on_log=logs.append)
+
+    def on_request(row) -> None:  # noqa: ANN001
+        done.append(row.id)
+        if len(done) == 8:
+            ctx.stop_early.set()
+
+    ctx.on_request = on_request
+    rt = VllmRuntime(launcher=FAKE, metrics_period_s=0.05)
+    res = rt.run(ctx)
+    assert 8 <= len(res.requests) < 40 and all(r.ok for r in res.requests)
+    assert any("stopped early" in line and "requests aborted" in line for line in logs)
+    assert rt._server is None and rt.process_groups.pgids() == []
+
+
+def test_vllm_server_shared_across_max_num_seqs_is_checked_against_a_relaunch(tmp_path: Path) -> None:
+    from mle_tui.core.dataset_types import Request
+    from mle_tui.core.runner import SweepRunner
+    from mle_tui.core.runtimes import vllm as vllm_mod
+    from mle_tui.core.runtimes.vllm import VllmRuntime
+    from mle_tui.core.store import RunStore
+
+    prof = decode_profile("""
+name = "reuse-b"
+task = "chat"
+runtime = "vllm"
+[model]
+id = "fake"
+weights = "dummy"
+[dataset]
+name = "synthetic"
+[sweep]
+max_num_seqs = [4, 8]
+power_limit_w = [300]
+[steady_state]
+min_window_s = 0.1
+min_gpu_utilisation_pct = 0
+[server]
+reuse_across_max_num_seqs = true
+env = { FAKE_STARTUP_S = "0.2", FAKE_STEP_S = "0.005" }
+[gpu]
+simulated = true
+""", "reuse.toml")
+    reqs = [Request(id=i, prompt=f"p{i}", input_tokens=2, output_tokens=20) for i in range(40)]
+    cmds: list[list[str]] = []
+    orig_cmd = vllm_mod.server_command
+    vllm_mod.server_command = lambda *a, **k: cmds.append(orig_cmd(*a, **k)) or cmds[-1]  # type: ignore[assignment]
+    try:
+        SweepRunner(prof, tmp_path / "run", runtime=VllmRuntime(launcher=FAKE, metrics_period_s=0.05),
+                    requests=reqs, allow_simulated=True).run()
+    finally:
+        vllm_mod.server_command = orig_cmd  # type: ignore[assignment]
+    # one shared server (B = 8) for both configurations, then one relaunched for the check
+    assert [c[c.index("--max-num-seqs") + 1] for c in cmds] == ["8", "4"]
+    heads = {h.config_key: h for h in RunStore(tmp_path / "run").load_heads()}
+    assert heads["mns4-tp1-pl300"].server_mode == "started server with max_num_seqs 8, client concurrency capped at 4"
+    assert heads["mns8-tp1-pl300"].server_mode.startswith("reused server with max_num_seqs 8")
+    check = json.loads((tmp_path / "run" / "verify.json").read_text())
+    assert check["config_key"] == "mns4-tp1-pl300" and check["relaunched_status"] in ("ok", "invalid")
+    again = RunStore(tmp_path / "run" / "verify").load_heads()
+    assert [h.config_key for h in again] == ["mns4-tp1-pl300"] and again[0].server_mode == ""

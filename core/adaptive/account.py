@@ -16,6 +16,8 @@ class SweepAccount(msgspec.Struct, kw_only=True):
     summary: str = ""
     pruned: dict[str, str] = {}
     notes: list[str] = []
+    #: Server reuse across max_num_seqs checked against a relaunched server (verify.json).
+    reuse_check: str = ""
 
 
 def sweep_account(run_dir: Path, records: list, manifest, recommended: str | None = None) -> SweepAccount | None:  # noqa: ANN001
@@ -42,11 +44,22 @@ def sweep_account(run_dir: Path, records: list, manifest, recommended: str | Non
                  strategy=strategy)
     return SweepAccount(strategy=strategy, gpu_time=gt, summary=summary_line(gt, recommended),
                         pruned=dict(log.pruned) if log is not None else {},
-                        notes=list(log.notes) if log is not None else [])
+                        notes=list(log.notes) if log is not None else [], reuse_check=_reuse_line(Path(run_dir)))
+
+
+def _reuse_line(run_dir: Path) -> str:
+    from .verify import VERIFY_FILE, ReuseCheck
+
+    try:
+        return msgspec.json.decode((run_dir / VERIFY_FILE).read_bytes(), type=ReuseCheck).line
+    except (OSError, msgspec.DecodeError):
+        return ""
 
 
 def sweep_lines(acc: SweepAccount) -> list[str]:
     lines = [f"Sweep ({acc.strategy}): {acc.summary}."]
+    if acc.reuse_check:
+        lines.append(acc.reuse_check[:1].upper() + acc.reuse_check[1:] + ".")
     if acc.notes:
         lines += [f"  rule check: {n}" for n in acc.notes]
     if acc.pruned:
