@@ -168,6 +168,8 @@ def _normal(p: "Profile") -> Any:
         if name == "resolution":
             res = p.sweep.resolutions()
             sweep[name] = sorted(r.lower().replace("×", "x").replace(" ", "") for r in res) or None
+        elif name == "strategy":  # not an axis (grid or adaptive)
+            continue
         elif sweep[name] is not None:
             sweep[name] = [float(v) for v in parse_axis(sweep[name])]
     if data.get("gpu", {}).get("indices") == []:
