@@ -15,7 +15,7 @@ import msgspec
 
 from .measure.accounting import carbon_per_1k_g, cost_per_1k_usd
 from .pareto import fmt_duration, recommend
-from .records import FORMULAS, Record
+from .records import FORMULAS, Record, RecordHead
 from .textsafe import escape_terminal
 
 METRIC_NAMES = {
@@ -294,3 +294,40 @@ def to_csv(report: Report) -> str:
             values.append(v)
         w.writerow(values)
     return out.getvalue()
+
+
+def gpu_summary(rec: RecordHead) -> str | None:
+    """One line on a record's GPUs: each GPU's average power and share of the window energy
+    (min-max beyond four GPUs), utilisation, the node's other GPUs (not in the record's energy)
+    and any neighbour configurations. None for a one-GPU record with nothing else to say."""
+    per = rec.per_gpu
+    parts = []
+    if len(per) > 1:
+        if len(per) <= 4:
+            parts.append("GPUs " + " · ".join(
+                f"{g.index}: {_w(g.avg_power_w)} {_pct(g.share)}" + (f" {g.utilisation_pct:.0f}% util" if g.utilisation_pct is not None else "")
+                for g in per))
+        else:
+            ws = [g.avg_power_w for g in per if g.avg_power_w is not None]
+            sh = [g.share for g in per if g.share is not None]
+            parts.append(f"{len(per)} GPUs {min(ws):.0f}–{max(ws):.0f} W" if ws else f"{len(per)} GPUs")
+            if sh:
+                parts[-1] += f", shares {min(sh):.1%}–{max(sh):.1%}"
+    elif per and per[0].utilisation_pct is not None:
+        parts.append(f"GPU {per[0].index}: {per[0].utilisation_pct:.0f}% util")
+    if rec.idle_gpus:
+        ws = [g.avg_power_w for g in rec.idle_gpus if g.avg_power_w is not None]
+        drawn = f" drew {sum(ws):.0f} W" if ws else ""
+        parts.append(f"node's other {len(rec.idle_gpus)} GPU{'s' * (len(rec.idle_gpus) != 1)} "
+                     f"({', '.join(str(g.index) for g in rec.idle_gpus)}){drawn}, not in this energy")
+    if rec.neighbours:
+        parts.append("side by side with " + ", ".join(rec.neighbours))
+    return " · ".join(parts) if parts else None
+
+
+def _w(v: float | None) -> str:
+    return "—" if v is None else f"{v:.0f} W"
+
+
+def _pct(v: float | None) -> str:
+    return "" if v is None else f"{v:.1%}"
