@@ -154,7 +154,11 @@ def test_setup_form_gpu_choice() -> None:
 
     assert parse_indices("0, 2") == ([0, 2], None) and parse_indices("") == ([], None)
     assert parse_indices("0,0")[1] and parse_indices("a")[1] and parse_indices("-1")[1]
-    base = llm_profile("32", power="tensor_parallel = [2]")
+    import msgspec
+
+    from mle_tui.core.profile import GpuSpec
+
+    base = msgspec.structs.replace(llm_profile("32", power="tensor_parallel = [2]"), runtime="vllm", gpu=GpuSpec())
     gpus = [GpuInfo(index=i, name="H200", min_power_limit_w=200.0, max_power_limit_w=700.0) for i in range(4)]
     ok = build_profile(base, {"gpu_indices": "2,3"}, gpus=gpus)
     assert ok.ok and ok.profile.gpu.indices == [2, 3]
