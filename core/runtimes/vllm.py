@@ -31,6 +31,7 @@ import httpx
 
 from ..config import Config
 from ..dataset_types import Request
+from ..datasets_images import sized
 from ..errors import RunFailure
 from ..pdeathsig import wrap as wrap_pdeathsig
 from ..procgroup import ProcessGroups, kill_group
@@ -168,7 +169,7 @@ class VllmRuntime:
                 default_max_tokens=profile.dataset.max_output_tokens,
                 use_token_ids=server.skip_tok, seed=profile.dataset.seed,
             )
-            requests = list(ctx.requests)
+            requests = sized(list(ctx.requests), cfg.image_size)  # visual chat: sweep.image_size
             if server.skip_tok and any(r.prompt_token_ids is None for r in requests):
                 vocab = model_vocab_size(self._model(ctx)) or 32000
                 requests = _synthetic_ids(requests, vocab, profile.dataset.seed)
