@@ -147,7 +147,7 @@ def image_messages(req: Request) -> list[dict]:
     return [{"role": "user", "content": parts}]
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=1024)
 def _data_url(ref: ImageRef) -> str:
     from ..image_sets import data_url
 
