@@ -109,6 +109,25 @@ def _text_source(profile: "Profile") -> tuple[str, str | None]:
     return "sharegpt", None
 
 
+def text_tokens(prompt: str, tokenizer: Any | None) -> int:
+    """The text-only prompt's tokens as the server counts a chat request: the model's chat
+    template around one user message with the text alone (no image), else the encoded text,
+    else the heuristic estimate. A request's image tokens are its server-side prompt tokens
+    minus this (:mod:`.image_tokens`)."""
+    from .datasets import estimate_tokens
+
+    if tokenizer is None:
+        return estimate_tokens(prompt)
+    if getattr(tokenizer, "chat_template", None):
+        try:
+            ids = tokenizer.apply_chat_template([{"role": "user", "content": [{"type": "text", "text": prompt}]}],
+                                                add_generation_prompt=True, tokenize=True)
+            return len(ids["input_ids"] if hasattr(ids, "keys") else ids)
+        except Exception:  # noqa: BLE001 - a template that wants other input: plain encoding
+            pass
+    return len(tokenizer.encode(prompt))
+
+
 def _synthetic_images(profile: "Profile", load: Callable[..., list[Request]], **kw: Any) -> list[Request]:
     d = profile.dataset
     name, path = _text_source(profile)
@@ -119,7 +138,16 @@ def _synthetic_images(profile: "Profile", load: Callable[..., list[Request]], **
     k = d.images_per_request
     refs = synthetic_refs(d.num_requests * k, d.seed)
     n = max(1, d.num_requests)
-    return [msgspec.structs.replace(r, images=refs[(r.id % n) * k:(r.id % n + 1) * k]) for r in texts]
+    tok = kw.get("tokenizer")
+    counts: dict[int, int] = {}
+    out = []
+    for r in texts:
+        i = r.id % n
+        if tok is not None and i not in counts:
+            counts[i] = text_tokens(r.prompt or "", tok)
+        out.append(msgspec.structs.replace(r, images=refs[i * k:(i + 1) * k],
+                                           input_tokens=counts.get(i, r.input_tokens)))
+    return out
 
 
 # --------------------------------------------------------------------------- JSONL with images
@@ -153,7 +181,7 @@ def jsonl_image_requests(profile: "Profile", *, tokenizer: Any | None = None,
     """Requests from a JSONL file of ``{"prompt", "images", "output_tokens"}`` rows: the first
     ``num_requests`` rows in file order (no length filter: real data is taken as it is), then
     ``repeats`` times over."""
-    from .datasets import _read_bytes, _resolve, estimate_tokens
+    from .datasets import _read_bytes, _resolve
 
     d = profile.dataset
     path = _resolve(d.path or "", Path(base_dir) if base_dir is not None else None)
@@ -161,7 +189,7 @@ def jsonl_image_requests(profile: "Profile", *, tokenizer: Any | None = None,
     data = _read_bytes(path, "jsonl")
     decoder = msgspec.json.Decoder(_ImageRow)
     root = path.resolve().parent
-    samples: list[tuple[str, list[ImageRef], int, list[int] | None]] = []
+    samples: list[tuple[str, list[ImageRef], int, list[int] | None, int]] = []
     for n, line in enumerate(data.split(b"\n"), start=1):
         if len(samples) >= d.num_requests:
             break
@@ -191,16 +219,14 @@ def jsonl_image_requests(profile: "Profile", *, tokenizer: Any | None = None,
         elif not _int_field(n_out) or n_out < 1:
             raise InputError(source, f"line {n}: {out_field}", "must be an integer of at least 1")
         ids = list(tokenizer.encode(row.prompt)) if tokenizer is not None else None
-        samples.append((row.prompt, refs, int(n_out), ids))
+        samples.append((row.prompt, refs, int(n_out), ids, text_tokens(row.prompt, tokenizer)))
     if not samples:
         raise InputError(source, "", "no requests in file")
     out = []
     for rep in range(d.repeats):
-        for i, (prompt, refs, n_out, ids) in enumerate(samples):
-            out.append(Request(
-                id=rep * len(samples) + i, prompt=prompt, prompt_token_ids=ids,
-                input_tokens=len(ids) if ids is not None else estimate_tokens(prompt),
-                output_tokens=n_out, images=refs))
+        for i, (prompt, refs, n_out, ids, n_text) in enumerate(samples):
+            out.append(Request(id=rep * len(samples) + i, prompt=prompt, prompt_token_ids=ids,
+                               input_tokens=n_text, output_tokens=n_out, images=refs))
     return out
 
 

@@ -13,9 +13,9 @@ processors count them:
 
 The records' split (:func:`prompt_token_shares`) does not use these formulas: it takes the
 server's ``usage.prompt_tokens`` per request (text and image tokens, as vLLM counted them) and
-the text prompt's own token count (the dataset's tokenizer, without the chat template), so
-``image tokens = prompt tokens - text tokens`` also books the chat template's few tokens
-(role markers, vision start/end) as image tokens.
+the request's text-only prompt tokens (:func:`.datasets_images.text_tokens`: the same chat
+template around the text alone), so ``image tokens = prompt tokens - text tokens`` is each
+image's tokens plus its one or two delimiter tokens (Qwen's vision start/end; LLaVA's newline).
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from typing import Any
 
 from .records import PromptTokens, RequestRow
 
-SPLIT_METHOD = ("image tokens = server usage.prompt_tokens - text prompt tokens (dataset tokenizer, "
-                "no chat template); text tokens = the rest")
+SPLIT_METHOD = ("image tokens = server usage.prompt_tokens - the text-only prompt's tokens (same chat "
+                "template, no image; so 1-2 image delimiter tokens per image count as image tokens)")
 #: Qwen2.5-VL's processor defaults (preprocessor_config.json).
 QWEN_MIN_PIXELS = 56 * 56
 QWEN_MAX_PIXELS = 28 * 28 * 16384

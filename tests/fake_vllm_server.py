@@ -19,11 +19,12 @@ Behaviour knobs through the environment:
 * ``FAKE_NO_FILTER=1``: ``/metrics/`` answers 404 (a server without the ``name[]`` filter).
 
 Visual chat: chat messages whose content is a list of parts are counted as vLLM does for the
-served model's family (``model_type`` of ``--model``'s config.json): text parts with the model
-directory's ``tokenizer.json`` (else about 4 characters a token), each ``image_url`` data URL
-decoded and counted from its pixel size (LLaVA-1.5: 576; Qwen2-VL/2.5-VL: resized to multiples
-of 28 within [min, max] pixels, one token per 28x28 cell), all in ``usage.prompt_tokens``.
-An unknown family or an undecodable image is answered 400, as vLLM does.
+served model's family (``model_type`` of ``--model``'s config.json): the model directory's chat
+template is rendered (image parts as ``{"type": "image"}``) and tokenised with its
+``tokenizer.json`` (no added BOS, as vLLM's chat endpoint), and each image placeholder token is
+replaced by the image's tokens, counted from the decoded data URL's pixel size (LLaVA-1.5: 576;
+Qwen2-VL/2.5-VL: resized to multiples of 28 within [min, max] pixels, one token per 28x28 cell);
+the total is ``usage.prompt_tokens``. An unknown family or an undecodable image is answered 400.
 """
 
 from __future__ import annotations
@@ -156,10 +157,24 @@ class PromptCounter:
                     setattr(self, attr, json.load(fh))
             except (OSError, ValueError):
                 pass
+        self.template = None
         if os.path.exists(os.path.join(model_dir, "tokenizer.json")):
             from tokenizers import Tokenizer
 
             self.tok = Tokenizer.from_file(os.path.join(model_dir, "tokenizer.json"))
+            try:
+                with open(os.path.join(model_dir, "tokenizer_config.json")) as fh:
+                    text = json.load(fh).get("chat_template")
+            except (OSError, ValueError):
+                text = None
+            if text:
+                import jinja2
+                import jinja2.ext
+                import jinja2.sandbox
+
+                env = jinja2.sandbox.ImmutableSandboxedEnvironment(
+                    trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols])
+                self.template = env.from_string(text)
 
     def text(self, text: str) -> int:
         if self.tok is not None:
@@ -187,6 +202,19 @@ class PromptCounter:
         raise ValueError(f"model type {kind!r} takes no images")
 
     def messages(self, messages: list) -> int:
+        if self.template is not None and self.tok is not None:
+            urls = [p["image_url"]["url"] for m in messages if isinstance(m.get("content"), list)
+                    for p in m["content"] if p.get("type") == "image_url"]
+            msgs = [{"role": m["role"], "content": m["content"] if isinstance(m.get("content"), str) else
+                     [{"type": "image"} if p.get("type") == "image_url" else p for p in m["content"]]}
+                    for m in messages]
+            ids = self.tok.encode(self.template.render(messages=msgs, add_generation_prompt=True),
+                                  add_special_tokens=False).ids
+            kind = self.config.get("model_type")
+            pad = self.config.get("image_token_index" if kind == "llava" else "image_token_id")
+            if ids.count(pad) != len(urls):
+                raise ValueError(f"{ids.count(pad)} image placeholders for {len(urls)} images")
+            return len(ids) - len(urls) + sum(self.image(u) for u in urls)
         n = 0
         for m in messages:
             content = m.get("content")
