@@ -281,3 +281,36 @@ def dummy_model_dir(model_id: str, weights: str) -> str | None:
 
             shutil.rmtree(tmp, ignore_errors=True)
     return str(dest)
+
+
+def check_model_dir(path: str | Path, sizes: tuple[tuple[int, int], ...] = ((336, 336), (1024, 768), (1280, 720))) -> list[str]:
+    """Load a prepared directory as vLLM will (``AutoTokenizer``, ``AutoProcessor``) and compare
+    the processor's image tokens with :func:`.image_tokens.image_token_count`. Returns report
+    lines; raises RuntimeError on a mismatch (a GPU node's transformers may differ from CI's)."""
+    from PIL import Image
+    from transformers import AutoProcessor, AutoTokenizer
+
+    from .image_tokens import image_token_count
+
+    d = Path(path)
+    config = json.loads((d / "config.json").read_text())
+    pre = json.loads((d / "preprocessor_config.json").read_text())
+    family = _family(config)
+    tok = AutoTokenizer.from_pretrained(d)
+    lines = [f"{d}: {config.get('model_type')}, tokenizer {type(tok).__name__} ({len(tok)} ids)"]
+    for token_id, token in sorted(family["high"].items()):
+        if tok.convert_tokens_to_ids(token) != token_id:
+            raise RuntimeError(f"special token {token} has id {tok.convert_tokens_to_ids(token)}, not {token_id}")
+    image_token = family["tokens"]["image_token"]
+    image_id = tok.convert_tokens_to_ids(image_token)
+    proc = AutoProcessor.from_pretrained(d)
+    lines.append(f"processor {type(proc).__name__}, image processor {type(proc.image_processor).__name__}")
+    for w, h in sizes:
+        msgs = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Describe the image."}]}]
+        text = proc.apply_chat_template(msgs, add_generation_prompt=True)
+        ids = proc(text=[text], images=[Image.new("RGB", (w, h))], return_tensors="pt")["input_ids"][0].tolist()
+        got, want = ids.count(image_id), image_token_count(config, w, h, pre)
+        lines.append(f"{w}x{h}: {got} image tokens ({image_token}), expected {want}")
+        if got != want:
+            raise RuntimeError(lines[-1])
+    return lines
