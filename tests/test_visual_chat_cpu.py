@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 PROFILE = REPO / "profiles" / "tiny-vlm-cpu.toml"
 
 
-def test_tiny_llava_end_to_end(tmp_path: Path, one_thread: None, monkeypatch) -> None:
+def test_tiny_llava_end_to_end(tmp_path: Path, one_thread: None, monkeypatch, capsys) -> None:
     from mle_tui.core.runtimes.transformers_vlm import TransformersVlmRuntime
 
     monkeypatch.setenv("MLE_TUI_MODEL_CACHE", str(tmp_path / "models"))
@@ -66,3 +66,8 @@ def test_tiny_llava_end_to_end(tmp_path: Path, one_thread: None, monkeypatch) ->
             assert r.send_s <= r.first_token_s <= r.end_s
             assert r.tpot_s == pytest.approx((r.e2e_s - r.ttft_s) / (r.output_tokens - 1))
         assert math.isfinite(rec.latency_value_s) and rec.latency_value_s > 0
+    capsys.readouterr()
+    assert main(["report", str(out)]) == 0
+    text = capsys.readouterr().out
+    share = min(r.prompt_tokens.image_share for r in recs.values())
+    assert f"Image tokens: {share:.0%} of prompt tokens (synthetic images)." in text
