@@ -80,8 +80,8 @@ class RequestRow(_S, kw_only=True):
     e2e_s: float | None = None
     #: Number of inter-token gaps this request contributed to the pooled ITL.
     itl_count: int = 0
-    #: Visual chat: input images, and the prompt tokens they took (server's prompt tokens minus
-    #: the text prompt's own token count; None where not known).
+    #: Visual chat: input images, and the prompt tokens they took (the server's prompt tokens
+    #: minus the text-only prompt's under the same chat template; None where not known).
     images: int = 0
     image_tokens: int | None = None
     #: "synthetic" (seeded synthetic image set), "file" or "mixed"; None without images.

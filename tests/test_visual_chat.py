@@ -294,3 +294,14 @@ def test_vllm_sweep_records_image_tokens(tmp_path: Path, model: str, sizes: list
         assert rec.energy_per_request_j == pytest.approx(ss.energy_j / ss.tokens * rec.mean_output_tokens)
     if len(sizes) == 2:  # bigger images, more image tokens: a bigger share
         assert records["1280x720"].prompt_tokens.image_share > records["336x336"].prompt_tokens.image_share
+
+
+def test_prepare_model_command(tmp_path: Path, capsys) -> None:
+    from mle_tui.tui.cli import main
+
+    assert main(["prepare-model", "tiny-llava", str(tmp_path / "m"), "--check"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == str(tmp_path / "m") and (tmp_path / "m" / "preprocessor_config.json").is_file()
+    assert "1280x720: 576 image tokens (<image>), expected 576" in out
+    assert main(["prepare-model", "llama-3.1-8b"]) == 2  # a text shape needs no prepared directory
+    assert "not a shipped vision-language shape" in capsys.readouterr().err

@@ -305,7 +305,7 @@ async def _one(
 
 def image_row(row: RequestRow, req: Request, prompt_tokens: int | None) -> RequestRow:
     """``row`` with its images counted: image tokens = the server's prompt tokens minus the
-    text prompt's token count (:mod:`..image_tokens`)."""
+    text-only prompt's tokens (``req.input_tokens``, :func:`..datasets_images.text_tokens`)."""
     from ..datasets_images import image_source
 
     image_tokens = max(0, int(prompt_tokens) - req.input_tokens) if prompt_tokens is not None else None
