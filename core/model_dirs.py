@@ -209,7 +209,8 @@ def prepare_model_dir(name: str, dest: str | Path, *, texts: list[str] | None = 
     vocab = family["vocab"]
     text = build_tokenizer(family, vocab, texts if texts is not None else training_texts(), train_vocab)
     (out / "tokenizer.json").write_text(text, encoding="utf-8")
-    ctx_len = int((config.get("text_config") or config).get("max_position_embeddings", 4096))
+    # As published: Qwen2.5-VL 131072; llava-hf leaves transformers' "no limit" default.
+    ctx_len = 131072 if config.get("model_type") == "qwen2_5_vl" else int(1e30)
     tok_cfg: dict[str, Any] = {
         "tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": ctx_len, "clean_up_tokenization_spaces": False,
         "add_bos_token": bool(family.get("bos")), "add_eos_token": False, "chat_template": family["template"],
@@ -231,7 +232,7 @@ def prepare_model_dir(name: str, dest: str | Path, *, texts: list[str] | None = 
 
 
 #: Version of the files :func:`prepare_model_dir` writes (a cached directory of another is rebuilt).
-BUILD_VERSION = "1"
+BUILD_VERSION = "2"
 
 
 def cache_root() -> Path:
