@@ -242,8 +242,8 @@ def test_payload_carries_the_images_as_jpeg_data_urls() -> None:
     path, body = build_payload(req, LoadSettings(base_url="http://x", model="m", use_token_ids=True))
     assert path == "/v1/chat/completions" and body["max_tokens"] == 8
     (msg,) = body["messages"]
-    assert msg["role"] == "user" and msg["content"][0] == {"type": "text", "text": "What is this?"}
-    urls = [p["image_url"]["url"] for p in msg["content"][1:]]
+    assert msg["role"] == "user" and msg["content"][-1] == {"type": "text", "text": "What is this?"}
+    urls = [p["image_url"]["url"] for p in msg["content"][:-1]]
     assert all(u.startswith("data:image/jpeg;base64,") for u in urls)
     assert [_data_url_size(u) for u in urls] == [(640, 480), (336, 336)]
 

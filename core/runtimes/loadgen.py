@@ -138,13 +138,13 @@ def build_payload(req: Request, s: LoadSettings) -> tuple[str, dict]:
 
 
 def image_messages(req: Request) -> list[dict]:
-    """The chat messages of a visual request: one user message, text then every image as a
-    base64 JPEG data URL (each distinct image encoded once per process)."""
+    """The chat messages of a visual request: one user message, every image (a base64 JPEG data
+    URL; each distinct image encoded once per process) then the text, as LLaVA's instruction
+    data puts them ("<image>\n question")."""
     text = req.prompt if req.prompt is not None else "\n".join(
         str(m.get("content", "")) for m in req.messages or [])
-    parts: list[dict] = [{"type": "text", "text": text}]
-    parts += [{"type": "image_url", "image_url": {"url": _data_url(ref)}} for ref in req.images or []]
-    return [{"role": "user", "content": parts}]
+    parts: list[dict] = [{"type": "image_url", "image_url": {"url": _data_url(ref)}} for ref in req.images or []]
+    return [{"role": "user", "content": [*parts, {"type": "text", "text": text}]}]
 
 
 @functools.lru_cache(maxsize=1024)
