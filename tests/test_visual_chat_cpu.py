@@ -71,3 +71,8 @@ def test_tiny_llava_end_to_end(tmp_path: Path, one_thread: None, monkeypatch, ca
     text = capsys.readouterr().out
     share = min(r.prompt_tokens.image_share for r in recs.values())
     assert f"Image tokens: {share:.0%} of prompt tokens (synthetic images)." in text
+    # the traces reproduce the split (mle-tui reanalyse: the same pure analysis)
+    assert main(["reanalyse", str(out)]) == 0
+    again = records_by_key(out / "reanalysed")
+    assert {k: r.prompt_tokens for k, r in again.items()} == {k: r.prompt_tokens for k, r in recs.items()}
+    assert {k: r.energy_per_request_j for k, r in again.items()} == {k: r.energy_per_request_j for k, r in recs.items()}
