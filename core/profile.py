@@ -19,7 +19,7 @@ from .errors import InputError
 from .sweep import SweepSyntaxError, parse_axis
 
 Runtime = Literal["vllm", "transformers", "diffusers", "sim"]
-Task = Literal["chat", "code", "text-to-image"]
+Task = Literal["chat", "code", "text-to-image", "visual-chat"]
 LatencyMetric = Literal["tpot", "ttft", "itl", "e2e", "batch_latency"]
 SteadyRule = Literal["saturation", "request-count"]
 AxisValue = int | float | str | list[int | float | str]
@@ -29,7 +29,10 @@ DEFAULT_METRIC: dict[str, LatencyMetric] = {
     "chat": "tpot",
     "code": "e2e",
     "text-to-image": "batch_latency",
+    "visual-chat": "tpot",
 }
+#: Tasks served by an LLM engine (iteration-level batching, eq. 2).
+LLM_TASKS = ("chat", "code", "visual-chat")
 
 _DURATION = re.compile(r"^\s*(?P<v>\d+(?:\.\d+)?)\s*(?P<u>ms|s|min)?\s*$")
 
@@ -78,7 +81,8 @@ class ModelSpec(_Base):
 
 class DatasetSpec(_Base):
     #: ``sharegpt``, ``humaneval``, ``partiprompts``, ``jsonl`` or ``synthetic``.
-    name: Literal["sharegpt", "humaneval", "partiprompts", "jsonl", "synthetic"]
+    #: ``synthetic-images`` (visual chat): seeded synthetic images with ShareGPT prompts.
+    name: Literal["sharegpt", "humaneval", "partiprompts", "jsonl", "synthetic", "synthetic-images"]
     #: File path (or HF dataset id) overriding the packaged copy.
     path: str | None = None
     num_requests: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 512
@@ -93,6 +97,8 @@ class DatasetSpec(_Base):
     max_prompt_tokens: Annotated[int, msgspec.Meta(ge=1)] = 1024
     min_output_tokens: Annotated[int, msgspec.Meta(ge=1)] = 4
     max_output_tokens: Annotated[int, msgspec.Meta(ge=1)] = 1024
+    #: Visual chat, ``synthetic-images``: images in each request's user message.
+    images_per_request: Annotated[int, msgspec.Meta(ge=1, le=16)] = 1
 
     def __post_init__(self) -> None:
         if self.min_prompt_tokens > self.max_prompt_tokens:
@@ -115,6 +121,9 @@ class SweepSpec(_Base):
     num_inference_steps: AxisValue | None = None
     #: ``"768x768"`` strings or a list of them.
     resolution: str | list[str] | None = None
+    #: Visual chat: input image sizes, ``"336x336"`` or a list (every request's images are
+    #: resized to each); omitted: the dataset's own sizes.
+    image_size: str | list[str] | None = None
 
     def __post_init__(self) -> None:
         for name in ("max_num_seqs", "tensor_parallel", "pipeline_parallel", "power_limit_w",
@@ -131,6 +140,9 @@ class SweepSpec(_Base):
         for res in self.resolutions():
             if _parse_resolution(res) is None:
                 raise ValueError(f"sweep.resolution: {res!r} is not WIDTHxHEIGHT")
+        for res in self.image_sizes():
+            if _parse_resolution(res) is None:
+                raise ValueError(f"sweep.image_size: {res!r} is not WIDTHxHEIGHT")
 
     def axis(self, name: str) -> list[int]:
         value = getattr(self, name)
@@ -142,6 +154,11 @@ class SweepSpec(_Base):
         if self.resolution is None:
             return []
         return [self.resolution] if isinstance(self.resolution, str) else list(self.resolution)
+
+    def image_sizes(self) -> list[str]:
+        if self.image_size is None:
+            return []
+        return [self.image_size] if isinstance(self.image_size, str) else list(self.image_size)
 
 
 def _parse_resolution(text: str) -> tuple[int, int] | None:
@@ -281,7 +298,7 @@ class Profile(_Base):
     sim: SimSpec = msgspec.field(default_factory=SimSpec)
 
     def __post_init__(self) -> None:
-        llm = self.task in ("chat", "code")
+        llm = self.task in LLM_TASKS
         if llm and self.runtime == "diffusers":
             raise ValueError(f"runtime: diffusers cannot serve task {self.task!r}")
         if not llm and self.runtime in ("vllm", "transformers"):
@@ -298,7 +315,7 @@ class Profile(_Base):
 
     @property
     def is_llm(self) -> bool:
-        return self.task in ("chat", "code")
+        return self.task in LLM_TASKS
 
     def latency_metric(self) -> LatencyMetric:
         return self.target.metric or DEFAULT_METRIC[self.task]
@@ -307,6 +324,7 @@ class Profile(_Base):
         """Expand the sweep into configurations, in a deterministic order."""
         s = self.sweep
         res = [_parse_resolution(r) for r in s.resolutions()] or [None]
+        img = [f"{w}x{h}" for w, h in (_parse_resolution(r) for r in s.image_sizes())] or [None]
         axes = [
             s.axis("max_num_seqs") or [None],
             s.axis("batch_size") or [None],
@@ -317,7 +335,7 @@ class Profile(_Base):
             s.axis("power_limit_w") or [None],
         ]
         out = []
-        for mns, bs, steps, wh, tp, pp, pl in itertools.product(*axes):
+        for size, (mns, bs, steps, wh, tp, pp, pl) in itertools.product(img, itertools.product(*axes)):
             out.append(
                 Config(
                     max_num_seqs=mns,
@@ -328,6 +346,7 @@ class Profile(_Base):
                     tensor_parallel=tp,
                     pipeline_parallel=pp,
                     power_limit_w=pl,
+                    image_size=size,
                 )
             )
         return out

@@ -54,6 +54,9 @@ class ReportRow(msgspec.Struct, kw_only=True):
     mean_batch: float | None = None
     num_gpus: int = 1
     power_limit_w: int | None = None
+    #: Visual chat: image tokens / prompt tokens, and where the images came from ("synthetic").
+    image_token_share: float | None = None
+    image_source: str | None = None
 
 
 class Report(msgspec.Struct, kw_only=True):
@@ -123,6 +126,8 @@ def _row(r: Record, metric: str, price: float | None, carbon: float | None) -> R
         mean_batch=None if ss is None else ss.mean_batch,
         num_gpus=r.config.num_gpus,
         power_limit_w=r.config.power_limit_w,
+        image_token_share=r.prompt_tokens.image_share if r.prompt_tokens is not None else None,
+        image_source=r.prompt_tokens.image_source if r.prompt_tokens is not None else None,
     )
 
 
@@ -223,6 +228,11 @@ def _render_lines(report: Report, title: str | None) -> list[str]:
         if rec is not None and rec.tdp_overestimation:
             text += f" ({rec.tdp_overestimation:.2f}x for the recommended configuration)"
         lines.append(text + ".")
+    shares = [r.image_token_share for r in report.rows if r.image_token_share is not None]
+    if shares:
+        sources = sorted({r.image_source for r in report.rows if r.image_source})
+        span = f"{min(shares):.0%}" + (f" to {max(shares):.0%}" if max(shares) - min(shares) >= 0.005 else "")
+        lines.append(f"Image tokens: {span} of prompt tokens ({', '.join(sources) or 'unknown'} images).")
     bad = [r for r in report.rows if r.status != "ok"]
     if bad:
         lines.append("Not on the frontier because not ok:")

@@ -5,11 +5,12 @@ the Profile's validation); this module only maps its messages onto the form's fi
 from __future__ import annotations
 
 import math
+import typing
 from pathlib import Path
 
 import msgspec
 
-from ..core.profile import Profile, _field_path, parse_duration_s
+from ..core.profile import DatasetSpec, Profile, _field_path, parse_duration_s
 from ..core.records import GpuInfo
 from ..core.sweep import SweepSyntaxError, parse_axis
 
@@ -32,7 +33,8 @@ AXES = ("max_num_seqs", "batch_size", "num_inference_steps", "tensor_parallel", 
 LLM_FIELDS = ("max_num_seqs",)
 DIFFUSION_FIELDS = ("batch_size", "num_inference_steps", "resolution")
 RUNTIMES = ("vllm", "transformers", "diffusers", "sim")
-DATASETS = ("sharegpt", "humaneval", "partiprompts", "jsonl", "synthetic")
+#: Every dataset a profile may name (read from the profile schema, so the two never differ).
+DATASETS: tuple[str, ...] = typing.get_args(typing.get_type_hints(DatasetSpec)["name"])
 
 
 def axis_text(value: object) -> str:
