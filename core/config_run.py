@@ -30,6 +30,7 @@ from .measure.sampler import PowerSampler
 from .measure.recorder import TraceRecorder
 from .measure.trace import encode_trace, pack_us
 from .power.base import PowerReading
+from .power.gpu_lock import neighbour_lines
 from .power.health import StrangerLog, process_tree, read_health
 from .power.limits import PowerLimitGuard
 from .profile import Profile
@@ -190,6 +191,7 @@ class ConfigRun:
         failure: tuple[str, list[str]] | None = None
         sampler: PowerSampler | None = None
         idle_sampler: PowerSampler | None = None
+        neighbours: list[str] = []
         guard = guard_for(gpus, self.indices, cfg.power_limit_w, self.store.root, self.profile_path)
         end_s = 0.0
         try:
@@ -214,6 +216,7 @@ class ConfigRun:
                 )
                 sampler.start()
                 idle_sampler = self._idle_sampler(clock)
+                neighbours = self._neighbours()
                 self.rec.mark(clock.now_s(), "start")
                 self.health = HealthWatch(gpus.kind, self.indices, sim_gpus, clock, self.emit,
                                           on_utilisation=self.rec.utilisation)
@@ -238,6 +241,7 @@ class ConfigRun:
                     sampler.stop()
                     if idle_sampler is not None:
                         idle_sampler.stop()
+                    neighbours += [n for n in self._neighbours() if n not in neighbours]
                     end_s = clock.now_s()
                     self.rec.mark(end_s, "end")
                     for g in sim_gpus or []:
@@ -255,7 +259,20 @@ class ConfigRun:
         trace = self._freeze(result, failure, kind, guard, sampler, started_unix, end_s)
         if idle_sampler is not None and len(idle_sampler):
             trace.idle_power = idle_sampler.trace()
+        trace.neighbours = neighbours
         return self._write(trace)
+
+    def _neighbours(self) -> list[str]:
+        """Other mle-tui sweeps holding GPUs of this host now (their measurements and ours
+        interfere: shared power delivery, cooling, PCIe/host): recorded with the record."""
+        claim = self.gpus.claim
+        if claim is None or not claim.locks:
+            return []
+        own = {lock.gid for lock in claim.locks.values()}
+        try:
+            return neighbour_lines(next(iter(claim.locks.values())).state_dir, own)
+        except Exception:  # noqa: BLE001 - a view; it must not stop a measurement
+            return []
 
     def _idle_sampler(self, clock) -> PowerSampler | None:  # noqa: ANN001
         """The node's GPUs outside this configuration, sampled once a second beside it (a

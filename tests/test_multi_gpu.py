@@ -6,6 +6,7 @@ device mapping) makes the record invalid."""
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -180,3 +181,34 @@ def test_power_legend_folds_beyond_four_gpus() -> None:
     d2 = TimeData(power_t=d.power_t, total_w=per[0] + per[1], per_gpu_w=per[:2])
     text = power_legend(d2, [400.0, 400.0])
     assert "GPU→" in text and "201" in text and "limit 400" in text and "min–max" not in text
+
+
+def test_side_by_side_sweeps_are_recorded_as_neighbours(tmp_path: Path) -> None:
+    """A sweep holding other GPUs of the host while a configuration runs is named in its
+    record (measurements on a shared host interfere); our own GPUs and free locks are not."""
+    from mle_tui.core.power.gpu_lock import GpuLock, held_by_others, neighbour_lines
+
+    state = tmp_path / "state"
+    mine = GpuLock(state, "gpu-0", 0)
+    other2, other3 = GpuLock(state, "gpu-2", 2), GpuLock(state, "gpu-3", 3)
+    free = GpuLock(state, "gpu-1", 1)
+    assert mine.try_acquire("/runs/me") and other2.try_acquire("/runs/them") and other3.try_acquire("/runs/them")
+    assert free.try_acquire("/runs/old")
+    free.release()  # its lock file stays, unlocked
+    try:
+        held = held_by_others(state, {"gpu-0"})
+        assert sorted(h["index"] for h in held) == [2, 3]
+        assert neighbour_lines(state, {"gpu-0"}) == [f"run dir /runs/them (pid {os.getpid()}) on GPUs 2, 3"]
+    finally:
+        for lk in (mine, other2, other3):
+            lk.release()
+    assert held_by_others(state, {"gpu-0"}) == []
+
+
+def test_neighbours_reach_the_record(tmp_path: Path) -> None:
+    rec = _run(tmp_path, 1, 2)
+    trace = decode_trace((tmp_path / "run" / rec.analysis.trace).read_bytes())
+    trace.neighbours = ["run dir /runs/them (pid 1) on GPU 1"]
+    again = analyse(trace)
+    assert again.neighbours == trace.neighbours and again.status == rec.status
+    assert any("another mle-tui sweep on this host" in r for r in again.reasons)

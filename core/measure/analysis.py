@@ -78,6 +78,7 @@ def analyse(trace: Trace, steady: SteadySpec | None = None, *, source: str = "li
     else:
         _account_diffusion(rec, trace, steady)
     rec.reasons += [f"warning: {w}" for w in trace.warnings]
+    rec.reasons += [f"warning: another mle-tui sweep on this host at the same time: {n}" for n in trace.neighbours]
     rec.accounting = _accounting(trace, rec.energy_per_request_j)
     return rec
 
