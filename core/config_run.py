@@ -44,6 +44,8 @@ LIVE_MIN_INTERVAL_S = 0.25
 PROGRESS_MIN_INTERVAL_S = 0.25
 #: Power fields are sampled at this period, s.
 SAMPLE_PERIOD_S = 0.1
+#: A utilisation reading counts only if the run clock moved less than this while it was read, s.
+UTIL_STAMP_TOLERANCE_S = 0.25
 #: The node's GPUs outside the configuration are sampled at this period, s.
 IDLE_SAMPLE_PERIOD_S = 1.0
 
@@ -89,10 +91,13 @@ class HealthWatch:
                 # Every process that was ever ours during the configuration stays ours: a
                 # server's workers outlive their parent for a moment when it shuts down.
                 self._own |= process_tree(os.getpid())
+                t0_s = self.clock.now_s()
                 readings = read_health(self.kind, self.indices, sim_gpus=self.sim_gpus, own_pids=self._own)
                 self.strangers.add(readings)
                 t_s = self.clock.now_s()
-                if self._on_utilisation is not None:
+                # A reading is placed on the run clock only when the clock barely moved while it
+                # was taken (a virtual clock can jump seconds meanwhile).
+                if self._on_utilisation is not None and t_s - t0_s <= UTIL_STAMP_TOLERANCE_S:
                     by_index = {r.index: r.utilisation_pct for r in readings}
                     self._on_utilisation(t_s, [by_index.get(i) for i in self.indices])
                 self._emit(HealthSample(t_s=t_s, gpus=readings))

@@ -212,3 +212,13 @@ def test_neighbours_reach_the_record(tmp_path: Path) -> None:
     again = analyse(trace)
     assert again.neighbours == trace.neighbours and again.status == rec.status
     assert any("another mle-tui sweep on this host" in r for r in again.reasons)
+
+
+def test_utilisation_needs_three_samples_inside_the_window() -> None:
+    from mle_tui.core.measure.gpus import utilisation
+
+    t = [0.5, 1.5, 2.5, 3.5, 9.0]
+    pct = [[90.0, 95.0, 100.0, 0.0, 0.0]]
+    assert utilisation(t, pct, [(0.0, 3.0)], 1) == [pytest.approx(95.0)]
+    assert utilisation(t, pct, [(0.0, 2.0)], 1) == [None]  # two samples: not judged
+    assert utilisation(t, pct, [(0.0, 1.0), (2.0, 4.0)], 1) == [pytest.approx(190 / 3)]
