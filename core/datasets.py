@@ -51,6 +51,7 @@ import msgspec
 
 from .dataset_types import Request
 from .errors import Cancelled, InputError
+from .first_frames import attach_first_frames
 
 if TYPE_CHECKING:
     from .profile import Profile
@@ -644,4 +645,4 @@ def load_requests(
                     output_tokens=s.output_tokens,
                 )
             )
-    return requests
+    return attach_first_frames(profile, requests)
