@@ -23,6 +23,7 @@ from ..core.events import (
     Event,
     HealthSample,
     LogLine,
+    PhaseMark,
     PowerSample,
     RequestProgress,
     RunFinished,
@@ -113,6 +114,9 @@ class LiveState:
         self._batch_images = 0
         #: Measured (non-warm-up) batches per diffusion configuration, when known (profile).
         self.batches_per_config: int | None = None
+        #: Diffusion phase marks (run clock, label) of the current configuration, step ends left
+        #: out (the chart draws phases, not steps); bounded like the chart buffers.
+        self.phase_marks: collections.deque[tuple[float, str]] = collections.deque(maxlen=capacity)
 
     # -- folding events -------------------------------------------------------------------
     def apply(self, event: Event) -> None:
@@ -138,6 +142,10 @@ class LiveState:
             self.health_event_at_s = self._now_s()
         elif isinstance(event, BatchProgress):
             self.batch_progress = event
+        elif isinstance(event, PhaseMark):
+            if ":step:" not in event.label:
+                self.phase_marks.append((event.t_s, event.label))
+                self.chart_version += 1
         elif isinstance(event, ConfigStarted):
             self._on_config_started(event)
         elif isinstance(event, ConfigFinished):
@@ -186,6 +194,7 @@ class LiveState:
         self.steady = None
         self.progress = RequestProgress(done=0, total=e.num_requests, t_s=0.0)
         self.batch_progress = None
+        self.phase_marks.clear()
         self._batch_energy_j, self._batch_images = 0.0, 0
         self.health = None
         self._config_wall_start_s = self._now_s()

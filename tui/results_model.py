@@ -18,8 +18,9 @@ class ResultsModel:
         self.by_key = {r.config_key: r for r in self.records}
         self._metric_arg = metric
         self._price, self._carbon = price_usd_per_kwh, carbon_g_per_kwh
-        self.diffusion = bool(self.records) and all(r.task == "text-to-image" for r in self.records)
-        self.unit_name = "J/image" if self.diffusion else "J/token"
+        self.diffusion = bool(self.records) and all(r.task not in ("chat", "code") for r in self.records)
+        video = bool(self.records) and all(r.task in ("text-to-video", "image-to-video") for r in self.records)
+        self.unit_name = "J/video" if video else "J/image" if self.diffusion else "J/token"
         self.target_s: float | None = None
         self.report: Report = self._build(None)
 

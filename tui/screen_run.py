@@ -287,6 +287,10 @@ class RunScreen(Screen):
             d.steady_start_s, d.steady_end_s = live.steady.start_s, live.steady.end_s
         if live.config_started is not None:
             d.max_num_seqs = live.config_started.config.batch
+        if live.phase_marks:
+            from ..core.measure.phases import live_spans
+
+            d.phases = live_spans(list(live.phase_marks))
         # Diffusion: no running-batch chart (between batches it would dip to 0 and read like
         # an LLM batch draining); the batches are counted in the line below the charts.
         diffusion = live.diffusion
@@ -309,6 +313,8 @@ class RunScreen(Screen):
                 pl += " · per GPU " + "/".join(f"{a[-1]:.0f}" for a in d.per_gpu_w)
             if d.memory_w is not None:
                 pl += f" · memory {d.memory_w[-1]:.0f}"
+        if d.phases:
+            pl += " · E/D/V encode/denoise/decode"
         if live.config_started is not None and live.config_started.power_limit_w:
             pl += f" · limit {'/'.join(f'{w:.0f}' for w in live.config_started.power_limit_w)}"
         bl = "Batch: ⣿ running"

@@ -109,7 +109,8 @@ def _draw_batch(ax, rec: Record) -> None:
         ax.text(0.5, 0.5, "no batch timeline recorded", transform=ax.transAxes, ha="center")
     ax.axhline(rec.config.batch, color="#555555", ls="--", lw=0.9, gid="max-batch",
                label=f"maximum batch B = {rec.config.batch}")
-    ax.set_ylabel("Requests" if rec.task != "text-to-image" else "Images in the batch")
+    ax.set_ylabel({"text-to-image": "Images in the batch", "text-to-video": "Videos in the batch",
+                   "image-to-video": "Videos in the batch"}.get(rec.task, "Requests"))
     ax.set_ylim(bottom=0)
     src = f" ({b.source})" if b.source else ""
     ax.set_title(f"batch timeline{src}", fontsize=7, loc="left")

@@ -80,6 +80,26 @@ def spans_from_marks(marks: list[Mark]) -> list[PhaseSpan]:
     return out
 
 
+def live_spans(marks: list[tuple[float, str]]) -> list[tuple[float, float | None, str]]:
+    """Phase spans so far from marks as they arrive, ``(start, end or None while open,
+    phase)``: what the live chart draws before a batch has all its edges."""
+    edges: dict[int, dict[str, float]] = {}
+    for t, text in marks:
+        p = parse(text)
+        if p is not None and p[1] != "step":
+            edges.setdefault(p[0], {}).setdefault(p[1], t)
+    out: list[tuple[float, float | None, str]] = []
+    order = (*PHASES, "end")
+    for b in sorted(edges):
+        e = edges[b]
+        for i, name in enumerate(PHASES):
+            if name not in e:
+                continue
+            end = next((e[k] for k in order[i + 1:] if k in e), None)
+            out.append((e[name], end, name))
+    return out
+
+
 def phase_spans(trace: Trace) -> list[PhaseSpan]:
     """The trace's phase spans with their energy (where the trace has power) and warm-up flag
     (from the batch rows)."""
