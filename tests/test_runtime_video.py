@@ -243,3 +243,19 @@ def test_shipped_video_profiles_are_listed_and_valid() -> None:
     assert {"text-to-video", "image-to-video"} <= {i.task for i in infos.values() if i.error is None}
     for path in sorted((PROFILES / "gpu").glob("*-h200.toml")):
         load_profile(path)  # the lead's GPU profiles validate
+
+
+def test_text_to_image_gets_phases_and_saves_images(tmp_path: Path, one_thread: None, phase_marks: None) -> None:
+    text = (PROFILES / "tiny-diffusion-cpu.toml").read_text().replace(
+        'path = "../tests/assets/partiprompts-sample.tsv"', f'path = "{TSV}"').replace(
+        "batch_size = [1, 2]", "batch_size = [2]") + "\n[output]\nsave_media = true\n"
+    profile = tmp_path / "t2i.toml"
+    profile.write_text(text)
+    out = tmp_path / "run"
+    assert main(["run", str(profile), "--headless", "--out", str(out)]) == 0
+    (rec,) = records_by_key(out).values()
+    assert rec.status == "ok" and rec.energy_per_image_j > 0 and rec.energy_per_video_j is None
+    assert [p.phase for p in rec.phases] == ["encode", "denoise", "decode"] * 3
+    assert all(len(p.step_ends_s) == 4 for p in rec.phases if p.phase == "denoise")
+    pngs = sorted((out / "media" / rec.config_key).glob("*.png"))
+    assert len(pngs) == 2 * 2  # 2 measured batches of 2 images, warm-up not saved

@@ -236,7 +236,7 @@ class DiffusersRuntime:
         total = warmup + ctx.profile.load.batches
         rows: list[BatchRow] = []
         pending: list[BatchRow] = []
-        probe = PhaseProbe(pipe, lambda: synchronize(device), lambda text: ctx.on_mark(rt.now_s(), label(probe.batch, text)))
+        probe = PhaseProbe(pipe, device)
         saver = MediaSaver.for_context(ctx, log, fps)
         try:
             for i in range(total):
@@ -245,8 +245,11 @@ class DiffusersRuntime:
                 probe.start(i)
                 call = call_for(i, probe.call_kwargs())
                 waiting = (total - i - 1) * batch
-                t0, t1, out = self._one_batch(ctx, rt, device, call, batch, waiting, what,
-                                              lambda t: ctx.on_mark(t, label(i, "encode")))
+                t0, t1, out = self._one_batch(ctx, rt, device, call, batch, waiting, what, probe.begin)
+                # The batch's phases, stamped on the device while it ran, on the run clock.
+                ctx.on_mark(t0, label(i, "encode"))
+                for t, text in probe.flush():
+                    ctx.on_mark(t, label(i, text))
                 ctx.on_mark(t1, label(i, "end"))
                 if saver is not None:
                     saver.save(i, i < warmup, out, ctx.requests, batch)

@@ -15,7 +15,7 @@ of :mod:`.diffusers_rt` (no files), with the model's sequence length.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+import time
 from typing import Any
 
 from ..dummy_init import init_dummy_
@@ -113,16 +113,20 @@ def takes_fps(pipe: Any) -> bool:
 
 
 class PhaseProbe:
-    """Marks one batch's phases on the run clock through ``mark(label)``: the denoiser's first
-    call (a forward pre-hook on the UNet / transformer: encoders are done), the end of every step
-    (the pipeline's step callback) and the VAE decoder's first call. Each mark follows a device
-    synchronise (``sync``) so it is the time the GPU got there, not when the call was queued."""
+    """Stamps one batch's phases without synchronising the device mid-batch: the denoiser's first
+    call (a forward pre-hook on the UNet / transformer: the encoders are done), the end of every
+    step (the pipeline's step callback) and the VAE decoder's first call. On CUDA each stamp is a
+    CUDA event on the current stream (the time the GPU got there, not when the work was queued);
+    on the CPU a ``perf_counter`` reading. :meth:`flush`, after the batch's synchronised end,
+    gives ``(run-clock time, label)`` for every stamp, from the batch's start."""
 
-    def __init__(self, pipe: Any, sync: Callable[[], None], mark: Callable[[str], None]) -> None:
-        self.pipe, self.sync, self.mark = pipe, sync, mark
+    def __init__(self, pipe: Any, device: str) -> None:
+        self.pipe, self.cuda = pipe, device.startswith("cuda")
         self.batch = -1
+        self._stamps: list[tuple[str, Any]] = []
+        self._start: Any = None
+        self._start_s = 0.0
         self._denoising = self._decoding = False
-        self.steps = 0
         denoiser = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
         self._hook = denoiser.register_forward_pre_hook(self._on_denoiser)
         vae = pipe.vae
@@ -131,25 +135,52 @@ class PhaseProbe:
         def decode(*args: Any, **kwargs: Any) -> Any:
             if not self._decoding:
                 self._decoding = True
-                self.sync()
-                self.mark("decode")
+                self._stamp("decode")
             return self._decode(*args, **kwargs)
 
         vae.decode = decode
 
+    def _now(self) -> Any:
+        if self.cuda:
+            import torch
+
+            ev = torch.cuda.Event(enable_timing=True)
+            ev.record()
+            return ev
+        return time.perf_counter()
+
+    def _stamp(self, text: str) -> None:
+        if self._start is not None:
+            self._stamps.append((text, self._now()))
+
     def start(self, batch: int) -> None:
-        self.batch, self._denoising, self._decoding, self.steps = batch, False, False, 0
+        """Before batch ``batch``: forget the last batch's stamps."""
+        self.batch, self._denoising, self._decoding = batch, False, False
+        self._stamps, self._start = [], None
+
+    def begin(self, start_s: float) -> None:
+        """At the batch's synchronised start (run clock ``start_s``), in the thread that runs it."""
+        self._start_s = start_s
+        self._start = self._now()
+
+    def flush(self) -> list[tuple[float, str]]:
+        """Every stamp of the batch on the run clock (call after the batch's synchronise)."""
+        if self._start is None:
+            return []
+        out = []
+        for text, stamp in self._stamps:
+            dt = self._start.elapsed_time(stamp) / 1e3 if self.cuda else stamp - self._start
+            out.append((self._start_s + dt, text))
+        self._stamps = []
+        return out
 
     def _on_denoiser(self, _module: Any, _args: Any) -> None:
         if not self._denoising:
             self._denoising = True
-            self.sync()
-            self.mark("denoise")
+            self._stamp("denoise")
 
     def step_end(self, step: int) -> None:
-        self.sync()
-        self.steps = step + 1
-        self.mark(f"step:{step}")
+        self._stamp(f"step:{step}")
 
     def call_kwargs(self) -> dict[str, Any]:
         """The pipeline's step-callback arguments (``callback_on_step_end``, or the older
