@@ -117,6 +117,8 @@ class LiveState:
         #: Diffusion phase marks (run clock, label) of the current configuration, step ends left
         #: out (the chart draws phases, not steps); bounded like the chart buffers.
         self.phase_marks: collections.deque[tuple[float, str]] = collections.deque(maxlen=capacity)
+        #: What one diffusion request makes ("image", "video"), when known (profile).
+        self.output_unit = "image"
 
     # -- folding events -------------------------------------------------------------------
     def apply(self, event: Event) -> None:
@@ -346,7 +348,7 @@ class LiveState:
         n = bp.done * b
         text = f"measured batch {bp.done}{of} · B={b} · {n} image{'s' * (n != 1)}"
         if bp.energy_per_image_j is not None:
-            text += f" · {fmt_energy(bp.energy_per_image_j)}/image so far"
+            text += f" · {fmt_energy(bp.energy_per_image_j)}/{self.output_unit} so far"
         return text
 
     def steady_gates_text(self) -> str:

@@ -166,6 +166,7 @@ class RunScreen(Screen):
         profile = load_run(Path(live.run_dir)).profile()
         if profile is not None:
             live.batches_per_config = profile.load.batches
+            live.output_unit = "video" if profile.is_video else "image"
 
     def _chart_due(self) -> bool:
         """Charts redraw at most every tick, and less often when building them is costly, so
