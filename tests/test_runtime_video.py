@@ -113,6 +113,14 @@ def test_text_to_video_end_to_end_with_media(tmp_path: Path, one_thread: None, p
 
         with Image.open(media[0]) as im:
             assert im.size == (16, 16) and getattr(im, "n_frames", 1) == 4
+    # The phases come from the trace's marks: a reanalysis of the trace gives the same record.
+    from mle_tui.core.measure.analysis import analyse
+    from mle_tui.core.measure.trace import decode_trace
+
+    for key, rec in recs.items():
+        trace = decode_trace((out / "traces" / f"{key}.msgpack.gz").read_bytes())
+        again = analyse(trace, trace_file=f"traces/{key}.msgpack.gz")
+        assert again.phases == rec.phases and again.energy_per_video_j == rec.energy_per_video_j
     report = build_report(list(recs.values()))
     assert {r.unit for r in report.rows} == {"video"} and {r.throughput_unit for r in report.rows} == {"video/s"}
 

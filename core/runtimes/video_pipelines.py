@@ -121,7 +121,7 @@ class PhaseProbe:
     gives ``(run-clock time, label)`` for every stamp, from the batch's start."""
 
     def __init__(self, pipe: Any, device: str) -> None:
-        self.pipe, self.cuda = pipe, device.startswith("cuda")
+        self.pipe, self.device, self.cuda = pipe, device, device.startswith("cuda")
         self.batch = -1
         self._stamps: list[tuple[str, Any]] = []
         self._start: Any = None
@@ -145,7 +145,7 @@ class PhaseProbe:
             import torch
 
             ev = torch.cuda.Event(enable_timing=True)
-            ev.record()
+            ev.record(torch.cuda.current_stream(self.device))  # the pipeline's device, from any thread
             return ev
         return time.perf_counter()
 
