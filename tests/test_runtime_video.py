@@ -94,7 +94,7 @@ def _check_video_record(rec, steps: int) -> None:  # noqa: ANN001
         assert den.start_s < den.step_ends_s[0] and den.step_ends_s[-1] <= den.end_s
         # The spans tile the batch, so their energies add up to the batch's.
         assert sum(p.energy_j for p in (enc, den, dec)) == pytest.approx(b.energy_j, rel=1e-6)
-        assert den.energy_j > enc.energy_j
+        assert all(p.energy_j > 0 for p in (enc, den, dec))
 
 
 def test_text_to_video_end_to_end_with_media(tmp_path: Path, one_thread: None, phase_marks: None) -> None:
