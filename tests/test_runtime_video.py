@@ -267,3 +267,14 @@ def test_text_to_image_gets_phases_and_saves_images(tmp_path: Path, one_thread: 
     assert all(len(p.step_ends_s) == 4 for p in rec.phases if p.phase == "denoise")
     pngs = sorted((out / "media" / rec.config_key).glob("*.png"))
     assert len(pngs) == 2 * 2  # 2 measured batches of 2 images, warm-up not saved
+
+
+def test_demo_video_on_the_simulator_has_phases(tmp_path: Path, phase_marks: None) -> None:
+    out = tmp_path / "run"
+    assert main(["run", str(PROFILES / "demo-video.toml"), "--headless", "--out", str(out)]) == 0
+    recs = records_by_key(out)
+    assert len(recs) == 6
+    for rec in recs.values():
+        assert rec.status == "ok" and rec.simulated and rec.energy_per_video_j > 0
+        assert [p.phase for p in rec.phases] == ["encode", "denoise", "decode"] * 5
+        assert all(len(p.step_ends_s) == 25 for p in rec.phases if p.phase == "denoise")

@@ -68,5 +68,48 @@ def test_phase_summary_of_a_record() -> None:
                                                         ("decode", 8.5, 10.0, 600.0))]
 
     text = phase_summary(Rec())  # type: ignore[arg-type]
-    assert text.startswith("phases per batch: E encode") and "D denoise" in text and "2 steps" in text
-    assert "V decode" in text and len(text) <= 110
+    assert text.startswith("E encode 500 ms 50.0 J · D denoise 8.00 s 4.00 kJ · V decode 1.50 s 600.0 J")
+    assert len(text) <= 78
+
+
+async def test_results_timeline_shows_phases_at_80x24(tmp_path, monkeypatch) -> None:
+    """A finished simulated video run opened in the app: the per-configuration timeline has the
+    phase letters on its time axis and the phase summary above it, in 80 x 24."""
+    from pathlib import Path
+
+    from mle_tui.core import config_run
+    from mle_tui.core.measure.phases import mark_hook
+    from mle_tui.tui.app import MleApp
+    from mle_tui.tui.cli import main
+    from mle_tui.tui.screen_results import ResultsScreen
+    from tui_fakes import FrozenClock, no_gpu_probe
+    from tui_text import screen_text
+
+    original = config_run.RuntimeContext
+
+    def make(**kw):  # noqa: ANN003, ANN202 - the runner's one line (see test_runtime_video.py)
+        run = kw["on_batch"].__self__
+        kw.setdefault("on_mark", mark_hook(run.rec, run.emit))
+        return original(**kw)
+
+    monkeypatch.setattr(config_run, "RuntimeContext", make)
+    profile = tmp_path / "v.toml"
+    text = (Path(__file__).resolve().parents[1] / "profiles" / "demo-video.toml").read_text()
+    profile.write_text(text.replace('batch_size = "1..4 x2"', "batch_size = [2]").replace(
+        "power_limit_w = [400, 700]", "power_limit_w = [700]"))
+    out = tmp_path / "runs" / "v"
+    assert main(["run", str(profile), "--headless", "--out", str(out)]) == 0
+    app = MleApp(gpu_probe=no_gpu_probe, now_s=FrozenClock(), runs_root=tmp_path / "runs",
+                 records_roots=[tmp_path / "runs"], cursor_blink=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        app.open_results(out)  # (this process ran the sweep: opening the directory would attach)
+        await pilot.pause()
+        assert isinstance(app.screen, ResultsScreen)
+        await pilot.press("down", "enter")
+        await pilot.pause()
+        power = app.screen.query_one("#cfg-power", PowerChart)
+        power.render()
+        axis = [line for line in power._cache.plain.splitlines() if "└" in line][0]
+        assert axis.count("E") >= 4 and axis.count("V") >= 4 and "D━" in axis
+        assert "E encode" in screen_text(app) and "V decode" in screen_text(app)

@@ -335,8 +335,8 @@ def record_timedata(rec: Record) -> TimeData:
 
 
 def phase_summary(rec: Record) -> str:
-    """Mean time and energy of each diffusion phase over the measured batches, and the letters
-    the timeline's time axis uses for them; "" without phases."""
+    """Mean time and energy of each diffusion phase per measured batch, after the letter the
+    timeline's time axis uses for it (fits 80 columns); "" without phases."""
     measured = [p for p in rec.phases if not p.warmup]
     if not measured:
         return ""
@@ -348,9 +348,8 @@ def phase_summary(rec: Record) -> str:
             continue
         dur = sum(p.end_s - p.start_s for p in ps) / n
         es = [p.energy_j for p in ps if p.energy_j is not None]
-        steps = f", {len(ps[0].step_ends_s)} steps" if name == "denoise" and ps[0].step_ends_s else ""
-        bits.append(f"{letter} {name} {fmt_latency(dur)}{steps}" + (f" {fmt_energy(sum(es) / n)}" if es else ""))
-    return "phases per batch: " + " · ".join(bits)
+        bits.append(f"{letter} {name} {fmt_latency(dur)}" + (f" {fmt_energy(sum(es) / n)}" if es else ""))
+    return " · ".join(bits)
 
 
 def config_detail(rec: Record) -> Text:
