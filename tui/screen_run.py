@@ -315,7 +315,7 @@ class RunScreen(Screen):
             if d.memory_w is not None:
                 pl += f" · memory {d.memory_w[-1]:.0f}"
         if d.phases:
-            pl += " · E/D/V encode/denoise/decode"
+            pl += " · E/D/V phases"
         if live.config_started is not None and live.config_started.power_limit_w:
             pl += f" · limit {'/'.join(f'{w:.0f}' for w in live.config_started.power_limit_w)}"
         bl = "Batch: ⣿ running"
