@@ -12,7 +12,11 @@ with ``weights = "dummy"``, a pipeline assembled offline from the config dicts s
 ``core/data/models`` (``sd-2.1``, ``sdxl``; ``tiny-sd`` is a test shape for CPU tests) with the
 project's dummy-weight scheme (:mod:`mle_tui.core.dummy_init`) and a character-level CLIP
 tokenizer that needs no files. Dummy weights run in bf16 on GPUs (fp32 on CPU) and every batch's
-images are checked to be finite. Images are not saved.
+images are checked to be finite. Each batch's phases (encode, denoise steps, decode) are stamped
+on the device and marked through ``ctx.on_mark`` after the batch (:class:`.video_pipelines.PhaseProbe`);
+with ``[output] save_media = true`` its images are saved as PNG after its end mark
+(:mod:`.media`). Text-to-video and image-to-video go to :mod:`.diffusers_video`, which shares
+:meth:`DiffusersRuntime.run_batches`.
 """
 
 from __future__ import annotations
