@@ -43,6 +43,8 @@ LIVE_MIN_INTERVAL_S = 0.25
 PROGRESS_MIN_INTERVAL_S = 0.25
 #: Power fields are sampled at this period, s.
 SAMPLE_PERIOD_S = 0.1
+#: The node's GPUs outside the configuration are sampled at this period, s.
+IDLE_SAMPLE_PERIOD_S = 1.0
 
 
 class Flags:
@@ -64,8 +66,10 @@ class HealthWatch:
 
     PERIOD_S = 1.0
 
-    def __init__(self, kind: str, indices: list[int], sim_gpus: list | None, clock, emit) -> None:  # noqa: ANN001
+    def __init__(self, kind: str, indices: list[int], sim_gpus: list | None, clock, emit,  # noqa: ANN001
+                 on_utilisation=None) -> None:  # noqa: ANN001
         self.kind, self.indices, self.sim_gpus, self.clock, self._emit = kind, indices, sim_gpus, clock, emit
+        self._on_utilisation = on_utilisation
         self.strangers = StrangerLog()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="gpu-health", daemon=True)
@@ -83,7 +87,11 @@ class HealthWatch:
                 readings = read_health(self.kind, self.indices, sim_gpus=self.sim_gpus,
                                        own_pids=process_tree(os.getpid()))
                 self.strangers.add(readings)
-                self._emit(HealthSample(t_s=self.clock.now_s(), gpus=readings))
+                t_s = self.clock.now_s()
+                if self._on_utilisation is not None:
+                    by_index = {r.index: r.utilisation_pct for r in readings}
+                    self._on_utilisation(t_s, [by_index.get(i) for i in self.indices])
+                self._emit(HealthSample(t_s=t_s, gpus=readings))
             except Exception:  # noqa: BLE001 - health is a view; it must not stop a measurement
                 pass
             self._stop.wait(self.PERIOD_S)
@@ -178,6 +186,7 @@ class ConfigRun:
         result: RuntimeResult | None = None
         failure: tuple[str, list[str]] | None = None
         sampler: PowerSampler | None = None
+        idle_sampler: PowerSampler | None = None
         guard = guard_for(gpus, self.indices, cfg.power_limit_w, self.store.root, self.profile_path)
         end_s = 0.0
         try:
@@ -201,8 +210,10 @@ class ConfigRun:
                     energy_between=sampler.energy_between, mark_energy=sampler.mark_now,
                 )
                 sampler.start()
+                idle_sampler = self._idle_sampler(clock)
                 self.rec.mark(clock.now_s(), "start")
-                self.health = HealthWatch(gpus.kind, self.indices, sim_gpus, clock, self.emit)
+                self.health = HealthWatch(gpus.kind, self.indices, sim_gpus, clock, self.emit,
+                                          on_utilisation=self.rec.utilisation)
                 self.health.start()
                 try:
                     result = self.runtime.run(ctx)
@@ -222,6 +233,8 @@ class ConfigRun:
                 finally:
                     self.health.stop()
                     sampler.stop()
+                    if idle_sampler is not None:
+                        idle_sampler.stop()
                     end_s = clock.now_s()
                     self.rec.mark(end_s, "end")
                     for g in sim_gpus or []:
@@ -236,8 +249,27 @@ class ConfigRun:
             kind = "skipped" if flags.skip.is_set() else "failed"
             if kind == "skipped":
                 failure = ("skipped by user (runs again on resume)", failure[1])
-        record = self._write(self._freeze(result, failure, kind, guard, sampler, started_unix, end_s))
-        return record
+        trace = self._freeze(result, failure, kind, guard, sampler, started_unix, end_s)
+        if idle_sampler is not None and len(idle_sampler):
+            trace.idle_power = idle_sampler.trace()
+        return self._write(trace)
+
+    def _idle_sampler(self, clock) -> PowerSampler | None:  # noqa: ANN001
+        """The node's GPUs outside this configuration, sampled once a second beside it (a
+        provisioning view for the record; they are read, never changed). None without any."""
+        try:
+            others = [g.index for g in self.gpus.source.gpus() if g.index not in set(self.indices)]
+        except Exception:  # noqa: BLE001 - the view is optional
+            return None
+        if not others:
+            return None
+        s = PowerSampler(self.gpus.source, others, clock, IDLE_SAMPLE_PERIOD_S)
+        try:
+            s.start()
+        except Exception as exc:  # noqa: BLE001
+            self.emit(LogLine(line=f"{self.cfg.key()}: the node's other GPUs are not sampled: {exc}"))
+            return None
+        return s
 
     def _freeze(self, result: RuntimeResult | None, failure: tuple[str, list[str]] | None, kind: str | None,
                 guard: PowerLimitGuard, sampler: PowerSampler | None, started_unix: float, end_s: float):  # noqa: ANN202

@@ -219,6 +219,12 @@ class SteadySpec(_Base):
     #: "server" (the server's counter wherever reported), "client" (the client's timeline
     #: always: what mle-tui did before analysis version 2).
     token_count: Literal["auto", "server", "client"] = "auto"
+    #: Gate (several GPUs): each GPU of the configuration must average at least this share of
+    #: the busiest one's power over the window (a GPU left idle by a wrong device mapping).
+    #: 0 disables it.
+    min_gpu_power_ratio: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.5
+    #: Gate: each GPU's mean utilisation over the window (NVML, where read), percent. 0 disables it.
+    min_gpu_utilisation_pct: Annotated[float, msgspec.Meta(ge=0, le=100)] = 5.0
 
 
 class TargetSpec(_Base):
@@ -262,6 +268,12 @@ class SimSpec(_Base):
     #: Speed-up of the virtual clock when ``realtime``; 1.0 = wall-clock speed.
     time_scale: Annotated[float, msgspec.Meta(gt=0)] = 1.0
     seed: int = 0
+    #: GPUs of the simulated node (default: as many as the sweep uses); the others are sampled
+    #: as the node's idle GPUs.
+    num_gpus: Annotated[int, msgspec.Meta(ge=1, le=64)] | None = None
+    #: Positions within each configuration's GPUs that the sim runtime leaves idle: a test
+    #: double for a server mapped onto the wrong devices.
+    idle_gpus: list[Annotated[int, msgspec.Meta(ge=0)]] = []
 
 
 class OutputSpec(_Base):

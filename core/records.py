@@ -14,7 +14,8 @@ import msgspec
 from .config import Config
 
 #: 2: analysis info, token cross-check and dropped share in steady_state, status "skipped".
-SCHEMA_VERSION = 2
+#: 3: per-GPU split, the node's idle GPUs, neighbours.
+SCHEMA_VERSION = 3
 
 Status = Literal["ok", "invalid", "failed", "skipped"]
 PowerSourceKind = Literal["nvml", "simulated"]
@@ -186,6 +187,23 @@ class Hardware(_S, kw_only=True):
     original_power_limit_w: list[float] | None = None
 
 
+class GpuEnergy(_S, kw_only=True):
+    """One GPU's part: over the record's window (the steady window; the measured batches for
+    diffusion). For the configuration's GPUs the energies sum to the record's; for the node's
+    other GPUs (``RecordHead.idle_gpus``) they are a provisioning view, never part of it."""
+
+    index: int
+    #: Counter energy over the window, J (None: no counter readings).
+    energy_j: float | None = None
+    avg_power_w: float | None = None
+    #: Zero-order-hold integral of instant power over the window, J.
+    integral_j: float | None = None
+    #: Share of the configuration's window energy (configuration GPUs only).
+    share: float | None = None
+    #: Mean NVML utilisation over the window, percent, where read.
+    utilisation_pct: float | None = None
+
+
 class AnalysisInfo(_S, kw_only=True):
     """Which analysis produced a record's figures, from what, with which settings."""
 
@@ -250,6 +268,13 @@ class RecordHead(_S, kw_only=True):
     energy_integral_j: float | None = None
     formulas: dict[str, str] = msgspec.field(default_factory=lambda: dict(FORMULAS))
     analysis: AnalysisInfo | None = None
+    #: The configuration's GPUs, each over the window (their energies sum to the window's).
+    per_gpu: list[GpuEnergy] = []
+    #: The node's GPUs outside the configuration, over the same window: powered but idle (or
+    #: used by someone else); reported beside the record, never in its energy.
+    idle_gpus: list[GpuEnergy] = []
+    #: Configurations that ran side by side on the same host (``gpu.pack``), by key.
+    neighbours: list[str] = []
     #: Video tasks: eq. 1 per video (E_batch / B), J; energy_per_request_j holds the same.
     energy_per_video_j: float | None = None
 

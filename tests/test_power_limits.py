@@ -222,6 +222,7 @@ from mle_tui.core.runner import SweepRunner
 {file_limiter}
 
 GPU, STATE, OUT, READY = map(Path, sys.argv[1:5])
+NUM_GPUS = int(sys.argv[5])
 
 
 class SlowRuntime:
@@ -251,12 +252,13 @@ num_requests = 4
 [sweep]
 max_num_seqs = [8, 16]
 power_limit_w = [300]
+tensor_parallel = [%d]
 [gpu]
 simulated = true
-""")
+""" % NUM_GPUS)
 clock = WallClock()
 runner = SweepRunner(
-    profile, OUT, power_source=SimulatedPowerSource(clock, 1), limiter=FileLimiter(GPU),
+    profile, OUT, power_source=SimulatedPowerSource(clock, NUM_GPUS), limiter=FileLimiter(GPU, num_gpus=NUM_GPUS),
     runtime=SlowRuntime(), clock_factory=WallClock, limits_state_path=STATE,
     requests=[Request(id=i, input_tokens=8, output_tokens=8) for i in range(4)],
 )
@@ -265,13 +267,14 @@ print(json.dumps({{"stopped": summary.stopped, "completed": summary.completed, "
 '''
 
 
-def _start_child(tmp_path: Path) -> tuple[subprocess.Popen, dict[str, Path]]:
+def _start_child(tmp_path: Path, num_gpus: int = 1) -> tuple[subprocess.Popen, dict[str, Path]]:
     paths = {"gpu": tmp_path / "gpu.json", "state": tmp_path / "state.json", "out": tmp_path / "run",
              "ready": tmp_path / "ready"}
-    FileLimiter(paths["gpu"])  # 700 W
+    FileLimiter(paths["gpu"], num_gpus=num_gpus)  # 700 W
     script = tmp_path / "child.py"
     script.write_text(CHILD.format(file_limiter=textwrap.dedent(FILE_LIMITER)))
-    proc = subprocess.Popen([sys.executable, str(script), *(str(paths[k]) for k in ("gpu", "state", "out", "ready"))],
+    proc = subprocess.Popen([sys.executable, str(script), *(str(paths[k]) for k in ("gpu", "state", "out", "ready")),
+                             str(num_gpus)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while not paths["ready"].exists():
@@ -307,6 +310,27 @@ def test_runner_restores_limit_on_signal(tmp_path: Path, sig: int) -> None:
     assert (tmp_path / "killed").exists()  # the runtime's children were killed at once
 
 
+@pytest.mark.parametrize("k", [2, 8])
+def test_sigterm_mid_configuration_restores_all_k_gpus(tmp_path: Path, k: int) -> None:
+    """A TP = k configuration changes the limit of all its k GPUs; a SIGTERM mid-configuration
+    puts every one of them back and leaves no state file."""
+    proc, p = _start_child(tmp_path, k)
+    try:
+        assert limits(p["gpu"]) == {str(i): 300.0 for i in range(k)}
+        assert all(read_state(state_file(tmp_path, i))["original_limit_w"] == 700.0 for i in range(k))
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert json.loads(out.strip().splitlines()[-1])["stopped"] is True
+    assert limits(p["gpu"]) == {str(i): 700.0 for i in range(k)}
+    history = json.loads(p["gpu"].read_text())["history"]
+    assert sorted(history) == sorted([[i, 300.0] for i in range(k)] + [[i, 700.0] for i in range(k)])
+    assert not any(state_file(tmp_path, i).exists() for i in range(k))
+
+
 def test_restore_stale_after_sigkill(tmp_path: Path) -> None:
     proc, p = _start_child(tmp_path)
     try:
@@ -338,7 +362,7 @@ def test_next_runner_start_restores_stale_limits(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
     assert limits(p["gpu"]) == {"0": 300.0}
-    profile = decode_profile(CHILD.split('decode_profile("""')[1].split('""")')[0])
+    profile = decode_profile(CHILD.split('decode_profile("""')[1].split('""" % NUM_GPUS)')[0].replace("%d", "1"))
     runner = SweepRunner(profile, p["out"], power_source=SimulatedPowerSource(WallClock(), 1),
                          limiter=FileLimiter(p["gpu"]), runtime=object(), clock_factory=WallClock,  # type: ignore[arg-type]
                          limits_state_path=p["state"], requests=[Request(id=0, output_tokens=2)])

@@ -24,6 +24,7 @@ from ..profile import SteadySpec
 from ..records import (FORMULAS, Accounting, AnalysisInfo, Gate, Record, RequestRow, SteadyState,
                        Throughput)
 from . import accounting as acc
+from . import gpus as gpu_figures
 from .energy import window_energy_j
 from .latency import stats as latency_stats
 from .latency import summarise
@@ -33,7 +34,7 @@ from .timelines import batch_timeline, power_timeline
 from .trace import Trace, unpack_us
 
 #: Bumped whenever a change to this module can move a figure of a record.
-ANALYSIS_VERSION = "2"
+ANALYSIS_VERSION = "3"
 #: Share of failed requests above which a configuration is invalid.
 MAX_FAILED_REQUEST_FRACTION = 0.01
 
@@ -60,6 +61,7 @@ def analyse(trace: Trace, steady: SteadySpec | None = None, *, source: str = "li
         b.t_s, {"running": b.running, "waiting": b.waiting, "kv": b.kv_cache_usage,
                 "pre": b.preemptions_total, "gen": b.generation_tokens_total}, trace.batch_source)
     rec.log_tail = list(trace.log_tail)[-50:]
+    rec.neighbours = list(trace.neighbours)
     rec.requests = list(trace.requests)
     rec.batches = list(trace.batches)
     rec.server_output_tokens = trace.server_output_tokens
@@ -73,7 +75,7 @@ def analyse(trace: Trace, steady: SteadySpec | None = None, *, source: str = "li
     if trace.is_llm:
         _account_llm(rec, trace, steady)
     else:
-        _account_diffusion(rec, trace)
+        _account_diffusion(rec, trace, steady)
     apply_phases(rec, trace)
     rec.reasons += [f"warning: {w}" for w in trace.warnings]
     rec.accounting = _accounting(trace, rec.energy_per_request_j)
@@ -224,6 +226,9 @@ def _account_llm(rec: Record, trace: Trace, ss: SteadySpec) -> None:
     )
     if server is not None and exact:
         gates.append(token_gate(client, server, ss.max_token_mismatch))
+    rec.per_gpu, rec.idle_gpus, gpu_gate, idle_note = gpu_figures.figures(trace, ss, [(t0, t1)])
+    gates += [gpu_gate] if gpu_gate is not None else []
+    warnings += [idle_note] if idle_note else []
     rec.steady_state = SteadyState(
         rule=rule, start_s=t0, end_s=t1, energy_j=energy if math.isfinite(energy) else 0.0, tokens=tokens,
         mean_batch=mean_batch if math.isfinite(mean_batch) else 0.0, requests_finished=finished, gates=gates,
@@ -255,7 +260,7 @@ def token_gate(client: int, server: float, max_mismatch: float) -> Gate:
                          f"{rel:.1%} apart ({'<=' if ok else '>'} {max_mismatch:.0%})"))
 
 
-def _account_diffusion(rec: Record, trace: Trace) -> None:
+def _account_diffusion(rec: Record, trace: Trace, ss: SteadySpec) -> None:
     power = trace.power
     windows = []  # of the measured batches, in order
     if power is not None and power.t_s:
@@ -287,7 +292,11 @@ def _account_diffusion(rec: Record, trace: Trace) -> None:
     extra = []
     if any(w.counter_reset for w in windows):
         extra.append("the GPU energy counter went backwards (reset) during the configuration")
-    _finish_status(rec, [gate], extra)
+    rec.per_gpu, rec.idle_gpus, gpu_gate, idle_note = gpu_figures.figures(
+        trace, ss, [(b.start_s, b.end_s) for b in measured])
+    gates = [gate] + ([gpu_gate] if gpu_gate is not None else [])
+    rec.steady_state.gates = gates
+    _finish_status(rec, gates, extra, [idle_note] if idle_note else [])
     if ok_energy:
         per_image = math.fsum(acc.energy_per_request_diffusion(b.energy_j, b.batch_size) * b.batch_size
                               for b in measured) / images

@@ -67,6 +67,8 @@ class WindowEnergy(msgspec.Struct, kw_only=True):
     per_gpu_j: list[float]
     #: Zero-order-hold integral of instant power over the window, summed over GPUs, J.
     integral_j: float
+    #: The same integral per GPU (in ``gpu_indices`` order), J.
+    per_gpu_integral_j: list[float] = []
     #: A counter went backwards between readings overlapping the window.
     counter_reset: bool = False
     #: How the edges were resolved (one of the ``METHOD_*`` strings, the worst over GPUs).
@@ -239,6 +241,7 @@ def window_energy_j(trace: PowerTrace, t0_s: float, t1_s: float, *,
     zoh = _Zoh(t, p, lo, hi)
     edges = np.array([t0, t1])
     i_edges = zoh.at(edges)
+    per_integral = [float(v) for v in (i_edges[:, 1] - i_edges[:, 0])] if g else []
     integral = float(np.sum(i_edges[:, 1] - i_edges[:, 0])) if g else 0.0
     per_gpu: list[float] = []
     methods: list[str] = []
@@ -264,5 +267,5 @@ def window_energy_j(trace: PowerTrace, t0_s: float, t1_s: float, *,
             methods.append(METHOD_SPLIT)
     energy = math.fsum(per_gpu) if per_gpu and all(math.isfinite(v) for v in per_gpu) else math.nan
     method = min(methods, key=_ORDER.index) if methods else METHOD_NONE
-    return WindowEnergy(energy_j=energy, per_gpu_j=per_gpu, integral_j=integral, counter_reset=reset,
-                        method=method)
+    return WindowEnergy(energy_j=energy, per_gpu_j=per_gpu, integral_j=integral, per_gpu_integral_j=per_integral,
+                        counter_reset=reset, method=method)

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import math
+
 import threading
 
 from ..records import BatchRow, RequestRow
@@ -27,6 +29,8 @@ class TraceRecorder:
         self.rows: list[RequestRow] = []
         self.batches: list[BatchRow] = []
         self.marks: list[Mark] = []
+        self.util_t: list[float] = []
+        self.util: list[list[float]] = []
         self.log: list[str] = []
         self.max_log = 200
 
@@ -40,6 +44,12 @@ class TraceRecorder:
             self.kv.append(kv)
             self.preempt.append(preempt)
             self.gen_tokens.append(gen_tokens)
+
+    def utilisation(self, t_s: float, pct: list[float | None]) -> None:
+        """GPU utilisation of the configuration's GPUs (in their order), percent; None unread."""
+        with self.lock:
+            self.util_t.append(t_s)
+            self.util.append([math.nan if v is None else float(v) for v in pct])
 
     def first_token(self, t_s: float) -> None:
         with self.lock:
@@ -89,7 +99,9 @@ class TraceRecorder:
         with self.lock:
             recorded = dict(batch=self._batch_trace(), first_token_s=list(self.first_token_s),
                             finish_s=list(self.finish_s), requests=list(self.rows), batches=list(self.batches),
-                            marks=list(self.marks), log_tail=list(self.log[-50:]))
+                            marks=list(self.marks), log_tail=list(self.log[-50:]),
+                            util_t_s=list(self.util_t),
+                            util_pct=[list(col) for col in zip(*self.util)] if self.util else [])
         for k in ("requests", "batches", "log_tail"):
             if fields.get(k):
                 recorded.pop(k)

@@ -18,7 +18,8 @@ from ..records import BatchRow, Hardware, RequestRow
 from .power_trace import PowerTrace
 
 #: 2: ITL gaps packed as 100-ns integers (1 held float32 seconds).
-TRACE_SCHEMA_VERSION = 2
+#: 3: the node's other GPUs (``idle_power``), GPU utilisation samples, neighbours.
+TRACE_SCHEMA_VERSION = 3
 #: gzip level of trace files: level 5 gives most of level 9's size at a third of its time.
 GZIP_LEVEL = 5
 
@@ -90,6 +91,14 @@ class Trace(msgspec.Struct, kw_only=True):
     #: Why the configuration failed or was skipped (None: it ran to the end).
     failure: str | None = None
     failure_kind: Literal["failed", "skipped"] | None = None
+    #: The node's GPUs outside the configuration, sampled beside it (a provisioning view).
+    idle_power: PowerTrace | None = None
+    #: NVML utilisation of the configuration's GPUs (about 1 Hz): times, and percent per GPU
+    #: in ``power.gpu_indices`` order (NaN where unread).
+    util_t_s: list[float] = []
+    util_pct: list[list[float]] = []
+    #: Configurations running side by side on the host (``gpu.pack``), by key.
+    neighbours: list[str] = []
 
 
 #: Resolution of packed durations: 100 ns (uint32: up to 429 s, beyond any stall time-out).

