@@ -281,3 +281,17 @@ def test_demo_video_on_the_simulator_has_phases(tmp_path: Path, phase_marks: Non
         assert rec.simulated and rec.energy_per_video_j > 0
         assert [p.phase for p in rec.phases] == ["encode", "denoise", "decode"] * 5
         assert all(len(p.step_ends_s) == 25 for p in rec.phases if p.phase == "denoise")
+
+
+def test_cli_rejects_bad_frames_with_one_line(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    bad = _copy("tiny-t2v-cpu", tmp_path, **{"num_frames = [4]": "num_frames = [0]"})
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+    proc = subprocess.run([sys.executable, "-m", "mle_tui.tui.cli", "run", str(bad), "--headless", "--out",
+                           str(tmp_path / "out")], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.splitlines() == [f"mle-tui: {bad}: sweep.num_frames: values must be positive integers"]
+    assert not (tmp_path / "out").exists()
