@@ -70,6 +70,7 @@ class HealthWatch:
                  on_utilisation=None) -> None:  # noqa: ANN001
         self.kind, self.indices, self.sim_gpus, self.clock, self._emit = kind, indices, sim_gpus, clock, emit
         self._on_utilisation = on_utilisation
+        self._own: set[int] = set()
         self.strangers = StrangerLog()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="gpu-health", daemon=True)
@@ -84,8 +85,10 @@ class HealthWatch:
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
-                readings = read_health(self.kind, self.indices, sim_gpus=self.sim_gpus,
-                                       own_pids=process_tree(os.getpid()))
+                # Every process that was ever ours during the configuration stays ours: a
+                # server's workers outlive their parent for a moment when it shuts down.
+                self._own |= process_tree(os.getpid())
+                readings = read_health(self.kind, self.indices, sim_gpus=self.sim_gpus, own_pids=self._own)
                 self.strangers.add(readings)
                 t_s = self.clock.now_s()
                 if self._on_utilisation is not None:

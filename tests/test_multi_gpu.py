@@ -112,3 +112,35 @@ def test_active_gate_rules() -> None:
     assert not both.ok and "GPU 0 was 0 % utilised" in both.message
     assert not active_gate([_g(0, 300, 1.0)], 0.5, 5.0).ok
     assert active_gate([_g(0, 300, 1.0)], 0.5, 0.0) is None  # disabled by setting
+
+
+def test_workers_orphaned_by_a_server_shutdown_are_not_strangers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A TP server's workers outlive their parent for a moment at shutdown (re-parented, so no
+    longer in our process tree) while NVML still lists them: once ours, they stay ours."""
+    import threading
+
+    from mle_tui.core import config_run
+    from mle_tui.core.power.health import GpuProcess, HealthReading
+
+    trees = iter([{10, 11, 12}, {10}, {10}])  # the runner, the server's two workers; then orphaned
+    seen_own: list[set[int]] = []
+    done = threading.Event()
+
+    def fake_read_health(kind, indices, *, sim_gpus=None, own_pids=None):  # noqa: ANN001, ANN202
+        seen_own.append(set(own_pids))
+        if len(seen_own) >= 3:
+            done.set()
+        procs = [GpuProcess(pid=11), GpuProcess(pid=12)]
+        return [HealthReading(index=i, processes=procs, strangers=[p for p in procs if p.pid not in own_pids])
+                for i in indices]
+
+    monkeypatch.setattr(config_run, "process_tree", lambda pid: next(trees, {10}))
+    monkeypatch.setattr(config_run, "read_health", fake_read_health)
+    monkeypatch.setattr(config_run.HealthWatch, "PERIOD_S", 0.001)
+    watch = config_run.HealthWatch("nvml", [0, 1], None, type("C", (), {"now_s": staticmethod(lambda: 0.0)})(),
+                                   lambda ev: None)
+    watch.start()
+    assert done.wait(30)
+    watch.stop()
+    assert all({11, 12} <= own for own in seen_own[:3])
+    assert watch.strangers.reason() is None

@@ -39,7 +39,10 @@ def test_records_decode_and_are_measured_on_nvml(run_dir: Path) -> None:
         assert r.tdp_overestimation is not None and r.tdp_overestimation > 1.0
         assert r.power_timeline.t_s and len(r.power_timeline.t_s) == len(r.power_timeline.total_w)
         if r.config.power_limit_w is not None:
-            assert r.hardware.power_limit_w == [pytest.approx(r.config.power_limit_w, abs=1.0)]
+            assert r.hardware.power_limit_w == [pytest.approx(r.config.power_limit_w, abs=1.0)] * r.config.num_gpus
+        if r.per_gpu:  # analysis 3: the configuration's GPUs sum to the window's energy
+            assert [g.index for g in r.per_gpu] == r.hardware.gpu_indices
+            assert sum(g.energy_j for g in r.per_gpu) == pytest.approx(r.steady_state.energy_j, rel=1e-9)
         if r.runtime == "vllm":
             assert r.server_output_tokens == sum(q.output_tokens for q in r.requests)
             assert r.steady_state is not None and r.steady_state.mean_batch >= 0.85 * r.config.batch
@@ -58,6 +61,23 @@ def test_report_recommends_from_shipped_records(name: str, target: str) -> None:
 
 
 TRACED = [d for d in RUN_DIRS if (d / "traces").is_dir()]
+
+
+def test_two_gpu_runs_split_energy_per_gpu_and_report_the_idle_one() -> None:
+    """The 2 x H200 runs: TP = 2 records have both GPUs working (utilisation read) with about
+    half the energy each; TP = 1 records report the node's other GPU beside them, idle."""
+    tp = RunStore(RECORDS / "h200x2-vllm-llama3.1-8b-tp").load_records()
+    assert {r.config.tensor_parallel for r in tp} == {1, 2}
+    for r in tp:
+        gates = {g.name: g for g in r.steady_state.gates}
+        assert gates["gpus_active"].ok and all(g.utilisation_pct > 50 for g in r.per_gpu)
+        if r.config.tensor_parallel == 2:
+            assert len(r.per_gpu) == 2 and not r.idle_gpus
+            assert all(0.4 < g.share < 0.6 for g in r.per_gpu)
+        else:
+            assert [g.index for g in r.idle_gpus] == [1] and r.idle_gpus[0].avg_power_w < 150
+    big = RunStore(RECORDS / "h200x2-vllm-llama3.1-70b-tp2").load_records()
+    assert big and all(r.status == "ok" and r.config.num_gpus == 2 for r in big)
 
 
 @pytest.mark.parametrize("run_dir", TRACED, ids=lambda p: p.name)
