@@ -295,3 +295,11 @@ def test_cli_rejects_bad_frames_with_one_line(tmp_path: Path) -> None:
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.splitlines() == [f"mle-tui: {bad}: sweep.num_frames: values must be positive integers"]
     assert not (tmp_path / "out").exists()
+
+
+def test_wan_refuses_frames_it_would_round(tmp_path: Path, one_thread: None, phase_marks: None) -> None:
+    profile = _copy("tiny-wan-cpu", tmp_path, **{"num_frames = [5]": "num_frames = [6]"})
+    out = tmp_path / "run"
+    assert main(["run", str(profile), "--headless", "--out", str(out)]) == 1
+    (rec,) = records_by_key(out).values()
+    assert rec.status == "failed" and rec.reasons == ["WanPipeline needs num_frames = 4k + 1 (got 6)"]

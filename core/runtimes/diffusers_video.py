@@ -113,6 +113,10 @@ class VideoRuntime(DiffusersRuntime):
             fps = cfg.fps or d.get("fps")
             args: dict[str, Any] = dict(num_inference_steps=steps, output_type="pt")
             args.update({k: v for k, v in (("num_frames", frames), ("width", width), ("height", height)) if v})
+            temporal = int(getattr(pipe, "vae_scale_factor_temporal", 1) or 1)
+            if frames and temporal > 1 and (int(frames) - 1) % temporal:
+                # (the pipeline would round it silently, and the record would name the wrong count)
+                raise RunFailure(f"{type(pipe).__name__} needs num_frames = {temporal}k + 1 (got {frames})")
             if cfg.fps is not None and not takes_fps(pipe):
                 raise RunFailure(f"{type(pipe).__name__} takes no fps; remove sweep.fps")
             if fps and takes_fps(pipe):
