@@ -121,6 +121,13 @@ def test_text_to_video_end_to_end_with_media(tmp_path: Path, one_thread: None, p
         trace = decode_trace((out / "traces" / f"{key}.msgpack.gz").read_bytes())
         again = analyse(trace, trace_file=f"traces/{key}.msgpack.gz")
         assert again.phases == rec.phases and again.energy_per_video_j == rec.energy_per_video_j
+    # The report's timeline figure draws the phases (matplotlib, the test extra).
+    from mle_tui.core.figures.timeline import phases_of
+
+    rec = recs["bs2-steps3-f4-tp1-pldefault"]
+    assert [p.name for p in phases_of(rec)] == ["encode", "denoise", "decode"] * 3
+    assert main(["report", str(out), "--plot", str(tmp_path / "plots")]) == 0
+    assert (tmp_path / "plots" / "timeline-bs2-steps3-f4-tp1-pldefault.png").stat().st_size > 10_000
     report = build_report(list(recs.values()))
     assert {r.unit for r in report.rows} == {"video"} and {r.throughput_unit for r in report.rows} == {"video/s"}
 
