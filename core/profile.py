@@ -20,8 +20,9 @@ from .sweep import SweepSyntaxError, parse_axis
 
 Runtime = Literal["vllm", "transformers", "diffusers", "sim"]
 Task = Literal["chat", "code", "text-to-image", "text-to-video", "image-to-video"]
-#: Diffusion tasks whose output is a video (eq. 1 per video).
+#: Diffusion tasks whose output is a video (eq. 1 per video), and all diffusion tasks (eq. 1).
 VIDEO_TASKS = ("text-to-video", "image-to-video")
+DIFFUSION_TASKS = ("text-to-image", *VIDEO_TASKS)
 LatencyMetric = Literal["tpot", "ttft", "itl", "e2e", "batch_latency"]
 SteadyRule = Literal["saturation", "request-count"]
 AxisValue = int | float | str | list[int | float | str]

@@ -45,7 +45,7 @@ INF_ALLOWED = {"load.request_rate"}
 
 def metrics_for_task(task: str) -> tuple[str, ...]:
     """The latency metrics a task's records have data for."""
-    return LLM_METRICS if task in ("chat", "code") else IMAGE_METRICS
+    return IMAGE_METRICS if task in ("text-to-image", "text-to-video", "image-to-video") else LLM_METRICS
 
 
 def _walk(value: Any, path: str):

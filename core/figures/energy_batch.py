@@ -90,7 +90,7 @@ def energy_batch_figure(records: list[Record], ctx: FigureContext):
             if t is not None:
                 ax.text(x, t, f"{r.tdp_overestimation:.2f}×", ha="center", va="bottom", fontsize=6,
                         rotation=90 if n > 3 else 0, zorder=4, gid="ratio")
-    llm = any(r.task in ("chat", "code") for r in records)
+    llm = not all(r.task in ("text-to-image", "text-to-video", "image-to-video") for r in records)
     what = "videos" if records and all(r.task in ("text-to-video", "image-to-video") for r in records) else "images"
     ax.set_xticks(range(len(batches)), [str(b) for b in batches])
     ax.set_xlabel("Maximum batch size (max_num_seqs)" if llm else f"Batch size ({what} per batch)")
