@@ -19,6 +19,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from ..profile import VIDEO_TASKS
 from ..records import PhaseSpan, Record
 from .energy import window_energy_j
 from .trace import Mark, Trace
@@ -27,7 +28,6 @@ PREFIX = "phase:"
 PHASES = ("encode", "denoise", "decode")
 #: One letter per phase on the time axis of the charts.
 LETTERS = {"encode": "E", "denoise": "D", "decode": "V"}
-VIDEO_TASKS = ("text-to-video", "image-to-video")
 
 
 def label(batch: int, what: str, step: int | None = None) -> str:
