@@ -15,6 +15,8 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     pipeline_parallel: int = 1
     #: Requested GPU power limit in W; ``None`` leaves the limit untouched.
     power_limit_w: int | None = None
+    #: Visual chat: every input image resized to ``"WxH"``; None keeps the dataset's sizes.
+    image_size: str | None = None
     #: Video tasks: frames per video and the frame rate the pipeline is told (SVD's ``fps``
     #: conditioning); None: the model shape's default.
     num_frames: int | None = None
@@ -48,6 +50,8 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
         if self.pipeline_parallel != 1:
             parts.append(f"pp{self.pipeline_parallel}")
         parts.append(f"pl{self.power_limit_w}" if self.power_limit_w is not None else "pldefault")
+        if self.image_size is not None:
+            parts.append(f"img{self.image_size}")
         return "-".join(parts)
 
     def label(self) -> str:
@@ -68,4 +72,6 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
         if self.num_gpus > 1:
             bits.append(f"TP={self.tensor_parallel}" + (f",PP={self.pipeline_parallel}" if self.pipeline_parallel > 1 else ""))
         bits.append(f"{self.power_limit_w} W" if self.power_limit_w is not None else "default W")
+        if self.image_size is not None:
+            bits.append(f"img {self.image_size}")
         return " ".join(bits)

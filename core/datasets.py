@@ -575,6 +575,11 @@ def load_requests(
     and candidates, :class:`~mle_tui.core.errors.Cancelled` is raised within milliseconds once
     it is set (a SIGINT while a long dataset is tokenised).
     """
+    if profile.task == "visual-chat":  # text prompts from here, images: datasets_images
+        from .datasets_images import load_visual_requests
+
+        return load_visual_requests(profile, load_requests, tokenizer=tokenizer, vocab_size=vocab_size,
+                                    base_dir=base_dir, on_note=on_note, cancel=cancel)
     d = profile.dataset
     check = _checker(cancel)
     check()

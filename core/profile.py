@@ -19,7 +19,7 @@ from .errors import InputError
 from .sweep import SweepSyntaxError, parse_axis
 
 Runtime = Literal["vllm", "transformers", "diffusers", "sim"]
-Task = Literal["chat", "code", "text-to-image", "text-to-video", "image-to-video"]
+Task = Literal["chat", "code", "text-to-image", "visual-chat", "text-to-video", "image-to-video"]
 #: Diffusion tasks whose output is a video (eq. 1 per video), and all diffusion tasks (eq. 1).
 VIDEO_TASKS = ("text-to-video", "image-to-video")
 DIFFUSION_TASKS = ("text-to-image", *VIDEO_TASKS)
@@ -32,9 +32,12 @@ DEFAULT_METRIC: dict[str, LatencyMetric] = {
     "chat": "tpot",
     "code": "e2e",
     "text-to-image": "batch_latency",
+    "visual-chat": "tpot",
     "text-to-video": "batch_latency",
     "image-to-video": "batch_latency",
 }
+#: Tasks served by an LLM engine (iteration-level batching, eq. 2).
+LLM_TASKS = ("chat", "code", "visual-chat")
 
 _DURATION = re.compile(r"^\s*(?P<v>\d+(?:\.\d+)?)\s*(?P<u>ms|s|min)?\s*$")
 
@@ -83,7 +86,8 @@ class ModelSpec(_Base):
 
 class DatasetSpec(_Base):
     #: ``sharegpt``, ``humaneval``, ``partiprompts``, ``jsonl`` or ``synthetic``.
-    name: Literal["sharegpt", "humaneval", "partiprompts", "jsonl", "synthetic"]
+    #: ``synthetic-images`` (visual chat): seeded synthetic images with ShareGPT prompts.
+    name: Literal["sharegpt", "humaneval", "partiprompts", "jsonl", "synthetic", "synthetic-images"]
     #: File path (or HF dataset id) overriding the packaged copy.
     path: str | None = None
     num_requests: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 512
@@ -98,6 +102,8 @@ class DatasetSpec(_Base):
     max_prompt_tokens: Annotated[int, msgspec.Meta(ge=1)] = 1024
     min_output_tokens: Annotated[int, msgspec.Meta(ge=1)] = 4
     max_output_tokens: Annotated[int, msgspec.Meta(ge=1)] = 1024
+    #: Visual chat, ``synthetic-images``: images in each request's user message.
+    images_per_request: Annotated[int, msgspec.Meta(ge=1, le=16)] = 1
 
     def __post_init__(self) -> None:
         if self.min_prompt_tokens > self.max_prompt_tokens:
@@ -124,6 +130,9 @@ class SweepSpec(_Base):
     num_inference_steps: AxisValue | None = None
     #: ``"768x768"`` strings or a list of them.
     resolution: str | list[str] | None = None
+    #: Visual chat: input image sizes, ``"336x336"`` or a list (every request's images are
+    #: resized to each); omitted: the dataset's own sizes.
+    image_size: str | list[str] | None = None
     #: Video tasks: frames per video and the pipeline's ``fps`` (where it takes one, SVD);
     #: omitted: the model's default.
     num_frames: AxisValue | None = None
@@ -144,6 +153,9 @@ class SweepSpec(_Base):
         for res in self.resolutions():
             if _parse_resolution(res) is None:
                 raise ValueError(f"sweep.resolution: {res!r} is not WIDTHxHEIGHT")
+        for res in self.image_sizes():
+            if _parse_resolution(res) is None:
+                raise ValueError(f"sweep.image_size: {res!r} is not WIDTHxHEIGHT")
 
     def axis(self, name: str) -> list[int]:
         value = getattr(self, name)
@@ -155,6 +167,11 @@ class SweepSpec(_Base):
         if self.resolution is None:
             return []
         return [self.resolution] if isinstance(self.resolution, str) else list(self.resolution)
+
+    def image_sizes(self) -> list[str]:
+        if self.image_size is None:
+            return []
+        return [self.image_size] if isinstance(self.image_size, str) else list(self.image_size)
 
 
 def _parse_resolution(text: str) -> tuple[int, int] | None:
@@ -303,7 +320,7 @@ class Profile(_Base):
     output: OutputSpec = msgspec.field(default_factory=OutputSpec)
 
     def __post_init__(self) -> None:
-        llm = self.task in ("chat", "code")
+        llm = self.task in LLM_TASKS
         if llm and self.runtime == "diffusers":
             raise ValueError(f"runtime: diffusers cannot serve task {self.task!r}")
         if not llm and self.runtime in ("vllm", "transformers"):
@@ -320,7 +337,7 @@ class Profile(_Base):
 
     @property
     def is_llm(self) -> bool:
-        return self.task in ("chat", "code")
+        return self.task in LLM_TASKS
 
     @property
     def is_video(self) -> bool:
@@ -333,6 +350,7 @@ class Profile(_Base):
         """Expand the sweep into configurations, in a deterministic order."""
         s = self.sweep
         res = [_parse_resolution(r) for r in s.resolutions()] or [None]
+        img = [f"{w}x{h}" for w, h in (_parse_resolution(r) for r in s.image_sizes())] or [None]
         axes = [
             s.axis("max_num_seqs") or [None],
             s.axis("batch_size") or [None],
@@ -345,7 +363,7 @@ class Profile(_Base):
             s.axis("power_limit_w") or [None],
         ]
         out = []
-        for mns, bs, steps, wh, frames, fps, tp, pp, pl in itertools.product(*axes):
+        for size, (mns, bs, steps, wh, frames, fps, tp, pp, pl) in itertools.product(img, itertools.product(*axes)):
             out.append(
                 Config(
                     max_num_seqs=mns,
@@ -356,6 +374,7 @@ class Profile(_Base):
                     tensor_parallel=tp,
                     pipeline_parallel=pp,
                     power_limit_w=pl,
+                    image_size=size,
                     num_frames=frames,
                     fps=fps,
                 )

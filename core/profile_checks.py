@@ -74,6 +74,9 @@ def check_profile(p: "Profile") -> None:
     for path, x in _walk(p, ""):
         if math.isnan(x) or (math.isinf(x) and not (path in INF_ALLOWED and x > 0)):
             raise ValueError(f"{path}: {x} is not a finite number")
+    from .datasets_images import check_visual_profile
+
+    check_visual_profile(p)
     llm = p.is_llm
     s = p.sweep
     video = p.task in ("text-to-video", "image-to-video")
@@ -104,7 +107,7 @@ def check_profile(p: "Profile") -> None:
     for name in ("max_num_seqs", "batch_size", "num_inference_steps", "tensor_parallel",
                  "pipeline_parallel", "power_limit_w", "num_frames", "fps"):
         n *= max(1, len(s.axis(name)))
-    n *= max(1, len(s.resolutions()))
+    n *= max(1, len(s.resolutions())) * max(1, len(s.image_sizes()))
     if n > MAX_CONFIGS:
         raise ValueError(f"sweep: {n:,} configurations; at most {MAX_CONFIGS:,} per sweep "
                          "(narrow an axis or split the sweep)")
@@ -170,8 +173,8 @@ def _normal(p: "Profile") -> Any:
     data = msgspec.to_builtins(p)
     sweep = data.get("sweep", {})
     for name in list(sweep):
-        if name == "resolution":
-            res = p.sweep.resolutions()
+        if name in ("resolution", "image_size"):
+            res = p.sweep.resolutions() if name == "resolution" else p.sweep.image_sizes()
             sweep[name] = sorted(r.lower().replace("×", "x").replace(" ", "") for r in res) or None
         elif sweep[name] is not None:
             sweep[name] = [float(v) for v in parse_axis(sweep[name])]

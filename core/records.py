@@ -83,6 +83,12 @@ class RequestRow(_S, kw_only=True):
     e2e_s: float | None = None
     #: Number of inter-token gaps this request contributed to the pooled ITL.
     itl_count: int = 0
+    #: Visual chat: input images, and the prompt tokens they took (the server's prompt tokens
+    #: minus the text-only prompt's under the same chat template; None where not known).
+    images: int = 0
+    image_tokens: int | None = None
+    #: "synthetic" (seeded synthetic image set), "file" or "mixed"; None without images.
+    image_source: str | None = None
 
 
 class BatchRow(_S, kw_only=True):
@@ -223,6 +229,21 @@ class Accounting(_S, kw_only=True):
     carbon_per_1k_requests_g: float | None = None
 
 
+class PromptTokens(_S, kw_only=True):
+    """Visual chat: the prompt tokens of the ok requests split into text and image tokens."""
+
+    requests: int
+    images: int
+    text_tokens: int
+    image_tokens: int
+    #: image_tokens / (text_tokens + image_tokens).
+    image_share: float | None = None
+    #: "synthetic" (the seeded synthetic-images set, not real photos), "file" or "mixed".
+    image_source: str | None = None
+    #: How the split is made.
+    method: str = ""
+
+
 class RecordHead(_S, kw_only=True):
     """A record without its per-request rows, batches, timelines and log: what tables, Pareto
     and reports read. Decoding a record file as a RecordHead skips the heavy fields at parse
@@ -275,6 +296,8 @@ class RecordHead(_S, kw_only=True):
     idle_gpus: list[GpuEnergy] = []
     #: Configurations that ran side by side on the same host (``gpu.pack``), by key.
     neighbours: list[str] = []
+    #: Visual chat: text vs image prompt tokens (None for other tasks).
+    prompt_tokens: PromptTokens | None = None
     #: Video tasks: eq. 1 per video (E_batch / B), J; energy_per_request_j holds the same.
     energy_per_video_j: float | None = None
 

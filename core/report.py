@@ -15,7 +15,7 @@ import msgspec
 
 from .measure.accounting import carbon_per_1k_g, cost_per_1k_usd
 from .pareto import fmt_duration, recommend
-from .records import FORMULAS, Record
+from .records import FORMULAS, Record, RecordHead
 from .textsafe import escape_terminal
 
 METRIC_NAMES = {
@@ -54,6 +54,9 @@ class ReportRow(msgspec.Struct, kw_only=True):
     mean_batch: float | None = None
     num_gpus: int = 1
     power_limit_w: int | None = None
+    #: Visual chat: image tokens / prompt tokens, and where the images came from ("synthetic").
+    image_token_share: float | None = None
+    image_source: str | None = None
 
 
 class Report(msgspec.Struct, kw_only=True):
@@ -127,6 +130,8 @@ def _row(r: Record, metric: str, price: float | None, carbon: float | None) -> R
         mean_batch=None if ss is None else ss.mean_batch,
         num_gpus=r.config.num_gpus,
         power_limit_w=r.config.power_limit_w,
+        image_token_share=r.prompt_tokens.image_share if r.prompt_tokens is not None else None,
+        image_source=r.prompt_tokens.image_source if r.prompt_tokens is not None else None,
     )
 
 
@@ -227,6 +232,11 @@ def _render_lines(report: Report, title: str | None) -> list[str]:
         if rec is not None and rec.tdp_overestimation:
             text += f" ({rec.tdp_overestimation:.2f}x for the recommended configuration)"
         lines.append(text + ".")
+    shares = [r.image_token_share for r in report.rows if r.image_token_share is not None]
+    if shares:
+        sources = sorted({r.image_source for r in report.rows if r.image_source})
+        span = f"{min(shares):.0%}" + (f" to {max(shares):.0%}" if max(shares) - min(shares) >= 0.005 else "")
+        lines.append(f"Image tokens: {span} of prompt tokens ({', '.join(sources) or 'unknown'} images).")
     bad = [r for r in report.rows if r.status != "ok"]
     if bad:
         lines.append("Not on the frontier because not ok:")
@@ -298,3 +308,40 @@ def to_csv(report: Report) -> str:
             values.append(v)
         w.writerow(values)
     return out.getvalue()
+
+
+def gpu_summary(rec: RecordHead) -> str | None:
+    """One line on a record's GPUs: each GPU's average power and share of the window energy
+    (min-max beyond four GPUs), utilisation, the node's other GPUs (not in the record's energy)
+    and any neighbour configurations. None for a one-GPU record with nothing else to say."""
+    per = rec.per_gpu
+    parts = []
+    if len(per) > 1:
+        if len(per) <= 4:
+            parts.append("GPUs " + " · ".join(
+                f"{g.index}: {_w(g.avg_power_w)} {_pct(g.share)}" + (f" {g.utilisation_pct:.0f}% util" if g.utilisation_pct is not None else "")
+                for g in per))
+        else:
+            ws = [g.avg_power_w for g in per if g.avg_power_w is not None]
+            sh = [g.share for g in per if g.share is not None]
+            parts.append(f"{len(per)} GPUs {min(ws):.0f}–{max(ws):.0f} W" if ws else f"{len(per)} GPUs")
+            if sh:
+                parts[-1] += f", shares {min(sh):.1%}–{max(sh):.1%}"
+    elif per and per[0].utilisation_pct is not None:
+        parts.append(f"GPU {per[0].index}: {per[0].utilisation_pct:.0f}% util")
+    if rec.idle_gpus:
+        ws = [g.avg_power_w for g in rec.idle_gpus if g.avg_power_w is not None]
+        drawn = f" drew {sum(ws):.0f} W" if ws else ""
+        parts.append(f"node's other {len(rec.idle_gpus)} GPU{'s' * (len(rec.idle_gpus) != 1)} "
+                     f"({', '.join(str(g.index) for g in rec.idle_gpus)}){drawn}, not in this energy")
+    if rec.neighbours:
+        parts.append("side by side with " + ", ".join(rec.neighbours))
+    return " · ".join(parts) if parts else None
+
+
+def _w(v: float | None) -> str:
+    return "—" if v is None else f"{v:.0f} W"
+
+
+def _pct(v: float | None) -> str:
+    return "" if v is None else f"{v:.1%}"

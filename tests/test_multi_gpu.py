@@ -144,3 +144,39 @@ def test_workers_orphaned_by_a_server_shutdown_are_not_strangers(monkeypatch: py
     watch.stop()
     assert all({11, 12} <= own for own in seen_own[:3])
     assert watch.strangers.reason() is None
+
+
+def test_setup_form_gpu_choice() -> None:
+    """The setup form's GPUs field: parsed, checked against the detected GPUs, and the
+    parallel degree checked against the chosen ones."""
+    from mle_tui.core.records import GpuInfo
+    from mle_tui.tui.form import build_profile, parse_indices
+
+    assert parse_indices("0, 2") == ([0, 2], None) and parse_indices("") == ([], None)
+    assert parse_indices("0,0")[1] and parse_indices("a")[1] and parse_indices("-1")[1]
+    import msgspec
+
+    from mle_tui.core.profile import GpuSpec
+
+    base = msgspec.structs.replace(llm_profile("32", power="tensor_parallel = [2]"), runtime="vllm", gpu=GpuSpec())
+    gpus = [GpuInfo(index=i, name="H200", min_power_limit_w=200.0, max_power_limit_w=700.0) for i in range(4)]
+    ok = build_profile(base, {"gpu_indices": "2,3"}, gpus=gpus)
+    assert ok.ok and ok.profile.gpu.indices == [2, 3]
+    assert "tensor_parallel" in build_profile(base, {"gpu_indices": "3"}, gpus=gpus).errors
+    assert "gpu_indices" in build_profile(base, {"gpu_indices": "5"}, gpus=gpus).errors
+    assert build_profile(base, {"gpu_indices": ""}, gpus=gpus).profile.gpu.indices is None
+
+
+def test_power_legend_folds_beyond_four_gpus() -> None:
+    import numpy as np
+
+    from mle_tui.tui.charts import TimeData, gpu_band, power_legend
+
+    per = [np.array([100.0 + 10 * g, 200.0 + g]) for g in range(8)]
+    d = TimeData(power_t=np.array([0.0, 1.0]), total_w=sum(per), per_gpu_w=per)
+    lo, hi = gpu_band(per)
+    assert list(lo) == [100.0, 200.0] and list(hi) == [170.0, 207.0]
+    assert "8 GPUs min–max→ 200–207" in power_legend(d)
+    d2 = TimeData(power_t=d.power_t, total_w=per[0] + per[1], per_gpu_w=per[:2])
+    text = power_legend(d2, [400.0, 400.0])
+    assert "GPU→" in text and "201" in text and "limit 400" in text and "min–max" not in text

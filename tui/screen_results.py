@@ -16,6 +16,7 @@ from textual.widgets import DataTable, Footer, Input, Label, Static, TabbedConte
 
 from ..core.profile import parse_duration_s
 from ..core.records import Record
+from ..core.report import gpu_summary
 from .charts import BatchChart, ParetoChart, PowerChart, TimeData, shared_x_range
 from .figure_export import ask_and_draw, target_text
 from .live import fmt_energy, fmt_latency, metric_label
@@ -319,7 +320,7 @@ def record_timedata(rec: Record) -> TimeData:
         d.power_t = np.asarray(p.t_s, dtype=float)
         d.total_w = np.asarray(p.total_w, dtype=float)
         if len(p.per_gpu_w) > 1:
-            d.per_gpu_w = [np.asarray(v, dtype=float) for _, v in sorted(p.per_gpu_w.items())]
+            d.per_gpu_w = [np.asarray(v, dtype=float) for _, v in sorted(p.per_gpu_w.items(), key=lambda kv: int(kv[0]))]
         if p.memory_w:
             d.memory_w = np.asarray(p.memory_w, dtype=float)
     if b.t_s:
@@ -368,6 +369,9 @@ def config_detail(rec: Record) -> Text:
                  f"{rec.config.batch} · {fmt_energy(s.energy_j)} · {s.tokens} tokens")
         if s.gates:
             t.append(" · gates " + " ".join(f"{g.name} {'✓' if g.ok else '✗'}" for g in s.gates))
+    gpus = gpu_summary(rec)
+    if gpus:
+        t.append("\n" + gpus)
     phases = phase_summary(rec)
     if phases:
         t.append("\n" + phases)

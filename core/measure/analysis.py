@@ -20,6 +20,7 @@ import math
 import msgspec
 import numpy as np
 
+from ..image_tokens import prompt_token_shares
 from ..profile import SteadySpec
 from ..records import (FORMULAS, Accounting, AnalysisInfo, Gate, Record, RequestRow, SteadyState,
                        Throughput)
@@ -63,6 +64,7 @@ def analyse(trace: Trace, steady: SteadySpec | None = None, *, source: str = "li
     rec.log_tail = list(trace.log_tail)[-50:]
     rec.neighbours = list(trace.neighbours)
     rec.requests = list(trace.requests)
+    rec.prompt_tokens = prompt_token_shares(rec.requests)
     rec.batches = list(trace.batches)
     rec.server_output_tokens = trace.server_output_tokens
     if trace.failure is not None:
