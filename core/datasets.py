@@ -51,6 +51,7 @@ import msgspec
 
 from .dataset_types import Request
 from .errors import Cancelled, InputError
+from .first_frames import attach_first_frames
 
 if TYPE_CHECKING:
     from .profile import Profile
@@ -649,4 +650,4 @@ def load_requests(
                     output_tokens=s.output_tokens,
                 )
             )
-    return requests
+    return attach_first_frames(profile, requests)

@@ -19,7 +19,10 @@ from .errors import InputError
 from .sweep import SweepSyntaxError, parse_axis
 
 Runtime = Literal["vllm", "transformers", "diffusers", "sim"]
-Task = Literal["chat", "code", "text-to-image", "visual-chat"]
+Task = Literal["chat", "code", "text-to-image", "visual-chat", "text-to-video", "image-to-video"]
+#: Diffusion tasks whose output is a video (eq. 1 per video), and all diffusion tasks (eq. 1).
+VIDEO_TASKS = ("text-to-video", "image-to-video")
+DIFFUSION_TASKS = ("text-to-image", *VIDEO_TASKS)
 LatencyMetric = Literal["tpot", "ttft", "itl", "e2e", "batch_latency"]
 SteadyRule = Literal["saturation", "request-count"]
 AxisValue = int | float | str | list[int | float | str]
@@ -30,6 +33,8 @@ DEFAULT_METRIC: dict[str, LatencyMetric] = {
     "code": "e2e",
     "text-to-image": "batch_latency",
     "visual-chat": "tpot",
+    "text-to-video": "batch_latency",
+    "image-to-video": "batch_latency",
 }
 #: Tasks served by an LLM engine (iteration-level batching, eq. 2).
 LLM_TASKS = ("chat", "code", "visual-chat")
@@ -108,6 +113,10 @@ class DatasetSpec(_Base):
         if self.name == "jsonl" and not self.path:
             raise ValueError("path: a jsonl dataset needs a path")
 
+    #: Image-to-video: first frames for requests without images. ``"synthetic"``: seeded
+    #: synthetic images (:mod:`.image_sets`) at the configuration's resolution, one per prompt.
+    first_frames: Literal["synthetic"] | None = None
+
 
 class SweepSpec(_Base):
     """Sweep axes. Each takes a number, a list, or a range such as ``"8..256 x2"``."""
@@ -124,10 +133,14 @@ class SweepSpec(_Base):
     #: Visual chat: input image sizes, ``"336x336"`` or a list (every request's images are
     #: resized to each); omitted: the dataset's own sizes.
     image_size: str | list[str] | None = None
+    #: Video tasks: frames per video and the pipeline's ``fps`` (where it takes one, SVD);
+    #: omitted: the model's default.
+    num_frames: AxisValue | None = None
+    fps: AxisValue | None = None
 
     def __post_init__(self) -> None:
         for name in ("max_num_seqs", "tensor_parallel", "pipeline_parallel", "power_limit_w",
-                     "batch_size", "num_inference_steps"):
+                     "batch_size", "num_inference_steps", "num_frames", "fps"):
             value = getattr(self, name)
             if value is None:
                 continue
@@ -281,6 +294,14 @@ class SimSpec(_Base):
     idle_gpus: list[Annotated[int, msgspec.Meta(ge=0)]] = []
 
 
+class OutputSpec(_Base):
+    """What a run keeps besides records and traces."""
+
+    #: Diffusion: save every measured batch's images / videos under ``media/<config>/`` in the
+    #: run directory (outside the energy windows: after each batch's end mark).
+    save_media: bool = False
+
+
 class Profile(_Base):
     name: str
     task: Task
@@ -296,6 +317,7 @@ class Profile(_Base):
     cost: CostSpec = msgspec.field(default_factory=CostSpec)
     gpu: GpuSpec = msgspec.field(default_factory=GpuSpec)
     sim: SimSpec = msgspec.field(default_factory=SimSpec)
+    output: OutputSpec = msgspec.field(default_factory=OutputSpec)
 
     def __post_init__(self) -> None:
         llm = self.task in LLM_TASKS
@@ -306,9 +328,9 @@ class Profile(_Base):
         if llm and self.sweep.max_num_seqs is None:
             raise ValueError("sweep.max_num_seqs: required for LLM tasks")
         if not llm and self.sweep.batch_size is None:
-            raise ValueError("sweep.batch_size: required for text-to-image")
+            raise ValueError(f"sweep.batch_size: required for {self.task}")
         if not llm and self.sweep.num_inference_steps is None:
-            raise ValueError("sweep.num_inference_steps: required for text-to-image")
+            raise ValueError(f"sweep.num_inference_steps: required for {self.task}")
         from .profile_checks import check_profile
 
         check_profile(self)
@@ -316,6 +338,10 @@ class Profile(_Base):
     @property
     def is_llm(self) -> bool:
         return self.task in LLM_TASKS
+
+    @property
+    def is_video(self) -> bool:
+        return self.task in VIDEO_TASKS
 
     def latency_metric(self) -> LatencyMetric:
         return self.target.metric or DEFAULT_METRIC[self.task]
@@ -330,12 +356,14 @@ class Profile(_Base):
             s.axis("batch_size") or [None],
             s.axis("num_inference_steps") or [None],
             res,
+            s.axis("num_frames") or [None],
+            s.axis("fps") or [None],
             s.axis("tensor_parallel") or [1],
             s.axis("pipeline_parallel") or [1],
             s.axis("power_limit_w") or [None],
         ]
         out = []
-        for size, (mns, bs, steps, wh, tp, pp, pl) in itertools.product(img, itertools.product(*axes)):
+        for size, (mns, bs, steps, wh, frames, fps, tp, pp, pl) in itertools.product(img, itertools.product(*axes)):
             out.append(
                 Config(
                     max_num_seqs=mns,
@@ -347,6 +375,8 @@ class Profile(_Base):
                     pipeline_parallel=pp,
                     power_limit_w=pl,
                     image_size=size,
+                    num_frames=frames,
+                    fps=fps,
                 )
             )
         return out

@@ -61,6 +61,8 @@ class Throughput(_S, kw_only=True):
     requests_per_s: float | None = None
     output_tokens_per_s: float | None = None
     images_per_s: float | None = None
+    #: Video tasks: videos per second over the measured batches.
+    videos_per_s: float | None = None
 
 
 class RequestRow(_S, kw_only=True):
@@ -98,6 +100,21 @@ class BatchRow(_S, kw_only=True):
     latency_s: float
     energy_j: float
     batch_size: int
+    warmup: bool = False
+
+
+class PhaseSpan(_S, kw_only=True):
+    """One phase of one diffusion batch on the record's clock (from the trace's phase marks):
+    ``encode`` (text / image encoders), ``denoise`` (all steps; each step's end in
+    ``step_ends_s``) or ``decode`` (VAE). ``energy_j``: the GPUs' energy over the span from the
+    counter and the instant-power shape (:func:`~.measure.energy.window_energy_j`)."""
+
+    batch: int
+    phase: Literal["encode", "denoise", "decode"]
+    start_s: float
+    end_s: float
+    energy_j: float | None = None
+    step_ends_s: list[float] = []
     warmup: bool = False
 
 
@@ -281,6 +298,8 @@ class RecordHead(_S, kw_only=True):
     neighbours: list[str] = []
     #: Visual chat: text vs image prompt tokens (None for other tasks).
     prompt_tokens: PromptTokens | None = None
+    #: Video tasks: eq. 1 per video (E_batch / B), J; energy_per_request_j holds the same.
+    energy_per_video_j: float | None = None
 
 
 class Record(RecordHead, kw_only=True):
@@ -289,6 +308,8 @@ class Record(RecordHead, kw_only=True):
     power_timeline: PowerTimeline = msgspec.field(default_factory=PowerTimeline)
     batch_timeline: BatchTimeline = msgspec.field(default_factory=BatchTimeline)
     log_tail: list[str] = []
+    #: Diffusion: encode / denoise / decode spans of every batch (from the trace's marks).
+    phases: list[PhaseSpan] = []
 
 
 class GpuInfo(_S, kw_only=True):

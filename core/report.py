@@ -87,6 +87,7 @@ def _latency_s(r: Record, metric: str) -> float | None:
 
 def _row(r: Record, metric: str, price: float | None, carbon: float | None) -> ReportRow:
     image = r.task == "text-to-image"
+    video = r.task in ("text-to-video", "image-to-video")
     lat = _latency_s(r, metric)
     cost = co2 = None
     if r.accounting is not None:
@@ -97,7 +98,9 @@ def _row(r: Record, metric: str, price: float | None, carbon: float | None) -> R
             cost = cost_per_1k_usd(epr, price)
         if co2 is None and carbon is not None:
             co2 = carbon_per_1k_g(epr, carbon)
-    if image:
+    if video:
+        thr, thr_unit = r.throughput.videos_per_s, "video/s"
+    elif image:
         thr, thr_unit = r.throughput.images_per_s, "img/s"
     elif r.throughput.output_tokens_per_s is not None:
         thr, thr_unit = r.throughput.output_tokens_per_s, "tok/s"
@@ -113,8 +116,9 @@ def _row(r: Record, metric: str, price: float | None, carbon: float | None) -> R
         latency_metric=metric,
         latency_ms=None if lat is None else lat * 1000.0,
         energy_per_request_j=epr,
-        energy_per_unit_j=_finite(r.energy_per_image_j if image else r.energy_per_token_j),
-        unit="image" if image else "token",
+        energy_per_unit_j=_finite(r.energy_per_video_j if video else r.energy_per_image_j if image
+                                  else r.energy_per_token_j),
+        unit="video" if video else "image" if image else "token",
         avg_power_w=_finite(r.avg_power_w),
         throughput=_finite(thr),
         throughput_unit=thr_unit,
@@ -201,7 +205,7 @@ def _render_lines(report: Report, title: str | None) -> list[str]:
         note = "<- recommended" if r.recommended else ("(fastest)" if r.fastest else "")
         table.append([
             "*" if r.frontier else "", r.label, _num(r.latency_ms), _num(r.energy_per_request_j),
-            _num(r.energy_per_unit_j, 1 if r.unit == "image" else 3), _num(r.avg_power_w, 0),
+            _num(r.energy_per_unit_j, 1 if r.unit in ("image", "video") else 3), _num(r.avg_power_w, 0),
             _num(r.throughput, 0 if r.throughput_unit == "tok/s" else 2), r.status, note,
         ])
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
@@ -262,9 +266,9 @@ CSV_COLUMNS: list[tuple[str, str]] = [
     ("fastest", "1 for the lowest latency"),
     ("latency_ms", "mean of the latency metric, ms"),
     ("energy_per_request_j", "J per request"),
-    ("energy_per_unit_j", "J per output token (E_steady / tokens_steady) or per image (E_batch / B)"),
+    ("energy_per_unit_j", "J per output token (E_steady / tokens_steady), per image or per video (E_batch / B)"),
     ("avg_power_w", "average power E / T over the measured window, W"),
-    ("throughput", "output tokens/s over the steady window, or images/s over measured batches"),
+    ("throughput", "output tokens/s over the steady window, or images/s (videos/s) over measured batches"),
     ("cost_per_1k_requests_usd", "energy per request x 1000 / 3.6e6 J/kWh x price"),
     ("carbon_per_1k_requests_g", "energy per request x 1000 / 3.6e6 J/kWh x grid intensity"),
     ("tdp_estimate_j", FORMULAS["tdp_estimate"]),
@@ -281,7 +285,7 @@ def to_csv(report: Report) -> str:
     out = io.StringIO()
     out.write(f"# mle-tui Pareto report; latency metric: {metric} = {FORMULAS.get(metric, metric)}\n")
     if report.rows:
-        e = ("energy_per_request_diffusion" if report.rows[0].unit == "image"
+        e = ("energy_per_request_diffusion" if report.rows[0].unit in ("image", "video")
              else "energy_per_request_llm")
         out.write(f"# energy_per_request_j = {FORMULAS[e]}\n")
     out.write(f"# percentiles: {FORMULAS['percentiles']}\n")

@@ -38,6 +38,9 @@ class TimeData(msgspec.Struct, kw_only=True):
     max_num_seqs: int | None = None
     #: Shared x range (s) of both charts.
     x_range: tuple[float, float] | None = None
+    #: Diffusion phases as (start, end or None = still running, phase name), drawn on the time
+    #: axis as a letter (E encode, D denoise, V VAE decode) and a bar in the phase's colour.
+    phases: list = []
 
 
 def shared_x_range(*ts) -> tuple[float, float] | None:
@@ -123,6 +126,9 @@ _COLORS = {"total": Style(color="dark_orange", bold=True), "memory": Style(color
            "running": Style(color="cyan", bold=True), "waiting": Style(color="grey50"),
            "limit": Style(color="grey50"), "text": Style(color="grey62", italic=True),
            "band": Style(color="cyan")}
+_PHASE_STYLES = {"encode": Style(color="yellow", bold=True), "denoise": Style(color="cyan", bold=True),
+                 "decode": Style(color="magenta", bold=True)}
+_PHASE_LETTERS = {"encode": "E", "denoise": "D", "decode": "V"}
 _GPU_STYLES = tuple(Style(color=c) for c in ("cyan", "blue", "red", "yellow", "white", "grey50"))
 
 
@@ -226,6 +232,23 @@ class TimeChart(Widget):
                 last_end = start + len(label)
             v += step
 
+    def _phases(self, canvas: Canvas, plot: Plot) -> None:
+        """Each phase on the time axis (the frame's bottom line): its letter at its start and a
+        bar to its end in its colour. Spans share columns at coarse scales: a letter moves at
+        most one column right of its span to find room, else it is left out."""
+        row, lx, free = plot.rows + 1, AXIS_LABEL_WIDTH + 1, 0
+        for t0, t1, name in self.data.phases:
+            s = max(0, plot.x_to_col(t0))
+            e = min(plot.cols - 1, plot.x_to_col(plot.x1 if t1 is None else t1))
+            c0 = max(s, free)
+            if c0 > plot.cols - 1 or c0 > e + 1:
+                continue
+            style = _PHASE_STYLES.get(name, _AXIS)
+            canvas.put(row, lx + c0, _PHASE_LETTERS.get(name, "?"), style)
+            if e > c0:
+                canvas.put(row, lx + c0 + 1, "━" * (e - c0), style)
+            free = max(c0, e) + 1
+
     def _message(self, plot: Plot, text: str) -> None:
         row = plot.rows // 2
         c0 = max(0, (plot.cols - len(text)) // 2)
@@ -279,6 +302,7 @@ class PowerChart(TimeChart):
         r_hi = _nice_max(_finite_max(right) * 1.05) if right is not None else None
         self._frame(canvas, plot, y_hi, r_hi)
         self._steady(plot)
+        self._phases(canvas, plot)
         if right is not None:
             if ngpu <= MAX_GPU_LINES:
                 for i, v in enumerate(right):
@@ -316,6 +340,8 @@ def power_legend(d: TimeData, limit_w: list[float] | None = None, show_memory: b
             pl += f" · [{_COLORS['memory'].color.name}]⣿[/] mem {d.memory_w[-1]:.0f}"
     if limit_w:
         pl += f" · limit {'/'.join(f'{w:.0f}' for w in sorted(set(limit_w)))}"
+    if d.phases:
+        pl += " · E/D/V phases"
     return pl
 
 

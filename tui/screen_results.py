@@ -330,8 +330,27 @@ def record_timedata(rec: Record) -> TimeData:
     if rec.steady_state is not None:
         d.steady_start_s, d.steady_end_s = rec.steady_state.start_s, rec.steady_state.end_s
     d.max_num_seqs = rec.config.batch
+    d.phases = [(p.start_s, p.end_s, p.phase) for p in rec.phases]
     d.x_range = shared_x_range(d.power_t, d.batch_t)
     return d
+
+
+def phase_summary(rec: Record) -> str:
+    """Mean time and energy of each diffusion phase per measured batch, after the letter the
+    timeline's time axis uses for it (fits 80 columns); "" without phases."""
+    measured = [p for p in rec.phases if not p.warmup]
+    if not measured:
+        return ""
+    n = len({p.batch for p in measured})
+    bits = []
+    for name, letter in (("encode", "E"), ("denoise", "D"), ("decode", "V")):
+        ps = [p for p in measured if p.phase == name]
+        if not ps:
+            continue
+        dur = sum(p.end_s - p.start_s for p in ps) / n
+        es = [p.energy_j for p in ps if p.energy_j is not None]
+        bits.append(f"{letter} {name} {fmt_latency(dur)}" + (f" {fmt_energy(sum(es) / n)}" if es else ""))
+    return " · ".join(bits)
 
 
 def config_detail(rec: Record) -> Text:
@@ -353,6 +372,9 @@ def config_detail(rec: Record) -> Text:
     gpus = gpu_summary(rec)
     if gpus:
         t.append("\n" + gpus)
+    phases = phase_summary(rec)
+    if phases:
+        t.append("\n" + phases)
     lat = rec.latency
     bits = []
     for name in ("ttft", "tpot", "itl", "e2e", "batch_latency"):

@@ -169,6 +169,7 @@ class RunScreen(Screen):
         profile = load_run(Path(live.run_dir)).profile()
         if profile is not None:
             live.batches_per_config = profile.load.batches
+            live.output_unit = "video" if profile.is_video else "image"
 
     def _chart_due(self) -> bool:
         """Charts redraw at most every tick, and less often when building them is costly, so
@@ -290,6 +291,10 @@ class RunScreen(Screen):
             d.steady_start_s, d.steady_end_s = live.steady.start_s, live.steady.end_s
         if live.config_started is not None:
             d.max_num_seqs = live.config_started.config.batch
+        if live.phase_marks:
+            from ..core.measure.phases import live_spans
+
+            d.phases = live_spans(list(live.phase_marks))
         # Diffusion: no running-batch chart (between batches it would dip to 0 and read like
         # an LLM batch draining); the batches are counted in the line below the charts.
         diffusion = live.diffusion

@@ -29,6 +29,7 @@ from . import gpus as gpu_figures
 from .energy import window_energy_j
 from .latency import stats as latency_stats
 from .latency import summarise
+from .phases import apply_phases
 from .steady import Window, detect_offline, evaluate_gates, saturation_detector
 from .timelines import batch_timeline, power_timeline
 from .trace import Trace, unpack_us
@@ -77,6 +78,7 @@ def analyse(trace: Trace, steady: SteadySpec | None = None, *, source: str = "li
         _account_llm(rec, trace, steady)
     else:
         _account_diffusion(rec, trace, steady)
+    apply_phases(rec, trace)
     rec.reasons += [f"warning: {w}" for w in trace.warnings]
     rec.reasons += [f"warning: another mle-tui sweep on this host at the same time: {n}" for n in trace.neighbours]
     rec.accounting = _accounting(trace, rec.energy_per_request_j)
