@@ -15,6 +15,12 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     pipeline_parallel: int = 1
     #: Requested GPU power limit in W; ``None`` leaves the limit untouched.
     power_limit_w: int | None = None
+    #: Visual chat: every input image resized to ``"WxH"``; None keeps the dataset's sizes.
+    image_size: str | None = None
+    #: Video tasks: frames per video and the frame rate the pipeline is told (SVD's ``fps``
+    #: conditioning); None: the model shape's default.
+    num_frames: int | None = None
+    fps: int | None = None
 
     @property
     def num_gpus(self) -> int:
@@ -36,10 +42,16 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
             parts.append(f"steps{self.num_inference_steps}")
         if self.width is not None and self.height is not None:
             parts.append(f"{self.width}x{self.height}")
+        if self.num_frames is not None:
+            parts.append(f"f{self.num_frames}")
+        if self.fps is not None:
+            parts.append(f"fps{self.fps}")
         parts.append(f"tp{self.tensor_parallel}")
         if self.pipeline_parallel != 1:
             parts.append(f"pp{self.pipeline_parallel}")
         parts.append(f"pl{self.power_limit_w}" if self.power_limit_w is not None else "pldefault")
+        if self.image_size is not None:
+            parts.append(f"img{self.image_size}")
         return "-".join(parts)
 
     def label(self) -> str:
@@ -53,7 +65,13 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
             bits.append(f"steps={self.num_inference_steps}")
         if self.width is not None:
             bits.append(f"{self.width}x{self.height}")
+        if self.num_frames is not None:
+            bits.append(f"{self.num_frames} frames")
+        if self.fps is not None:
+            bits.append(f"{self.fps} fps")
         if self.num_gpus > 1:
             bits.append(f"TP={self.tensor_parallel}" + (f",PP={self.pipeline_parallel}" if self.pipeline_parallel > 1 else ""))
         bits.append(f"{self.power_limit_w} W" if self.power_limit_w is not None else "default W")
+        if self.image_size is not None:
+            bits.append(f"img {self.image_size}")
         return " ".join(bits)

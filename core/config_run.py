@@ -32,6 +32,7 @@ from .measure.sampler import PowerSampler
 from .measure.recorder import TraceRecorder
 from .measure.trace import encode_trace, pack_us
 from .power.base import PowerReading
+from .power.gpu_lock import neighbour_lines
 from .power.health import StrangerLog, process_tree, read_health
 from .power.limits import PowerLimitGuard
 from .profile import Profile
@@ -45,6 +46,8 @@ LIVE_MIN_INTERVAL_S = 0.25
 PROGRESS_MIN_INTERVAL_S = 0.25
 #: Power fields are sampled at this period, s.
 SAMPLE_PERIOD_S = 0.1
+#: A utilisation reading counts only if the run clock moved less than this while it was read, s.
+UTIL_STAMP_TOLERANCE_S = 0.25
 #: The node's GPUs outside the configuration are sampled at this period, s.
 IDLE_SAMPLE_PERIOD_S = 1.0
 
@@ -90,10 +93,13 @@ class HealthWatch:
                 # Every process that was ever ours during the configuration stays ours: a
                 # server's workers outlive their parent for a moment when it shuts down.
                 self._own |= process_tree(os.getpid())
+                t0_s = self.clock.now_s()
                 readings = read_health(self.kind, self.indices, sim_gpus=self.sim_gpus, own_pids=self._own)
                 self.strangers.add(readings)
                 t_s = self.clock.now_s()
-                if self._on_utilisation is not None:
+                # A reading is placed on the run clock only when the clock barely moved while it
+                # was taken (a virtual clock can jump seconds meanwhile).
+                if self._on_utilisation is not None and t_s - t0_s <= UTIL_STAMP_TOLERANCE_S:
                     by_index = {r.index: r.utilisation_pct for r in readings}
                     self._on_utilisation(t_s, [by_index.get(i) for i in self.indices])
                 self._emit(HealthSample(t_s=t_s, gpus=readings))
@@ -196,6 +202,7 @@ class ConfigRun:
         failure: tuple[str, list[str]] | None = None
         sampler: PowerSampler | None = None
         idle_sampler: PowerSampler | None = None
+        neighbours: list[str] = []
         guard = guard_for(gpus, self.indices, cfg.power_limit_w, self.store.root, self.profile_path)
         end_s = 0.0
         try:
@@ -223,6 +230,7 @@ class ConfigRun:
                     energy_between=sampler.energy_between, stop_event=ctx.stop_early, mark=self.rec.mark, emit=self.emit)
                 sampler.start()
                 idle_sampler = self._idle_sampler(clock)
+                neighbours = self._neighbours()
                 self.rec.mark(clock.now_s(), "start")
                 self.health = HealthWatch(gpus.kind, self.indices, sim_gpus, clock, self.emit,
                                           on_utilisation=self.rec.utilisation)
@@ -247,6 +255,7 @@ class ConfigRun:
                     sampler.stop()
                     if idle_sampler is not None:
                         idle_sampler.stop()
+                    neighbours += [n for n in self._neighbours() if n not in neighbours]
                     end_s = clock.now_s()
                     self.rec.mark(end_s, "end")
                     for g in sim_gpus or []:
@@ -264,7 +273,20 @@ class ConfigRun:
         trace = self._freeze(result, failure, kind, guard, sampler, started_unix, end_s)
         if idle_sampler is not None and len(idle_sampler):
             trace.idle_power = idle_sampler.trace()
+        trace.neighbours = neighbours
         return self._write(trace)
+
+    def _neighbours(self) -> list[str]:
+        """Other mle-tui sweeps holding GPUs of this host now (their measurements and ours
+        interfere: shared power delivery, cooling, PCIe/host): recorded with the record."""
+        claim = self.gpus.claim
+        if claim is None or not claim.locks:
+            return []
+        own = {lock.gid for lock in claim.locks.values()}
+        try:
+            return neighbour_lines(next(iter(claim.locks.values())).state_dir, own)
+        except Exception:  # noqa: BLE001 - a view; it must not stop a measurement
+            return []
 
     def _idle_sampler(self, clock) -> PowerSampler | None:  # noqa: ANN001
         """The node's GPUs outside this configuration, sampled once a second beside it (a

@@ -51,6 +51,7 @@ import msgspec
 
 from .dataset_types import Request
 from .errors import Cancelled, InputError
+from .first_frames import attach_first_frames
 
 if TYPE_CHECKING:
     from .profile import Profile
@@ -574,6 +575,11 @@ def load_requests(
     and candidates, :class:`~mle_tui.core.errors.Cancelled` is raised within milliseconds once
     it is set (a SIGINT while a long dataset is tokenised).
     """
+    if profile.task == "visual-chat":  # text prompts from here, images: datasets_images
+        from .datasets_images import load_visual_requests
+
+        return load_visual_requests(profile, load_requests, tokenizer=tokenizer, vocab_size=vocab_size,
+                                    base_dir=base_dir, on_note=on_note, cancel=cancel)
     d = profile.dataset
     check = _checker(cancel)
     check()
@@ -644,4 +650,4 @@ def load_requests(
                     output_tokens=s.output_tokens,
                 )
             )
-    return requests
+    return attach_first_frames(profile, requests)

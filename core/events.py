@@ -87,6 +87,14 @@ class BatchProgress(_E, tag="batch_progress"):
     t_s: float = 0.0
 
 
+class PhaseMark(_E, tag="phase"):
+    """Diffusion: a phase edge of a batch on the run clock (labels of
+    :mod:`mle_tui.core.measure.phases`, e.g. ``phase:3:denoise``)."""
+
+    t_s: float
+    label: str
+
+
 class LogLine(_E, tag="log"):
     line: str
 
@@ -126,7 +134,7 @@ class GpuTimeUpdate(_E, tag="gpu_time"):
 
 Event = (
     RunStarted | ConfigStarted | PowerSample | BatchSampleEvent | SteadyUpdate | RequestProgress
-    | LogLine | ConfigFinished | RunFinished | HealthSample | BatchProgress | GpuTimeUpdate
+    | LogLine | ConfigFinished | RunFinished | HealthSample | BatchProgress | PhaseMark | GpuTimeUpdate
 )
 
 _encoder = msgspec.json.Encoder()

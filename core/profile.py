@@ -20,7 +20,10 @@ from .errors import InputError
 from .sweep import SweepSyntaxError, parse_axis
 
 Runtime = Literal["vllm", "transformers", "diffusers", "sim"]
-Task = Literal["chat", "code", "text-to-image"]
+Task = Literal["chat", "code", "text-to-image", "visual-chat", "text-to-video", "image-to-video"]
+#: Diffusion tasks whose output is a video (eq. 1 per video), and all diffusion tasks (eq. 1).
+VIDEO_TASKS = ("text-to-video", "image-to-video")
+DIFFUSION_TASKS = ("text-to-image", *VIDEO_TASKS)
 LatencyMetric = Literal["tpot", "ttft", "itl", "e2e", "batch_latency"]
 SteadyRule = Literal["saturation", "request-count"]
 AxisValue = int | float | str | list[int | float | str]
@@ -30,7 +33,12 @@ DEFAULT_METRIC: dict[str, LatencyMetric] = {
     "chat": "tpot",
     "code": "e2e",
     "text-to-image": "batch_latency",
+    "visual-chat": "tpot",
+    "text-to-video": "batch_latency",
+    "image-to-video": "batch_latency",
 }
+#: Tasks served by an LLM engine (iteration-level batching, eq. 2).
+LLM_TASKS = ("chat", "code", "visual-chat")
 
 _DURATION = re.compile(r"^\s*(?P<v>\d+(?:\.\d+)?)\s*(?P<u>ms|s|min)?\s*$")
 
@@ -79,7 +87,8 @@ class ModelSpec(_Base):
 
 class DatasetSpec(_Base):
     #: ``sharegpt``, ``humaneval``, ``partiprompts``, ``jsonl`` or ``synthetic``.
-    name: Literal["sharegpt", "humaneval", "partiprompts", "jsonl", "synthetic"]
+    #: ``synthetic-images`` (visual chat): seeded synthetic images with ShareGPT prompts.
+    name: Literal["sharegpt", "humaneval", "partiprompts", "jsonl", "synthetic", "synthetic-images"]
     #: File path (or HF dataset id) overriding the packaged copy.
     path: str | None = None
     num_requests: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 512
@@ -94,6 +103,8 @@ class DatasetSpec(_Base):
     max_prompt_tokens: Annotated[int, msgspec.Meta(ge=1)] = 1024
     min_output_tokens: Annotated[int, msgspec.Meta(ge=1)] = 4
     max_output_tokens: Annotated[int, msgspec.Meta(ge=1)] = 1024
+    #: Visual chat, ``synthetic-images``: images in each request's user message.
+    images_per_request: Annotated[int, msgspec.Meta(ge=1, le=16)] = 1
 
     def __post_init__(self) -> None:
         if self.min_prompt_tokens > self.max_prompt_tokens:
@@ -102,6 +113,10 @@ class DatasetSpec(_Base):
             raise ValueError("min_output_tokens: is above max_output_tokens")
         if self.name == "jsonl" and not self.path:
             raise ValueError("path: a jsonl dataset needs a path")
+
+    #: Image-to-video: first frames for requests without images. ``"synthetic"``: seeded
+    #: synthetic images (:mod:`.image_sets`) at the configuration's resolution, one per prompt.
+    first_frames: Literal["synthetic"] | None = None
 
 
 class SweepSpec(_Base):
@@ -116,13 +131,20 @@ class SweepSpec(_Base):
     num_inference_steps: AxisValue | None = None
     #: ``"768x768"`` strings or a list of them.
     resolution: str | list[str] | None = None
+    #: Visual chat: input image sizes, ``"336x336"`` or a list (every request's images are
+    #: resized to each); omitted: the dataset's own sizes.
+    image_size: str | list[str] | None = None
+    #: Video tasks: frames per video and the pipeline's ``fps`` (where it takes one, SVD);
+    #: omitted: the model's default.
+    num_frames: AxisValue | None = None
+    fps: AxisValue | None = None
     #: "grid": every configuration; "adaptive": search for the recommendation, stopping each
     #: configuration once its answer is known (settings in ``[adaptive]``).
     strategy: Strategy = "grid"
 
     def __post_init__(self) -> None:
         for name in ("max_num_seqs", "tensor_parallel", "pipeline_parallel", "power_limit_w",
-                     "batch_size", "num_inference_steps"):
+                     "batch_size", "num_inference_steps", "num_frames", "fps"):
             value = getattr(self, name)
             if value is None:
                 continue
@@ -135,6 +157,9 @@ class SweepSpec(_Base):
         for res in self.resolutions():
             if _parse_resolution(res) is None:
                 raise ValueError(f"sweep.resolution: {res!r} is not WIDTHxHEIGHT")
+        for res in self.image_sizes():
+            if _parse_resolution(res) is None:
+                raise ValueError(f"sweep.image_size: {res!r} is not WIDTHxHEIGHT")
 
     def axis(self, name: str) -> list[int]:
         value = getattr(self, name)
@@ -146,6 +171,11 @@ class SweepSpec(_Base):
         if self.resolution is None:
             return []
         return [self.resolution] if isinstance(self.resolution, str) else list(self.resolution)
+
+    def image_sizes(self) -> list[str]:
+        if self.image_size is None:
+            return []
+        return [self.image_size] if isinstance(self.image_size, str) else list(self.image_size)
 
 
 def _parse_resolution(text: str) -> tuple[int, int] | None:
@@ -272,6 +302,14 @@ class SimSpec(_Base):
     idle_gpus: list[Annotated[int, msgspec.Meta(ge=0)]] = []
 
 
+class OutputSpec(_Base):
+    """What a run keeps besides records and traces."""
+
+    #: Diffusion: save every measured batch's images / videos under ``media/<config>/`` in the
+    #: run directory (outside the energy windows: after each batch's end mark).
+    save_media: bool = False
+
+
 class Profile(_Base):
     name: str
     task: Task
@@ -287,10 +325,11 @@ class Profile(_Base):
     cost: CostSpec = msgspec.field(default_factory=CostSpec)
     gpu: GpuSpec = msgspec.field(default_factory=GpuSpec)
     sim: SimSpec = msgspec.field(default_factory=SimSpec)
+    output: OutputSpec = msgspec.field(default_factory=OutputSpec)
     adaptive: AdaptiveSpec = msgspec.field(default_factory=AdaptiveSpec)
 
     def __post_init__(self) -> None:
-        llm = self.task in ("chat", "code")
+        llm = self.task in LLM_TASKS
         if llm and self.runtime == "diffusers":
             raise ValueError(f"runtime: diffusers cannot serve task {self.task!r}")
         if not llm and self.runtime in ("vllm", "transformers"):
@@ -298,16 +337,20 @@ class Profile(_Base):
         if llm and self.sweep.max_num_seqs is None:
             raise ValueError("sweep.max_num_seqs: required for LLM tasks")
         if not llm and self.sweep.batch_size is None:
-            raise ValueError("sweep.batch_size: required for text-to-image")
+            raise ValueError(f"sweep.batch_size: required for {self.task}")
         if not llm and self.sweep.num_inference_steps is None:
-            raise ValueError("sweep.num_inference_steps: required for text-to-image")
+            raise ValueError(f"sweep.num_inference_steps: required for {self.task}")
         from .profile_checks import check_profile
 
         check_profile(self)
 
     @property
     def is_llm(self) -> bool:
-        return self.task in ("chat", "code")
+        return self.task in LLM_TASKS
+
+    @property
+    def is_video(self) -> bool:
+        return self.task in VIDEO_TASKS
 
     def latency_metric(self) -> LatencyMetric:
         return self.target.metric or DEFAULT_METRIC[self.task]
@@ -316,17 +359,20 @@ class Profile(_Base):
         """Expand the sweep into configurations, in a deterministic order."""
         s = self.sweep
         res = [_parse_resolution(r) for r in s.resolutions()] or [None]
+        img = [f"{w}x{h}" for w, h in (_parse_resolution(r) for r in s.image_sizes())] or [None]
         axes = [
             s.axis("max_num_seqs") or [None],
             s.axis("batch_size") or [None],
             s.axis("num_inference_steps") or [None],
             res,
+            s.axis("num_frames") or [None],
+            s.axis("fps") or [None],
             s.axis("tensor_parallel") or [1],
             s.axis("pipeline_parallel") or [1],
             s.axis("power_limit_w") or [None],
         ]
         out = []
-        for mns, bs, steps, wh, tp, pp, pl in itertools.product(*axes):
+        for size, (mns, bs, steps, wh, frames, fps, tp, pp, pl) in itertools.product(img, itertools.product(*axes)):
             out.append(
                 Config(
                     max_num_seqs=mns,
@@ -337,6 +383,9 @@ class Profile(_Base):
                     tensor_parallel=tp,
                     pipeline_parallel=pp,
                     power_limit_w=pl,
+                    image_size=size,
+                    num_frames=frames,
+                    fps=fps,
                 )
             )
         return out

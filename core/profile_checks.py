@@ -30,7 +30,8 @@ MAX_TOKENS = 1_048_576
 MAX_GPUS = 64
 #: Per-axis value caps: a batch, a diffusion batch, denoising steps, an image side (px).
 MAX_AXIS = {"max_num_seqs": 65_536, "batch_size": 4_096, "num_inference_steps": 10_000,
-            "tensor_parallel": MAX_GPUS, "pipeline_parallel": MAX_GPUS, "power_limit_w": 10_000}
+            "tensor_parallel": MAX_GPUS, "pipeline_parallel": MAX_GPUS, "power_limit_w": 10_000,
+            "num_frames": 10_000, "fps": 1_000}
 MAX_RESOLUTION_PX = 16_384
 MAX_BATCHES = 10_000
 #: Slower arrivals make a sweep of days per configuration (and the simulator's idle loops long).
@@ -44,7 +45,7 @@ INF_ALLOWED = {"load.request_rate"}
 
 def metrics_for_task(task: str) -> tuple[str, ...]:
     """The latency metrics a task's records have data for."""
-    return IMAGE_METRICS if task == "text-to-image" else LLM_METRICS
+    return IMAGE_METRICS if task in ("text-to-image", "text-to-video", "image-to-video") else LLM_METRICS
 
 
 def _walk(value: Any, path: str):
@@ -73,15 +74,22 @@ def check_profile(p: "Profile") -> None:
     for path, x in _walk(p, ""):
         if math.isnan(x) or (math.isinf(x) and not (path in INF_ALLOWED and x > 0)):
             raise ValueError(f"{path}: {x} is not a finite number")
+    from .datasets_images import check_visual_profile
+
+    check_visual_profile(p)
     llm = p.is_llm
     s = p.sweep
-    not_for = ("batch_size", "num_inference_steps", "resolution") if llm else ("max_num_seqs",)
+    video = p.task in ("text-to-video", "image-to-video")
+    not_for = (("batch_size", "num_inference_steps", "resolution", "num_frames", "fps") if llm
+               else ("max_num_seqs",) if video else ("max_num_seqs", "num_frames", "fps"))
     for name in not_for:
         if getattr(s, name) is not None:
-            kind = "LLM" if llm else "text-to-image"
+            kind = "LLM" if llm else p.task
             use = "max_num_seqs" if not llm else "batch_size"
-            raise ValueError(f"sweep.{name}: does not apply to a {kind} task ({p.task}); "
-                             f"{'remove it' if llm else f'the batch size is sweep.{use}'}")
+            hint = ("remove it" if llm or name in ("num_frames", "fps") else f"the batch size is sweep.{use}")
+            raise ValueError(f"sweep.{name}: does not apply to a {kind} task ({p.task}); {hint}")
+    if p.dataset.first_frames is not None and p.task != "image-to-video":
+        raise ValueError(f"dataset.first_frames: applies to image-to-video only (task is {p.task})")
     if not llm and p.dataset.requests_per_seq:
         raise ValueError("dataset.requests_per_seq: applies to LLM tasks only")
     if p.runtime in ("diffusers", "transformers"):
@@ -97,9 +105,9 @@ def check_profile(p: "Profile") -> None:
             raise ValueError(f"sweep.resolution: {res} is above {MAX_RESOLUTION_PX} px per side")
     n = 1
     for name in ("max_num_seqs", "batch_size", "num_inference_steps", "tensor_parallel",
-                 "pipeline_parallel", "power_limit_w"):
+                 "pipeline_parallel", "power_limit_w", "num_frames", "fps"):
         n *= max(1, len(s.axis(name)))
-    n *= max(1, len(s.resolutions()))
+    n *= max(1, len(s.resolutions())) * max(1, len(s.image_sizes()))
     if n > MAX_CONFIGS:
         raise ValueError(f"sweep: {n:,} configurations; at most {MAX_CONFIGS:,} per sweep "
                          "(narrow an axis or split the sweep)")
@@ -165,8 +173,8 @@ def _normal(p: "Profile") -> Any:
     data = msgspec.to_builtins(p)
     sweep = data.get("sweep", {})
     for name in list(sweep):
-        if name == "resolution":
-            res = p.sweep.resolutions()
+        if name in ("resolution", "image_size"):
+            res = p.sweep.resolutions() if name == "resolution" else p.sweep.image_sizes()
             sweep[name] = sorted(r.lower().replace("×", "x").replace(" ", "") for r in res) or None
         elif name == "strategy":  # not an axis (grid or adaptive)
             continue

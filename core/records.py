@@ -61,6 +61,8 @@ class Throughput(_S, kw_only=True):
     requests_per_s: float | None = None
     output_tokens_per_s: float | None = None
     images_per_s: float | None = None
+    #: Video tasks: videos per second over the measured batches.
+    videos_per_s: float | None = None
 
 
 class RequestRow(_S, kw_only=True):
@@ -81,6 +83,12 @@ class RequestRow(_S, kw_only=True):
     e2e_s: float | None = None
     #: Number of inter-token gaps this request contributed to the pooled ITL.
     itl_count: int = 0
+    #: Visual chat: input images, and the prompt tokens they took (the server's prompt tokens
+    #: minus the text-only prompt's under the same chat template; None where not known).
+    images: int = 0
+    image_tokens: int | None = None
+    #: "synthetic" (seeded synthetic image set), "file" or "mixed"; None without images.
+    image_source: str | None = None
 
 
 class BatchRow(_S, kw_only=True):
@@ -92,6 +100,21 @@ class BatchRow(_S, kw_only=True):
     latency_s: float
     energy_j: float
     batch_size: int
+    warmup: bool = False
+
+
+class PhaseSpan(_S, kw_only=True):
+    """One phase of one diffusion batch on the record's clock (from the trace's phase marks):
+    ``encode`` (text / image encoders), ``denoise`` (all steps; each step's end in
+    ``step_ends_s``) or ``decode`` (VAE). ``energy_j``: the GPUs' energy over the span from the
+    counter and the instant-power shape (:func:`~.measure.energy.window_energy_j`)."""
+
+    batch: int
+    phase: Literal["encode", "denoise", "decode"]
+    start_s: float
+    end_s: float
+    energy_j: float | None = None
+    step_ends_s: list[float] = []
     warmup: bool = False
 
 
@@ -206,6 +229,19 @@ class Accounting(_S, kw_only=True):
     carbon_per_1k_requests_g: float | None = None
 
 
+class PromptTokens(_S, kw_only=True):
+    """Visual chat: the prompt tokens of the ok requests split into text and image tokens."""
+
+    requests: int
+    images: int
+    text_tokens: int
+    image_tokens: int
+    #: image_tokens / (text_tokens + image_tokens).
+    image_share: float | None = None
+    #: "synthetic" (the seeded synthetic-images set, not real photos), "file" or "mixed".
+    image_source: str | None = None
+    #: How the split is made.
+    method: str = ""
 class EarlyStop(_S, kw_only=True):
     """A configuration stopped once its answer was known (adaptive sweep): the 95 % interval
     of energy per token over ``blocks`` batch-means blocks was ``ci_rel`` (half-width / mean)
@@ -284,6 +320,10 @@ class RecordHead(_S, kw_only=True):
     idle_gpus: list[GpuEnergy] = []
     #: Configurations that ran side by side on the same host (``gpu.pack``), by key.
     neighbours: list[str] = []
+    #: Visual chat: text vs image prompt tokens (None for other tasks).
+    prompt_tokens: PromptTokens | None = None
+    #: Video tasks: eq. 1 per video (E_batch / B), J; energy_per_request_j holds the same.
+    energy_per_video_j: float | None = None
     #: Set when the configuration stopped early (adaptive sweep); None: it ran to the end.
     early_stop: EarlyStop | None = None
     #: How the server was run: "" (one per configuration, or not a server runtime),
@@ -299,6 +339,8 @@ class Record(RecordHead, kw_only=True):
     power_timeline: PowerTimeline = msgspec.field(default_factory=PowerTimeline)
     batch_timeline: BatchTimeline = msgspec.field(default_factory=BatchTimeline)
     log_tail: list[str] = []
+    #: Diffusion: encode / denoise / decode spans of every batch (from the trace's marks).
+    phases: list[PhaseSpan] = []
 
 
 class GpuInfo(_S, kw_only=True):

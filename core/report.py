@@ -16,7 +16,7 @@ import msgspec
 from .measure.accounting import carbon_per_1k_g, cost_per_1k_usd
 from .pareto import fmt_duration, recommend
 from .adaptive.account import SweepAccount, sweep_lines
-from .records import FORMULAS, Record
+from .records import FORMULAS, Record, RecordHead
 from .textsafe import escape_terminal
 
 METRIC_NAMES = {
@@ -55,6 +55,9 @@ class ReportRow(msgspec.Struct, kw_only=True):
     mean_batch: float | None = None
     num_gpus: int = 1
     power_limit_w: int | None = None
+    #: Visual chat: image tokens / prompt tokens, and where the images came from ("synthetic").
+    image_token_share: float | None = None
+    image_source: str | None = None
 
 
 class Report(msgspec.Struct, kw_only=True):
@@ -87,6 +90,7 @@ def _latency_s(r: Record, metric: str) -> float | None:
 
 def _row(r: Record, metric: str, price: float | None, carbon: float | None) -> ReportRow:
     image = r.task == "text-to-image"
+    video = r.task in ("text-to-video", "image-to-video")
     lat = _latency_s(r, metric)
     cost = co2 = None
     if r.accounting is not None:
@@ -97,7 +101,9 @@ def _row(r: Record, metric: str, price: float | None, carbon: float | None) -> R
             cost = cost_per_1k_usd(epr, price)
         if co2 is None and carbon is not None:
             co2 = carbon_per_1k_g(epr, carbon)
-    if image:
+    if video:
+        thr, thr_unit = r.throughput.videos_per_s, "video/s"
+    elif image:
         thr, thr_unit = r.throughput.images_per_s, "img/s"
     elif r.throughput.output_tokens_per_s is not None:
         thr, thr_unit = r.throughput.output_tokens_per_s, "tok/s"
@@ -113,8 +119,9 @@ def _row(r: Record, metric: str, price: float | None, carbon: float | None) -> R
         latency_metric=metric,
         latency_ms=None if lat is None else lat * 1000.0,
         energy_per_request_j=epr,
-        energy_per_unit_j=_finite(r.energy_per_image_j if image else r.energy_per_token_j),
-        unit="image" if image else "token",
+        energy_per_unit_j=_finite(r.energy_per_video_j if video else r.energy_per_image_j if image
+                                  else r.energy_per_token_j),
+        unit="video" if video else "image" if image else "token",
         avg_power_w=_finite(r.avg_power_w),
         throughput=_finite(thr),
         throughput_unit=thr_unit,
@@ -126,6 +133,8 @@ def _row(r: Record, metric: str, price: float | None, carbon: float | None) -> R
         mean_batch=None if ss is None else ss.mean_batch,
         num_gpus=r.config.num_gpus,
         power_limit_w=r.config.power_limit_w,
+        image_token_share=r.prompt_tokens.image_share if r.prompt_tokens is not None else None,
+        image_source=r.prompt_tokens.image_source if r.prompt_tokens is not None else None,
     )
 
 
@@ -199,7 +208,7 @@ def _render_lines(report: Report, title: str | None) -> list[str]:
         note = "<- recommended" if r.recommended else ("(fastest)" if r.fastest else "")
         table.append([
             "*" if r.frontier else "", r.label, _num(r.latency_ms), _num(r.energy_per_request_j),
-            _num(r.energy_per_unit_j, 1 if r.unit == "image" else 3), _num(r.avg_power_w, 0),
+            _num(r.energy_per_unit_j, 1 if r.unit in ("image", "video") else 3), _num(r.avg_power_w, 0),
             _num(r.throughput, 0 if r.throughput_unit == "tok/s" else 2), r.status, note,
         ])
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
@@ -226,6 +235,11 @@ def _render_lines(report: Report, title: str | None) -> list[str]:
         if rec is not None and rec.tdp_overestimation:
             text += f" ({rec.tdp_overestimation:.2f}x for the recommended configuration)"
         lines.append(text + ".")
+    shares = [r.image_token_share for r in report.rows if r.image_token_share is not None]
+    if shares:
+        sources = sorted({r.image_source for r in report.rows if r.image_source})
+        span = f"{min(shares):.0%}" + (f" to {max(shares):.0%}" if max(shares) - min(shares) >= 0.005 else "")
+        lines.append(f"Image tokens: {span} of prompt tokens ({', '.join(sources) or 'unknown'} images).")
     bad = [r for r in report.rows if r.status != "ok"]
     if bad:
         lines.append("Not on the frontier because not ok:")
@@ -257,9 +271,9 @@ CSV_COLUMNS: list[tuple[str, str]] = [
     ("fastest", "1 for the lowest latency"),
     ("latency_ms", "mean of the latency metric, ms"),
     ("energy_per_request_j", "J per request"),
-    ("energy_per_unit_j", "J per output token (E_steady / tokens_steady) or per image (E_batch / B)"),
+    ("energy_per_unit_j", "J per output token (E_steady / tokens_steady), per image or per video (E_batch / B)"),
     ("avg_power_w", "average power E / T over the measured window, W"),
-    ("throughput", "output tokens/s over the steady window, or images/s over measured batches"),
+    ("throughput", "output tokens/s over the steady window, or images/s (videos/s) over measured batches"),
     ("cost_per_1k_requests_usd", "energy per request x 1000 / 3.6e6 J/kWh x price"),
     ("carbon_per_1k_requests_g", "energy per request x 1000 / 3.6e6 J/kWh x grid intensity"),
     ("tdp_estimate_j", FORMULAS["tdp_estimate"]),
@@ -276,7 +290,7 @@ def to_csv(report: Report) -> str:
     out = io.StringIO()
     out.write(f"# mle-tui Pareto report; latency metric: {metric} = {FORMULAS.get(metric, metric)}\n")
     if report.rows:
-        e = ("energy_per_request_diffusion" if report.rows[0].unit == "image"
+        e = ("energy_per_request_diffusion" if report.rows[0].unit in ("image", "video")
              else "energy_per_request_llm")
         out.write(f"# energy_per_request_j = {FORMULAS[e]}\n")
     out.write(f"# percentiles: {FORMULAS['percentiles']}\n")
@@ -299,3 +313,40 @@ def to_csv(report: Report) -> str:
             values.append(v)
         w.writerow(values)
     return out.getvalue()
+
+
+def gpu_summary(rec: RecordHead) -> str | None:
+    """One line on a record's GPUs: each GPU's average power and share of the window energy
+    (min-max beyond four GPUs), utilisation, the node's other GPUs (not in the record's energy)
+    and any neighbour configurations. None for a one-GPU record with nothing else to say."""
+    per = rec.per_gpu
+    parts = []
+    if len(per) > 1:
+        if len(per) <= 4:
+            parts.append("GPUs " + " · ".join(
+                f"{g.index}: {_w(g.avg_power_w)} {_pct(g.share)}" + (f" {g.utilisation_pct:.0f}% util" if g.utilisation_pct is not None else "")
+                for g in per))
+        else:
+            ws = [g.avg_power_w for g in per if g.avg_power_w is not None]
+            sh = [g.share for g in per if g.share is not None]
+            parts.append(f"{len(per)} GPUs {min(ws):.0f}–{max(ws):.0f} W" if ws else f"{len(per)} GPUs")
+            if sh:
+                parts[-1] += f", shares {min(sh):.1%}–{max(sh):.1%}"
+    elif per and per[0].utilisation_pct is not None:
+        parts.append(f"GPU {per[0].index}: {per[0].utilisation_pct:.0f}% util")
+    if rec.idle_gpus:
+        ws = [g.avg_power_w for g in rec.idle_gpus if g.avg_power_w is not None]
+        drawn = f" drew {sum(ws):.0f} W" if ws else ""
+        parts.append(f"node's other {len(rec.idle_gpus)} GPU{'s' * (len(rec.idle_gpus) != 1)} "
+                     f"({', '.join(str(g.index) for g in rec.idle_gpus)}){drawn}, not in this energy")
+    if rec.neighbours:
+        parts.append("side by side with " + ", ".join(rec.neighbours))
+    return " · ".join(parts) if parts else None
+
+
+def _w(v: float | None) -> str:
+    return "—" if v is None else f"{v:.0f} W"
+
+
+def _pct(v: float | None) -> str:
+    return "" if v is None else f"{v:.1%}"

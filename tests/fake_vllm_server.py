@@ -17,6 +17,14 @@ Behaviour knobs through the environment:
 * ``FAKE_EOS_AFTER``: with real weights (no ``ignore_eos``), stop after this many tokens.
 * ``FAKE_BUNDLE``: send tokens in chunks of this many (a busy API server merging outputs).
 * ``FAKE_NO_FILTER=1``: ``/metrics/`` answers 404 (a server without the ``name[]`` filter).
+
+Visual chat: chat messages whose content is a list of parts are counted as vLLM does for the
+served model's family (``model_type`` of ``--model``'s config.json): the model directory's chat
+template is rendered (image parts as ``{"type": "image"}``) and tokenised with its
+``tokenizer.json`` (no added BOS, as vLLM's chat endpoint), and each image placeholder token is
+replaced by the image's tokens, counted from the decoded data URL's pixel size (LLaVA-1.5: 576;
+Qwen2-VL/2.5-VL: resized to multiples of 28 within [min, max] pixels, one token per 28x28 cell);
+the total is ``usage.prompt_tokens``. An unknown family or an undecodable image is answered 400.
 """
 
 from __future__ import annotations
@@ -123,6 +131,104 @@ class Engine:
             ]) + _PADDING
 
 
+def _smart_resize(h: int, w: int, factor: int, lo: int, hi: int) -> tuple[int, int]:
+    import math
+
+    hb, wb = max(factor, round(h / factor) * factor), max(factor, round(w / factor) * factor)
+    if hb * wb > hi:
+        beta = math.sqrt(h * w / hi)
+        hb, wb = max(factor, math.floor(h / beta / factor) * factor), max(factor, math.floor(w / beta / factor) * factor)
+    elif hb * wb < lo:
+        beta = math.sqrt(lo / (h * w))
+        hb, wb = math.ceil(h * beta / factor) * factor, math.ceil(w * beta / factor) * factor
+    return hb, wb
+
+
+class PromptCounter:
+    """Prompt tokens of a request as vLLM counts them for the model in ``model_dir``."""
+
+    def __init__(self, model_dir: str) -> None:
+        self.config: dict = {}
+        self.pre: dict = {}
+        self.tok = None
+        for name, attr in (("config.json", "config"), ("preprocessor_config.json", "pre")):
+            try:
+                with open(os.path.join(model_dir, name)) as fh:
+                    setattr(self, attr, json.load(fh))
+            except (OSError, ValueError):
+                pass
+        self.template = None
+        if os.path.exists(os.path.join(model_dir, "tokenizer.json")):
+            from tokenizers import Tokenizer
+
+            self.tok = Tokenizer.from_file(os.path.join(model_dir, "tokenizer.json"))
+            try:
+                with open(os.path.join(model_dir, "tokenizer_config.json")) as fh:
+                    text = json.load(fh).get("chat_template")
+            except (OSError, ValueError):
+                text = None
+            if text:
+                import jinja2
+                import jinja2.ext
+                import jinja2.sandbox
+
+                env = jinja2.sandbox.ImmutableSandboxedEnvironment(
+                    trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols])
+                self.template = env.from_string(text)
+
+    def text(self, text: str) -> int:
+        if self.tok is not None:
+            return len(self.tok.encode(text).ids)
+        return max(len(text.split()), -(-len(text) // 4)) if text else 0
+
+    def image(self, url: str) -> int:
+        import base64
+        import io
+
+        from PIL import Image
+
+        with Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))) as im:
+            w, h = im.size
+        kind = self.config.get("model_type")
+        vision = self.config.get("vision_config") or {}
+        if kind == "llava":
+            side = int(vision.get("image_size", 336)) // int(vision.get("patch_size", 14))
+            return side * side
+        if kind in ("qwen2_vl", "qwen2_5_vl"):
+            f = int(vision.get("patch_size", 14)) * int(vision.get("spatial_merge_size", 2))
+            hb, wb = _smart_resize(h, w, f, int(self.pre.get("min_pixels", 3136)),
+                                   int(self.pre.get("max_pixels", 12845056)))
+            return (hb // f) * (wb // f)
+        raise ValueError(f"model type {kind!r} takes no images")
+
+    def messages(self, messages: list) -> int:
+        if self.template is not None and self.tok is not None:
+            urls = [p["image_url"]["url"] for m in messages if isinstance(m.get("content"), list)
+                    for p in m["content"] if p.get("type") == "image_url"]
+            msgs = [{"role": m["role"], "content": m["content"] if isinstance(m.get("content"), str) else
+                     [{"type": "image"} if p.get("type") == "image_url" else p for p in m["content"]]}
+                    for m in messages]
+            ids = self.tok.encode(self.template.render(messages=msgs, add_generation_prompt=True),
+                                  add_special_tokens=False).ids
+            kind = self.config.get("model_type")
+            pad = self.config.get("image_token_index" if kind == "llava" else "image_token_id")
+            if ids.count(pad) != len(urls):
+                raise ValueError(f"{ids.count(pad)} image placeholders for {len(urls)} images")
+            return len(ids) - len(urls) + sum(self.image(u) for u in urls)
+        n = 0
+        for m in messages:
+            content = m.get("content")
+            if isinstance(content, str):
+                n += self.text(content)
+                continue
+            for part in content or []:
+                if part.get("type") == "text":
+                    n += self.text(part["text"])
+                elif part.get("type") == "image_url":
+                    n += self.image(part["image_url"]["url"])
+        return n
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="fake")
@@ -148,6 +254,7 @@ def main() -> None:
         while True:
             time.sleep(1)
     engine = Engine(args.max_num_seqs, float(os.environ.get("FAKE_STEP_S", "0.004")))
+    counter = PromptCounter(args.model)
     eos_after = int(os.environ["FAKE_EOS_AFTER"]) if os.environ.get("FAKE_EOS_AFTER") else None
     first_request = threading.Event()
     if mode.startswith("die_after_s="):
@@ -212,6 +319,11 @@ def main() -> None:
                 time.sleep(3600)
             prompt = body.get("messages") if chat else body.get("prompt")
             n_prompt = len(prompt) if isinstance(prompt, list) and not chat else len(json.dumps(prompt)) // 4
+            if chat and any(isinstance(m.get("content"), list) for m in prompt or []):
+                try:
+                    n_prompt = counter.messages(prompt)
+                except Exception as exc:  # noqa: BLE001 - vLLM answers a bad image with 400
+                    return self._send(400, json.dumps({"error": {"message": f"{type(exc).__name__}: {exc}"}}).encode())
             with engine.lock:
                 engine.prompt_tokens += n_prompt
             q = engine.submit(int(body["max_tokens"]), None if body.get("ignore_eos") else eos_after)

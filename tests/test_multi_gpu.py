@@ -6,6 +6,7 @@ device mapping) makes the record invalid."""
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -144,3 +145,80 @@ def test_workers_orphaned_by_a_server_shutdown_are_not_strangers(monkeypatch: py
     watch.stop()
     assert all({11, 12} <= own for own in seen_own[:3])
     assert watch.strangers.reason() is None
+
+
+def test_setup_form_gpu_choice() -> None:
+    """The setup form's GPUs field: parsed, checked against the detected GPUs, and the
+    parallel degree checked against the chosen ones."""
+    from mle_tui.core.records import GpuInfo
+    from mle_tui.tui.form import build_profile, parse_indices
+
+    assert parse_indices("0, 2") == ([0, 2], None) and parse_indices("") == ([], None)
+    assert parse_indices("0,0")[1] and parse_indices("a")[1] and parse_indices("-1")[1]
+    import msgspec
+
+    from mle_tui.core.profile import GpuSpec
+
+    base = msgspec.structs.replace(llm_profile("32", power="tensor_parallel = [2]"), runtime="vllm", gpu=GpuSpec())
+    gpus = [GpuInfo(index=i, name="H200", min_power_limit_w=200.0, max_power_limit_w=700.0) for i in range(4)]
+    ok = build_profile(base, {"gpu_indices": "2,3"}, gpus=gpus)
+    assert ok.ok and ok.profile.gpu.indices == [2, 3]
+    assert "tensor_parallel" in build_profile(base, {"gpu_indices": "3"}, gpus=gpus).errors
+    assert "gpu_indices" in build_profile(base, {"gpu_indices": "5"}, gpus=gpus).errors
+    assert build_profile(base, {"gpu_indices": ""}, gpus=gpus).profile.gpu.indices is None
+
+
+def test_power_legend_folds_beyond_four_gpus() -> None:
+    import numpy as np
+
+    from mle_tui.tui.charts import TimeData, gpu_band, power_legend
+
+    per = [np.array([100.0 + 10 * g, 200.0 + g]) for g in range(8)]
+    d = TimeData(power_t=np.array([0.0, 1.0]), total_w=sum(per), per_gpu_w=per)
+    lo, hi = gpu_band(per)
+    assert list(lo) == [100.0, 200.0] and list(hi) == [170.0, 207.0]
+    assert "8 GPUs min–max→ 200–207" in power_legend(d)
+    d2 = TimeData(power_t=d.power_t, total_w=per[0] + per[1], per_gpu_w=per[:2])
+    text = power_legend(d2, [400.0, 400.0])
+    assert "GPU→" in text and "201" in text and "limit 400" in text and "min–max" not in text
+
+
+def test_side_by_side_sweeps_are_recorded_as_neighbours(tmp_path: Path) -> None:
+    """A sweep holding other GPUs of the host while a configuration runs is named in its
+    record (measurements on a shared host interfere); our own GPUs and free locks are not."""
+    from mle_tui.core.power.gpu_lock import GpuLock, held_by_others, neighbour_lines
+
+    state = tmp_path / "state"
+    mine = GpuLock(state, "gpu-0", 0)
+    other2, other3 = GpuLock(state, "gpu-2", 2), GpuLock(state, "gpu-3", 3)
+    free = GpuLock(state, "gpu-1", 1)
+    assert mine.try_acquire("/runs/me") and other2.try_acquire("/runs/them") and other3.try_acquire("/runs/them")
+    assert free.try_acquire("/runs/old")
+    free.release()  # its lock file stays, unlocked
+    try:
+        held = held_by_others(state, {"gpu-0"})
+        assert sorted(h["index"] for h in held) == [2, 3]
+        assert neighbour_lines(state, {"gpu-0"}) == [f"run dir /runs/them (pid {os.getpid()}) on GPUs 2, 3"]
+    finally:
+        for lk in (mine, other2, other3):
+            lk.release()
+    assert held_by_others(state, {"gpu-0"}) == []
+
+
+def test_neighbours_reach_the_record(tmp_path: Path) -> None:
+    rec = _run(tmp_path, 1, 2)
+    trace = decode_trace((tmp_path / "run" / rec.analysis.trace).read_bytes())
+    trace.neighbours = ["run dir /runs/them (pid 1) on GPU 1"]
+    again = analyse(trace)
+    assert again.neighbours == trace.neighbours and again.status == rec.status
+    assert any("another mle-tui sweep on this host" in r for r in again.reasons)
+
+
+def test_utilisation_needs_three_samples_inside_the_window() -> None:
+    from mle_tui.core.measure.gpus import utilisation
+
+    t = [0.5, 1.5, 2.5, 3.5, 9.0]
+    pct = [[90.0, 95.0, 100.0, 0.0, 0.0]]
+    assert utilisation(t, pct, [(0.0, 3.0)], 1) == [pytest.approx(95.0)]
+    assert utilisation(t, pct, [(0.0, 2.0)], 1) == [None]  # two samples: not judged
+    assert utilisation(t, pct, [(0.0, 1.0), (2.0, 4.0)], 1) == [pytest.approx(190 / 3)]

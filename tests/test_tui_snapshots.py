@@ -13,7 +13,7 @@ import pytest
 
 from mle_tui.core.profile import load_profile
 from mle_tui.tui.app import MleApp
-from tui_fakes import FakeRunner, FrozenClock, fake_factory, no_gpu_probe, write_profile
+from tui_fakes import FakeRunner, FrozenClock, fake_factory, h100_probe, no_gpu_probe, write_profile
 
 SIZES = [(80, 24), (160, 48)]
 IDS = ["80x24", "160x48"]
@@ -66,6 +66,23 @@ def test_setup_screen(snap_compare, at, size):
     assert snap_compare(app, terminal_size=size, run_before=ready)
 
 
+def test_setup_screen_gpu_picker(snap_compare, at):
+    """Two GPUs detected: the picker lists them; unticking GPU 1 writes 0 into the GPUs field."""
+    app = app_for(gpu_probe=h100_probe)
+
+    async def pick(pilot):
+        await until(pilot, lambda: app.gpu_info is not None)
+        await pilot.pause()
+        picker = app.screen.query_one("#gpu-pick")
+        picker.deselect(1)
+        await pilot.pause()
+        assert app.screen.query_one("#gpu_indices").value == "0"
+        picker.scroll_visible()
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=(80, 24), run_before=pick)
+
+
 @pytest.mark.parametrize("size", SIZES, ids=IDS)
 def test_setup_screen_invalid_input(snap_compare, at, size):
     app = app_for()
@@ -95,6 +112,31 @@ def test_run_screen(snap_compare, at, size, tmp_path):
 
     try:
         assert snap_compare(app, terminal_size=size, run_before=running)
+    finally:
+        for r in fac.made:
+            r.request_stop()
+        app.finish(timeout_s=10)
+
+
+@pytest.mark.parametrize("gpus", [2, 8])
+def test_run_screen_multi_gpu(snap_compare, at, tmp_path, gpus):
+    """80x24 with 2 GPUs (a line each, right axis) and 8 (folded into their min/max band)."""
+    fac = fake_factory(pause_at=(2, 6.0), gpus=gpus)
+    app = app_for(runner_factory=fac, runs_root=tmp_path)
+
+    async def running(pilot):
+        await until(pilot, lambda: app.gpu_info is not None)
+        await pilot.press("ctrl+r")
+        await until(pilot, lambda: bool(fac.made) and fac.made[0].paused.is_set())
+        await until(pilot, lambda: not app._queue and not app._wake)
+        await pilot.pause()
+        app.screen.sync(force=True)
+        await pilot.pause()
+        legend = str(app.screen.query_one("#power-legend").render())
+        assert ("min–max" in legend) == (gpus > 4)
+
+    try:
+        assert snap_compare(app, terminal_size=(80, 24), run_before=running)
     finally:
         for r in fac.made:
             r.request_stop()

@@ -410,10 +410,20 @@ class FakeRunner:
             power_timeline=PowerTimeline(t_s=list(t_s), total_w=list(tot),
                                          per_gpu_w={str(g): [p[g] for p in per] for g in range(self.gpus)}),
             batch_timeline=BatchTimeline(t_s=list(t_s), running=list(run_l), waiting=list(wait_l), source="fake"),
+            per_gpu=_fake_per_gpu(per, self.gpus, dur) if self.gpus > 1 and per else [],
         )
         path = self.out_dir / "records" / f"{c.key()}.json"
         path.write_bytes(msgspec.json.encode(rec))
         return path
+
+
+def _fake_per_gpu(per, gpus: int, dur: float) -> list:
+    from mle_tui.core.records import GpuEnergy
+
+    means = [sum(p[g] for p in per) / len(per) for g in range(gpus)]
+    total = sum(means) or 1.0
+    return [GpuEnergy(index=g, energy_j=m * dur, avg_power_w=m, share=m / total, utilisation_pct=97.0)
+            for g, m in enumerate(means)]
 
 
 def fake_factory(**kw):

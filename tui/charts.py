@@ -38,6 +38,9 @@ class TimeData(msgspec.Struct, kw_only=True):
     max_num_seqs: int | None = None
     #: Shared x range (s) of both charts.
     x_range: tuple[float, float] | None = None
+    #: Diffusion phases as (start, end or None = still running, phase name), drawn on the time
+    #: axis as a letter (E encode, D denoise, V VAE decode) and a bar in the phase's colour.
+    phases: list = []
 
 
 def shared_x_range(*ts) -> tuple[float, float] | None:
@@ -121,7 +124,11 @@ _AXIS = Style(color="grey62")
 _STEADY = Style(color="green")
 _COLORS = {"total": Style(color="dark_orange", bold=True), "memory": Style(color="magenta"),
            "running": Style(color="cyan", bold=True), "waiting": Style(color="grey50"),
-           "limit": Style(color="grey50"), "text": Style(color="grey62", italic=True)}
+           "limit": Style(color="grey50"), "text": Style(color="grey62", italic=True),
+           "band": Style(color="cyan")}
+_PHASE_STYLES = {"encode": Style(color="yellow", bold=True), "denoise": Style(color="cyan", bold=True),
+                 "decode": Style(color="magenta", bold=True)}
+_PHASE_LETTERS = {"encode": "E", "denoise": "D", "decode": "V"}
 _GPU_STYLES = tuple(Style(color=c) for c in ("cyan", "blue", "red", "yellow", "white", "grey50"))
 
 
@@ -225,6 +232,23 @@ class TimeChart(Widget):
                 last_end = start + len(label)
             v += step
 
+    def _phases(self, canvas: Canvas, plot: Plot) -> None:
+        """Each phase on the time axis (the frame's bottom line): its letter at its start and a
+        bar to its end in its colour. Spans share columns at coarse scales: a letter moves at
+        most one column right of its span to find room, else it is left out."""
+        row, lx, free = plot.rows + 1, AXIS_LABEL_WIDTH + 1, 0
+        for t0, t1, name in self.data.phases:
+            s = max(0, plot.x_to_col(t0))
+            e = min(plot.cols - 1, plot.x_to_col(plot.x1 if t1 is None else t1))
+            c0 = max(s, free)
+            if c0 > plot.cols - 1 or c0 > e + 1:
+                continue
+            style = _PHASE_STYLES.get(name, _AXIS)
+            canvas.put(row, lx + c0, _PHASE_LETTERS.get(name, "?"), style)
+            if e > c0:
+                canvas.put(row, lx + c0 + 1, "━" * (e - c0), style)
+            free = max(c0, e) + 1
+
     def _message(self, plot: Plot, text: str) -> None:
         row = plot.rows // 2
         c0 = max(0, (plot.cols - len(text)) // 2)
@@ -242,8 +266,24 @@ class TimeChart(Widget):
             plot.vline(d.steady_end_s, "│", _STEADY)
 
 
+#: Beyond this many GPUs the per-GPU lines fold into a min/max band.
+MAX_GPU_LINES = 4
+
+
+def gpu_band(per_gpu_w: list) -> tuple[np.ndarray, np.ndarray]:
+    """Per-sample minimum and maximum over GPUs (NaNs ignored)."""
+    vv = np.vstack([np.asarray(v, dtype=np.float64) for v in per_gpu_w])
+    with np.errstate(all="ignore"):
+        return np.nanmin(vv, axis=0), np.nanmax(vv, axis=0)
+
+
 class PowerChart(TimeChart):
-    """GPU power: total (and per GPU when several; memory where available) as steps."""
+    """GPU power as steps: the total (left axis) and, with several GPUs, one line per GPU on
+    the right axis (its own scale, so 8 x 700 W of total does not flatten them); beyond
+    :data:`MAX_GPU_LINES` GPUs the per-GPU lines fold into their min/max band. Memory (HBM)
+    power, summed, on the left axis when ``show_memory``."""
+
+    show_memory = True
 
     def draw(self, canvas: Canvas, plot: Plot) -> None:
         d = self.data
@@ -252,21 +292,57 @@ class PowerChart(TimeChart):
             self._frame(canvas, plot, 1000.0, None)
             self._message(plot, "waiting for power samples")
             return
-        series = [d.total_w, *d.per_gpu_w]
-        if d.memory_w is not None:
-            series.append(d.memory_w)
-        vv = np.vstack(series)
-        finite = vv[np.isfinite(vv)]
-        y_hi = _nice_max(float(finite.max()) * 1.05 if finite.size else 1.0)
-        self._frame(canvas, plot, y_hi, None)
-        self._steady(plot)
+        memory = d.memory_w if self.show_memory else None
+        left = [np.asarray(d.total_w, dtype=np.float64)] + ([np.asarray(memory, dtype=np.float64)] if memory is not None else [])
+        y_hi = _nice_max(_finite_max(left) * 1.05)
         ngpu = len(d.per_gpu_w)
+        right = None
         if ngpu > 1:
-            for i in range(ngpu):
-                plot.series(t, vv[1 + i], y_hi, _GPU_STYLES[i % len(_GPU_STYLES)], hold_to=plot.x1)
-        if d.memory_w is not None:
-            plot.series(t, vv[-1], y_hi, _COLORS["memory"], hold_to=plot.x1)
-        plot.series(t, vv[0], y_hi, _COLORS["total"], hold_to=plot.x1)
+            right = [np.asarray(v, dtype=np.float64) for v in d.per_gpu_w] if ngpu <= MAX_GPU_LINES else list(gpu_band(d.per_gpu_w))
+        r_hi = _nice_max(_finite_max(right) * 1.05) if right is not None else None
+        self._frame(canvas, plot, y_hi, r_hi)
+        self._steady(plot)
+        self._phases(canvas, plot)
+        if right is not None:
+            if ngpu <= MAX_GPU_LINES:
+                for i, v in enumerate(right):
+                    plot.series(t, v, r_hi, _GPU_STYLES[i % len(_GPU_STYLES)], hold_to=plot.x1)
+            else:
+                for v in right:
+                    plot.series(t, v, r_hi, _COLORS["band"], hold_to=plot.x1)
+        if memory is not None:
+            plot.series(t, left[1], y_hi, _COLORS["memory"], hold_to=plot.x1)
+        plot.series(t, left[0], y_hi, _COLORS["total"], hold_to=plot.x1)
+
+
+def _finite_max(series: list | None) -> float:
+    if not series:
+        return 1.0
+    vv = np.concatenate([np.asarray(v, dtype=np.float64).ravel() for v in series])
+    vv = vv[np.isfinite(vv)]
+    return float(vv.max()) if vv.size else 1.0
+
+
+def power_legend(d: TimeData, limit_w: list[float] | None = None, show_memory: bool = True) -> str:
+    """The power chart's legend (Rich markup), with the latest values: total, per GPU (each in
+    its line's colour; min-max beyond :data:`MAX_GPU_LINES`; → = right axis), memory, the limit."""
+    pl = f"[{_COLORS['total'].color.name}]⣿[/] total W"
+    if d.total_w is not None and len(d.total_w):
+        pl += f" {d.total_w[-1]:.0f}"
+        n = len(d.per_gpu_w)
+        if 1 < n <= MAX_GPU_LINES:
+            pl += " · GPU→ " + " ".join(
+                f"[{_GPU_STYLES[i % len(_GPU_STYLES)].color.name}]⣿[/]{a[-1]:.0f}" for i, a in enumerate(d.per_gpu_w))
+        elif n > MAX_GPU_LINES:
+            lo, hi = gpu_band(d.per_gpu_w)
+            pl += f" · [{_COLORS['band'].color.name}]⣿[/] {n} GPUs min–max→ {lo[-1]:.0f}–{hi[-1]:.0f}"
+        if show_memory and d.memory_w is not None:
+            pl += f" · [{_COLORS['memory'].color.name}]⣿[/] mem {d.memory_w[-1]:.0f}"
+    if limit_w:
+        pl += f" · limit {'/'.join(f'{w:.0f}' for w in sorted(set(limit_w)))}"
+    if d.phases:
+        pl += " · E/D/V phases"
+    return pl
 
 
 class BatchChart(TimeChart):

@@ -10,6 +10,7 @@
                           [--out DIR | --replace]
     mle-tui compare DIR_A DIR_B [DIR ...] [--target VALUE] [--metric M] [--plot OUT_DIR [--format png|svg]]
     mle-tui profiles
+    mle-tui prepare-model NAME [DIR] [--check]
     mle-tui open DIR | attach DIR [--headless]
     mle-tui --version
 
@@ -137,6 +138,22 @@ def cmd_run(args: argparse.Namespace) -> int:
                         detached=args.detached_child, on_done=_print_report)
 
 
+def cmd_prepare_model(args: argparse.Namespace) -> int:
+    from mle_tui.core.model_dirs import check_model_dir, dummy_model_dir, prepare_model_dir
+
+    path = prepare_model_dir(args.name, args.dest) if args.dest else dummy_model_dir(args.name, "dummy")
+    if path is None:
+        raise InputError("command line", "NAME", f"{args.name!r} is not a shipped vision-language shape")
+    print(path)
+    if args.check:
+        try:
+            print("\n".join(check_model_dir(path)))
+        except RuntimeError as exc:
+            print(f"{PROG}: check failed: {exc}", file=sys.stderr)
+            return 1
+    return 0
+
+
 def cmd_open(args: argparse.Namespace) -> int:
     return _app(None, str(_run_dir(args.dir)), False)
 
@@ -215,6 +232,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("profiles", help="list shipped profiles")
     pr.set_defaults(func=cmd_profiles)
+
+    pm = sub.add_parser("prepare-model", help="write a shipped model shape's directory for dummy weights "
+                                              "(config, and for VLMs tokenizer and processor)")
+    pm.add_argument("name", metavar="NAME", help="shape, e.g. qwen2.5-vl-7b, llava-1.5-7b, llama-3.1-8b")
+    pm.add_argument("dest", metavar="DIR", nargs="?", help="directory (default: the cache the runtimes use)")
+    pm.add_argument("--check", action="store_true", help="load it with transformers and check the image tokens")
+    pm.set_defaults(func=cmd_prepare_model)
 
     o = sub.add_parser("open", help="open a finished run in the app")
     o.add_argument("dir", metavar="DIR")

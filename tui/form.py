@@ -5,11 +5,12 @@ the Profile's validation); this module only maps its messages onto the form's fi
 from __future__ import annotations
 
 import math
+import typing
 from pathlib import Path
 
 import msgspec
 
-from ..core.profile import Profile, _field_path, parse_duration_s
+from ..core.profile import DatasetSpec, Profile, _field_path, parse_duration_s
 from ..core.records import GpuInfo
 from ..core.sweep import SweepSyntaxError, parse_axis
 
@@ -25,13 +26,15 @@ FIELDS: dict[str, tuple[str, str]] = {
     "resolution": ("sweep.resolution", "Resolution"),
     "tensor_parallel": ("sweep.tensor_parallel", "Tensor parallel"),
     "power_limit_w": ("sweep.power_limit_w", "Power limit W"),
+    "gpu_indices": ("gpu.indices", "GPUs"),
     "target": ("target.value", "Latency target"),
 }
 AXES = ("max_num_seqs", "batch_size", "num_inference_steps", "tensor_parallel", "power_limit_w")
 LLM_FIELDS = ("max_num_seqs",)
 DIFFUSION_FIELDS = ("batch_size", "num_inference_steps", "resolution")
 RUNTIMES = ("vllm", "transformers", "diffusers", "sim")
-DATASETS = ("sharegpt", "humaneval", "partiprompts", "jsonl", "synthetic")
+#: Every dataset a profile may name (read from the profile schema, so the two never differ).
+DATASETS: tuple[str, ...] = typing.get_args(typing.get_type_hints(DatasetSpec)["name"])
 
 
 def axis_text(value: object) -> str:
@@ -89,6 +92,7 @@ def field_values(profile: Profile) -> dict[str, str]:
         "resolution": axis_text(s.resolution),
         "tensor_parallel": axis_text(s.tensor_parallel),
         "power_limit_w": axis_text(s.power_limit_w),
+        "gpu_indices": ",".join(str(i) for i in profile.gpu.indices or []),
         "target": "" if profile.target.value is None else str(profile.target.value),
     }
 
@@ -145,6 +149,12 @@ def build_profile(base: Profile, values: dict[str, str], *, simulated: bool = Fa
                 errors[fid] = problem
                 continue
             _set(d, path, text or None)
+        elif fid == "gpu_indices":
+            indices, problem = parse_indices(text)
+            if problem:
+                errors[fid] = problem
+                continue
+            _set(d, path, indices or None)
         elif fid == "model":
             if not text:
                 errors[fid] = "required"
@@ -172,19 +182,40 @@ def build_profile(base: Profile, values: dict[str, str], *, simulated: bool = Fa
     return FormResult(profile=profile, errors=errors, num_configs=len(configs))
 
 
+def parse_indices(text: str) -> tuple[list[int], str | None]:
+    """``"0,1"`` / ``"0 1"`` -> [0, 1]; empty -> [] (every GPU)."""
+    parts = [p for p in text.replace(",", " ").split() if p]
+    try:
+        out = [int(p) for p in parts]
+    except ValueError:
+        return [], "GPU indices separated by commas, e.g. 0,1 (empty = every GPU)"
+    if any(i < 0 for i in out):
+        return [], "GPU indices are >= 0"
+    if len(set(out)) != len(out):
+        return [], "an index is listed twice"
+    return out, None
+
+
 def check_against_gpus(profile: Profile, gpus: list[GpuInfo]) -> dict[str, str]:
-    """Power limits within the GPUs' range; parallel degree within the GPU count."""
+    """Power limits within the GPUs' range; parallel degree within the GPU count; the chosen
+    GPUs present."""
     errors: dict[str, str] = {}
-    lo = max((g.min_power_limit_w for g in gpus if g.min_power_limit_w), default=None)
-    hi = min((g.max_power_limit_w for g in gpus if g.max_power_limit_w), default=None)
+    present = {g.index for g in gpus}
+    missing = [i for i in profile.gpu.indices or [] if i not in present]
+    if missing:
+        errors["gpu_indices"] = f"GPU {missing[0]} not found (detected: {', '.join(map(str, sorted(present)))})"
+    pool = [g for g in gpus if not profile.gpu.indices or g.index in profile.gpu.indices]
+    lo = max((g.min_power_limit_w for g in pool or gpus if g.min_power_limit_w), default=None)
+    hi = min((g.max_power_limit_w for g in pool or gpus if g.max_power_limit_w), default=None)
     limits = profile.sweep.axis("power_limit_w")
     if lo is not None and hi is not None:
         bad = [v for v in limits if not lo - 1e-6 <= v <= hi + 1e-6]
         if bad:
             errors["power_limit_w"] = f"{bad[0]} W is outside the GPUs' range {lo:.0f}–{hi:.0f} W"
     need = max((c.num_gpus for c in profile.configs()), default=1)
-    if need > len(gpus):
-        errors["tensor_parallel"] = f"needs {need} GPUs, {len(gpus)} detected"
+    if need > len(pool) and not missing:
+        errors["tensor_parallel"] = (f"needs {need} GPUs, {len(pool)} "
+                                     f"{'chosen' if profile.gpu.indices else 'detected'}")
     return errors
 
 

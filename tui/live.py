@@ -24,6 +24,7 @@ from ..core.events import (
     GpuTimeUpdate,
     HealthSample,
     LogLine,
+    PhaseMark,
     PowerSample,
     RequestProgress,
     RunFinished,
@@ -116,6 +117,11 @@ class LiveState:
         self._batch_images = 0
         #: Measured (non-warm-up) batches per diffusion configuration, when known (profile).
         self.batches_per_config: int | None = None
+        #: Diffusion phase marks (run clock, label) of the current configuration, step ends left
+        #: out (the chart draws phases, not steps); bounded like the chart buffers.
+        self.phase_marks: collections.deque[tuple[float, str]] = collections.deque(maxlen=capacity)
+        #: What one diffusion request makes ("image", "video"), when known (profile).
+        self.output_unit = "image"
 
     # -- folding events -------------------------------------------------------------------
     def apply(self, event: Event) -> None:
@@ -141,6 +147,10 @@ class LiveState:
             self.health_event_at_s = self._now_s()
         elif isinstance(event, BatchProgress):
             self.batch_progress = event
+        elif isinstance(event, PhaseMark):
+            if ":step:" not in event.label:
+                self.phase_marks.append((event.t_s, event.label))
+                self.chart_version += 1
         elif isinstance(event, ConfigStarted):
             self._on_config_started(event)
         elif isinstance(event, ConfigFinished):
@@ -191,6 +201,7 @@ class LiveState:
         self.steady = None
         self.progress = RequestProgress(done=0, total=e.num_requests, t_s=0.0)
         self.batch_progress = None
+        self.phase_marks.clear()
         self._batch_energy_j, self._batch_images = 0.0, 0
         self.health = None
         self._config_wall_start_s = self._now_s()
@@ -352,7 +363,7 @@ class LiveState:
         n = bp.done * b
         text = f"measured batch {bp.done}{of} · B={b} · {n} image{'s' * (n != 1)}"
         if bp.energy_per_image_j is not None:
-            text += f" · {fmt_energy(bp.energy_per_image_j)}/image so far"
+            text += f" · {fmt_energy(bp.energy_per_image_j)}/{self.output_unit} so far"
         return text
 
     def steady_gates_text(self) -> str:

@@ -4,6 +4,7 @@ Textual here; nothing is recomputed that the core already computes."""
 
 from __future__ import annotations
 
+from ..core.profile import DIFFUSION_TASKS
 from ..core.records import FORMULAS, Record
 from ..core.report import Report, ReportRow, build_report, to_csv
 from .live import fmt_energy, fmt_latency, metric_label
@@ -18,8 +19,9 @@ class ResultsModel:
         self.by_key = {r.config_key: r for r in self.records}
         self._metric_arg = metric
         self._price, self._carbon = price_usd_per_kwh, carbon_g_per_kwh
-        self.diffusion = bool(self.records) and all(r.task == "text-to-image" for r in self.records)
-        self.unit_name = "J/image" if self.diffusion else "J/token"
+        self.diffusion = bool(self.records) and all(r.task in DIFFUSION_TASKS for r in self.records)
+        video = bool(self.records) and all(r.task in ("text-to-video", "image-to-video") for r in self.records)
+        self.unit_name = "J/video" if video else "J/image" if self.diffusion else "J/token"
         self.target_s: float | None = None
         self.report: Report = self._build(None)
 

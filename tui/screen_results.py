@@ -16,6 +16,7 @@ from textual.widgets import DataTable, Footer, Input, Label, Static, TabbedConte
 
 from ..core.profile import parse_duration_s
 from ..core.records import Record
+from ..core.report import gpu_summary
 from .charts import BatchChart, ParetoChart, PowerChart, TimeData, shared_x_range
 from .figure_export import ask_and_draw, target_text
 from .live import fmt_energy, fmt_latency, metric_label
@@ -319,7 +320,7 @@ def record_timedata(rec: Record) -> TimeData:
         d.power_t = np.asarray(p.t_s, dtype=float)
         d.total_w = np.asarray(p.total_w, dtype=float)
         if len(p.per_gpu_w) > 1:
-            d.per_gpu_w = [np.asarray(v, dtype=float) for _, v in sorted(p.per_gpu_w.items())]
+            d.per_gpu_w = [np.asarray(v, dtype=float) for _, v in sorted(p.per_gpu_w.items(), key=lambda kv: int(kv[0]))]
         if p.memory_w:
             d.memory_w = np.asarray(p.memory_w, dtype=float)
     if b.t_s:
@@ -329,8 +330,27 @@ def record_timedata(rec: Record) -> TimeData:
     if rec.steady_state is not None:
         d.steady_start_s, d.steady_end_s = rec.steady_state.start_s, rec.steady_state.end_s
     d.max_num_seqs = rec.config.batch
+    d.phases = [(p.start_s, p.end_s, p.phase) for p in rec.phases]
     d.x_range = shared_x_range(d.power_t, d.batch_t)
     return d
+
+
+def phase_summary(rec: Record) -> str:
+    """Mean time and energy of each diffusion phase per measured batch, after the letter the
+    timeline's time axis uses for it (fits 80 columns); "" without phases."""
+    measured = [p for p in rec.phases if not p.warmup]
+    if not measured:
+        return ""
+    n = len({p.batch for p in measured})
+    bits = []
+    for name, letter in (("encode", "E"), ("denoise", "D"), ("decode", "V")):
+        ps = [p for p in measured if p.phase == name]
+        if not ps:
+            continue
+        dur = sum(p.end_s - p.start_s for p in ps) / n
+        es = [p.energy_j for p in ps if p.energy_j is not None]
+        bits.append(f"{letter} {name} {fmt_latency(dur)}" + (f" {fmt_energy(sum(es) / n)}" if es else ""))
+    return " · ".join(bits)
 
 
 def config_detail(rec: Record) -> Text:
@@ -349,6 +369,12 @@ def config_detail(rec: Record) -> Text:
                  f"{rec.config.batch} · {fmt_energy(s.energy_j)} · {s.tokens} tokens")
         if s.gates:
             t.append(" · gates " + " ".join(f"{g.name} {'✓' if g.ok else '✗'}" for g in s.gates))
+    gpus = gpu_summary(rec)
+    if gpus:
+        t.append("\n" + gpus)
+    phases = phase_summary(rec)
+    if phases:
+        t.append("\n" + phases)
     lat = rec.latency
     bits = []
     for name in ("ttft", "tpot", "itl", "e2e", "batch_latency"):

@@ -20,7 +20,7 @@ from textual.widgets import Footer, Log, Static
 from ..core.events import HealthSample
 from ..core.procgroup import pid_alive
 from .attach import LiveTail
-from .charts import BatchChart, PowerChart, TimeData, shared_x_range
+from .charts import BatchChart, PowerChart, TimeData, power_legend, shared_x_range
 from .live import (DONE, EARLIER, FAILED, INVALID, PENDING, RUNNING, LiveState, fmt_duration, fmt_energy,
                    health_text)
 
@@ -38,6 +38,7 @@ class RunScreen(Screen):
         Binding("x", "stop", "Stop sweep"),
         Binding("r", "results", "Results"),
         Binding("l", "logs", "Server log"),
+        Binding("m", "memory", "VRAM line"),
         Binding("question_mark,f1", "app.help", "Keys"),
     ]
 
@@ -61,6 +62,8 @@ class RunScreen(Screen):
         self._last_chart_at = -1e9
         self._chart_key: str | None = None
         self._legend_text = ("", "", "")
+        #: The memory (VRAM/HBM) power line, toggled with ``m``.
+        self.show_memory = True
         self._facts_checked_at = -1e9
         self._health_busy = False
         self._own_pids: set[int] | None = None
@@ -166,6 +169,7 @@ class RunScreen(Screen):
         profile = load_run(Path(live.run_dir)).profile()
         if profile is not None:
             live.batches_per_config = profile.load.batches
+            live.output_unit = "video" if profile.is_video else "image"
 
     def _chart_due(self) -> bool:
         """Charts redraw at most every tick, and less often when building them is costly, so
@@ -288,6 +292,10 @@ class RunScreen(Screen):
             d.steady_start_s, d.steady_end_s = live.steady.start_s, live.steady.end_s
         if live.config_started is not None:
             d.max_num_seqs = live.config_started.config.batch
+        if live.phase_marks:
+            from ..core.measure.phases import live_spans
+
+            d.phases = live_spans(list(live.phase_marks))
         # Diffusion: no running-batch chart (between batches it would dip to 0 and read like
         # an LLM batch draining); the batches are counted in the line below the charts.
         diffusion = live.diffusion
@@ -303,15 +311,8 @@ class RunScreen(Screen):
 
     def _update_legends(self, d: TimeData) -> None:
         live = self.live
-        pl = "GPU power W: ⣿ total"
-        if d.total_w is not None and len(d.total_w):
-            pl += f" {d.total_w[-1]:.0f}"
-            if live.gpu_count > 1:
-                pl += " · per GPU " + "/".join(f"{a[-1]:.0f}" for a in d.per_gpu_w)
-            if d.memory_w is not None:
-                pl += f" · memory {d.memory_w[-1]:.0f}"
-        if live.config_started is not None and live.config_started.power_limit_w:
-            pl += f" · limit {'/'.join(f'{w:.0f}' for w in live.config_started.power_limit_w)}"
+        started = live.config_started
+        pl = power_legend(d, started.power_limit_w if started is not None else None, self.show_memory)
         bl = "Batch: ⣿ running"
         if d.running is not None and len(d.running):
             bl += f" {d.running[-1]:.0f} · waiting {d.waiting[-1]:.0f} (right axis)"
@@ -371,6 +372,13 @@ class RunScreen(Screen):
                             severity="warning")
             return
         self.app.action_stop_run()
+
+    def action_memory(self) -> None:
+        self.show_memory = not self.show_memory
+        chart = self.query_one("#power", PowerChart)
+        chart.show_memory = self.show_memory
+        chart.invalidate()
+        self._update_charts()
 
     def action_logs(self) -> None:
         from .screen_logs import LogScreen

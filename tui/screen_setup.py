@@ -9,19 +9,19 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Button, Checkbox, Footer, Input, Label, OptionList, Select, Static
+from textual.widgets import Button, Checkbox, Footer, Input, Label, OptionList, Select, SelectionList, Static
 from textual.widgets.option_list import Option
 
 from ..core.errors import InputError
 from ..core.profile import Profile, load_profile
 from .form import (
-    DATASETS, DIFFUSION_FIELDS, FIELDS, LLM_FIELDS, RUNTIMES, build_profile, estimate_s, field_values,
+    DATASETS, DIFFUSION_FIELDS, FIELDS, LLM_FIELDS, RUNTIMES, build_profile, estimate_s, field_values, parse_indices,
 )
 from .gpus import GpuProbe
 from .live import fmt_duration
 
 TEXT_FIELDS = ("model", "num_requests", "max_num_seqs", "batch_size", "num_inference_steps", "resolution",
-               "tensor_parallel", "power_limit_w", "target")
+               "tensor_parallel", "power_limit_w", "gpu_indices", "target")
 HINTS = {
     "max_num_seqs": "8..256 x2",
     "batch_size": "1..8 x2",
@@ -30,6 +30,7 @@ HINTS = {
     "tensor_parallel": "1",
     "power_limit_w": "empty = untouched; 300..700 +100",
     "target": "100ms, 5s",
+    "gpu_indices": "empty = every GPU; e.g. 0,1",
     "num_requests": "512",
     "model": "HF id or local dir",
 }
@@ -51,6 +52,7 @@ class SetupScreen(Screen):
         self.probe: GpuProbe | None = None
         self.result = None
         self._loading = False
+        self._picking = False
 
     # -- layout ---------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -72,10 +74,11 @@ class SetupScreen(Screen):
                     yield Select([(d, d) for d in DATASETS], allow_blank=False, id="dataset", compact=True)
                 yield from self._row("num_requests")
                 for fid in ("max_num_seqs", "batch_size", "num_inference_steps", "resolution",
-                            "tensor_parallel", "power_limit_w", "target"):
+                            "tensor_parallel", "power_limit_w", "gpu_indices", "target"):
                     yield from self._row(fid)
                 yield Static("", id="summary")
                 yield Static("GPUs: detecting…", id="gpu-info")
+                yield SelectionList[int](id="gpu-pick", compact=True)
                 yield Checkbox("Simulated backend (SIMULATED GPU)", id="simulated", compact=True)
                 yield Static("", id="form-error", classes="error")
                 yield Button("Start sweep (ctrl+r)", id="start", variant="success", disabled=True, compact=True)
@@ -92,6 +95,7 @@ class SetupScreen(Screen):
         for inp in self.query(Input):
             inp.cursor_blink = self.app.cursor_blink_enabled
         self.query_one("#simulated", Checkbox).display = False
+        self.query_one("#gpu-pick", SelectionList).display = False
         self.detect_gpus()
         target = self.initial or (str(self.profiles[0]) if self.profiles else None)
         if target:
@@ -112,7 +116,32 @@ class SetupScreen(Screen):
         self.probe = probe
         self.app.gpu_info = probe
         self._show_gpus()
+        self._fill_picker()
         self.revalidate()
+
+    def _fill_picker(self) -> None:
+        """One entry per detected GPU, ticked where the sweep may use it (the GPUs field;
+        empty = every GPU). Ticking writes the GPUs field, which stays the source of truth."""
+        pick = self.query_one("#gpu-pick", SelectionList)
+        gpus = self.probe.gpus if self.probe is not None else []
+        pick.display = bool(gpus)
+        if not gpus:
+            return
+        chosen = set(parse_indices(self.query_one("#gpu_indices", Input).value)[0])
+        self._picking = True
+        pick.clear_options()
+        for g in gpus:
+            limit = f" · {g.power_limit_w:.0f} W" if g.power_limit_w else ""
+            pick.add_option((f"GPU {g.index} · {g.name}{limit}", g.index, not chosen or g.index in chosen))
+        self._picking = False
+
+    @on(SelectionList.SelectedChanged, "#gpu-pick")
+    def _picked(self, event: SelectionList.SelectedChanged) -> None:
+        if self._picking or self.probe is None:
+            return
+        chosen = sorted(event.selection_list.selected)
+        every = chosen == sorted(g.index for g in self.probe.gpus)
+        self.query_one("#gpu_indices", Input).value = "" if every else ",".join(map(str, chosen))
 
     def _show_gpus(self) -> None:
         info = self.query_one("#gpu-info", Static)
@@ -173,6 +202,7 @@ class SetupScreen(Screen):
         self.query_one("#profile-desc", Static).update(desc)
         self.query_one("#setup-title", Static).update(f"mle-tui · setup · {Path(path).name}")
         self._show_gpus()
+        self._fill_picker()
         self.revalidate()
 
     # -- validation -----------------------------------------------------------------------

@@ -90,9 +90,10 @@ def energy_batch_figure(records: list[Record], ctx: FigureContext):
             if t is not None:
                 ax.text(x, t, f"{r.tdp_overestimation:.2f}×", ha="center", va="bottom", fontsize=6,
                         rotation=90 if n > 3 else 0, zorder=4, gid="ratio")
-    llm = not all(r.task == "text-to-image" for r in records)
+    llm = not all(r.task in ("text-to-image", "text-to-video", "image-to-video") for r in records)
+    what = "videos" if records and all(r.task in ("text-to-video", "image-to-video") for r in records) else "images"
     ax.set_xticks(range(len(batches)), [str(b) for b in batches])
-    ax.set_xlabel("Maximum batch size (max_num_seqs)" if llm else "Batch size (images per batch)")
+    ax.set_xlabel("Maximum batch size (max_num_seqs)" if llm else f"Batch size ({what} per batch)")
     ax.set_ylabel(energy_label(records))
     ax.set_ylim(0, ax.get_ylim()[1] * 1.08)
     from matplotlib.patches import Patch

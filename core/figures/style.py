@@ -185,4 +185,6 @@ def latency_scale(metric: str) -> tuple[float, str]:
 def energy_label(records: list[Record]) -> str:
     if records and all(r.task == "text-to-image" for r in records):
         return "Energy per image (J)"
+    if records and all(r.task in ("text-to-video", "image-to-video") for r in records):
+        return "Energy per video (J)"
     return "Energy per request (J)"

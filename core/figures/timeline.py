@@ -35,7 +35,8 @@ def phases_of(rec: Record) -> list[Phase]:
     """Recorded phases: explicit ``phases`` if the record has them, else diffusion batches."""
     explicit: Any = getattr(rec, "phases", None)
     if explicit:
-        return [Phase(name=str(p.name), start_s=float(p.start_s), end_s=float(p.end_s)) for p in explicit]
+        return [Phase(name=str(getattr(p, "name", None) or p.phase), start_s=float(p.start_s), end_s=float(p.end_s))
+                for p in explicit]
     return [Phase(name="warm-up" if b.warmup else "batch", start_s=b.start_s, end_s=b.end_s)
             for b in sorted(rec.batches, key=lambda b: b.start_s)]
 
@@ -95,6 +96,9 @@ def _draw_phases(ax, phases: list[Phase]) -> None:
         if ph.name == "batch":
             measured += 1
             text = f"batch {measured}"
+        lo, hi = ax.get_xlim()
+        if (ph.end_s - ph.start_s) < 0.04 * (hi - lo) and ph.name != "batch":
+            continue  # too narrow to name (a diffusion batch's encode / decode): the legend does
         ax.text((ph.start_s + ph.end_s) / 2, 0.965, text, transform=ax.get_xaxis_transform(),
                 ha="center", va="center", fontsize=6, color="black", zorder=2, clip_on=True)
 
@@ -109,7 +113,8 @@ def _draw_batch(ax, rec: Record) -> None:
         ax.text(0.5, 0.5, "no batch timeline recorded", transform=ax.transAxes, ha="center")
     ax.axhline(rec.config.batch, color="#555555", ls="--", lw=0.9, gid="max-batch",
                label=f"maximum batch B = {rec.config.batch}")
-    ax.set_ylabel("Requests" if rec.task != "text-to-image" else "Images in the batch")
+    ax.set_ylabel({"text-to-image": "Images in the batch", "text-to-video": "Videos in the batch",
+                   "image-to-video": "Videos in the batch"}.get(rec.task, "Requests"))
     ax.set_ylim(bottom=0)
     src = f" ({b.source})" if b.source else ""
     ax.set_title(f"batch timeline{src}", fontsize=7, loc="left")

@@ -20,6 +20,7 @@ import math
 import msgspec
 import numpy as np
 
+from ..image_tokens import prompt_token_shares
 from ..profile import SteadySpec
 from ..records import (FORMULAS, Accounting, AnalysisInfo, Gate, Record, RequestRow, SteadyState,
                        Throughput)
@@ -29,6 +30,7 @@ from .energy import window_energy_j
 from .gputime import gpu_time_split
 from .latency import stats as latency_stats
 from .latency import summarise
+from .phases import apply_phases
 from .steady import Window, detect_offline, evaluate_gates, saturation_detector
 from .timelines import batch_timeline, power_timeline
 from .trace import Trace, unpack_us
@@ -64,6 +66,7 @@ def analyse(trace: Trace, steady: SteadySpec | None = None, *, source: str = "li
     rec.neighbours = list(trace.neighbours)
     rec.early_stop, rec.server_mode = trace.early_stop, trace.server_mode
     rec.requests = list(trace.requests)
+    rec.prompt_tokens = prompt_token_shares(rec.requests)
     rec.batches = list(trace.batches)
     rec.server_output_tokens = trace.server_output_tokens
     if trace.failure is not None:
@@ -78,7 +81,9 @@ def analyse(trace: Trace, steady: SteadySpec | None = None, *, source: str = "li
         _account_llm(rec, trace, steady)
     else:
         _account_diffusion(rec, trace, steady)
+    apply_phases(rec, trace)
     rec.reasons += [f"warning: {w}" for w in trace.warnings]
+    rec.reasons += [f"warning: another mle-tui sweep on this host at the same time: {n}" for n in trace.neighbours]
     rec.accounting = _accounting(trace, rec.energy_per_request_j)
     rec.gpu_time = gpu_time_split(rec)
     return rec

@@ -17,6 +17,8 @@ from .energy import window_energy_j
 from .power_trace import PowerTrace
 
 Spans = list[tuple[float, float]]
+#: Utilisation is judged only from at least this many samples inside the window (about 1 Hz).
+MIN_UTIL_SAMPLES = 3
 #: A GPU outside the configuration drawing this many times its least busy GPU's power is named.
 IDLE_WARN_RATIO = 1.25
 
@@ -52,7 +54,8 @@ def split(power: PowerTrace | None, spans: Spans, util_t_s: list[float] | None =
 
 
 def utilisation(t_s: list[float], pct: list[list[float]], spans: Spans, g: int) -> list[float | None]:
-    """Mean utilisation per GPU over the samples inside ``spans`` (None without one)."""
+    """Mean utilisation per GPU over the samples inside ``spans`` (None with fewer than
+    :data:`MIN_UTIL_SAMPLES`)."""
     if not t_s or not pct:
         return [None] * g
     t = np.asarray(t_s, dtype=np.float64)
@@ -66,7 +69,7 @@ def utilisation(t_s: list[float], pct: list[list[float]], spans: Spans, g: int) 
             continue
         v = np.asarray(pct[k], dtype=np.float64)[inside[: len(pct[k])]]
         v = v[np.isfinite(v)]
-        out.append(float(v.mean()) if v.size else None)
+        out.append(float(v.mean()) if v.size >= MIN_UTIL_SAMPLES else None)
     return out
 
 

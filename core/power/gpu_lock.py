@@ -213,6 +213,45 @@ def gpu_ids_from(gpus: list) -> dict[int, str]:
     return {g.index: g.uuid for g in gpus if getattr(g, "uuid", None)}
 
 
+def held_by_others(state_dir: Path, own_gids: set[str]) -> list[dict]:
+    """The holders of the GPU locks in ``state_dir`` other than ours (``own_gids``): other
+    mle-tui sweeps running on this host now, each ``{"pid", "host", "run_dir", "index", ...}``.
+    A lock is held when a shared lock on it cannot be taken; nothing is changed."""
+    out = []
+    try:
+        paths = sorted(Path(state_dir).glob(f"{PREFIX}*.lock"))
+    except OSError:
+        return out
+    for path in paths:
+        gid = path.name[len(PREFIX):-len(".lock")]
+        if gid in own_gids:
+            continue
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = GpuLock(Path(state_dir), gid, -1).holder()
+            out.append({**holder, "gpu_id": gid})
+        except OSError:
+            pass
+        finally:
+            os.close(fd)  # drops the shared lock if it was taken
+    return out
+
+
+def neighbour_lines(state_dir: Path, own_gids: set[str]) -> list[str]:
+    """One line per other sweep on this host: ``run dir X (pid P) on GPUs 2, 3``."""
+    by_holder: dict[tuple, list[str]] = {}
+    for h in held_by_others(state_dir, own_gids):
+        key = (h.get("run_dir") or "?", h.get("pid", "?"))
+        by_holder.setdefault(key, []).append(str(h.get("index", h.get("gpu_id"))))
+    return [f"run dir {rd} (pid {pid}) on GPU{'s' * (len(g) > 1)} {', '.join(g)}"
+            for (rd, pid), g in sorted(by_holder.items(), key=lambda kv: str(kv[0]))]
+
+
 class GpuClaim:
     """The locks of a sweep's whole GPU pool, taken at once before anything changes and held
     until :meth:`release` (the sweep's end), so that a second sweep is refused up front and

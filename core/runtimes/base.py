@@ -106,6 +106,10 @@ class RuntimeContext:
     #: diffusion batch's start and end) and return that read's time on the run clock; NaN when
     #: nothing samples the counter (then use your own clock).
     mark_energy: Callable[[], float] = lambda: float("nan")
+    #: A phase or event mark on the run clock for the trace (and the live view): diffusion runtimes
+    #: mark each batch's encode / denoise steps / decode (:mod:`..measure.phases`). The runner
+    #: passes ``measure.phases.mark_hook(recorder, emit)``; the default drops marks.
+    on_mark: Callable[[float, str], None] = lambda t_s, label: None
     #: Set by the runner when the configuration's answer is known (adaptive sweep): abort the
     #: requests still outstanding and return what finished (not a failure). Runtimes that can
     #: do it say ``supports_early_stop = True``; the others run to the end.

@@ -12,7 +12,11 @@ with ``weights = "dummy"``, a pipeline assembled offline from the config dicts s
 ``core/data/models`` (``sd-2.1``, ``sdxl``; ``tiny-sd`` is a test shape for CPU tests) with the
 project's dummy-weight scheme (:mod:`mle_tui.core.dummy_init`) and a character-level CLIP
 tokenizer that needs no files. Dummy weights run in bf16 on GPUs (fp32 on CPU) and every batch's
-images are checked to be finite. Images are not saved.
+images are checked to be finite. Each batch's phases (encode, denoise steps, decode) are stamped
+on the device and marked through ``ctx.on_mark`` after the batch (:class:`.video_pipelines.PhaseProbe`);
+with ``[output] save_media = true`` its images are saved as PNG after its end mark
+(:mod:`.media`). Text-to-video and image-to-video go to :mod:`.diffusers_video`, which shares
+:meth:`DiffusersRuntime.run_batches`.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ..dummy_init import describe, init_dummy_
@@ -127,6 +132,7 @@ class DiffusersRuntime:
         self._key: tuple[str, ...] | None = None
         self._pipe: Any = None
         self._init_line: str | None = None
+        self._video: Any = None
 
     # ------------------------------------------------------------------ loading
 
@@ -169,6 +175,12 @@ class DiffusersRuntime:
     # ------------------------------------------------------------------ running
 
     def run(self, ctx: RuntimeContext) -> RuntimeResult:
+        if ctx.profile.is_video:
+            if self._video is None:
+                from .diffusers_video import VideoRuntime
+
+                self._video = VideoRuntime()
+            return self._video.run(ctx)
         try:
             import diffusers  # noqa: F401
             import torch
@@ -197,21 +209,55 @@ class DiffusersRuntime:
                 prompts = [p[:75] for p in prompts]
             warmup = ctx.profile.load.warmup_batches
             measured = ctx.profile.load.batches
-            total = warmup + measured
             log.line(
                 f"{measured} measured batches (+{warmup} warm-up) of {batch} images, {steps} steps, "
                 f"{width}x{height}, {str(dtype).removeprefix('torch.')} on {device}"
             )
-            rows: list[BatchRow] = []
-            pending: list[BatchRow] = []
             seed = ctx.profile.dataset.seed
+
+            def call_for(i: int, probe_kwargs: dict[str, Any]) -> Callable[[], Any]:
+                batch_prompts = [prompts[(i * batch + j) % len(prompts)] for j in range(batch)]
+                gen = torch.Generator(device=device).manual_seed(seed + i)
+                return lambda: pipe(prompt=batch_prompts, num_inference_steps=steps, width=width, height=height,
+                                    generator=gen, output_type="pt", **probe_kwargs).images
+
+            return self.run_batches(ctx, rt, log, pipe, device, batch, call_for, "images")
+        finally:
+            drive_sim(ctx, 0.0)
+            log.close()
+
+    def run_batches(self, ctx: RuntimeContext, rt: RealTime, log: RunLog, pipe: Any, device: str, batch: int,
+                    call_for: Callable[[int, dict[str, Any]], Callable[[], Any]], what: str,
+                    fps: int | None = None) -> RuntimeResult:
+        """Warm-up and measured batches: ``call_for(i, step_callback_kwargs)`` gives batch ``i``'s
+        pipeline call (returning its output tensor). Each batch's phases are marked through
+        ``ctx.on_mark`` and its media saved when the profile asks, after the batch's end."""
+        from ..measure.phases import label
+        from .media import MediaSaver
+        from .video_pipelines import PhaseProbe
+
+        warmup = ctx.profile.load.warmup_batches
+        total = warmup + ctx.profile.load.batches
+        rows: list[BatchRow] = []
+        pending: list[BatchRow] = []
+        probe = PhaseProbe(pipe, device)
+        saver = MediaSaver.for_context(ctx, log, fps)
+        try:
             for i in range(total):
                 if ctx.cancel.is_set():
                     raise RunFailure("stopped by request")
-                batch_prompts = [prompts[(i * batch + j) % len(prompts)] for j in range(batch)]
-                gen = torch.Generator(device=device).manual_seed(seed + i)
+                probe.start(i)
+                call = call_for(i, probe.call_kwargs())
                 waiting = (total - i - 1) * batch
-                t0, t1 = self._one_batch(ctx, rt, pipe, device, batch_prompts, steps, width, height, gen, waiting)
+                t0, t1, out = self._one_batch(ctx, rt, device, call, batch, waiting, what, probe.begin)
+                # The batch's phases, stamped on the device while it ran, on the run clock.
+                ctx.on_mark(t0, label(i, "encode"))
+                for t, text in probe.flush():
+                    ctx.on_mark(t, label(i, text))
+                ctx.on_mark(t1, label(i, "end"))
+                if saver is not None:
+                    saver.save(i, i < warmup, out, ctx.requests, batch)
+                del out
                 # Finish earlier rows now that the sampler has read past their end.
                 for row in pending:
                     self._finish(ctx, row, rows)
@@ -219,21 +265,22 @@ class DiffusersRuntime:
                     BatchRow(index=i, start_s=t0, end_s=t1, latency_s=t1 - t0, energy_j=float("nan"),
                              batch_size=batch, warmup=i < warmup)
                 ]
-            # Let the sampler read past the last batch's end before asking for its energy.
-            rt.wait(2.5 * TRACE_PERIOD_S, None)
-            for row in pending:
-                self._finish(ctx, row, rows)
-            ctx.on_batch(BatchSample(t_s=rt.now_s(), running=0.0, waiting=0.0))
-            lat = [r.latency_s for r in rows if not r.warmup]
-            log.line(f"measured batch latency {sum(lat) / len(lat):.3f} s mean over {len(lat)} batches")
-            return RuntimeResult(
-                batches=rows,
-                log_tail=log.tail(),
-                batch_source=f"diffusers pipeline, {1 / TRACE_PERIOD_S:.0f} Hz",
-            )
         finally:
-            drive_sim(ctx, 0.0)
-            log.close()
+            probe.remove()
+        # Let the sampler read past the last batch's end before asking for its energy.
+        rt.wait(2.5 * TRACE_PERIOD_S, None)
+        for row in pending:
+            self._finish(ctx, row, rows)
+        ctx.on_batch(BatchSample(t_s=rt.now_s(), running=0.0, waiting=0.0))
+        lat = [r.latency_s for r in rows if not r.warmup]
+        log.line(f"measured batch latency {sum(lat) / len(lat):.3f} s mean over {len(lat)} batches")
+        if saver is not None and saver.note:
+            log.line(saver.note)
+        return RuntimeResult(
+            batches=rows,
+            log_tail=log.tail(),
+            batch_source=f"diffusers pipeline, {1 / TRACE_PERIOD_S:.0f} Hz",
+        )
 
     def _finish(self, ctx: RuntimeContext, row: BatchRow, rows: list[BatchRow]) -> None:
         row.energy_j = float(ctx.energy_between(row.start_s, row.end_s))
@@ -241,15 +288,15 @@ class DiffusersRuntime:
         ctx.on_batch_done(row)
 
     def _one_batch(
-        self, ctx: RuntimeContext, rt: RealTime, pipe: Any, device: str, prompts: list[str],
-        steps: int, width: int, height: int, gen: Any, waiting: int,
-    ) -> tuple[float, float]:
+        self, ctx: RuntimeContext, rt: RealTime, device: str, call: Callable[[], Any], batch: int, waiting: int,
+        what: str, on_start: Callable[[float], None],
+    ) -> tuple[float, float, Any]:
         """Run one batch in a worker thread while this thread reports the batch trace; returns
-        the batch's (start, end) on the run clock: from the energy marks where a sampler marks
-        (the start shifted past the mark's own counter read), else the synchronised stamps."""
+        the batch's (start, end) on the run clock -- from the energy marks where a sampler marks
+        (the start shifted past the mark's own counter read), else the synchronised stamps --
+        and its output. ``on_start`` gets the start as soon as it is known."""
         import torch
 
-        batch = len(prompts)
         box: dict[str, Any] = {}
         started = threading.Event()
 
@@ -261,22 +308,19 @@ class DiffusersRuntime:
                 box["t0"] = time.perf_counter()
                 # The batch starts once the mark's counter read returns: shift the mark's time by it.
                 box["m0"] = m0 + (box["t0"] - before)
+                on_start(box["m0"] if math.isfinite(box["m0"]) else rt.to_run(box["t0"]))
                 started.set()
                 with torch.inference_mode():
-                    out = pipe(
-                        prompt=prompts, num_inference_steps=steps, width=width, height=height,
-                        generator=gen, output_type="pt",
-                    )
+                    out = call()
                 synchronize(device)
                 box["t1"] = time.perf_counter()
                 box["m1"] = ctx.mark_energy()  # stamped before its read: the synchronised end
-                images = out.images
-                box["finite"] = bool(torch.isfinite(images).all().item()) if hasattr(images, "dtype") else True
+                box["out"] = out
+                box["finite"] = bool(torch.isfinite(out).all().item()) if hasattr(out, "dtype") else True
             except BaseException as exc:  # re-raised on the calling thread
                 box["error"] = exc
             finally:
                 started.set()
-
         ctx.on_batch(BatchSample(t_s=rt.now_s(), running=0.0, waiting=float(waiting + batch)))
         thread = threading.Thread(target=work, name="diffusers-batch", daemon=True)
         drive_sim(ctx, 1.0)
@@ -316,6 +360,6 @@ class DiffusersRuntime:
         ctx.on_batch(BatchSample(t_s=rt.now_s(), running=0.0, waiting=float(waiting)))
         if not box.get("finite", True):
             raise RunFailure(
-                f"non-finite images at batch {batch} (NaN/Inf from the weights in this dtype; use bfloat16)"
+                f"non-finite {what} at batch {batch} (NaN/Inf from the weights in this dtype; use bfloat16)"
             )
-        return t0, t1
+        return t0, t1, box.get("out")

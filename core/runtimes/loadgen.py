@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
 import threading
 from collections.abc import Callable, Sequence
@@ -40,7 +41,7 @@ import msgspec
 import numpy as np
 
 from ..clock import Clock
-from ..dataset_types import Request
+from ..dataset_types import ImageRef, Request
 from ..measure.latency import request_row
 from ..records import RequestRow
 
@@ -122,6 +123,8 @@ def build_payload(req: Request, s: LoadSettings) -> tuple[str, dict]:
     }
     if s.ignore_eos:
         body["ignore_eos"] = True
+    if req.images:  # visual chat: text and images in one user message (OpenAI content parts)
+        return "/v1/chat/completions", {**body, "messages": image_messages(req)}
     if s.use_token_ids:
         if req.prompt_token_ids is None:
             raise ValueError(f"request {req.id} has no prompt_token_ids (server has no tokenizer)")
@@ -133,6 +136,23 @@ def build_payload(req: Request, s: LoadSettings) -> tuple[str, dict]:
     if req.prompt_token_ids is not None:
         return "/v1/completions", {**body, "prompt": list(req.prompt_token_ids)}
     raise ValueError(f"request {req.id} has no prompt")
+
+
+def image_messages(req: Request) -> list[dict]:
+    """The chat messages of a visual request: one user message, every image (a base64 JPEG data
+    URL; each distinct image encoded once per process) then the text, as LLaVA's instruction
+    data puts them ("<image>\n question")."""
+    text = req.prompt if req.prompt is not None else "\n".join(
+        str(m.get("content", "")) for m in req.messages or [])
+    parts: list[dict] = [{"type": "image_url", "image_url": {"url": _data_url(ref)}} for ref in req.images or []]
+    return [{"role": "user", "content": [*parts, {"type": "text", "text": text}]}]
+
+
+@functools.lru_cache(maxsize=1024)
+def _data_url(ref: ImageRef) -> str:
+    from ..image_sets import data_url
+
+    return data_url(ref)
 
 
 class _Prepared:
@@ -278,8 +298,20 @@ async def _one(
         id=req.id, send_s=send_s, chunk_times_s=st.times, input_tokens=input_tokens,
         output_tokens=output_tokens, hit_cap=hit_cap, ok=error is None, error=error,
     )
+    if req.images:
+        row = image_row(row, req, usage.prompt_tokens if usage is not None else None)
     exact = bool(st.deltas) and all(d is not None for d in st.deltas)
     return row, gaps, st.times, chunk_token_counts(st.deltas, output_tokens), exact
+
+
+def image_row(row: RequestRow, req: Request, prompt_tokens: int | None) -> RequestRow:
+    """``row`` with its images counted: image tokens = the server's prompt tokens minus the
+    text-only prompt's tokens (``req.input_tokens``, :func:`..datasets_images.text_tokens`)."""
+    from ..datasets_images import image_source
+
+    image_tokens = max(0, int(prompt_tokens) - req.input_tokens) if prompt_tokens is not None else None
+    return msgspec.structs.replace(row, images=len(req.images or []), image_tokens=image_tokens,
+                                   image_source=image_source(req.images))
 
 
 async def run_load(

@@ -13,6 +13,7 @@ from pathlib import Path
 from ..clock import wait_until
 from ..errors import RunFailure
 from ..measure.latency import request_row
+from ..measure.phases import label
 from ..records import BatchRow, RequestRow
 from ..sim.diffusion import Cancelled as DiffusionCancelled
 from ..sim.diffusion import DiffusionCostModel, DiffusionSim, SimBatch
@@ -168,6 +169,8 @@ class SimRuntime:
             return t
 
         def on_done(b: SimBatch) -> None:
+            for t, text in sim_phase_marks(b.start_s, b.end_s, steps):
+                ctx.on_mark(t, label(b.index, text))
             # A batch's energy is asked for once the sampler has located the counter tick after
             # its end mark: after the next batch, or after MARK_SETTLE_S for the last one.
             for p in pending:
@@ -189,6 +192,19 @@ class SimRuntime:
             finish(p)
         say(f"sim: {len(batches)} batches done")
         return RuntimeResult(requests=rows, batches=batches, batch_source="sim batch runner, 10 Hz", simulated=True)
+
+
+#: Shares of a simulated batch spent encoding and decoding (the rest denoises, in equal steps).
+SIM_ENCODE_SHARE, SIM_DECODE_SHARE = 0.04, 0.12
+
+
+def sim_phase_marks(t0: float, t1: float, steps: int) -> list[tuple[float, str]]:
+    """Phase marks of a simulated batch (labels of :mod:`..measure.phases` without the batch)."""
+    d = t1 - t0
+    a, z = t0 + SIM_ENCODE_SHARE * d, t1 - SIM_DECODE_SHARE * d
+    out = [(t0, "encode"), (a, "denoise")]
+    out += [(a + (z - a) * (k + 1) / max(1, steps), f"step:{k}") for k in range(steps)]
+    return out + [(z, "decode"), (t1, "end")]
 
 
 def _write_log(path: Path, lines: list[str]) -> None:

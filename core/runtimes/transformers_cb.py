@@ -66,6 +66,17 @@ class TransformersRuntime:
 
     def __init__(self) -> None:
         self._loaded: _Loaded | None = None
+        self._vlm: Any = None
+
+    def _visual(self, profile: Any) -> Any:
+        """Visual chat runs in :mod:`.transformers_vlm` (static batches: CB takes no images)."""
+        if profile.task != "visual-chat":
+            return None
+        if self._vlm is None:
+            from .transformers_vlm import TransformersVlmRuntime
+
+            self._vlm = TransformersVlmRuntime()
+        return self._vlm
 
     # ------------------------------------------------------------------ loading
 
@@ -123,6 +134,8 @@ class TransformersRuntime:
         """The workload, tokenised for this model (runner hook): exact token counts with the
         model's tokenizer (or ``model.tokenizer``); for dummy weights without one, seeded random
         prompt ids in the model's vocabulary."""
+        if self._visual(profile) is not None:
+            return self._vlm.load_requests(profile, base_dir=base_dir, on_note=on_note)
         from ..datasets import load_requests
 
         m = profile.model
@@ -166,6 +179,8 @@ class TransformersRuntime:
     # ------------------------------------------------------------------ running
 
     def run(self, ctx: RuntimeContext) -> RuntimeResult:
+        if self._visual(ctx.profile) is not None:
+            return self._vlm.run(ctx)
         try:
             import torch  # noqa: F401
             from transformers import ContinuousBatchingConfig, GenerationConfig

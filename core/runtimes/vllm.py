@@ -31,6 +31,7 @@ import httpx
 
 from ..config import Config
 from ..dataset_types import Request
+from ..datasets_images import sized
 from ..errors import RunFailure
 from ..pdeathsig import wrap as wrap_pdeathsig
 from ..procgroup import ProcessGroups, kill_group
@@ -173,7 +174,7 @@ class VllmRuntime:
                 default_max_tokens=profile.dataset.max_output_tokens,
                 use_token_ids=server.skip_tok, seed=profile.dataset.seed,
             )
-            requests = list(ctx.requests)
+            requests = sized(list(ctx.requests), cfg.image_size)  # visual chat: sweep.image_size
             if server.skip_tok and any(r.prompt_token_ids is None for r in requests):
                 vocab = model_vocab_size(self._model(ctx)) or 32000
                 requests = _synthetic_ids(requests, vocab, profile.dataset.seed)
@@ -234,7 +235,7 @@ class VllmRuntime:
     def _model(self, ctx: RuntimeContext) -> str:
         profile_dir = (getattr(ctx, "profile_dir", None) or self.profile_dir
                        or _profile_dir_from_manifest(ctx.run_dir))
-        return resolve_model(ctx.profile.model.id, profile_dir)
+        return model_path(ctx.profile, profile_dir)
 
     def _start(self, ctx: RuntimeContext) -> _Server:
         """Start a server for ``ctx.config`` and wait until it is ready; kept in ``self._server``
@@ -242,7 +243,7 @@ class VllmRuntime:
         profile, cfg = ctx.profile, ctx.config
         profile_dir = (getattr(ctx, "profile_dir", None) or self.profile_dir
                        or _profile_dir_from_manifest(ctx.run_dir))
-        model = resolve_model(profile.model.id, profile_dir)
+        model = model_path(profile, profile_dir)
         tokenizer = None
         if profile.model.tokenizer:
             tokenizer = resolve_model(profile.model.tokenizer, profile_dir)
@@ -363,13 +364,22 @@ class VllmRuntime:
         return load, server_tokens
 
 
+def model_path(profile: Profile, profile_dir: Path | None) -> str:
+    """The model the server loads: a shipped vision-language shape with dummy weights is
+    prepared on first use (config, tokenizer, processor: :mod:`..model_dirs`); anything else as
+    :func:`resolve_model`."""
+    from ..model_dirs import dummy_model_dir
+
+    return dummy_model_dir(profile.model.id, profile.model.weights) or resolve_model(profile.model.id, profile_dir)
+
+
 def load_requests_for(profile: Profile, profile_dir: Path | None = None,
                       on_note: Callable[[str], None] | None = None) -> list[Request]:
     """The profile's workload tokenised as the server will see it: with the model's tokenizer
     (or the profile's), else with seeded random ids for a model without one."""
     from ..datasets import load_requests
 
-    model = resolve_model(profile.model.id, profile_dir)
+    model = model_path(profile, profile_dir)
     tok_source = resolve_model(profile.model.tokenizer, profile_dir) if profile.model.tokenizer else None
     if tok_source is None and has_tokenizer(model):
         tok_source = model
