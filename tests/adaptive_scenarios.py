@@ -151,17 +151,22 @@ def run_grid(sc: Scenario, rng: random.Random) -> tuple[tuple[int, int] | None, 
 
 
 def run_adaptive(sc: Scenario, rng: random.Random, spec: AdaptiveSpec | None = None,
-                 early: bool = True) -> tuple[tuple[int, int] | None, float, int, AdaptiveSearch]:
+                 early: bool = True, reuse: bool = False) -> tuple[tuple[int, int] | None, float, int, AdaptiveSearch]:
+    """``reuse``: one server for every B (server.reuse_across_max_num_seqs), plus the check of
+    one point on a relaunched server at the end."""
     spec = spec or AdaptiveSpec()
     search = AdaptiveSearch(sc.configs(), sc.target_s, spec)
     results, t, prev = {}, 0.0, None
     while (cfg := search.next()) is not None:
         b, p = cfg.max_num_seqs, cfg.power_limit_w
-        if b != prev:
+        if b != prev and not (reuse and prev is not None):
             t += sc.server_start_s
             prev = b
         o = sc.measure(b, p, rng)  # type: ignore[arg-type]
         results[(b, p)] = o
         t += sc.run_s(b, p, spec if early else None, rng) + 2.0  # type: ignore[arg-type]
         search.observe(cfg, o)
-    return recommend(results, sc.target_s), t, len(results), search
+    rec = recommend(results, sc.target_s)
+    if reuse and rec is not None:  # the relaunched check of one point
+        t += sc.server_start_s + sc.run_s(*rec, spec if early else None, rng) + 2.0
+    return rec, t, len(results), search

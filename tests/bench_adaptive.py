@@ -4,6 +4,7 @@ does not, and the GPU-time ratio grid / adaptive. Also replays the shipped H200 
 the early-stop rule, and runs the real runner (sim runtime) on a few profiles.
 
     PYTHONPATH=.pyshim python3 tests/bench_adaptive.py [--scenarios 200] [--no-runner]
+    PYTHONPATH=.pyshim python3 tests/bench_adaptive.py --h200   # GPU time of the H200 profile
 """
 
 from __future__ import annotations
@@ -205,15 +206,72 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--scenarios", type=int, default=200)
     ap.add_argument("--no-runner", action="store_true")
+    ap.add_argument("--h200", action="store_true", help="only the GPU-time estimate of the H200 profile")
     args = ap.parse_args()
+    if args.h200:
+        return
     scenarios(args.scenarios)
     print("shipped H200 traces through the early-stop rule (2 % CI, 2-s blocks, >= 20 s):")
     replay_traces()
     if not args.no_runner:
-        print("real runner, sim runtime, grid vs adaptive:")
+        print("real runner, sim runtime, grid vs adaptive (GPU-min of the simulator: no server starts):")
         real_runner([(f"sim-{t}-seed{s}", SIM_PROFILE.format(name=f"sim-{t}", seed=s, target=t))
                      for s, t in ((0, "15ms"), (1, "25ms"), (2, "40ms"))])
 
 
-if __name__ == "__main__":
+if __name__ == "__main__" and "--h200" not in sys.argv:
     main()
+
+
+def h200_estimate(seeds: int = 40) -> None:
+    """GPU time of profiles/gpu/llama3.1-8b-vllm-adaptive-h200.toml (max_num_seqs 16..512 x
+    250..700 W, N = 16 x B, TPOT <= 20 ms) by the scenario model calibrated on the shipped H200
+    records (TPOT a + c B with a = 5.1 ms, c = 0.048 ms; draw 297 + 415 (0.35 + 0.6 B/(B+48)) W;
+    server start 100 s), for a few shapes of the power-limit U; and reduced grids."""
+    from adaptive_scenarios import MEAN_OUT, Scenario
+
+    def scenario(pls: list[int], p_s: float, k: float, target: float) -> Scenario:
+        bs = [16, 32, 64, 128, 256, 512]
+        lat, en = {}, {}
+        for b in bs:
+            draw = 297 + 415 * (0.35 + 0.6 * b / (b + 48))
+            for p in pls:
+                sp, pw = (1.0, draw) if draw <= p else (((p - p_s) / (draw - p_s)) ** (1 / k), p)
+                lat[(b, p)] = (0.0051 + 0.000048 * b) / sp
+                en[(b, p)] = pw * lat[(b, p)] * MEAN_OUT / b
+        return Scenario(bs=bs, pls=pls, target_s=target, lat=lat, energy=en, noise_e=0.005, noise_l=0.005,
+                        block_cv=0.055, server_start_s=100.0)
+
+    full = list(range(250, 701, 50))
+    for p_s, k in ((80, 3.5), (200, 2.5), (220, 2.0)):
+        for target in (0.020, 0.025):
+            sc = scenario(full, p_s, k, target)
+            g_rec, g_t, g_n = run_grid(sc, random.Random(0))
+            runs = [run_adaptive(sc, random.Random(s)) for s in range(seeds)]
+            a_t = sorted(r[1] for r in runs)
+            same = sum(r[0] == g_rec for r in runs)
+            reuse = statistics.median(run_adaptive(sc, random.Random(s), reuse=True)[1] for s in range(seeds))
+            print(f"  U p_s={p_s} k={k} target {target * 1000:.0f} ms: grid {g_n} configs {g_t / 60:.0f} GPU-min "
+                  f"(rec {g_rec}); adaptive median {statistics.median(a_t) / 60:.0f} GPU-min, p90 "
+                  f"{a_t[int(0.9 * len(a_t))] / 60:.0f}, {statistics.median(r[2] for r in runs):.0f} configs, "
+                  f"same rec {same}/{seeds}; with one server across B (+ its relaunch check) {reuse / 60:.0f} GPU-min")
+    for name, pls in (("x {250, 400, 550, 700}", [250, 400, 550, 700]), ("x {300, 500, 700}", [300, 500, 700]),
+                      ("x {400, 700}", [400, 700])):
+        sc = scenario(pls, 200, 2.5, 0.020)
+        _, g_t, g_n = run_grid(sc, random.Random(0))
+        print(f"  reduced grid 16..512 {name}: {g_n} configs, {g_t / 60:.0f} GPU-min")
+    # the shipped grid's own space (records/h200-vllm-llama3.1-8b-dummy: 32..256 x {400, 700})
+    sub = scenario([400, 700], 200, 2.5, 0.020)
+    sub.bs = [32, 64, 128, 256]
+    sub.lat = {c: v for c, v in sub.lat.items() if c[0] in sub.bs}
+    sub.energy = {c: v for c, v in sub.energy.items() if c[0] in sub.bs}
+    g_rec, g_t, g_n = run_grid(sub, random.Random(0))
+    runs = [run_adaptive(sub, random.Random(s)) for s in range(seeds)]
+    print(f"  shipped grid's space 32..256 x {{400, 700}}, TPOT <= 20 ms: grid {g_n} configs {g_t / 60:.0f} GPU-min "
+          f"(rec {g_rec}); adaptive median {statistics.median(r[1] for r in runs) / 60:.1f} GPU-min, "
+          f"{statistics.median(r[2] for r in runs):.0f} configs, same rec {sum(r[0] == g_rec for r in runs)}/{seeds}; "
+          f"with one server across B {statistics.median(run_adaptive(sub, random.Random(s), reuse=True)[1] for s in range(seeds)) / 60:.1f}")
+
+
+if __name__ == "__main__" and "--h200" in sys.argv:
+    h200_estimate()
