@@ -62,13 +62,21 @@ def scenarios(n: int) -> None:
           f"{statistics.median(g for _, g in counts)}")
     # the noise floor: a second grid with its own measurement noise, and both against the
     # noise-free optimum (the true latency target met, lowest true energy)
-    gg = gw = ga = tg = 0
+    gg = gw = ga = tg = fair = 0
     for seed in range(n):
         sc = make(seed)
         g_rec, _, _ = run_grid(sc, random.Random(f"grid-{seed}"))
         g2_rec, _, _ = run_grid(sc, random.Random(f"grid2-{seed}"))
         a_rec, _, _, _ = run_adaptive(sc, random.Random(f"adaptive-{seed}"))
         truth = sc.truth_best()
+
+        def true_ok(c) -> bool:  # noqa: ANN001
+            return c is not None and sc.lat[c] <= sc.target_s and c not in sc.unstable
+
+        # by the noise-free truth: the adaptive pick meets the target and is within 2 % of the
+        # grid's, or the grid's pick does not meet the target at all (its measurement was lucky)
+        fair += a_rec == g_rec or (true_ok(a_rec) and (not true_ok(g_rec)
+                                                     or sc.energy[a_rec] <= 1.02 * sc.energy[g_rec]))
         gg += g2_rec == g_rec
         gw += g2_rec == g_rec or (g2_rec is not None and g_rec is not None
                                   and sc.energy[g2_rec] / sc.energy[g_rec] - 1 <= 0.02)
@@ -77,6 +85,8 @@ def scenarios(n: int) -> None:
     print(f"noise floor: a second grid run equals the first in {gg}/{n} = {gg / n:.1%} (same or within 2 %: "
           f"{gw / n:.1%}); the noise-free "
           f"optimum is picked by the grid in {tg / n:.1%}, by the adaptive search in {ga / n:.1%}")
+    print(f"by the noise-free truth, the adaptive pick is as good as the grid's (same, or meets the target within "
+          f"2 % of the grid pick's energy, or the grid's pick misses the target): {fair}/{n} = {fair / n:.1%}")
     # search alone (no early stop)
     r2 = []
     for seed in range(n):

@@ -21,7 +21,7 @@ class AdaptiveSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     min_blocks: Annotated[int, msgspec.Meta(ge=3)] = 5
     #: Search: energy may fall this share below its neighbour's with a larger B (or along the
     #: power-limit U) before the bound that prunes on it is called broken (measurement noise).
-    energy_tolerance: Annotated[float, msgspec.Meta(ge=0, le=0.5)] = 0.01
+    energy_tolerance: Annotated[float, msgspec.Meta(ge=0, le=0.5)] = 0.02
     #: Search: latency may fall this share with a larger B (or rise with a higher power limit)
     #: before monotonicity is called broken and that column or row is measured in full.
     latency_tolerance: Annotated[float, msgspec.Meta(ge=0, le=0.5)] = 0.03
