@@ -302,6 +302,7 @@ class SweepRunner:
                 if self._flags.stop.is_set():
                     break
                 if self.store.find_record(cfg.key()) is not None:
+                    plan.already_done(cfg)  # written meanwhile (or unreadable): never proposed again
                     continue
                 record = ConfigRun(
                     profile=self.profile, cfg=cfg, index=index_of[cfg.key()], total=total,

@@ -73,6 +73,9 @@ class Plan:
     def observe(self, cfg: Config, record: RecordHead) -> None:
         self.records[cfg.key()] = record
 
+    def already_done(self, cfg: Config) -> None:
+        """``cfg`` has a record file the plan did not read (written meanwhile, or unreadable)."""
+
     def recommended(self) -> str | None:
         rec = recommend(list(self.records.values()), self.target_s)  # type: ignore[arg-type]
         return rec.recommended
@@ -134,6 +137,9 @@ class AdaptivePlan(Plan):
 
     def done(self) -> bool:
         return self._finished
+
+    def already_done(self, cfg: Config) -> None:
+        self.search.observe(cfg, Obs(ok=False))
 
     def log(self) -> AdaptiveLog:
         gt, rec = self.gpu_time(), self.recommended()
