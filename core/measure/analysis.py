@@ -33,7 +33,7 @@ from .latency import summarise
 from .phases import apply_phases
 from .steady import Window, detect_offline, evaluate_gates, saturation_detector
 from .timelines import batch_timeline, power_timeline
-from .trace import Trace, unpack_us
+from .trace import GPU_TIME_SINCE, Trace, unpack_us
 
 #: Bumped whenever a change to this module can move a figure of a record.
 ANALYSIS_VERSION = "3"
@@ -72,7 +72,7 @@ def analyse(trace: Trace, steady: SteadySpec | None = None, *, source: str = "li
     if trace.failure is not None:
         rec.status = trace.failure_kind or "failed"
         rec.reasons = [trace.failure]
-        rec.gpu_time = gpu_time_split(rec)
+        rec.gpu_time = gpu_time_split(rec) if trace.schema_version >= GPU_TIME_SINCE else None
         return rec
     if trace.power is not None and trace.power.t_s:
         whole = window_energy_j(trace.power, 0.0, trace.end_s)
@@ -85,7 +85,7 @@ def analyse(trace: Trace, steady: SteadySpec | None = None, *, source: str = "li
     rec.reasons += [f"warning: {w}" for w in trace.warnings]
     rec.reasons += [f"warning: another mle-tui sweep on this host at the same time: {n}" for n in trace.neighbours]
     rec.accounting = _accounting(trace, rec.energy_per_request_j)
-    rec.gpu_time = gpu_time_split(rec)
+    rec.gpu_time = gpu_time_split(rec) if trace.schema_version >= GPU_TIME_SINCE else None
     return rec
 
 

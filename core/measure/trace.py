@@ -19,7 +19,10 @@ from .power_trace import PowerTrace
 
 #: 2: ITL gaps packed as 100-ns integers (1 held float32 seconds).
 #: 3: the node's other GPUs (``idle_power``), GPU utilisation samples, neighbours.
-TRACE_SCHEMA_VERSION = 3
+#: 4: early stop and server mode (adaptive sweep); its records carry the GPU-time split.
+TRACE_SCHEMA_VERSION = 4
+#: From this trace version on, records have ``gpu_time`` (older runs reanalyse to their records).
+GPU_TIME_SINCE = 4
 #: gzip level of trace files: level 5 gives most of level 9's size at a third of its time.
 GZIP_LEVEL = 5
 
