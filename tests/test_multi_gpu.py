@@ -222,3 +222,25 @@ def test_utilisation_needs_three_samples_inside_the_window() -> None:
     assert utilisation(t, pct, [(0.0, 3.0)], 1) == [pytest.approx(95.0)]
     assert utilisation(t, pct, [(0.0, 2.0)], 1) == [None]  # two samples: not judged
     assert utilisation(t, pct, [(0.0, 1.0), (2.0, 4.0)], 1) == [pytest.approx(190 / 3)]
+
+
+def test_run_on_chosen_gpus_from_the_command_line(tmp_path: Path) -> None:
+    """`mle-tui run --gpus 1`: the sweep takes GPU 1 of the (simulated) node and reports GPU 0
+    beside its records; a bad --gpus is one line, exit 2, nothing created."""
+    import subprocess
+    import sys
+
+    from mle_tui.core.toml_text import struct_to_toml
+
+    prof = tmp_path / "p.toml"
+    prof.write_text(struct_to_toml(llm_profile("16", num=96, repeats=1)))
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "mle_tui.tui.cli", "run", str(prof), "--headless", "--out", str(out)]
+    done = subprocess.run([*cmd, "--gpus", "1"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    (rec,) = RunStore(out).load_records()
+    assert rec.hardware.gpu_indices == [1] and [g.index for g in rec.idle_gpus] == [0]
+    bad = subprocess.run([*cmd[:-1], str(tmp_path / "bad"), "--gpus", "1,1"], capture_output=True, text=True,
+                         timeout=120)
+    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "--gpus" in bad.stderr
+    assert not (tmp_path / "bad").exists()
