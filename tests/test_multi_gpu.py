@@ -244,3 +244,16 @@ def test_run_on_chosen_gpus_from_the_command_line(tmp_path: Path) -> None:
                          timeout=120)
     assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "--gpus" in bad.stderr
     assert not (tmp_path / "bad").exists()
+
+
+def test_gpu_profiles_load_and_fit_their_gpus() -> None:
+    """Every GPU profile (the H200 runs, and the 4-/8-GPU TP scaling runs that wait for a node of
+    that size) decodes, and its widest configuration fits the GPUs it names."""
+    from mle_tui.core.profile import load_profile
+
+    paths = sorted((Path(__file__).resolve().parents[1] / "profiles" / "gpu").glob("*.toml"))
+    assert any("scaling-x8" in p.name for p in paths)
+    for path in paths:
+        p = load_profile(path)
+        widest = max(c.num_gpus for c in p.configs())
+        assert p.gpu.indices is None or widest <= len(p.gpu.indices), path.name
