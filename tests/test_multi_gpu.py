@@ -257,3 +257,17 @@ def test_gpu_profiles_load_and_fit_their_gpus() -> None:
         p = load_profile(path)
         widest = max(c.num_gpus for c in p.configs())
         assert p.gpu.indices is None or widest <= len(p.gpu.indices), path.name
+
+
+def test_report_lists_the_gpu_split_and_the_idle_gpus() -> None:
+    import subprocess
+    import sys
+
+    run = Path(__file__).resolve().parents[1] / "records" / "h200x2-vllm-llama3.1-8b-tp"
+    out = subprocess.run([sys.executable, "-m", "mle_tui.tui.cli", "report", str(run), "--target", "100ms"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    assert "GPUs (energies over each record's window" in text
+    assert "B=256 TP=2 400 W: GPUs 0: 381 W 49.9%" in text
+    assert "node's other 1 GPU (1) drew" in text
