@@ -28,6 +28,7 @@ from .adaptive.spec import AdaptiveSpec
 from .gpu_setup import GpuSetup, guard_for, hardware
 from .measure.analysis import analyse
 from .measure.live import LiveSteady
+from .measure.phases import mark_hook
 from .measure.sampler import PowerSampler
 from .measure.recorder import TraceRecorder
 from .measure.trace import encode_trace, pack_us
@@ -224,6 +225,7 @@ class ConfigRun:
                     next_config=self.next_cfg, on_batch=self._on_batch, on_first_token=self._on_first_token,
                     on_request=self._on_request, on_batch_done=self._on_batch_done, on_log=self._on_log,
                     energy_between=sampler.energy_between, mark_energy=sampler.mark_now,
+                    on_mark=mark_hook(self.rec, self.emit),
                 )
                 self.early = early_stop_monitor(
                     self.adaptive, profile=self.profile, cfg=cfg, runtime=self.runtime,

@@ -37,21 +37,6 @@ PROFILES = REPO / "profiles"
 TSV = REPO / "tests" / "assets" / "partiprompts-sample.tsv"
 
 
-@pytest.fixture
-def phase_marks(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The runner's side of ``RuntimeContext.on_mark`` (one line in core/config_run.py:
-    ``on_mark=mark_hook(self.rec, self.emit)``), applied here until it is merged."""
-    original = config_run.RuntimeContext
-
-    def make(**kw):  # noqa: ANN003, ANN202
-        if "on_mark" not in kw:
-            run = kw["on_batch"].__self__  # the ConfigRun building this context
-            kw["on_mark"] = mark_hook(run.rec, run.emit)
-        return original(**kw)
-
-    monkeypatch.setattr(config_run, "RuntimeContext", make)
-
-
 def _copy(name: str, tmp_path: Path, **replace: str) -> Path:
     text = (PROFILES / f"{name}.toml").read_text().replace(
         'path = "../tests/assets/partiprompts-sample.tsv"', f'path = "{TSV}"')
@@ -97,7 +82,7 @@ def _check_video_record(rec, steps: int) -> None:  # noqa: ANN001
         assert all(p.energy_j > 0 for p in (enc, den, dec))
 
 
-def test_text_to_video_end_to_end_with_media(tmp_path: Path, one_thread: None, phase_marks: None) -> None:
+def test_text_to_video_end_to_end_with_media(tmp_path: Path, one_thread: None) -> None:
     out = tmp_path / "run"
     assert main(["run", str(_copy("tiny-t2v-cpu", tmp_path)), "--headless", "--out", str(out)]) == 0
     recs = records_by_key(out)
@@ -132,7 +117,7 @@ def test_text_to_video_end_to_end_with_media(tmp_path: Path, one_thread: None, p
     assert {r.unit for r in report.rows} == {"video"} and {r.throughput_unit for r in report.rows} == {"video/s"}
 
 
-def test_image_to_video_with_synthetic_first_frames(tmp_path: Path, one_thread: None, phase_marks: None) -> None:
+def test_image_to_video_with_synthetic_first_frames(tmp_path: Path, one_thread: None) -> None:
     out = tmp_path / "run"
     assert main(["run", str(_copy("tiny-i2v-cpu", tmp_path)), "--headless", "--out", str(out)]) == 0
     (rec,) = records_by_key(out).values()
@@ -142,7 +127,7 @@ def test_image_to_video_with_synthetic_first_frames(tmp_path: Path, one_thread: 
     assert not (out / "media").exists()  # save_media is off
 
 
-def test_wan_text_to_video(tmp_path: Path, one_thread: None, phase_marks: None) -> None:
+def test_wan_text_to_video(tmp_path: Path, one_thread: None) -> None:
     out = tmp_path / "run"
     assert main(["run", str(_copy("tiny-wan-cpu", tmp_path)), "--headless", "--out", str(out)]) == 0
     (rec,) = records_by_key(out).values()
@@ -260,7 +245,7 @@ def test_shipped_video_profiles_are_listed_and_valid() -> None:
         load_profile(path)  # the lead's GPU profiles validate
 
 
-def test_text_to_image_gets_phases_and_saves_images(tmp_path: Path, one_thread: None, phase_marks: None) -> None:
+def test_text_to_image_gets_phases_and_saves_images(tmp_path: Path, one_thread: None) -> None:
     text = (PROFILES / "tiny-diffusion-cpu.toml").read_text().replace(
         'path = "../tests/assets/partiprompts-sample.tsv"', f'path = "{TSV}"').replace(
         "batch_size = [1, 2]", "batch_size = [2]") + "\n[output]\nsave_media = true\n"
@@ -276,7 +261,7 @@ def test_text_to_image_gets_phases_and_saves_images(tmp_path: Path, one_thread: 
     assert len(pngs) == 2 * 2  # 2 measured batches of 2 images, warm-up not saved
 
 
-def test_demo_video_on_the_simulator_has_phases(tmp_path: Path, phase_marks: None) -> None:
+def test_demo_video_on_the_simulator_has_phases(tmp_path: Path) -> None:
     out = tmp_path / "run"
     assert main(["run", str(PROFILES / "demo-video.toml"), "--headless", "--out", str(out)]) == 0
     recs = records_by_key(out)
@@ -304,7 +289,7 @@ def test_cli_rejects_bad_frames_with_one_line(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
-def test_wan_refuses_frames_it_would_round(tmp_path: Path, one_thread: None, phase_marks: None) -> None:
+def test_wan_refuses_frames_it_would_round(tmp_path: Path, one_thread: None) -> None:
     profile = _copy("tiny-wan-cpu", tmp_path, **{"num_frames = [5]": "num_frames = [6]"})
     out = tmp_path / "run"
     assert main(["run", str(profile), "--headless", "--out", str(out)]) == 1

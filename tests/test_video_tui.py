@@ -120,14 +120,6 @@ async def test_live_run_screen_draws_phases_at_80x24(tmp_path, monkeypatch) -> N
     phase letters on its time axis and the legend names them, at 80 x 24. The app runs the sweep
     in a child process (no monkeypatch reaches it), so this needs the runner's own
     ``on_mark=mark_hook(self.rec, self.emit)`` line in core/config_run.py."""
-    import inspect
-
-    import pytest
-
-    from mle_tui.core import config_run as cr
-
-    if "on_mark" not in inspect.getsource(cr):
-        pytest.skip("core/config_run.py does not pass RuntimeContext.on_mark yet (the lead's one line)")
     from textual.widgets import Input
 
     from mle_tui.core import config_run

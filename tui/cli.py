@@ -3,7 +3,8 @@
 ::
 
     mle-tui                                  the app
-    mle-tui run PROFILE [--out DIR] [--headless] [--simulate] [--format json|msgpack] [--adaptive]
+    mle-tui run PROFILE [--out DIR] [--headless] [--simulate] [--format json|msgpack] [--gpus I,J]
+                [--adaptive]
     mle-tui report DIR [--target VALUE] [--metric M] [--json] [--csv FILE]
                        [--plot OUT_DIR [--format png|svg] [--timelines all|recommended|none]]
     mle-tui reanalyse DIR [--rule saturation|request-count] [--min-window-s S] [--set KEY=VALUE]...
@@ -116,10 +117,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     profile = with_strategy(load_profile(path), "adaptive" if args.adaptive else None)
     out = Path(args.out) if args.out else default_out_dir(profile.name)
     headless = args.headless or not sys.stdout.isatty()
+    if args.gpus is not None:
+        profile = _with_gpus(profile, args.gpus)
     if not headless:
-        if args.simulate or args.format != "json":
-            print(f"{PROG}: --simulate and --format apply to --headless runs; "
-                  "set gpu.allow_simulated in the profile for the app", file=sys.stderr)
+        if args.simulate or args.format != "json" or args.gpus is not None:
+            print(f"{PROG}: --simulate, --format and --gpus apply to --headless runs; "
+                  "in the app, choose GPUs in the setup screen", file=sys.stderr)
         try:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -136,6 +139,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_headless(profile, out, profile_path=args.profile_path or str(path), simulate=args.simulate,
                         record_format=args.format, token=args.runner_token, since=args.control_since,
                         detached=args.detached_child, on_done=_print_report)
+
+
+def _with_gpus(profile, text: str):  # noqa: ANN001, ANN202 - Profile -> Profile
+    """The profile with ``gpu.indices`` from ``--gpus 0,1`` (side-by-side sweeps on one node:
+    each takes its own GPUs, and each record names the other sweep as its neighbour)."""
+    import msgspec
+
+    from mle_tui.tui.form import parse_indices
+
+    indices, problem = parse_indices(text)
+    if problem or not indices:
+        raise InputError("command line", "--gpus", problem or "name at least one GPU index, e.g. 0,1")
+    return msgspec.structs.replace(profile, gpu=msgspec.structs.replace(profile.gpu, indices=indices))
 
 
 def cmd_prepare_model(args: argparse.Namespace) -> int:
@@ -190,6 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--simulate", action="store_true",
                    help="allow the simulated GPU when NVML shows none (results labelled simulated)")
     r.add_argument("--format", choices=("json", "msgpack"), default="json", help="record format")
+    r.add_argument("--gpus", metavar="I,J", help="GPU indices for this sweep (overrides gpu.indices); run a "
+                   "second sweep on other GPUs beside it and each record names the other as its neighbour")
     r.add_argument("--adaptive", action="store_true",
                    help="search for the recommendation instead of running the whole grid, stopping each "
                         "configuration once its answer is known ([sweep] strategy = \"adaptive\")")

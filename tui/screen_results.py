@@ -17,7 +17,8 @@ from textual.widgets import DataTable, Footer, Input, Label, Static, TabbedConte
 from ..core.profile import parse_duration_s
 from ..core.records import Record
 from ..core.report import gpu_summary
-from .charts import BatchChart, ParetoChart, PowerChart, TimeData, shared_x_range
+from .charts import BatchChart, PowerChart, TimeData, shared_x_range
+from .pareto_chart import ParetoChart
 from .figure_export import ask_and_draw, target_text
 from .live import fmt_energy, fmt_latency, metric_label
 from .modals import ExportScreen
