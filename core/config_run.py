@@ -23,7 +23,7 @@ from .dataset_types import Request
 from .errors import InputError, RunFailure
 from .events import (BatchProgress, BatchSampleEvent, ConfigFinished, ConfigStarted, Event, HealthSample, LogLine,
                      PowerSample, RequestProgress, SteadyUpdate)
-from .adaptive.hook import early_stop_monitor
+from .adaptive.hook import early_stop_fact, early_stop_monitor
 from .adaptive.spec import AdaptiveSpec
 from .gpu_setup import GpuSetup, guard_for, hardware
 from .measure.analysis import analyse
@@ -325,7 +325,8 @@ class ConfigRun:
             log_tail=list(failure[1]) if failure is not None else list(res.log_tail),
             failure=failure[0] if failure is not None else None, failure_kind=kind,
             warnings=[w for w in [self.health.strangers.reason() if self.health else None] if w],
-            early_stop=self.early.decided if self.early is not None and failure is None else None,
+            early_stop=early_stop_fact(self.early, failure is None, self.requests, exact_lengths=(
+                p.model.weights == "dummy" or getattr(self.runtime, "name", "") == "sim")),
             server_mode=res.server_mode,
         )
 

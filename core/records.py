@@ -254,6 +254,9 @@ class EarlyStop(_S, kw_only=True):
     ci_rel: float
     ci_target: float
     energy_per_token_j: float
+    #: Mean output tokens the workload asked for (all N requests): eq. 2's per-request mean for
+    #: a stopped configuration, whose finished requests are biased to short outputs.
+    workload_mean_output_tokens: float | None = None
 
 
 class GpuTimeSplit(_S, kw_only=True):

@@ -172,13 +172,15 @@ def real_runner(profiles: list[tuple[str, str]]) -> None:
                              strategy=strategy)
                 out[strategy] = (rec.recommended, gt, time.perf_counter() - t0,
                                  {h.config_key: h.energy_per_request_j for h in heads})
-        (g_rec, g_gt, g_wall, g_e), (a_rec, a_gt, a_wall, _) = out["grid"], out["adaptive"]
+        (g_rec, g_gt, g_wall, g_e), (a_rec, a_gt, a_wall, a_e) = out["grid"], out["adaptive"]
+        diffs = [a_e[k] / g_e[k] - 1 for k in a_e if a_e[k] and g_e.get(k)]
         gap = (g_e.get(a_rec) or float("nan")) / (g_e.get(g_rec) or float("nan")) - 1 if a_rec and g_rec else float("nan")
         print(f"  {name}: grid {g_rec} ({g_gt.measured} configs, {g_gt.spent_gpu_s / 60:.1f} GPU-min) | adaptive "
               f"{a_rec} ({a_gt.measured} configs, {a_gt.early_stopped} stopped early, {a_gt.spent_gpu_s / 60:.1f} "
               f"GPU-min, its grid estimate {a_gt.grid_estimate_gpu_s / 60:.1f}) | same: {a_rec == g_rec} "
               f"(grid energy of the adaptive pick {gap:+.2%}) | ratio {g_gt.spent_gpu_s / a_gt.spent_gpu_s:.2f}x "
-              f"| wall {g_wall:.1f} s / {a_wall:.1f} s")
+              f"| wall {g_wall:.1f} s / {a_wall:.1f} s | stopped-early J/request vs the grid's record of the same "
+              f"configuration: {min(diffs):+.2%} .. {max(diffs):+.2%}")
 
 
 SIM_PROFILE = """

@@ -257,6 +257,10 @@ def test_early_stopped_record_is_comparable_and_reanalyses_identically(tmp_path:
     assert a.steady_state.end_s == pytest.approx(a.early_stop.t_s)
     assert a.early_stop.ci_rel <= 0.02 and a.duration_s < g.duration_s
     assert a.energy_per_token_j == pytest.approx(g.energy_per_token_j, rel=0.03)
+    # eq. 2's mean output is the workload's (the requests that finished first are the short ones)
+    assert a.mean_output_tokens == pytest.approx(g.mean_output_tokens)
+    assert a.early_stop.workload_mean_output_tokens == pytest.approx(g.mean_output_tokens)
+    assert a.energy_per_request_j == pytest.approx(g.energy_per_request_j, rel=0.03)
     assert len(a.requests) < a.num_requests and not any("requests finished" in x for x in a.reasons)
     trace = decode_trace((tmp_path / "ad" / a.analysis.trace).read_bytes())
     assert any(m.label.startswith("early-stop") for m in trace.marks)

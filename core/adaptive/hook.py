@@ -7,6 +7,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
+import msgspec
+
 from ..events import LogLine
 from ..records import EarlyStop
 from .spec import AdaptiveSpec
@@ -36,3 +38,16 @@ def early_stop_monitor(spec: AdaptiveSpec | None, *, profile, cfg, runtime, ener
                             min_batch_fraction=ss.min_batch_fraction,
                             max_energy_per_token_j=ss.max_energy_per_token_j,
                             energy_between=energy_between, on_stop=on_stop)
+
+
+def early_stop_fact(monitor: EarlyStopMonitor | None, ran: bool, requests: list, *,
+                    exact_lengths: bool) -> EarlyStop | None:
+    """The decision for the trace (None: not stopped early, or no result), with the workload's
+    mean requested output length where every request gets exactly that many tokens (dummy
+    weights with ``ignore_eos``, the simulator); with real weights EOS ends requests earlier and
+    the record's mean is that of the requests that finished."""
+    if monitor is None or monitor.decided is None or not ran:
+        return None
+    outs = [r.output_tokens for r in requests if getattr(r, "output_tokens", None)]
+    mean = sum(outs) / len(outs) if exact_lengths and outs and len(outs) == len(requests) else None
+    return msgspec.structs.replace(monitor.decided, workload_mean_output_tokens=mean)

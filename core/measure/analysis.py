@@ -186,6 +186,8 @@ def _account_llm(rec: Record, trace: Trace, ss: SteadySpec) -> None:
     stats = getattr(rec.latency, rec.latency_metric, None)
     rec.latency_value_s = stats.mean_s if stats is not None else None
     mean_out = float(np.mean([r.output_tokens for r in ok_rows])) if ok_rows else None
+    if trace.early_stop is not None and trace.early_stop.workload_mean_output_tokens:
+        mean_out = trace.early_stop.workload_mean_output_tokens  # the finished ones are the short ones
     rec.mean_output_tokens = mean_out
     window, dropped = window_of(trace, ss)
     if window is not None and trace.early_stop is not None:  # the window ends where the run stopped
