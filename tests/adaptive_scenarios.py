@@ -76,7 +76,7 @@ class Scenario:
             ratios = [1 + rng.gauss(0, self.block_cv) for _ in range(max(0, blocks))]
             n = predicted_blocks(ratios, early, min_window_s)
             if n is not None:
-                return ramp_up + n * early.block_s + 0.5 + 2.0  # settle, abort and drain
+                return ramp_up + n * early.block_s + 1.2 + 2.0  # settle, abort and drain
         return ramp_up + window + ramp_down
 
 

@@ -7,8 +7,8 @@ server token counter interpolated at the block edges). With *n* blocks the inter
 ``mean(r) ± t(0.975, n-1) · sd(r) / sqrt(n)``. The configuration stops at the end of the first
 block after which the half-width is ``<= ci_rel · mean``, there are ``>= min_blocks`` blocks
 covering ``>= min_window_s``, the running batch averaged ``>= min_batch_fraction · B`` and the
-energy per token is inside the sanity gate. Blocks are evaluated ``settle_s`` after their end
-(the energy counter ticks every ~100 ms).
+energy per token is inside the sanity gate. Blocks are evaluated ``settle_s`` (1.2 s) after
+their end, once the sampler (counter read once a second) has a reading past it.
 
 The decision is a fact the runner writes into the trace (:class:`~..records.EarlyStop`); the
 analysis ends the steady window there, so the record stays what the grid would have written
@@ -21,6 +21,8 @@ import bisect
 import math
 import threading
 from collections.abc import Callable
+
+import msgspec
 
 from ..records import EarlyStop
 from .spec import AdaptiveSpec
@@ -60,7 +62,7 @@ class EarlyStopMonitor:
     def __init__(self, spec: AdaptiveSpec, *, max_num_seqs: int, min_window_s: float,
                  min_batch_fraction: float, max_energy_per_token_j: float,
                  energy_between: Callable[[float, float], float], on_stop: Callable[[EarlyStop], None],
-                 settle_s: float = 0.5) -> None:
+                 settle_s: float = 1.2) -> None:
         self.spec = spec
         self.B = max_num_seqs
         self.min_window_s = min_window_s
@@ -112,8 +114,10 @@ class EarlyStopMonitor:
                 return None
             e = self.energy_between(a, b)
             tok = self._interp(b) - self._interp(a)
+            if not math.isfinite(e) and now_s < b + 10 * self.settle_s:
+                return None  # the counter reading after the block has not come yet: ask again
             if not (math.isfinite(e) and e > 0 and tok > 0):
-                self._start = None  # no energy or tokens: no interval can be trusted here
+                self.spec = msgspec.structs.replace(sp, ci_rel=0.0)  # no energy or no tokens: no stop
                 return None
             self._ratios.append(e / tok)
             lo, hi = bisect.bisect_left(self._t, a), bisect.bisect_right(self._t, b)
