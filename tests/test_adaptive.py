@@ -381,3 +381,15 @@ simulated = true
     assert check["config_key"] == "mns4-tp1-pl300" and check["relaunched_status"] in ("ok", "invalid")
     again = RunStore(tmp_path / "run" / "verify").load_heads()
     assert [h.config_key for h in again] == ["mns4-tp1-pl300"] and again[0].server_mode == ""
+
+
+def test_live_state_shows_the_gpu_time_line() -> None:
+    from mle_tui.core.events import GpuTimeUpdate, decode_event, encode_event
+    from mle_tui.tui.live import LiveState
+
+    live = LiveState()
+    assert live.gpu_time_text() == ""
+    ev = GpuTimeUpdate(strategy="adaptive", measured=14, total=60, spent_gpu_s=26 * 60.0,
+                       grid_estimate_gpu_s=95 * 60.0, recommended="mns128-tp1-pl400", line="x")
+    live.apply(decode_event(encode_event(ev)))  # through live.jsonl, as attach reads it
+    assert live.gpu_time_text() == "adaptive: 14/60 configs, 26 GPU-min, grid ≈ 95"
