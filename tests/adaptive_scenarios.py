@@ -137,9 +137,10 @@ def recommend(results: dict[tuple[int, int], Obs], target_s: float) -> tuple[int
     return min(ok)[2] if ok else None
 
 
-def run_grid(sc: Scenario, rng: random.Random) -> tuple[tuple[int, int] | None, float, int]:
-    """(recommendation, GPU seconds, configurations) of the full grid in profile order."""
-    results, t, prev = {}, 0.0, None
+def run_grid(sc: Scenario, rng: random.Random, results: dict | None = None) -> tuple[tuple[int, int] | None, float, int]:
+    """(recommendation, GPU seconds, configurations) of the full grid in profile order;
+    ``results`` (if given) receives every measurement."""
+    results, t, prev = (results if results is not None else {}), 0.0, None
     for b in sc.bs:
         for p in sc.pls:
             if b != prev:
@@ -151,9 +152,11 @@ def run_grid(sc: Scenario, rng: random.Random) -> tuple[tuple[int, int] | None, 
 
 
 def run_adaptive(sc: Scenario, rng: random.Random, spec: AdaptiveSpec | None = None,
-                 early: bool = True, reuse: bool = False) -> tuple[tuple[int, int] | None, float, int, AdaptiveSearch]:
+                 early: bool = True, reuse: bool = False,
+                 replay: dict | None = None) -> tuple[tuple[int, int] | None, float, int, AdaptiveSearch]:
     """``reuse``: one server for every B (server.reuse_across_max_num_seqs), plus the check of
-    one point on a relaunched server at the end."""
+    one point on a relaunched server at the end. ``replay``: take each measurement from a grid
+    run's (the search over a grid measured before: only the search can differ)."""
     spec = spec or AdaptiveSpec()
     search = AdaptiveSearch(sc.configs(), sc.target_s, spec)
     results, t, prev = {}, 0.0, None
@@ -162,7 +165,7 @@ def run_adaptive(sc: Scenario, rng: random.Random, spec: AdaptiveSpec | None = N
         if b != prev and not (reuse and prev is not None):
             t += sc.server_start_s
             prev = b
-        o = sc.measure(b, p, rng)  # type: ignore[arg-type]
+        o = replay[(b, p)] if replay is not None else sc.measure(b, p, rng)  # type: ignore[arg-type]
         results[(b, p)] = o
         t += sc.run_s(b, p, spec if early else None, rng) + 2.0  # type: ignore[arg-type]
         search.observe(cfg, o)
