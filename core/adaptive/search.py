@@ -177,11 +177,12 @@ class AdaptiveSearch:
         lb, why = None, ""
         tol = self.spec.energy_tolerance
         for k, (b, e) in enumerate(row):
-            # quasi-convexity: a point with a clearly lower one beyond it bounds everything on
+            # quasi-convexity: a point with a clearly lower one beyond it (by twice the tolerance:
+            # two noisy points differ by more than one) bounds everything on
             # its other side (a flat stretch bounds nothing: the U may fall again past it)
-            if b > j and any(e2 < e * (1 - tol) for _, e2 in row[k + 1:]):  # left of a falling stretch
+            if b > j and any(e2 < e * (1 - 2 * tol) for _, e2 in row[k + 1:]):  # left of a falling stretch
                 lb, why = _max_bound(lb, why, e * (1 - tol), f"{g.name(a, b)} measured {e:.4g} J, U-shape")
-            if b < j and any(e2 < e * (1 - tol) for _, e2 in row[:k]):  # right of a rising stretch
+            if b < j and any(e2 < e * (1 - 2 * tol) for _, e2 in row[:k]):  # right of a rising stretch
                 lb, why = _max_bound(lb, why, e * (1 - tol), f"{g.name(a, b)} measured {e:.4g} J, U-shape")
         return lb, why
 
