@@ -1,7 +1,8 @@
 """Sweep orchestration: one configuration after another, a record written as each ends.
 
 The runner prepares the sweep (power source and checks in :mod:`.gpu_setup`, the workload,
-``run.json`` from :mod:`.manifest`), then hands each pending configuration to
+``run.json`` from :mod:`.manifest`), then hands each configuration its plan yields (the grid, or
+the adaptive search of :mod:`.adaptive.plan`, which also stops configurations early) to
 :class:`.config_run.ConfigRun` (limit, sampler, runtime, trace, analysis, record). A RunFailure
 (crashed server, OOM) becomes a ``failed`` record and the sweep goes on; a skip gives a
 ``skipped`` record that runs again on resume. SIGINT/SIGTERM/SIGHUP: the current configuration
