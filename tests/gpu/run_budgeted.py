@@ -76,10 +76,10 @@ def main() -> int:
     print(f"summary: {summary}", flush=True)
     plan = getattr(runner, "plan", None)
     if plan is not None and plan.strategy == "adaptive":
+        # (a stop for the budget after the search's last configuration costs one more short call:
+        # the resumed search ends at once, and a server-reuse check still due runs then)
         for line in plan.finish(summary.stopped)[-1:]:
             print(line, flush=True)
-        if plan.done():
-            return 1 if summary.failed else 0
     if state["stopped_for_budget"]:
         return 3
     return 1 if summary.failed or summary.stopped else 0
