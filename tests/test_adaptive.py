@@ -289,6 +289,10 @@ def test_mle_tui_run_adaptive_end_to_end(tmp_path: Path, capsys: pytest.CaptureF
     assert main(["report", str(out)]) == 0
     text = capsys.readouterr().out
     assert "Sweep (adaptive): recommendation" in text and "Pruned by the adaptive search" in text
+    # and the app's results screen shows the account of an adaptive run
+    from mle_tui.tui.screen_results import adaptive_line
+
+    assert adaptive_line(out, heads, RunStore(out).read_manifest()).startswith("adaptive: recommendation (")
 
 
 # -- vLLM runtime (the fake server of tests/fake_vllm_server.py) --------------------------------
