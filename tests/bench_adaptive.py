@@ -213,7 +213,6 @@ power_limit_w = "300..700 +100"
 metric = "tpot"
 value = "{target}"
 [steady_state]
-min_gpu_utilisation_pct = 0
 [gpu]
 simulated = true
 [sim]

@@ -235,7 +235,6 @@ power_limit_w = [300, 500, 700]
 metric = "tpot"
 value = "20ms"
 [steady_state]
-min_gpu_utilisation_pct = 0
 [gpu]
 simulated = true
 """
@@ -360,7 +359,6 @@ max_num_seqs = [4, 8]
 power_limit_w = [300]
 [steady_state]
 min_window_s = 0.1
-min_gpu_utilisation_pct = 0
 [server]
 reuse_across_max_num_seqs = true
 env = { FAKE_STARTUP_S = "0.2", FAKE_STEP_S = "0.005" }
