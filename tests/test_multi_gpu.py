@@ -271,3 +271,4 @@ def test_report_lists_the_gpu_split_and_the_idle_gpus() -> None:
     assert "GPUs (energies over each record's window" in text
     assert "B=256 TP=2 400 W: GPUs 0: 381 W 49.9%" in text
     assert "node's other 1 GPU (1) drew" in text
+
