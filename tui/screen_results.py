@@ -379,15 +379,15 @@ def config_detail(rec: Record) -> Text:
         t.append(" — " + "; ".join(rec.reasons))
     t.append(f"\nE/req {fmt_energy(rec.energy_per_request_j)} · avg {_fmt_num(rec.avg_power_w, 0)} W · "
              f"total {fmt_energy(rec.total_energy_j)} in {rec.duration_s:.1f} s")
+    gpus = gpu_summary(rec)
+    if gpus:
+        t.append("\n" + gpus)
     s = rec.steady_state
     if s is not None:
         t.append(f"\nsteady {s.start_s:.1f}–{s.end_s:.1f} s ({s.rule}) · mean batch {s.mean_batch:.1f}/"
                  f"{rec.config.batch} · {fmt_energy(s.energy_j)} · {s.tokens} tokens")
         if s.gates:
             t.append(" · gates " + " ".join(f"{g.name} {'✓' if g.ok else '✗'}" for g in s.gates))
-    gpus = gpu_summary(rec)
-    if gpus:
-        t.append("\n" + gpus)
     phases = phase_summary(rec)
     if phases:
         t.append("\n" + phases)
