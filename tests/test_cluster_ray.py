@@ -132,6 +132,25 @@ def test_cluster_sweep_matches_single_node_run(cluster, tmp_path: Path) -> None:
     assert not [a for a in ray.util.list_named_actors(all_namespaces=True) if a["namespace"] == "mle-tui"]
 
 
+def test_cli_run_headless_with_ray(cluster, tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    """``mle-tui run PROFILE --headless --ray ADDRESS``: the cluster driver, one run directory
+    that ``report`` reads."""
+    from mle_tui.core.toml_text import struct_to_toml
+    from mle_tui.tui.cli import main
+
+    c, _ = cluster
+    profile = sweep_profile(mns="8", power="[400, 700]")
+    path = tmp_path / "p.toml"
+    path.write_text(struct_to_toml(profile))
+    rc = main(["run", str(path), "--headless", "--out", str(tmp_path / "run"), "--ray", c.address])
+    assert rc == 0, capsys.readouterr().err[-2000:]
+    recs = _records(tmp_path / "run")
+    assert sorted(recs) == ["mns8-tp1-pl400.json", "mns8-tp1-pl700.json"]
+    assert {r["hardware"]["node"] for r in recs.values()} <= {"w1", "w2"}
+    assert main(["report", str(tmp_path / "run")]) == 0
+    assert "mns8-tp1-pl400" in capsys.readouterr().out
+
+
 def test_node_lost_mid_configuration_fails_requeues_and_restores(cluster, tmp_path: Path) -> None:
     c, workers = cluster
     profile = sweep_profile()
@@ -209,3 +228,4 @@ def test_agent_lease_runs_out_stops_and_restores(tmp_path: Path) -> None:
     assert not [rel for rel in out["r"]["files"] if rel.startswith("records/")]
     assert read_device(tmp_path / "n1") == {0: 700.0}
     assert not _state_files(tmp_path / "n1")
+

@@ -3,7 +3,7 @@
 ::
 
     mle-tui                                  the app
-    mle-tui run PROFILE [--out DIR] [--headless] [--simulate] [--format json|msgpack]
+    mle-tui run PROFILE [--out DIR] [--headless] [--simulate] [--format json|msgpack] [--ray ADDRESS]
     mle-tui report DIR [--target VALUE] [--metric M] [--json] [--csv FILE]
                        [--plot OUT_DIR [--format png|svg] [--timelines all|recommended|none]]
     mle-tui reanalyse DIR [--rule saturation|request-count] [--min-window-s S] [--set KEY=VALUE]...
@@ -116,9 +116,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else default_out_dir(profile.name)
     headless = args.headless or not sys.stdout.isatty()
     if not headless:
-        if args.simulate or args.format != "json":
-            print(f"{PROG}: --simulate and --format apply to --headless runs; "
-                  "set gpu.allow_simulated in the profile for the app", file=sys.stderr)
+        if args.simulate or args.format != "json" or args.ray:
+            print(f"{PROG}: --simulate, --format and --ray apply to --headless runs; "
+                  "set gpu.allow_simulated (cluster.ray_address) in the profile for the app", file=sys.stderr)
         try:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -134,7 +134,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     return run_headless(profile, out, profile_path=args.profile_path or str(path), simulate=args.simulate,
                         record_format=args.format, token=args.runner_token, since=args.control_since,
-                        detached=args.detached_child, on_done=_print_report)
+                        detached=args.detached_child, on_done=_print_report,
+                        runner_factory=_cluster_runner(args.ray or profile.cluster.ray_address))
+
+
+def _cluster_runner(address: str):  # noqa: ANN202
+    """The Ray cluster driver for ``--ray ADDRESS`` / ``[cluster] ray_address``; None: local."""
+    if not address:
+        return None
+    import functools
+
+    from mle_tui.core.cluster.driver import ClusterRunner
+
+    return functools.partial(ClusterRunner, address=address)
 
 
 def cmd_prepare_model(args: argparse.Namespace) -> int:
@@ -189,6 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--simulate", action="store_true",
                    help="allow the simulated GPU when NVML shows none (results labelled simulated)")
     r.add_argument("--format", choices=("json", "msgpack"), default="json", help="record format")
+    r.add_argument("--ray", metavar="ADDRESS", help="spread the sweep over the GPU nodes of a Ray cluster "
+                   "(auto: the cluster this host belongs to; needs mle-tui[ray]); one run directory here")
     # Set by the app when it launches the sweep in its own process (tui/sweep_process.py).
     r.add_argument("--detached-child", action="store_true", help=argparse.SUPPRESS)
     r.add_argument("--runner-token", help=argparse.SUPPRESS)

@@ -78,20 +78,22 @@ def cluster_nodes(ray: Any) -> list[tuple[str, str, float]]:
 
 
 class ClusterRunner:
-    def __init__(self, profile: Profile, out_dir: Path, *, address: str = "auto", profile_path: str | None = None,
+    def __init__(self, profile: Profile, out_dir: Path, *, address: str | None = None, profile_path: str | None = None,
                  listener: Callable[[Event], None] | None = None, allow_simulated: bool | None = None,
-                 record_format: str = "json", requests: list[Request] | None = None, lease_s: float = 30.0,
+                 record_format: str = "json", requests: list[Request] | None = None, lease_s: float | None = None,
                  node_dir_base: str | None = None, runtime_factory: Callable[[], Any] | None = None,
                  poll_s: float = 0.25, max_attempts: int = 2) -> None:
-        """``address``: the Ray cluster (``auto``: the one this host belongs to; ignored when
-        Ray is already initialised). ``node_dir_base``: where agents keep node-local state
+        """``address``: the Ray cluster (default the profile's ``cluster.ray_address``, else
+        ``auto``: the one this host belongs to; ignored when Ray is already initialised). ``node_dir_base``: where agents keep node-local state
         (default ``$XDG_STATE_HOME/mle-tui/cluster/NODE`` on each node). ``runtime_factory``:
         builds each agent's runtime (default: the profile's). ``max_attempts``: runs of one
         configuration when nodes are lost."""
-        self.profile, self.out_dir, self.address = profile, Path(out_dir), address
+        self.profile, self.out_dir = profile, Path(out_dir)
+        self.address = address or profile.cluster.ray_address or "auto"
         self.profile_path, self.listener = profile_path, listener
         self.store = RunStore(self.out_dir, record_format)
-        self._allow_simulated, self._requests, self.lease_s = allow_simulated, requests, lease_s
+        self._allow_simulated, self._requests = allow_simulated, requests
+        self.lease_s = lease_s if lease_s is not None else profile.cluster.lease_s
         self._node_dir_base, self._runtime_factory = node_dir_base, runtime_factory
         self.poll_s, self.max_attempts = poll_s, max_attempts
         self._configs = profile.configs()
@@ -198,14 +200,22 @@ class ClusterRunner:
                      profile_path=self.profile_path or "", node_dir=node_dir, node_id=node_id, lease_s=self.lease_s,
                      allow_simulated=self._allow_simulated, runtime_factory=self._runtime_factory)
             self.nodes.append(_Node(name, node_id, num_gpus, handle))
-        for node in self.nodes:
+        for node in list(self.nodes):
             try:
                 node.info = ray.get(node.handle.info.remote(), timeout=AGENT_START_TIMEOUT_S)
             except Exception as exc:  # noqa: BLE001 - the agent's InputError arrives wrapped
                 cause = getattr(exc, "cause", None) or exc
-                text = cause.line() if isinstance(cause, InputError) else " ".join(str(cause).split())[:300]
-                raise InputError(self.profile_path or "", "cluster", f"node {node.name}: agent did not start: "
-                                 f"{text}") from None
+                if isinstance(cause, InputError):  # bad input: the same on every node
+                    raise InputError(self.profile_path or "", "cluster",
+                                     f"node {node.name}: {cause.line()}") from None
+                # A node that died (or whose agent crashed) is left out of this sweep.
+                self._notes.append(f"node {node.name} left out: its agent did not start: "
+                                   f"{' '.join(str(cause).split())[:300]}")
+                node.alive = False
+                self.nodes.remove(node)
+        if not self.nodes:
+            raise InputError(self.profile_path or "", "cluster.ray_address",
+                             f"no node agent started ({'; '.join(self._notes[-3:])})")
 
     def _write_manifest(self, finished: bool) -> None:
         m = build_manifest(run_id=self.run_id, created_unix_s=self._created, profile=self.profile,
