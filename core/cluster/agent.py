@@ -20,6 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from ..config import Config
 from ..config_run import ConfigRun, Flags
 from ..dataset_types import Request
@@ -36,6 +38,31 @@ from .sim_device import PersistentSimLimiter
 MAX_BUFFERED_EVENTS = 50_000
 #: After the lease ran out, wait at most this long for the configuration to stop, s.
 STOP_GRACE_S = 60.0
+
+
+def assigned_gpu_indices(infos: list) -> list[int]:
+    """NVML indices of the GPUs Ray assigned to this actor (``ray.get_gpu_ids()``: indices or
+    UUIDs of the raylet's CUDA_VISIBLE_DEVICES); [] outside Ray or without an assignment."""
+    try:
+        import ray
+
+        ids = [str(i) for i in ray.get_gpu_ids()] if ray.is_initialized() else []
+    except Exception:  # noqa: BLE001 - not in a Ray worker
+        return []
+    by_uuid = {str(g.uuid): g.index for g in infos if getattr(g, "uuid", None)}
+    out = [by_uuid[i] if i in by_uuid else int(i) for i in ids if i in by_uuid or i.isdigit()]
+    return sorted(set(out))
+
+
+def profile_for(profile: Profile, cfg: Config) -> Profile:
+    """The profile a configuration runs with on a node: vLLM with more than one GPU inside a
+    Ray actor uses its multiprocessing executor (``--distributed-executor-backend mp``), not Ray."""
+    args = profile.server.extra_args
+    if profile.runtime != "vllm" or cfg.num_gpus <= 1 or any(a.startswith("--distributed-executor-backend")
+                                                             for a in args):
+        return profile
+    server = msgspec.structs.replace(profile.server, extra_args=[*args, "--distributed-executor-backend", "mp"])
+    return msgspec.structs.replace(profile, server=server)
 
 
 def default_node_dir(node: str) -> Path:
@@ -66,6 +93,12 @@ class NodeAgent:
         self._exit_fn = exit_fn or (lambda: os._exit(0))
         self.gpus = self._open(allow_simulated)
         self.gpus.node = node
+        if self.gpus.kind == "nvml":
+            # Only the GPUs Ray gave this agent (two raylets on one host each get their own).
+            assigned = assigned_gpu_indices(self.gpus.source.gpus())
+            if assigned:
+                self.profile = profile = msgspec.structs.replace(
+                    profile, gpu=msgspec.structs.replace(profile.gpu, indices=assigned))
         try:
             check(profile, configs, self.gpus, self.scratch.root, profile_path)
         except BaseException:
@@ -130,7 +163,7 @@ class NodeAgent:
             if self._closed:
                 return {"status": "stopped", "files": {}}
             record = ConfigRun(
-                profile=self.profile, cfg=cfg, index=index, total=total, next_cfg=None,
+                profile=profile_for(self.profile, cfg), cfg=cfg, index=index, total=total, next_cfg=None,
                 requests=requests_for(self.profile, self._requests, cfg), indices=self._pool[: cfg.num_gpus],
                 gpus=self.gpus, runtime=self.runtime, store=self.scratch, run_id=self.run_id,  # type: ignore[arg-type]
                 flags=self._flags, emit=self._emit, profile_path=self.profile_path,

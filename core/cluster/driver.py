@@ -319,7 +319,7 @@ class ClusterRunner:
                     if queue and not self._stop.is_set():
                         self._emit(LogLine(line=f"no node left to run {len(queue)} configuration(s)"))
                     break
-                ready, _ = ray.wait([n.job[0] for n in busy], num_returns=len(busy), timeout=self.poll_s)
+                ready, _ = ray.wait([n.job[0] for n in busy], num_returns=1, timeout=self.poll_s)
                 self._poll()
                 for node in busy:
                     if node.job[0] in ready:  # type: ignore[index]
