@@ -229,3 +229,42 @@ def test_agent_lease_runs_out_stops_and_restores(tmp_path: Path) -> None:
     assert read_device(tmp_path / "n1") == {0: 700.0}
     assert not _state_files(tmp_path / "n1")
 
+
+
+def test_configurations_sharing_a_vllm_server_stay_on_one_node(tmp_path: Path) -> None:
+    """vLLM keeps its server across power limits: the driver gives a node the configurations
+    of one server in a row (promising the next one, which the runtime is told about), and free
+    nodes the servers nobody has yet."""
+    from collections import deque
+
+    from mle_tui.core.cluster.driver import _Node
+    from mle_tui.core.profile import decode_profile
+
+    profile = decode_profile("""
+name = "plan"
+task = "chat"
+runtime = "vllm"
+[model]
+id = "m"
+[dataset]
+name = "synthetic"
+num_requests = 8
+[sweep]
+max_num_seqs = [64, 256]
+power_limit_w = [700, 400]
+""", "plan.toml")
+    runner = ClusterRunner(profile, tmp_path / "run")
+    a, b = _Node("a", "ida", 1, None), _Node("b", "idb", 1, None)
+    runner.nodes = [a, b]
+    queue = deque(enumerate(profile.configs()))
+    i, cfg, nxt = runner._next_for(a, queue)
+    a.job = (None, i, cfg, 0.0)
+    promised_a = nxt
+    assert nxt is not None and nxt.batch == cfg.batch and nxt.power_limit_w != cfg.power_limit_w
+    i, cfg_b, nxt = runner._next_for(b, queue)
+    b.job = (None, i, cfg_b, 0.0)
+    assert cfg_b.batch != cfg.batch  # the server nobody has yet
+    assert nxt is not None and nxt.batch == cfg_b.batch and nxt.power_limit_w != cfg_b.power_limit_w
+    assert not queue
+    a.job = None
+    assert runner._next_for(a, queue)[1] == promised_a

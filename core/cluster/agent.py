@@ -155,15 +155,16 @@ class NodeAgent:
             out, self._events = self._events, []
         return out
 
-    def run_config(self, cfg: Config, index: int, total: int) -> dict:
-        """Run one configuration on this node. Returns ``status`` (a record's, or ``stopped``)
+    def run_config(self, cfg: Config, index: int, total: int, next_cfg: Config | None = None) -> dict:
+        """Run one configuration on this node (``next_cfg``: the one the driver gives this node
+        next, so a server can stay up for it). Returns ``status`` (a record's, or ``stopped``)
         and ``files``: run-directory-relative path -> bytes of what it wrote."""
         self._idle.clear()
         try:
             if self._closed:
                 return {"status": "stopped", "files": {}}
             record = ConfigRun(
-                profile=profile_for(self.profile, cfg), cfg=cfg, index=index, total=total, next_cfg=None,
+                profile=profile_for(self.profile, cfg), cfg=cfg, index=index, total=total, next_cfg=next_cfg,
                 requests=requests_for(self.profile, self._requests, cfg), indices=self._pool[: cfg.num_gpus],
                 gpus=self.gpus, runtime=self.runtime, store=self.scratch, run_id=self.run_id,  # type: ignore[arg-type]
                 flags=self._flags, emit=self._emit, profile_path=self.profile_path,

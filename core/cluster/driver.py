@@ -55,6 +55,8 @@ class _Node:
         self.told_stop = False
         self.held: list[Event] = []
         self.poll_ref: Any = None
+        #: (index, cfg) promised to this node next: it shares the running one's server.
+        self.reserved: list[tuple[int, Config]] = []
 
 
 class _NodesSource:
@@ -309,13 +311,14 @@ class ClusterRunner:
             while True:
                 self._act_on_requests()
                 for node in self.nodes:
-                    if node.alive and node.job is None and queue and not self._stop.is_set():
-                        index, cfg = queue.popleft()
-                        ref = node.handle.run_config.remote(cfg, index, total)
+                    if node.alive and node.job is None and (queue or node.reserved) and not self._stop.is_set():
+                        index, cfg, nxt = self._next_for(node, queue)
+                        ref = node.handle.run_config.remote(cfg, index, total, nxt)
                         node.job = (ref, index, cfg, time.time())
                         self._emit(LogLine(line=f"node {node.name}: {cfg.key()}"))
                 busy = [n for n in self.nodes if n.job is not None]
                 if not busy:
+                    queue.extend(it for n in self.nodes for it in n.reserved)
                     if queue and not self._stop.is_set():
                         self._emit(LogLine(line=f"no node left to run {len(queue)} configuration(s)"))
                     break
@@ -336,6 +339,35 @@ class ClusterRunner:
             self._live_fh = None
         return RunSummary(run_dir=str(self.out_dir), completed=counts["ok"] + counts["invalid"],
                           failed=counts["failed"], invalid=counts["invalid"], skipped=len(skipped), stopped=stopped)
+
+    def _group(self, cfg: Config) -> object:
+        """Configurations one server can run one after another (vLLM: same B, TP, PP when it
+        is kept across power limits); None: no grouping."""
+        if self.profile.runtime != "vllm":
+            return None
+        from ..runtimes.vllm import server_key
+        from ..runtimes.vllm_server import reuses_servers
+
+        return server_key(cfg) if reuses_servers(self.profile) else None
+
+    def _next_for(self, node: _Node, queue: deque) -> tuple[int, Config, Config | None]:
+        """The configuration a free node runs next, and the one promised to it after that:
+        what it was promised; else the first whose server no other node has; else the head of
+        the queue. A queued configuration sharing its server is promised to the same node."""
+        if node.reserved:
+            index, cfg = node.reserved.pop(0)
+        else:
+            taken = {self._group(n.job[2]) for n in self.nodes if n.job is not None}
+            taken |= {self._group(c) for n in self.nodes for _, c in n.reserved}
+            item = next((it for it in queue if self._group(it[1]) not in taken), queue[0])
+            queue.remove(item)
+            index, cfg = item
+        group = self._group(cfg)
+        nxt = next((it for it in queue if it[1] != cfg and group is not None and self._group(it[1]) == group), None)
+        if nxt is not None:
+            queue.remove(nxt)
+            node.reserved.append(nxt)
+        return index, cfg, nxt[1] if nxt is not None else None
 
     def _act_on_requests(self) -> None:
         with self._skip_lock:
@@ -383,6 +415,9 @@ class ClusterRunner:
         key = cfg.key()
         node.alive = False
         node.held, node.poll_ref = [], None
+        for item in reversed(node.reserved):  # promised to the lost node: back to the queue
+            queue.appendleft(item)
+        node.reserved = []
         self.lost_nodes.append(node.name)
         self._write_manifest(finished=False)
         n = attempts[key] = attempts.get(key, 0) + 1
