@@ -7,6 +7,8 @@ PYTHONPATH goes before ``ray start`` (:func:`shim_path`, README)."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import sys
 from pathlib import Path
@@ -16,20 +18,40 @@ from ..errors import InputError
 SHIM_DIR = Path(__file__).resolve().parent / "amdsmi_shim"
 
 
+_BROKEN: bool | None = None
+
+
 def amdsmi_broken() -> bool:
-    """True when ``import amdsmi`` fails with something other than ImportError."""
+    """True when ``import amdsmi`` fails with something other than ImportError (checked once;
+    what the failing import prints is swallowed)."""
+    global _BROKEN
+    if _BROKEN is not None:
+        return _BROKEN
     if "amdsmi" in sys.modules:
-        return sys.modules["amdsmi"] is None and str(SHIM_DIR) in sys.path
+        _BROKEN = sys.modules["amdsmi"] is None
+        return _BROKEN
+    sink = io.StringIO()
     try:
-        import amdsmi  # noqa: F401
+        with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+            import amdsmi  # noqa: F401
     except ImportError:
-        return False
+        _BROKEN = False
     except Exception:  # noqa: BLE001 - KeyError('libamd_smi.so') and friends
-        sys.modules.pop("amdsmi", None)
-        for name in [m for m in sys.modules if m.startswith("amdsmi.")]:
+        for name in [m for m in sys.modules if m == "amdsmi" or m.startswith("amdsmi.")]:
             sys.modules.pop(name, None)
-        return True
-    return False
+        _BROKEN = True
+    else:
+        _BROKEN = False
+    return _BROKEN
+
+
+def child_env(env: dict[str, str]) -> dict[str, str]:
+    """``env`` for a child process that may import Ray (vLLM does, at every server start, where
+    Ray is installed): with the stand-in first on its PYTHONPATH where ``amdsmi`` is broken."""
+    if not amdsmi_broken():
+        return env
+    parts = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != str(SHIM_DIR)]
+    return {**env, "PYTHONPATH": os.pathsep.join([str(SHIM_DIR), *parts])}
 
 
 def shim_path() -> str:
