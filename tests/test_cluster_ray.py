@@ -151,6 +151,33 @@ def test_cli_run_headless_with_ray(cluster, tmp_path: Path, capsys) -> None:  # 
     assert "mns8-tp1-pl400" in capsys.readouterr().out
 
 
+
+def test_stop_stops_every_agent_and_restores_every_node(cluster, tmp_path: Path) -> None:
+    """request_stop (the app's x, SIGTERM of the runner) while a configuration holds a changed
+    limit on one node: the sweep ends stopped, every node is back at its original limit, no
+    agent is left, and the stopped configuration has no record (it runs again on resume)."""
+    profile = sweep_profile()
+    held = profile.configs()[0].key()
+    marker = tmp_path / "held.json"
+    runner = ClusterRunner(profile, tmp_path / "run", node_dir_base=str(tmp_path / "nodes"),
+                           runtime_factory=functools.partial(HoldFirstAttempt, held, str(marker)))
+    out: dict = {}
+    thread = threading.Thread(target=lambda: out.update(summary=runner.run()), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 240
+    while not marker.exists():
+        assert time.monotonic() < deadline and thread.is_alive(), "the held configuration never started"
+        time.sleep(0.1)
+    runner.request_stop()
+    thread.join(timeout=300)
+    assert not thread.is_alive() and out["summary"].stopped
+    assert f"{held}.json" not in _records(tmp_path / "run")
+    for node in ("w1", "w2"):
+        assert set(read_device(tmp_path / "nodes" / node).values()) <= {700.0}
+        assert not _state_files(tmp_path / "nodes" / node)
+    assert not [a for a in ray.util.list_named_actors(all_namespaces=True) if a["namespace"] == "mle-tui"]
+    assert {c.key() for c in runner.pending()} >= {held}
+
 def test_node_lost_mid_configuration_fails_requeues_and_restores(cluster, tmp_path: Path) -> None:
     c, workers = cluster
     profile = sweep_profile()

@@ -179,6 +179,8 @@ class ClusterRunner:
         self._created = manifest.created_unix_s if manifest is not None else time.time()
         self._restore_before = list(manifest.nodes_to_restore) if manifest is not None else []
         self._start_agents(ray, found)
+        # A node whose agent started again has had its limits restored (the agent's start does).
+        self._restore_before = [n for n in self._restore_before if n not in {x.name for x in self.nodes}]
         first = self.nodes[0].info
         self.power_kind, self.simulated = first["kind"], any(n.info["simulated"] for n in self.nodes)
         self.power_message = f"Ray cluster: {len(self.nodes)} node(s), " + "; ".join(
