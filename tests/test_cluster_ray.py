@@ -178,6 +178,53 @@ def test_stop_stops_every_agent_and_restores_every_node(cluster, tmp_path: Path)
     assert not [a for a in ray.util.list_named_actors(all_namespaces=True) if a["namespace"] == "mle-tui"]
     assert {c.key() for c in runner.pending()} >= {held}
 
+
+DRIVER = """
+import functools, sys
+sys.path.insert(0, {tests!r})
+from mle_tui.core.cluster.ray_env import import_ray
+ray = import_ray()
+import cluster_helpers
+from mle_tui.core.cluster.driver import ClusterRunner
+ray.init(address={address!r}, log_to_driver=False)
+ray.cloudpickle.register_pickle_by_value(cluster_helpers)
+ClusterRunner(cluster_helpers.sweep_profile(), {out!r}, node_dir_base={nodes!r}, lease_s=2.0,
+              runtime_factory=functools.partial(cluster_helpers.HoldFirstAttempt, {held!r}, {marker!r})).run()
+"""
+
+
+def test_driver_killed_agents_stop_and_restore_within_the_lease(cluster, tmp_path: Path) -> None:
+    """The driver process is SIGKILLed while a node holds a changed limit: no one polls the
+    agents any more; within their lease they stop, restore and exit."""
+    import subprocess
+    import sys
+
+    c, _ = cluster
+    held = sweep_profile().configs()[0].key()
+    marker = tmp_path / "held.json"
+    code = DRIVER.format(tests=str(Path(__file__).parent), address=c.address, out=str(tmp_path / "run"),
+                         nodes=str(tmp_path / "nodes"), held=held, marker=str(marker))
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 240
+        while not marker.exists():
+            assert time.monotonic() < deadline and proc.poll() is None, "the held configuration never started"
+            time.sleep(0.1)
+        node = next(n for n in ("w1", "w2") if read_device(tmp_path / "nodes" / n).get(0) == 300.0)
+        proc.kill()
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 120  # a hang guard; the lease is 2 s
+        while read_device(tmp_path / "nodes" / node).get(0) != 700.0 or _state_files(tmp_path / "nodes" / node):
+            assert time.monotonic() < deadline, "the agent did not restore its node after the driver died"
+            time.sleep(0.2)
+        while [a for a in ray.util.list_named_actors(all_namespaces=True) if a["namespace"] == "mle-tui"]:
+            assert time.monotonic() < deadline, "agents left behind after the driver died"
+            time.sleep(0.2)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
 def test_node_lost_mid_configuration_fails_requeues_and_restores(cluster, tmp_path: Path) -> None:
     c, workers = cluster
     profile = sweep_profile()
