@@ -23,6 +23,8 @@ from .dataset_types import Request
 from .errors import InputError, RunFailure
 from .events import (BatchProgress, BatchSampleEvent, ConfigFinished, ConfigStarted, Event, HealthSample, LogLine,
                      PowerSample, RequestProgress, SteadyUpdate)
+from .adaptive.hook import early_stop_fact, early_stop_monitor
+from .adaptive.spec import AdaptiveSpec
 from .gpu_setup import GpuSetup, guard_for, hardware
 from .measure.analysis import analyse
 from .measure.live import LiveSteady
@@ -111,11 +113,13 @@ class ConfigRun:
     def __init__(self, *, profile: Profile, cfg: Config, index: int, total: int, next_cfg: Config | None,
                  requests: list[Request], indices: list[int], gpus: GpuSetup, runtime: Runtime,
                  store: RunStore, run_id: str, flags: Flags, emit: Callable[[Event, bool], None],
-                 profile_path: str = "") -> None:
+                 profile_path: str = "", adaptive: "AdaptiveSpec | None" = None) -> None:
         self.profile, self.cfg, self.index, self.total, self.next_cfg = profile, cfg, index, total, next_cfg
         self.requests, self.indices, self.gpus, self.runtime = requests, indices, gpus, runtime
         self.store, self.run_id, self.flags, self._emit = store, run_id, flags, emit
         self.profile_path = profile_path
+        self.adaptive = adaptive  # early stopping on (adaptive sweep) when set
+        self.early = None
         self.rec = TraceRecorder()
         self._measured: list[BatchRow] = []
         self.health: HealthWatch | None = None
@@ -143,6 +147,8 @@ class ConfigRun:
                                    kv_cache_usage=s.kv_cache_usage), live)
         if self.steady is not None:
             self.steady.on_batch(s.t_s, s.running, s.waiting, s.generation_tokens_total)
+            if self.early is not None:
+                self.early.on_batch(s.t_s, s.running, s.generation_tokens_total, *self.steady.current())
 
     def _on_first_token(self, rid: int, t_s: float) -> None:
         self.rec.first_token(t_s)
@@ -221,6 +227,9 @@ class ConfigRun:
                     energy_between=sampler.energy_between, mark_energy=sampler.mark_now,
                     on_mark=mark_hook(self.rec, self.emit),
                 )
+                self.early = early_stop_monitor(
+                    self.adaptive, profile=self.profile, cfg=cfg, runtime=self.runtime,
+                    energy_between=sampler.energy_between, stop_event=ctx.stop_early, mark=self.rec.mark, emit=self.emit)
                 sampler.start()
                 idle_sampler = self._idle_sampler(clock)
                 neighbours = self._neighbours()
@@ -316,6 +325,9 @@ class ConfigRun:
             log_tail=list(failure[1]) if failure is not None else list(res.log_tail),
             failure=failure[0] if failure is not None else None, failure_kind=kind,
             warnings=[w for w in [self.health.strangers.reason() if self.health else None] if w],
+            early_stop=early_stop_fact(self.early, failure is None, self.requests, exact_lengths=(
+                p.model.weights == "dummy" or getattr(self.runtime, "name", "") == "sim")),
+            server_mode=res.server_mode,
         )
 
     def _write(self, trace) -> Record:  # noqa: ANN001

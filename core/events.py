@@ -118,9 +118,23 @@ class RunFinished(_E, tag="run_finished"):
     skipped: int = 0
 
 
+class GpuTimeUpdate(_E, tag="gpu_time"):
+    """After each configuration: the sweep's GPU time so far (and, adaptive, the grid's estimate)."""
+
+    strategy: str
+    measured: int
+    total: int
+    spent_gpu_s: float
+    grid_estimate_gpu_s: float | None = None
+    early_stopped: int = 0
+    recommended: str | None = None
+    #: "recommendation (KEY) after 14 of 40 configurations, 26 GPU-min, grid ≈ 95 ..."
+    line: str = ""
+
+
 Event = (
     RunStarted | ConfigStarted | PowerSample | BatchSampleEvent | SteadyUpdate | RequestProgress
-    | LogLine | ConfigFinished | RunFinished | HealthSample | BatchProgress | PhaseMark
+    | LogLine | ConfigFinished | RunFinished | HealthSample | BatchProgress | PhaseMark | GpuTimeUpdate
 )
 
 _encoder = msgspec.json.Encoder()

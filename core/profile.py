@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from .adaptive.spec import AdaptiveSpec, Strategy
 from .config import Config
 from .errors import InputError
 from .sweep import SweepSyntaxError, parse_axis
@@ -137,6 +138,9 @@ class SweepSpec(_Base):
     #: omitted: the model's default.
     num_frames: AxisValue | None = None
     fps: AxisValue | None = None
+    #: "grid": every configuration; "adaptive": search for the recommendation, stopping each
+    #: configuration once its answer is known (settings in ``[adaptive]``).
+    strategy: Strategy = "grid"
 
     def __post_init__(self) -> None:
         for name in ("max_num_seqs", "tensor_parallel", "pipeline_parallel", "power_limit_w",
@@ -198,6 +202,10 @@ class ServerSpec(_Base):
     #: limits this also passes ``--no-enable-prefix-caching`` to every server of the run, so a
     #: reused server's cache cannot make a later configuration look cheaper.
     reuse_across_power_limits: bool = True
+    #: Opt-in: one server, started with the sweep's largest max_num_seqs, serves every
+    #: max_num_seqs B of the sweep with the client's concurrency capped at B (fewer server
+    #: starts). Prefix caching is off then too. The record names which way it ran.
+    reuse_across_max_num_seqs: bool = False
 
 
 class LoadSpec(_Base):
@@ -329,6 +337,7 @@ class Profile(_Base):
     gpu: GpuSpec = msgspec.field(default_factory=GpuSpec)
     sim: SimSpec = msgspec.field(default_factory=SimSpec)
     output: OutputSpec = msgspec.field(default_factory=OutputSpec)
+    adaptive: AdaptiveSpec = msgspec.field(default_factory=AdaptiveSpec)
     cluster: ClusterSpec = msgspec.field(default_factory=ClusterSpec)
 
     def __post_init__(self) -> None:

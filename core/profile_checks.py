@@ -176,6 +176,8 @@ def _normal(p: "Profile") -> Any:
         if name in ("resolution", "image_size"):
             res = p.sweep.resolutions() if name == "resolution" else p.sweep.image_sizes()
             sweep[name] = sorted(r.lower().replace("×", "x").replace(" ", "") for r in res) or None
+        elif name == "strategy":  # not an axis (grid or adaptive)
+            continue
         elif sweep[name] is not None:
             sweep[name] = [float(v) for v in parse_axis(sweep[name])]
     data.pop("cluster", None)  # where the sweep runs, not what it measures

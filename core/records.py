@@ -248,6 +248,33 @@ class PromptTokens(_S, kw_only=True):
     image_source: str | None = None
     #: How the split is made.
     method: str = ""
+class EarlyStop(_S, kw_only=True):
+    """A configuration stopped once its answer was known (adaptive sweep): the 95 % interval
+    of energy per token over ``blocks`` batch-means blocks was ``ci_rel`` (half-width / mean)
+    at ``t_s``; the rest of its requests were aborted and the steady window ends there."""
+
+    t_s: float
+    window_start_s: float
+    blocks: int
+    block_s: float
+    ci_rel: float
+    ci_target: float
+    energy_per_token_j: float
+    #: Mean output tokens the workload asked for (all N requests): eq. 2's per-request mean for
+    #: a stopped configuration, whose finished requests are biased to short outputs.
+    workload_mean_output_tokens: float | None = None
+
+
+class GpuTimeSplit(_S, kw_only=True):
+    """Where a configuration's GPU time went (seconds x GPUs of the configuration): server
+    start (until the first request was sent), warm-up (ramp-up until the steady window),
+    the window, and the rest (ramp-down, idle, shutdown)."""
+
+    total_gpu_s: float
+    server_start_gpu_s: float
+    warmup_gpu_s: float
+    window_gpu_s: float
+    rest_gpu_s: float
 
 
 class RecordHead(_S, kw_only=True):
@@ -306,6 +333,13 @@ class RecordHead(_S, kw_only=True):
     prompt_tokens: PromptTokens | None = None
     #: Video tasks: eq. 1 per video (E_batch / B), J; energy_per_request_j holds the same.
     energy_per_video_j: float | None = None
+    #: Set when the configuration stopped early (adaptive sweep); None: it ran to the end.
+    early_stop: EarlyStop | None = None
+    #: How the server was run: "" (one per configuration, or not a server runtime),
+    #: "reused across power limits", "reused from max_num_seqs N (client concurrency capped at B)".
+    server_mode: str = ""
+    #: The configuration's GPU time, split by phase (None: failed before anything ran).
+    gpu_time: GpuTimeSplit | None = None
 
 
 class Record(RecordHead, kw_only=True):

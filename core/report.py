@@ -15,6 +15,7 @@ import msgspec
 
 from .measure.accounting import carbon_per_1k_g, cost_per_1k_usd
 from .pareto import fmt_duration, recommend
+from .adaptive.account import SweepAccount, sweep_lines
 from .records import FORMULAS, Record, RecordHead
 from .textsafe import escape_terminal
 
@@ -57,6 +58,8 @@ class ReportRow(msgspec.Struct, kw_only=True):
     #: Visual chat: image tokens / prompt tokens, and where the images came from ("synthetic").
     image_token_share: float | None = None
     image_source: str | None = None
+    #: Per-GPU split, the node's other GPUs and neighbours, one line (None: one GPU, nothing else).
+    gpus: str | None = None
 
 
 class Report(msgspec.Struct, kw_only=True):
@@ -72,6 +75,8 @@ class Report(msgspec.Struct, kw_only=True):
     simulated: bool
     #: Records left out (corrupt, newer schema, not a configuration of the run's profile).
     problems: list[str] = []
+    #: How the sweep ran: strategy, GPU time, what the adaptive search pruned (issue 11).
+    sweep: SweepAccount | None = None
 
 
 def _finite(x: float | None) -> float | None:
@@ -132,6 +137,7 @@ def _row(r: Record, metric: str, price: float | None, carbon: float | None) -> R
         power_limit_w=r.config.power_limit_w,
         image_token_share=r.prompt_tokens.image_share if r.prompt_tokens is not None else None,
         image_source=r.prompt_tokens.image_source if r.prompt_tokens is not None else None,
+        gpus=gpu_summary(r) if (len(r.per_gpu) > 1 or r.idle_gpus or r.neighbours) else None,
     )
 
 
@@ -237,6 +243,10 @@ def _render_lines(report: Report, title: str | None) -> list[str]:
         sources = sorted({r.image_source for r in report.rows if r.image_source})
         span = f"{min(shares):.0%}" + (f" to {max(shares):.0%}" if max(shares) - min(shares) >= 0.005 else "")
         lines.append(f"Image tokens: {span} of prompt tokens ({', '.join(sources) or 'unknown'} images).")
+    with_gpus = [r for r in report.rows if r.gpus]
+    if with_gpus:
+        lines.append("GPUs (energies over each record's window; the node's other GPUs are not in it):")
+        lines.extend(f"  {r.label}: {r.gpus}" for r in with_gpus)
     bad = [r for r in report.rows if r.status != "ok"]
     if bad:
         lines.append("Not on the frontier because not ok:")
@@ -246,6 +256,8 @@ def _render_lines(report: Report, title: str | None) -> list[str]:
     if report.problems:
         lines.append("Records left out:")
         lines.extend(f"  {p}" for p in report.problems)
+    if report.sweep is not None:
+        lines.extend(sweep_lines(report.sweep))
     return lines
 
 

@@ -1,7 +1,8 @@
 """Sweep orchestration: one configuration after another, a record written as each ends.
 
 The runner prepares the sweep (power source and checks in :mod:`.gpu_setup`, the workload,
-``run.json`` from :mod:`.manifest`), then hands each pending configuration to
+``run.json`` from :mod:`.manifest`), then hands each configuration its plan yields (the grid, or
+the adaptive search of :mod:`.adaptive.plan`, which also stops configurations early) to
 :class:`.config_run.ConfigRun` (limit, sampler, runtime, trace, analysis, record). A RunFailure
 (crashed server, OOM) becomes a ``failed`` record and the sweep goes on; a skip gives a
 ``skipped`` record that runs again on resume. SIGINT/SIGTERM/SIGHUP: the current configuration
@@ -25,6 +26,8 @@ import msgspec
 
 from .clock import Clock
 from .config import Config
+from .adaptive.plan import AdaptivePlan, Plan
+from .adaptive.verify import VERIFY_DIR, relaunch_profile, verify_reuse
 from .config_run import ConfigRun, Flags
 from .dataset_types import Request
 from .errors import Cancelled, InputError
@@ -35,6 +38,7 @@ from .power.base import PowerLimiter, PowerSource
 from .profile import Profile, decode_profile
 from .profile_checks import profiles_equal
 from .runtimes.base import Runtime
+from .runtimes.server_reuse import shared_batch
 from .store import RunStore
 
 
@@ -64,6 +68,7 @@ class SweepRunner:
         requests: list[Request] | None = None,
         limits_state_path: Path | None = None,
         sim_gpus: list[Any] | None = None,
+        strategy: str | None = None,
     ) -> None:
         """Defaults: power source/limiter chosen by ``power.select`` (NVML via Zeus, else the
         simulated GPU when the profile or ``allow_simulated`` allows it, else InputError);
@@ -73,7 +78,8 @@ class SweepRunner:
         Additions: ``requests`` (skip dataset loading), ``limits_state_path`` (where original
         power limits are kept while changed; default the per-user state directory for NVML,
         the run directory for the simulated GPU), ``sim_gpus`` (simulated GPUs, by index, that
-        the runtime should drive when ``power_source`` is injected)."""
+        the runtime should drive when ``power_source`` is injected), ``strategy`` ("grid" or
+        "adaptive"; default the profile's ``sweep.strategy``)."""
         self.profile = profile
         self.out_dir = Path(out_dir)
         self.profile_path = profile_path
@@ -88,6 +94,8 @@ class SweepRunner:
         self._limits_state_path = Path(limits_state_path) if limits_state_path is not None else None
         self._sim_gpus = sim_gpus
         self._configs = profile.configs()
+        self.strategy = strategy or profile.sweep.strategy
+        self.plan: Plan | None = None
         self._flags = Flags()
         self._emit_lock = threading.RLock()
         self._live_fh: Any = None
@@ -288,26 +296,34 @@ class SweepRunner:
                     self._emit(LogLine(line=line))
             self._notes = []
             total = len(self._configs)
-            todo = [(i, c) for i, c in enumerate(self._configs)
-                    if c.key() not in done_before and self.store.find_record(c.key()) is None]
+            index_of = {c.key(): i for i, c in enumerate(self._configs)}
+            plan = self.plan = self._plan()
             pool = gpu_pool(self.profile, self._gpus.source)  # type: ignore[union-attr]
-            for pos, (index, cfg) in enumerate(todo):
+            for cfg in plan:
                 if self._flags.stop.is_set():
                     break
                 if self.store.find_record(cfg.key()) is not None:
+                    plan.already_done(cfg)  # written meanwhile (or unreadable): never proposed again
                     continue
                 record = ConfigRun(
-                    profile=self.profile, cfg=cfg, index=index, total=total,
-                    next_cfg=todo[pos + 1][1] if pos + 1 < len(todo) else None,
+                    profile=self.profile, cfg=cfg, index=index_of[cfg.key()], total=total,
+                    next_cfg=plan.next_hint(cfg),
                     requests=self._requests_for(cfg), indices=pool[: cfg.num_gpus], gpus=self._gpus,  # type: ignore[arg-type]
                     runtime=self._runtime, store=self.store, run_id=self.run_id,  # type: ignore[arg-type]
                     flags=self._flags, emit=self._emit, profile_path=self.profile_path or "",
+                    adaptive=plan.early_stop,
                 ).run()
                 if record is None:  # stopped
                     break
                 counts[record.status] += 1
+                plan.observe(cfg, record)
+                self._emit(plan.event())
             stopped = self._flags.stop.is_set()
-            if not (set(keys) - self.store.completed_keys()):
+            if not stopped:
+                self._verify_reuse(plan, pool)
+            for line in plan.finish(stopped):
+                self._emit(LogLine(line=line))
+            if not (set(keys) - self.store.completed_keys()) or (plan.done() and not stopped):
                 self._write_manifest(created=self._manifest_created(), finished=True)
             self._emit(RunFinished(completed=counts["ok"] + counts["invalid"], failed=counts["failed"],
                                    invalid=counts["invalid"], stopped=stopped, skipped=counts["skipped"]))
@@ -322,6 +338,45 @@ class SweepRunner:
         return RunSummary(run_dir=str(self.out_dir), completed=counts["ok"] + counts["invalid"],
                           failed=counts["failed"], invalid=counts["invalid"], skipped=len(skipped),
                           stopped=stopped)
+
+    def _verify_reuse(self, plan: Plan, pool: list[int]) -> None:
+        """With one server shared across max_num_seqs: measure the recommendation again on a
+        relaunched server (``verify/``) and say whether the two agree."""
+        shared, key = shared_batch(self.profile), plan.recommended()
+        if shared is None:
+            return
+        if key is None or plan.records[key].config.batch >= shared:  # where the cap matters: a smaller B
+            below = [r for r in plan.records.values() if r.status in ("ok", "invalid") and r.config.batch < shared
+                     and r.energy_per_request_j is not None]
+            key = min(below, key=lambda r: (r.status != "ok", r.energy_per_request_j)).config_key if below else key
+        if key is None:
+            return
+        cfg = next(c for c in self._configs if c.key() == key)
+        if (self.out_dir / VERIFY_DIR / "records").is_dir() and RunStore(self.out_dir / VERIFY_DIR).find_record(key):
+            return  # already checked (a resumed run)
+
+        def run_one(c: Config, where: Path):  # noqa: ANN202
+            store = RunStore(where, self.store.fmt)
+            store.ensure()
+            return ConfigRun(profile=relaunch_profile(self.profile), cfg=c, index=self._configs.index(c),
+                             total=len(self._configs), next_cfg=None, requests=self._requests_for(c),
+                             indices=pool[: c.num_gpus], gpus=self._gpus, runtime=self._runtime,  # type: ignore[arg-type]
+                             store=store, run_id=self.run_id, flags=self._flags, emit=self._emit,
+                             profile_path=self.profile_path or "", adaptive=plan.early_stop).run()
+
+        self._emit(LogLine(line=f"server reuse check: measuring {key} again on a relaunched server"))
+        check = verify_reuse(self.out_dir, plan.records[key], cfg, run_one)
+        if check is not None:
+            self._emit(LogLine(line=check.line))
+
+    def _plan(self) -> Plan:
+        """The grid, or the adaptive search, over the configurations without a record yet."""
+        existing = self.store.scan({c.key() for c in self._configs}, heads=True).records
+        kw = dict(n_requests=lambda c: len(self._requests_for(c)), batches=self.profile.load.batches,
+                  target_s=self.profile.target.value_s())
+        if self.strategy == "adaptive":
+            return AdaptivePlan(self._configs, existing, spec=self.profile.adaptive, run_dir=self.out_dir, **kw)
+        return Plan(self._configs, existing, **kw)
 
     def _manifest_created(self) -> float:
         m = self.store.read_manifest()

@@ -222,3 +222,53 @@ def test_utilisation_needs_three_samples_inside_the_window() -> None:
     assert utilisation(t, pct, [(0.0, 3.0)], 1) == [pytest.approx(95.0)]
     assert utilisation(t, pct, [(0.0, 2.0)], 1) == [None]  # two samples: not judged
     assert utilisation(t, pct, [(0.0, 1.0), (2.0, 4.0)], 1) == [pytest.approx(190 / 3)]
+
+
+def test_run_on_chosen_gpus_from_the_command_line(tmp_path: Path) -> None:
+    """`mle-tui run --gpus 1`: the sweep takes GPU 1 of the (simulated) node and reports GPU 0
+    beside its records; a bad --gpus is one line, exit 2, nothing created."""
+    import subprocess
+    import sys
+
+    from mle_tui.core.toml_text import struct_to_toml
+
+    prof = tmp_path / "p.toml"
+    prof.write_text(struct_to_toml(llm_profile("16", num=96, repeats=1)))
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "mle_tui.tui.cli", "run", str(prof), "--headless", "--out", str(out)]
+    done = subprocess.run([*cmd, "--gpus", "1"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    (rec,) = RunStore(out).load_records()
+    assert rec.hardware.gpu_indices == [1] and [g.index for g in rec.idle_gpus] == [0]
+    bad = subprocess.run([*cmd[:-1], str(tmp_path / "bad"), "--gpus", "1,1"], capture_output=True, text=True,
+                         timeout=120)
+    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "--gpus" in bad.stderr
+    assert not (tmp_path / "bad").exists()
+
+
+def test_gpu_profiles_load_and_fit_their_gpus() -> None:
+    """Every GPU profile (the H200 runs, and the 4-/8-GPU TP scaling runs that wait for a node of
+    that size) decodes, and its widest configuration fits the GPUs it names."""
+    from mle_tui.core.profile import load_profile
+
+    paths = sorted((Path(__file__).resolve().parents[1] / "profiles" / "gpu").glob("*.toml"))
+    assert any("scaling-x8" in p.name for p in paths)
+    for path in paths:
+        p = load_profile(path)
+        widest = max(c.num_gpus for c in p.configs())
+        assert p.gpu.indices is None or widest <= len(p.gpu.indices), path.name
+
+
+def test_report_lists_the_gpu_split_and_the_idle_gpus() -> None:
+    import subprocess
+    import sys
+
+    run = Path(__file__).resolve().parents[1] / "records" / "h200x2-vllm-llama3.1-8b-tp"
+    out = subprocess.run([sys.executable, "-m", "mle_tui.tui.cli", "report", str(run), "--target", "100ms"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    assert "GPUs (energies over each record's window" in text
+    assert "B=256 TP=2 400 W: GPUs 0: 381 W 49.9%" in text
+    assert "node's other 1 GPU (1) drew" in text
+

@@ -79,7 +79,7 @@ def test_json_has_exactly_the_documented_keys():
     report = build_report(sample_records(), target_s=0.05)
     data = json.loads(to_json(report))
     assert list(data) == ["frontier", "recommended", "savings_vs_fastest", "target_s", "metric",
-                          "rows", "message", "simulated", "problems"]
+                          "rows", "message", "simulated", "problems", "sweep"]
     assert data["recommended"]["key"] == "mns32-tp1-pl400"
     assert data["target_s"] == 0.05 and data["simulated"] is True
     assert len(data["rows"]) == 8 and len(data["frontier"]) == 5

@@ -31,6 +31,7 @@ from textual.screen import Screen
 
 from ..core.errors import InputError
 from ..core.events import Event
+from ..core.adaptive.spec import with_strategy
 from ..core.profile import Profile, load_profile
 from .form import shipped_profiles
 from .gpus import GpuProbe, probe_gpus
@@ -75,8 +76,11 @@ class MleApp(DetachedRunsMixin, InProcessRunMixin, App[int]):
         cursor_blink: bool = True,
         stop_timeout_s: float = 120.0,
         offer_reattach: bool = False,
+        strategy: str | None = None,
     ) -> None:
         super().__init__()
+        #: ``mle-tui run --adaptive``: the sweep strategy set over the profile's.
+        self.strategy = strategy
         self.profile_path = profile_path
         self.start_dir = Path(run_dir) if run_dir else None
         self.attach_mode = attach
@@ -123,7 +127,7 @@ class MleApp(DetachedRunsMixin, InProcessRunMixin, App[int]):
             # `mle-tui run PROFILE [--out DIR]`: run it now (resuming DIR if it has records).
             self.push_setup(self.profile_path)
             try:
-                profile = load_profile(self.profile_path)
+                profile = with_strategy(load_profile(self.profile_path), self.strategy)
             except InputError as exc:
                 self.notify(exc.line(), severity="error", timeout=15)
                 return
@@ -413,7 +417,8 @@ def _unique(paths: list[Path]) -> list[Path]:
     return list(out)
 
 
-def run_app(profile_path: str | None = None, run_dir: str | None = None, attach: bool = False) -> int:
+def run_app(profile_path: str | None = None, run_dir: str | None = None, attach: bool = False,
+            strategy: str | None = None) -> int:
     """Entry point for ``mle-tui`` (setup; with ``profile_path``, that profile selected),
     ``mle-tui run PROFILE`` (``profile_path`` and ``run_dir``: the sweep starts at once, into
     ``run_dir``, resuming it), ``mle-tui open DIR`` and ``mle-tui attach DIR``.
@@ -429,7 +434,7 @@ def run_app(profile_path: str | None = None, run_dir: str | None = None, attach:
     from .terminal_watch import TerminalWatch
 
     app = MleApp(profile_path=profile_path, run_dir=run_dir, attach=attach,
-                 offer_reattach=profile_path is None and run_dir is None)
+                 offer_reattach=profile_path is None and run_dir is None, strategy=strategy)
     watch = TerminalWatch(on_lost=app.on_terminal_lost, ready=app.ready_to_die)
     app.terminal_watch = watch
     watch.install()

@@ -3,7 +3,8 @@
 ::
 
     mle-tui                                  the app
-    mle-tui run PROFILE [--out DIR] [--headless] [--simulate] [--format json|msgpack] [--ray ADDRESS]
+    mle-tui run PROFILE [--out DIR] [--headless] [--simulate] [--format json|msgpack] [--gpus I,J]
+                [--adaptive] [--ray ADDRESS]
     mle-tui report DIR [--target VALUE] [--metric M] [--json] [--csv FILE]
                        [--plot OUT_DIR [--format png|svg] [--timelines all|recommended|none]]
     mle-tui reanalyse DIR [--rule saturation|request-count] [--min-window-s S] [--set KEY=VALUE]...
@@ -71,14 +72,14 @@ def default_out_dir(profile_name: str, now: float | None = None) -> Path:
     return Path("runs") / f"{safe}-{stamp}"
 
 
-def _app(profile_path: str | None, run_dir: str | None, attach: bool) -> int:
+def _app(profile_path: str | None, run_dir: str | None, attach: bool, strategy: str | None = None) -> int:
     for name, stream in (("stdout", sys.stdout), ("stdin", sys.stdin)):
         if stream is None or not stream.isatty():
             raise InputError("command line", "", f"{name} is not a terminal: the app needs one "
                              "(use `mle-tui report DIR`, `run PROFILE --headless` or `attach DIR --headless`)")
     from mle_tui.tui.app import run_app  # Textual: imported only here
 
-    return int(run_app(profile_path, run_dir, attach) or 0)
+    return int(run_app(profile_path, run_dir, attach, strategy=strategy) or 0)
 
 
 # --------------------------------------------------------------------------- commands
@@ -109,22 +110,26 @@ def cmd_profiles(_: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from mle_tui.core.adaptive.spec import with_strategy
     from mle_tui.core.profile import load_profile
 
     path = _resolve_profile(args.profile)
-    profile = load_profile(path)
+    profile = with_strategy(load_profile(path), "adaptive" if args.adaptive else None)
     out = Path(args.out) if args.out else default_out_dir(profile.name)
     headless = args.headless or not sys.stdout.isatty()
+    if args.gpus is not None:
+        profile = _with_gpus(profile, args.gpus)
     if not headless:
-        if args.simulate or args.format != "json" or args.ray:
-            print(f"{PROG}: --simulate, --format and --ray apply to --headless runs; "
-                  "set gpu.allow_simulated (cluster.ray_address) in the profile for the app", file=sys.stderr)
+        if args.simulate or args.format != "json" or args.gpus is not None or args.ray:
+            print(f"{PROG}: --simulate, --format, --gpus and --ray apply to --headless runs; "
+                  "in the app, choose GPUs in the setup screen (a Ray cluster: [cluster] ray_address "
+                  "in the profile)", file=sys.stderr)
         try:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise InputError(str(out), "", f"cannot create run directory: {exc.strerror or exc}") from None
         # The app starts the sweep in a detached runner process and follows it.
-        return _app(str(path), str(out), False)
+        return _app(str(path), str(out), False, strategy="adaptive" if args.adaptive else None)
     if args.detached_child:
         try:
             path.unlink()  # the app's temporary copy of the profile, read above
@@ -147,6 +152,19 @@ def _cluster_runner(address: str):  # noqa: ANN202
     from mle_tui.core.cluster.driver import ClusterRunner
 
     return functools.partial(ClusterRunner, address=address)
+
+
+def _with_gpus(profile, text: str):  # noqa: ANN001, ANN202 - Profile -> Profile
+    """The profile with ``gpu.indices`` from ``--gpus 0,1`` (side-by-side sweeps on one node:
+    each takes its own GPUs, and each record names the other sweep as its neighbour)."""
+    import msgspec
+
+    from mle_tui.tui.form import parse_indices
+
+    indices, problem = parse_indices(text)
+    if problem or not indices:
+        raise InputError("command line", "--gpus", problem or "name at least one GPU index, e.g. 0,1")
+    return msgspec.structs.replace(profile, gpu=msgspec.structs.replace(profile.gpu, indices=indices))
 
 
 def cmd_prepare_model(args: argparse.Namespace) -> int:
@@ -203,6 +221,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--format", choices=("json", "msgpack"), default="json", help="record format")
     r.add_argument("--ray", metavar="ADDRESS", help="spread the sweep over the GPU nodes of a Ray cluster "
                    "(auto: the cluster this host belongs to; needs mle-tui[ray]); one run directory here")
+    r.add_argument("--gpus", metavar="I,J", help="GPU indices for this sweep (overrides gpu.indices); run a "
+                   "second sweep on other GPUs beside it and each record names the other as its neighbour")
+    r.add_argument("--adaptive", action="store_true",
+                   help="search for the recommendation instead of running the whole grid, stopping each "
+                        "configuration once its answer is known ([sweep] strategy = \"adaptive\")")
     # Set by the app when it launches the sweep in its own process (tui/sweep_process.py).
     r.add_argument("--detached-child", action="store_true", help=argparse.SUPPRESS)
     r.add_argument("--runner-token", help=argparse.SUPPRESS)

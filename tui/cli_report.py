@@ -42,13 +42,20 @@ class _Run:
         self.target_s, self.metric, self.price, self.carbon = target_s, metric, price, carbon
         #: Records left out (corrupt, newer schema, not in the run's profile), one line each.
         self.problems = list(problems)
+        self.run_dir: Path | None = None  # set by _load_run: the sweep account is read from it
 
     def report(self):
         from mle_tui.core.report import build_report
 
-        return build_report(self.records, self.target_s, self.metric,
-                            price_usd_per_kwh=self.price, carbon_g_per_kwh=self.carbon,
-                            problems=self.problems)
+        from mle_tui.core.adaptive.account import sweep_account
+
+        rep = build_report(self.records, self.target_s, self.metric,
+                           price_usd_per_kwh=self.price, carbon_g_per_kwh=self.carbon,
+                           problems=self.problems)
+        if self.run_dir is not None:
+            rep.sweep = sweep_account(self.run_dir, self.records, self.manifest,
+                                      rep.recommended.key if rep.recommended else None)
+        return rep
 
 
 def _load_report(run_dir: Path, target: str | None, metric: str | None):
@@ -99,7 +106,9 @@ def _load_run(run_dir: Path, target: str | None, metric: str | None, full: bool 
         metric = DEFAULT_METRIC[task]
     price = profile.cost.electricity_usd_per_kwh if profile else None
     carbon = profile.cost.carbon_g_per_kwh if profile else None
-    return _Run(records, manifest, target_s, metric, price, carbon, scan.problems)
+    run = _Run(records, manifest, target_s, metric, price, carbon, scan.problems)
+    run.run_dir = run_dir
+    return run
 
 
 def _is_number(text: str) -> bool:

@@ -24,14 +24,25 @@ FIELDS: dict[str, tuple[str, str]] = {
     "batch_size": ("sweep.batch_size", "Batch size"),
     "num_inference_steps": ("sweep.num_inference_steps", "Steps"),
     "resolution": ("sweep.resolution", "Resolution"),
+    "num_frames": ("sweep.num_frames", "Frames"),
+    "image_size": ("sweep.image_size", "Image size"),
     "tensor_parallel": ("sweep.tensor_parallel", "Tensor parallel"),
     "power_limit_w": ("sweep.power_limit_w", "Power limit W"),
     "gpu_indices": ("gpu.indices", "GPUs"),
     "target": ("target.value", "Latency target"),
 }
-AXES = ("max_num_seqs", "batch_size", "num_inference_steps", "tensor_parallel", "power_limit_w")
+AXES = ("max_num_seqs", "batch_size", "num_inference_steps", "num_frames", "tensor_parallel", "power_limit_w")
 LLM_FIELDS = ("max_num_seqs",)
 DIFFUSION_FIELDS = ("batch_size", "num_inference_steps", "resolution")
+#: Fields shown only for some tasks (the others are always shown).
+TASK_FIELDS = (*LLM_FIELDS, *DIFFUSION_FIELDS, "num_frames", "image_size")
+
+
+def task_fields(profile: Profile) -> tuple[str, ...]:
+    """The task-specific fields the form shows for ``profile``'s task."""
+    if profile.is_llm:
+        return (*LLM_FIELDS, *(("image_size",) if profile.task == "visual-chat" else ()))
+    return (*DIFFUSION_FIELDS, *(("num_frames",) if profile.task in ("text-to-video", "image-to-video") else ()))
 RUNTIMES = ("vllm", "transformers", "diffusers", "sim")
 #: Every dataset a profile may name (read from the profile schema, so the two never differ).
 DATASETS: tuple[str, ...] = typing.get_args(typing.get_type_hints(DatasetSpec)["name"])
@@ -90,6 +101,8 @@ def field_values(profile: Profile) -> dict[str, str]:
         "batch_size": axis_text(s.batch_size),
         "num_inference_steps": axis_text(s.num_inference_steps),
         "resolution": axis_text(s.resolution),
+        "num_frames": axis_text(s.num_frames),
+        "image_size": axis_text(s.image_size),
         "tensor_parallel": axis_text(s.tensor_parallel),
         "power_limit_w": axis_text(s.power_limit_w),
         "gpu_indices": ",".join(str(i) for i in profile.gpu.indices or []),
@@ -134,7 +147,7 @@ def build_profile(base: Profile, values: dict[str, str], *, simulated: bool = Fa
             if fid == "tensor_parallel" and not text:
                 text = "1"
             _set(d, path, text or None)
-        elif fid == "resolution":
+        elif fid in ("resolution", "image_size"):
             parts = [p.strip() for p in text.split(",") if p.strip()]
             _set(d, path, (parts[0] if len(parts) == 1 else parts) if parts else None)
         elif fid == "num_requests":

@@ -111,6 +111,9 @@ class ProgressPrinter:
             if not self.replay:
                 parts.append(f"in {took:.1f}s, ETA {fmt_eta(self.eta_s())}")
             self._line("  ".join(parts))
+        elif isinstance(event, ev.GpuTimeUpdate):
+            if event.strategy == "adaptive":
+                self._line(f"adaptive: {event.line}")
         elif isinstance(event, ev.RunFinished):
             state = "stopped" if event.stopped else "done"
             skipped = f", {event.skipped} skipped" if event.skipped else ""

@@ -21,6 +21,7 @@ from ..core.events import (
     ConfigFinished,
     ConfigStarted,
     Event,
+    GpuTimeUpdate,
     HealthSample,
     LogLine,
     PhaseMark,
@@ -88,6 +89,8 @@ class LiveState:
         #: Log lines received in total (the screen writes the ones it has not seen).
         self.log_count = 0
         self.finished: RunFinished | None = None
+        #: The sweep's GPU time after the last configuration (issue 11).
+        self.gpu_time: GpuTimeUpdate | None = None
         self.started_at_s: float | None = None
         #: Wall time (the app's clock) when the current configuration started, and the wall
         #: durations of configurations seen from start to end. A virtual-clock run (the sim)
@@ -154,6 +157,8 @@ class LiveState:
             self._on_config_finished(event)
         elif isinstance(event, RunStarted):
             self._on_run_started(event)
+        elif isinstance(event, GpuTimeUpdate):
+            self.gpu_time = event
         elif isinstance(event, RunFinished):
             self.finished = event
             self.mark_ended()
@@ -336,6 +341,16 @@ class LiveState:
         if self.progress is not None and self.progress.total:
             return f"{self.progress.done}/{self.progress.total} req"
         return ""
+
+    def gpu_time_text(self) -> str:
+        """"adaptive: 14/40 configs, 26 GPU-min, grid ≈ 95" (grid runs: configs and GPU-min)."""
+        g = self.gpu_time
+        if g is None:
+            return ""
+        text = f"{g.strategy}: {g.measured}/{g.total} configs, {g.spent_gpu_s / 60:.0f} GPU-min"
+        if g.strategy == "adaptive" and g.grid_estimate_gpu_s is not None:
+            text += f", grid ≈ {g.grid_estimate_gpu_s / 60:.0f}"
+        return text
 
     def batches_text(self) -> str:
         """Diffusion: measured batches so far and energy per image (ML.ENERGY eq. 1)."""

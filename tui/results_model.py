@@ -24,6 +24,8 @@ class ResultsModel:
         self.unit_name = "J/video" if video else "J/image" if self.diffusion else "J/token"
         self.target_s: float | None = None
         self.report: Report = self._build(None)
+        #: An adaptive run's GPU-time account and search summary ("" for a grid run).
+        self.sweep_line = ""
 
     def _build(self, target_s: float | None) -> Report:
         return build_report(self.records, target_s, self._metric_arg,

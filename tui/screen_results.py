@@ -17,7 +17,8 @@ from textual.widgets import DataTable, Footer, Input, Label, Static, TabbedConte
 from ..core.profile import parse_duration_s
 from ..core.records import Record
 from ..core.report import gpu_summary
-from .charts import BatchChart, ParetoChart, PowerChart, TimeData, shared_x_range
+from .charts import BatchChart, PowerChart, TimeData, shared_x_range
+from .pareto_chart import ParetoChart
 from .figure_export import ask_and_draw, target_text
 from .live import fmt_energy, fmt_latency, metric_label
 from .modals import ExportScreen
@@ -175,7 +176,8 @@ class ResultsScreen(Screen):
                 side = "right" if m.target_s > max(xs) else "left"
                 note = f" (target {fmt_latency(m.target_s)} is {side} of the plotted range)"
         self.query_one("#tdp-line", Static).update(
-            "★ recommended · ◆/line frontier · o configuration · │ target" + note + "\n" + m.tdp_line())
+            "★ recommended · ◆/line frontier · o configuration · │ target" + note + "\n" + m.tdp_line()
+            + (f"\n{m.sweep_line}" if m.sweep_line else ""))
 
     # -- selection --------------------------------------------------------------------------
     @on(DataTable.RowHighlighted, "#pareto")
@@ -294,11 +296,25 @@ def measured_gpus(info: RunInfo) -> str:
 
 def results_model_for(info: RunInfo) -> ResultsModel:
     profile = info.profile()
-    return ResultsModel(
+    model = ResultsModel(
         info.records, profile.latency_metric() if profile else None,
         price_usd_per_kwh=profile.cost.electricity_usd_per_kwh if profile else None,
         carbon_g_per_kwh=profile.cost.carbon_g_per_kwh if profile else None,
     )
+    model.sweep_line = adaptive_line(Path(info.path), info.records, info.manifest)
+    return model
+
+
+def adaptive_line(run_dir: Path, records, manifest) -> str:  # noqa: ANN001
+    """An adaptive run's account for the results screen ("" for a grid run)."""
+    from ..core.adaptive.account import sweep_account
+    from ..core.adaptive.plan import read_adaptive
+
+    log = read_adaptive(run_dir)
+    if log is None:
+        return ""
+    acc = sweep_account(run_dir, records, manifest, log.recommended)  # at the run's own target
+    return "" if acc is None else f"adaptive: {acc.summary}" + (f" · {acc.reuse_check}" if acc.reuse_check else "")
 
 
 def _s(ms: float | None) -> float | None:

@@ -209,6 +209,7 @@ class RunScreen(Screen):
             cs = live.config_started
             parts.append(f"{cs.index + 1}/{cs.total} {cs.label}")
             parts.append(live.counter_text())
+        parts.append(live.gpu_time_text())
         if live.run_id:
             parts.append(live.run_id)
         text = " · ".join(p for p in parts if p)

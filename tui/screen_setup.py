@@ -15,18 +15,21 @@ from textual.widgets.option_list import Option
 from ..core.errors import InputError
 from ..core.profile import Profile, load_profile
 from .form import (
-    DATASETS, DIFFUSION_FIELDS, FIELDS, LLM_FIELDS, RUNTIMES, build_profile, estimate_s, field_values, parse_indices,
+    DATASETS, FIELDS, LLM_FIELDS, RUNTIMES, TASK_FIELDS, build_profile, estimate_s, field_values, parse_indices,
+    task_fields,
 )
 from .gpus import GpuProbe
 from .live import fmt_duration
 
 TEXT_FIELDS = ("model", "num_requests", "max_num_seqs", "batch_size", "num_inference_steps", "resolution",
-               "tensor_parallel", "power_limit_w", "gpu_indices", "target")
+               "num_frames", "image_size", "tensor_parallel", "power_limit_w", "gpu_indices", "target")
 HINTS = {
     "max_num_seqs": "8..256 x2",
     "batch_size": "1..8 x2",
     "num_inference_steps": "25, 50",
     "resolution": "768x768",
+    "num_frames": "empty = the model's; 16, 25",
+    "image_size": "empty = as drawn; 336x336, 1280x720",
     "tensor_parallel": "1",
     "power_limit_w": "empty = untouched; 300..700 +100",
     "target": "100ms, 5s",
@@ -73,8 +76,8 @@ class SetupScreen(Screen):
                     yield Label("Dataset", classes="field-label")
                     yield Select([(d, d) for d in DATASETS], allow_blank=False, id="dataset", compact=True)
                 yield from self._row("num_requests")
-                for fid in ("max_num_seqs", "batch_size", "num_inference_steps", "resolution",
-                            "tensor_parallel", "power_limit_w", "gpu_indices", "target"):
+                for fid in ("max_num_seqs", "batch_size", "num_inference_steps", "resolution", "num_frames",
+                            "image_size", "tensor_parallel", "power_limit_w", "gpu_indices", "target"):
                     yield from self._row(fid)
                 yield Static("", id="summary")
                 yield Static("GPUs: detecting…", id="gpu-info")
@@ -191,11 +194,9 @@ class SetupScreen(Screen):
         self.query_one("#runtime", Select).value = profile.runtime
         self.query_one("#dataset", Select).value = profile.dataset.name
         self._loading = False
-        llm = profile.is_llm
-        for fid in LLM_FIELDS:
-            self.query_one(f"#row-{fid}").display = llm
-        for fid in DIFFUSION_FIELDS:
-            self.query_one(f"#row-{fid}").display = not llm
+        shown = task_fields(profile)
+        for fid in TASK_FIELDS:
+            self.query_one(f"#row-{fid}").display = fid in shown
         desc = f"[b]{profile.name}[/b] · {profile.task} · metric {profile.latency_metric()}"
         if profile.description:
             desc += f"\n{profile.description}"
@@ -219,9 +220,10 @@ class SetupScreen(Screen):
         out = {fid: self.query_one(f"#{fid}", Input).value for fid in TEXT_FIELDS}
         out["runtime"] = str(self.query_one("#runtime", Select).value)
         out["dataset"] = str(self.query_one("#dataset", Select).value)
-        llm = self.base.is_llm if self.base else True
-        for fid in (DIFFUSION_FIELDS if llm else LLM_FIELDS):
-            out.pop(fid, None)
+        shown = task_fields(self.base) if self.base else LLM_FIELDS
+        for fid in TASK_FIELDS:
+            if fid not in shown:
+                out.pop(fid, None)
         return out
 
     def simulated_selected(self) -> bool:

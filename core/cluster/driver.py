@@ -152,6 +152,9 @@ class ClusterRunner:
 
     def _prepare(self) -> None:
         src = self.profile_path or ""
+        if getattr(self.profile.sweep, "strategy", "grid") != "grid":
+            raise InputError(src, "sweep.strategy", "the adaptive search runs on one host; a Ray cluster runs the "
+                             "whole grid (strategy = \"grid\", no --adaptive)")
         if self._lock is None:
             lock = self.store.lock()
             lock.__enter__()

@@ -27,12 +27,13 @@ from ..records import (FORMULAS, Accounting, AnalysisInfo, Gate, Record, Request
 from . import accounting as acc
 from . import gpus as gpu_figures
 from .energy import window_energy_j
+from .gputime import gpu_time_split
 from .latency import stats as latency_stats
 from .latency import summarise
 from .phases import apply_phases
 from .steady import Window, detect_offline, evaluate_gates, saturation_detector
 from .timelines import batch_timeline, power_timeline
-from .trace import Trace, unpack_us
+from .trace import GPU_TIME_SINCE, Trace, unpack_us
 
 #: Bumped whenever a change to this module can move a figure of a record.
 ANALYSIS_VERSION = "3"
@@ -63,6 +64,7 @@ def analyse(trace: Trace, steady: SteadySpec | None = None, *, source: str = "li
                 "pre": b.preemptions_total, "gen": b.generation_tokens_total}, trace.batch_source)
     rec.log_tail = list(trace.log_tail)[-50:]
     rec.neighbours = list(trace.neighbours)
+    rec.early_stop, rec.server_mode = trace.early_stop, trace.server_mode
     rec.requests = list(trace.requests)
     rec.prompt_tokens = prompt_token_shares(rec.requests)
     rec.batches = list(trace.batches)
@@ -70,6 +72,7 @@ def analyse(trace: Trace, steady: SteadySpec | None = None, *, source: str = "li
     if trace.failure is not None:
         rec.status = trace.failure_kind or "failed"
         rec.reasons = [trace.failure]
+        rec.gpu_time = gpu_time_split(rec) if trace.schema_version >= GPU_TIME_SINCE else None
         return rec
     if trace.power is not None and trace.power.t_s:
         whole = window_energy_j(trace.power, 0.0, trace.end_s)
@@ -82,6 +85,7 @@ def analyse(trace: Trace, steady: SteadySpec | None = None, *, source: str = "li
     rec.reasons += [f"warning: {w}" for w in trace.warnings]
     rec.reasons += [f"warning: another mle-tui sweep on this host at the same time: {n}" for n in trace.neighbours]
     rec.accounting = _accounting(trace, rec.energy_per_request_j)
+    rec.gpu_time = gpu_time_split(rec) if trace.schema_version >= GPU_TIME_SINCE else None
     return rec
 
 
@@ -176,14 +180,19 @@ def _account_llm(rec: Record, trace: Trace, ss: SteadySpec) -> None:
     failed_n = len(rows) - len(ok_rows)
     if failed_n and failed_n > MAX_FAILED_REQUEST_FRACTION * max(1, len(rows)):
         extra.append(f"{failed_n} of {len(rows)} requests failed")
-    if len(rows) < rec.num_requests:
+    if len(rows) < rec.num_requests and trace.early_stop is None:  # stopped early: aborted on purpose
         extra.append(f"only {len(rows)} of {rec.num_requests} requests finished")
     rec.latency = summarise(rows, unpack_us(trace.itl_gaps_us))
     stats = getattr(rec.latency, rec.latency_metric, None)
     rec.latency_value_s = stats.mean_s if stats is not None else None
     mean_out = float(np.mean([r.output_tokens for r in ok_rows])) if ok_rows else None
+    if trace.early_stop is not None and trace.early_stop.workload_mean_output_tokens:
+        mean_out = trace.early_stop.workload_mean_output_tokens  # the finished ones are the short ones
     rec.mean_output_tokens = mean_out
     window, dropped = window_of(trace, ss)
+    if window is not None and trace.early_stop is not None:  # the window ends where the run stopped
+        es = trace.early_stop.t_s
+        window = Window(start_s=window.start_s, end_s=es if window.end_s is None else min(window.end_s, es))
     rule: str = ss.rule
     if window is None or window.end_s is None or not window.end_s > window.start_s:
         what = ("the running batch never stayed at max_num_seqs" if ss.rule == "saturation"

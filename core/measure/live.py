@@ -36,6 +36,11 @@ class LiveSteady:
         self._window: Window | None = None
         self._last_update = -math.inf
 
+    def current(self) -> tuple[float | None, bool]:
+        """The live window's start (None: none yet) and whether it is still open."""
+        w = self._window
+        return (None, False) if w is None else (w.start_s, w.end_s is None)
+
     def on_batch(self, t_s: float, running: float, waiting: float, gen_tokens: float | None) -> None:
         with self._lock:
             self._t.append(t_s)

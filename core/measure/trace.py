@@ -14,12 +14,15 @@ import numpy as np
 
 from ..config import Config
 from ..profile import CostSpec, SteadySpec
-from ..records import BatchRow, Hardware, RequestRow
+from ..records import BatchRow, EarlyStop, Hardware, RequestRow
 from .power_trace import PowerTrace
 
 #: 2: ITL gaps packed as 100-ns integers (1 held float32 seconds).
 #: 3: the node's other GPUs (``idle_power``), GPU utilisation samples, neighbours.
-TRACE_SCHEMA_VERSION = 3
+#: 4: early stop and server mode (adaptive sweep); its records carry the GPU-time split.
+TRACE_SCHEMA_VERSION = 4
+#: From this trace version on, records have ``gpu_time`` (older runs reanalyse to their records).
+GPU_TIME_SINCE = 4
 #: gzip level of trace files: level 5 gives most of level 9's size at a third of its time.
 GZIP_LEVEL = 5
 
@@ -99,6 +102,10 @@ class Trace(msgspec.Struct, kw_only=True):
     util_pct: list[list[float]] = []
     #: Configurations running side by side on the host (``gpu.pack``), by key.
     neighbours: list[str] = []
+    #: The early stop, when the adaptive sweep stopped the configuration (also a mark).
+    early_stop: EarlyStop | None = None
+    #: How the runtime ran its server (see ``RecordHead.server_mode``).
+    server_mode: str = ""
 
 
 #: Resolution of packed durations: 100 ns (uint32: up to 429 s, beyond any stall time-out).

@@ -61,6 +61,8 @@ class RuntimeResult(msgspec.Struct, kw_only=True):
     #: and the rest of a request's tokens at its last chunk. None: not measured.
     bundled_requests: int | None = None
     bundled_tokens: int | None = None
+    #: How the server was run (``RecordHead.server_mode``); "" for one server per configuration.
+    server_mode: str = ""
 
 
 class GpuLoad(Protocol):
@@ -108,6 +110,10 @@ class RuntimeContext:
     #: mark each batch's encode / denoise steps / decode (:mod:`..measure.phases`). The runner
     #: passes ``measure.phases.mark_hook(recorder, emit)``; the default drops marks.
     on_mark: Callable[[float, str], None] = lambda t_s, label: None
+    #: Set by the runner when the configuration's answer is known (adaptive sweep): abort the
+    #: requests still outstanding and return what finished (not a failure). Runtimes that can
+    #: do it say ``supports_early_stop = True``; the others run to the end.
+    stop_early: threading.Event = field(default_factory=threading.Event)
 
 
 class Runtime(Protocol):

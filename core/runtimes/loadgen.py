@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import functools
 import math
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -322,11 +323,14 @@ async def run_load(
     on_request: Callable[[RequestRow], None] = lambda row: None,
     client: httpx.AsyncClient | None = None,
     progress: LoadProgress | None = None,
+    stop: threading.Event | None = None,
 ) -> LoadResult:
     """Send ``requests`` and wait for every response. Request failures become rows with
     ``ok=False`` and an ``error``; cancelling the task cancels every request in flight.
     ``on_first_token(id, t)`` fires at a request's first token-bearing chunk, ``on_request(row)``
-    when it ends; ``progress`` (if given) is kept up to date for a watchdog."""
+    when it ends; ``progress`` (if given) is kept up to date for a watchdog. ``stop`` (an early
+    stop): once set, the requests still outstanding are aborted (their streams closed, which
+    aborts them in vLLM) and the load returns with the rows of those that finished."""
     own = client is None
     if client is None:
         client = httpx.AsyncClient(
@@ -366,10 +370,19 @@ async def run_load(
             exact[0] += req_exact
         on_request(row)
 
+    async def stopper(tasks: list[asyncio.Task]) -> None:
+        while not all(t.done() for t in tasks):
+            if stop is not None and stop.is_set():
+                for t in tasks:
+                    t.cancel()  # a cancelled child does not fail the TaskGroup
+                return
+            await asyncio.sleep(0.05)
+
     try:
         async with asyncio.TaskGroup() as tg:
-            for p, off in zip(prepared, offsets):
-                tg.create_task(task(p, off))
+            tasks = [tg.create_task(task(p, off)) for p, off in zip(prepared, offsets)]
+            if stop is not None:
+                tg.create_task(stopper(tasks))
     finally:
         if own:
             await client.aclose()

@@ -20,6 +20,7 @@ from ..sim.diffusion import DiffusionCostModel, DiffusionSim, SimBatch
 from ..sim.llm_server import Cancelled as LlmCancelled
 from ..sim.llm_server import LlmCostModel, LlmServerSim, LlmSimTruth, SimRequestResult, arrival_times
 from .base import BatchSample, RuntimeContext, RuntimeResult
+from .server_reuse import client_cap, server_batch, server_mode
 
 DEFAULT_RESOLUTION = (768, 768)
 #: Idle time after the last diffusion batch, so the sampler locates the counter tick after the
@@ -32,6 +33,7 @@ class SimRuntime:
     simulation's exact figures (saturation start/end, token timeline) of the last run."""
 
     name = "sim"
+    supports_early_stop = True
 
     def __init__(self, llm_cost: LlmCostModel | None = None,
                  diffusion_cost: DiffusionCostModel | None = None) -> None:
@@ -39,6 +41,7 @@ class SimRuntime:
         self.diffusion_cost = diffusion_cost or DiffusionCostModel()
         self.last_truth: LlmSimTruth | None = None
         self.last_batches: list[SimBatch] = []
+        self._server: tuple | None = None  # the simulated server's key, for server_mode
 
     def run(self, ctx: RuntimeContext) -> RuntimeResult:
         log: list[str] = []
@@ -64,7 +67,6 @@ class SimRuntime:
     def _run_llm(self, ctx: RuntimeContext, say) -> RuntimeResult:  # noqa: ANN001
         cfg = ctx.config
         profile = ctx.profile
-        B = cfg.batch
         reqs = ctx.requests
         load = profile.load
         cap = profile.dataset.max_output_tokens
@@ -83,18 +85,22 @@ class SimRuntime:
             gaps.extend(g)
             ctx.on_request(row)
 
-        say(f"sim: LLM server, max_num_seqs={B}, tensor_parallel={cfg.tensor_parallel}, "
+        key = (server_batch(profile, cfg), cfg.tensor_parallel, cfg.pipeline_parallel)
+        mode = server_mode(profile, cfg, reused=self._server == key)
+        self._server = key
+        say(f"sim: LLM server, max_num_seqs={key[0]}, tensor_parallel={cfg.tensor_parallel}, "
             f"{len(reqs)} requests, KV capacity {self.llm_cost.kv_capacity_tokens} tokens")
         sim = LlmServerSim(
             reqs,
-            max_num_seqs=B,
+            max_num_seqs=key[0],
             clock=ctx.clock,
             gpus=working_gpus(ctx),
             tensor_parallel=cfg.tensor_parallel,
             cost=self.llm_cost,
             send_times_s=arrival_times(len(reqs), load.request_rate, load.burstiness, profile.dataset.seed),
-            max_concurrency=load.max_concurrency,
+            max_concurrency=client_cap(profile, cfg),
             cancel=ctx.cancel,
+            stop=ctx.stop_early,
             on_batch=on_batch,
             on_first_token=ctx.on_first_token,
             on_finish=on_finish,
@@ -119,6 +125,7 @@ class SimRuntime:
             token_times_s=truth.iter_end_s,
             token_counts=truth.iter_tokens,
             token_counts_exact=True,
+            server_mode=mode,
         )
 
     # -- diffusion -------------------------------------------------------------------------

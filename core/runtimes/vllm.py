@@ -38,6 +38,7 @@ from ..procgroup import ProcessGroups, kill_group
 from ..profile import Profile
 from .base import RuntimeContext, RuntimeResult
 from .loadgen import LoadResult, LoadSettings
+from .server_reuse import client_cap, server_batch, server_mode
 from .vllm_client import WATCH_PERIOD_S, Watch, bundling, drive, token_timeline
 from .vllm_server import (  # noqa: F401 - re-exported (tests, benchmarks)
     _OWN_PROBES, MASK, RESERVED_FLAGS, TOKENIZER_FILES, _env_secrets, _ServerLog, check_server_args,
@@ -77,9 +78,11 @@ def _profile_dir_from_manifest(run_dir: Path) -> Path | None:
     return Path(path).resolve().parent if path else None
 
 
-def server_key(cfg: Config) -> tuple[int, int, int]:
-    """What distinguishes one configuration's server from another's."""
-    return (cfg.batch, cfg.tensor_parallel, cfg.pipeline_parallel)
+def server_key(cfg: Config, profile: Profile | None = None) -> tuple[int, int, int]:
+    """What distinguishes one configuration's server from another's (the B it starts with:
+    the sweep's largest where ``server.reuse_across_max_num_seqs`` shares one)."""
+    b = server_batch(profile, cfg) if profile is not None else cfg.batch
+    return (b, cfg.tensor_parallel, cfg.pipeline_parallel)
 
 
 class _Server:
@@ -111,6 +114,7 @@ class VllmRuntime:
     process groups so a signal handler can kill them (:meth:`kill_children`)."""
 
     name = "vllm"
+    supports_early_stop = True
 
     def __init__(self, *, python: str | None = None, launcher: list[str] | None = None,
                  kill_grace_s: float = 5.0, metrics_period_s: float = METRICS_PERIOD_S,
@@ -149,10 +153,11 @@ class VllmRuntime:
         profile, cfg = ctx.profile, ctx.config
         keep = False
         server = self._server
-        if server is not None and (server.key != server_key(cfg) or server.proc.poll() is not None):
+        if server is not None and (server.key != server_key(cfg, profile) or server.proc.poll() is not None):
             self.close()
             server = None
         try:
+            reused = server is not None
             if server is None:
                 server = self._start(ctx)
             else:
@@ -164,7 +169,7 @@ class VllmRuntime:
             settings = LoadSettings(
                 base_url=server.base_url, model=server.served, api_key=server.api_key,
                 request_rate=profile.load.request_rate, burstiness=profile.load.burstiness,
-                max_concurrency=profile.load.max_concurrency,
+                max_concurrency=client_cap(profile, cfg),
                 ignore_eos=profile.model.weights == "dummy",
                 default_max_tokens=profile.dataset.max_output_tokens,
                 use_token_ids=server.skip_tok, seed=profile.dataset.seed,
@@ -181,6 +186,8 @@ class VllmRuntime:
             times, counts = token_timeline(load)
             bund = bundling(load)
             n_ok = sum(r.ok for r in load.rows)
+            if ctx.stop_early.is_set():
+                ctx.on_log(f"mle-tui: stopped early: {len(requests) - len(load.rows)} requests aborted")
             ctx.on_log(f"mle-tui: {n_ok}/{len(load.rows)} requests ok, {load.output_tokens} output tokens "
                        f"(server counted {server_tokens}); {bund.requests} requests had chunks of several "
                        f"tokens ({bund.tokens} tokens); per-chunk usage for {bund.exact_requests}/{n_ok}")
@@ -200,9 +207,10 @@ class VllmRuntime:
                 # Every ok request's chunks carried usage: the timeline is exact (the window's
                 # count, checked against the server's counter); else the counter counts.
                 token_counts_exact=bool(n_ok) and bund.exact_requests == n_ok,
+                server_mode=server_mode(profile, cfg, reused),
             )
             nxt = ctx.next_config
-            keep = (reuses_servers(profile) and nxt is not None and server_key(nxt) == server_key(cfg)
+            keep = (reuses_servers(profile) and nxt is not None and server_key(nxt, profile) == server_key(cfg, profile)
                     and not ctx.cancel.is_set())
             return result
         finally:
@@ -245,7 +253,7 @@ class VllmRuntime:
         # hex: never mistaken for a flag, and unchanged by any quoting or URL encoding (masking)
         api_key = secrets.token_hex(24)
         cmd = server_command(
-            profile, model=model, max_num_seqs=cfg.batch, tensor_parallel=cfg.tensor_parallel,
+            profile, model=model, max_num_seqs=server_batch(profile, cfg), tensor_parallel=cfg.tensor_parallel,
             pipeline_parallel=cfg.pipeline_parallel, port=port, tokenizer=tokenizer,
             skip_tokenizer_init=skip_tok, python=self.python, use_console_script=vllm_console_script_works(),
             launcher=self.launcher,
@@ -263,7 +271,7 @@ class VllmRuntime:
         self.process_groups.add(proc.pid, proc)
         self.current_pgid, self.current_url = proc.pid, base_url
         log = _ServerLog(proc, ctx.log_path, ctx.on_log, [api_key, *_env_secrets(profile)], header)
-        self._server = _Server(server_key(cfg), proc, log, base_url, api_key, model, skip_tok, [])
+        self._server = _Server(server_key(cfg, profile), proc, log, base_url, api_key, model, skip_tok, [])
         try:
             self._wait_ready(ctx, proc, log, base_url)
         except _Cancelled:
@@ -349,7 +357,7 @@ class VllmRuntime:
             settings, requests, ctx.clock, max_num_seqs=ctx.config.batch,
             metrics_period_s=self.metrics_period_s, on_batch=ctx.on_batch,
             on_first_token=ctx.on_first_token, on_request=ctx.on_request, sim_gpus=ctx.sim_gpus,
-            watch=watch, after_load=after_load)
+            watch=watch, after_load=after_load, stop=ctx.stop_early)
         kind = "filtered" if poller.filtered else "unfiltered"
         ctx.on_log(f"mle-tui: /metrics: {poller.scrapes} polls, {poller.bytes_total / max(1, poller.scrapes):.0f} "
                    f"bytes each ({kind})")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import math
+import threading
 import time
 from collections.abc import Callable, Sequence
 
@@ -95,6 +96,7 @@ async def drive(
     on_request: Callable[[RequestRow], None] = lambda row: None,
     sim_gpus: Sequence[GpuLoad] | None = None, watch: Callable[[Watch], None] = lambda w: None,
     after_load: Callable[[LoadResult], object] | None = None,
+    stop: threading.Event | None = None,
 ) -> tuple[LoadResult, int | None, PromPoller]:
     """Send ``requests`` to the server at ``settings.base_url`` while polling its ``/metrics``.
     ``watch`` runs on the event loop every WATCH_PERIOD_S and may raise to abort (the load is
@@ -116,7 +118,7 @@ async def drive(
             w = Watch(progress, clock)
             load_task = asyncio.create_task(run_load(
                 requests, settings, clock, on_first_token=on_first_token, on_request=on_request,
-                client=client, progress=progress))
+                client=client, progress=progress, stop=stop))
             while not load_task.done():
                 await asyncio.wait({load_task}, timeout=WATCH_PERIOD_S)
                 watch(w)

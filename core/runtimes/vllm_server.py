@@ -246,4 +246,7 @@ class _ServerLog:
 def reuses_servers(profile: Profile) -> bool:
     """True when one server may serve several configurations: the profile allows it and the
     sweep has more than one power limit (the only axis that is not a server flag)."""
-    return profile.server.reuse_across_power_limits and len(profile.sweep.axis("power_limit_w")) > 1
+    from .server_reuse import shared_batch
+
+    return (profile.server.reuse_across_power_limits and len(profile.sweep.axis("power_limit_w")) > 1
+            or shared_batch(profile) is not None)

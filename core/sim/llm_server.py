@@ -144,6 +144,7 @@ class LlmServerSim:
         send_times_s: Sequence[float] | None = None,
         max_concurrency: int = 0,
         cancel: threading.Event | None = None,
+        stop: threading.Event | None = None,
         sample_period_s: float = 0.1,
         on_batch: Callable[[float, int, int, float, int, int], None] | None = None,
         on_first_token: Callable[[int, float], None] | None = None,
@@ -162,6 +163,8 @@ class LlmServerSim:
             raise ValueError("send_times_s must match requests")
         self.max_concurrency = max(0, int(max_concurrency))
         self.cancel = cancel
+        #: Set: abort the outstanding requests and end the run (an early stop, not a failure).
+        self.stop = stop
         self.sample_period_s = sample_period_s
         self.on_batch = on_batch or (lambda *a: None)
         self.on_first_token = on_first_token or (lambda rid, t: None)
@@ -236,6 +239,8 @@ class LlmServerSim:
             if self.cancel is not None and self.cancel.is_set():
                 self._set_load(0.0)
                 raise Cancelled()
+            if self.stop is not None and self.stop.is_set():
+                break  # early stop: the requests still outstanding are aborted
             # Client: send what has arrived (respecting the concurrency cap).
             while arrivals and self.send_times[arrivals[0]] <= t + 1e-12 and (
                     not self.max_concurrency or outstanding < self.max_concurrency):

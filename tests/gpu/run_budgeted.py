@@ -58,7 +58,9 @@ def main() -> int:
             if pending:
                 nxt = pending[0]
                 cur = state["cfg"]
-                need = state["slowest"] + (args.server_start_s if cur is None or server_key(nxt) != server_key(cur) else 0)
+                # adaptive: the next configuration is chosen from this one's result; assume a new server
+                new = runner.strategy == "adaptive" or cur is None or server_key(nxt, profile) != server_key(cur, profile)
+                need = state["slowest"] + (args.server_start_s if new else 0)
                 if now - t0 + need > args.budget_s:
                     print(f"[{now - t0:6.0f} s] stopping for the budget before {nxt.key()} (needs ~{need:.0f} s)",
                           flush=True)
@@ -72,6 +74,12 @@ def main() -> int:
         print(f"mle-tui: {exc.line()}", file=sys.stderr)
         return 2
     print(f"summary: {summary}", flush=True)
+    plan = getattr(runner, "plan", None)
+    if plan is not None and plan.strategy == "adaptive":
+        # (a stop for the budget after the search's last configuration costs one more short call:
+        # the resumed search ends at once, and a server-reuse check still due runs then)
+        for line in plan.finish(summary.stopped)[-1:]:
+            print(line, flush=True)
     if state["stopped_for_budget"]:
         return 3
     return 1 if summary.failed or summary.stopped else 0

@@ -1,0 +1,152 @@
+"""GPU-time accounting of a run: what it spent (server starts, warm-up, windows, the rest),
+and what the full grid would have cost.
+
+Spent time is measured: each record's :class:`~..records.GpuTimeSplit` (its duration on the
+configuration's clock times its GPU count). The full grid's cost is an estimate, labelled so:
+the grid order (servers reused across power limits, as the vLLM runtime does), each server
+start at the mean start measured in this run (0 where none was measured, e.g. the simulator),
+each configuration's run as measured where it ran to the end, else ``N/B x mean output tokens
+x TPOT`` (the time of N/B waves of B requests; diffusion: the measured batches' latency) of
+itself or its nearest measured neighbour, times the median overrun of the configurations that
+ran to the end.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Callable
+
+import msgspec
+
+from ..config import Config
+from ..records import RecordHead
+
+#: Run-time overrun over the wave model where nothing ran to the end to calibrate it.
+DEFAULT_OVERRUN = 1.2
+
+
+class RunGpuTime(msgspec.Struct, kw_only=True):
+    spent_gpu_s: float = 0.0
+    server_start_gpu_s: float = 0.0
+    warmup_gpu_s: float = 0.0
+    window_gpu_s: float = 0.0
+    rest_gpu_s: float = 0.0
+    measured: int = 0
+    total: int = 0
+    early_stopped: int = 0
+    server_starts: int = 0
+    #: Records without a GPU-time split (written before it existed): all their time is "rest".
+    unsplit: int = 0
+    #: Estimate of the full grid's GPU time, s (None: nothing measured to estimate from).
+    grid_estimate_gpu_s: float | None = None
+    strategy: str = "grid"
+
+
+def _split(r: RecordHead) -> tuple[float, float, float, float, float]:
+    g = r.gpu_time
+    if g is None:
+        t = max(0.0, r.duration_s) * max(1, r.config.num_gpus)
+        return t, 0.0, 0.0, 0.0, t
+    return g.total_gpu_s, g.server_start_gpu_s, g.warmup_gpu_s, g.window_gpu_s, g.rest_gpu_s
+
+
+def _server(cfg: Config) -> tuple:
+    return (cfg.batch, cfg.tensor_parallel, cfg.pipeline_parallel, cfg.num_inference_steps, cfg.width, cfg.height)
+
+
+def _unit_s(r: RecordHead, n_requests: int, batches: int, batch: int | None = None) -> float | None:
+    """The wave model's run time of ``n_requests`` requests in waves of ``batch`` (default
+    ``r``'s B) at ``r``'s TPOT and mean output (diffusion: ``batches`` x r's batch latency)."""
+    if r.latency.tpot is not None and r.latency.tpot.mean_s and r.mean_output_tokens:
+        return n_requests / max(1, batch or r.config.batch) * r.mean_output_tokens * r.latency.tpot.mean_s
+    bl = r.latency.batch_latency
+    if bl is not None and bl.mean_s:
+        return batches * bl.mean_s
+    return None
+
+
+def _distance(a: Config, b: Config) -> float:
+    d = abs(math.log2(a.batch) - math.log2(b.batch))
+    d += abs((a.power_limit_w or 0) - (b.power_limit_w or 0)) / 100.0
+    d += 10.0 * ((a.tensor_parallel, a.pipeline_parallel, a.num_inference_steps, a.width)
+                 != (b.tensor_parallel, b.pipeline_parallel, b.num_inference_steps, b.width))
+    return d
+
+
+def account(records: list[RecordHead], configs: list[Config], *, n_requests: Callable[[Config], int],
+            batches: int = 1, strategy: str = "grid") -> RunGpuTime:
+    """The run's GPU time from its records; ``configs`` is the whole grid in grid order."""
+    out = RunGpuTime(total=len(configs), strategy=strategy)
+    by_key = {r.config_key: r for r in records if r.status != "skipped"}
+    starts: list[float] = []
+    full: dict[str, float] = {}
+    for r in by_key.values():
+        total, start, warm, window, rest = _split(r)
+        out.spent_gpu_s += total
+        out.server_start_gpu_s += start
+        out.warmup_gpu_s += warm
+        out.window_gpu_s += window
+        out.rest_gpu_s += rest
+        out.measured += 1
+        out.unsplit += r.gpu_time is None
+        out.early_stopped += r.early_stop is not None
+        k = max(1, r.config.num_gpus)
+        started = start / k > 1.0  # under a second to the first request: a server kept from before
+        if started:
+            starts.append(start)
+            out.server_starts += 1
+        if r.early_stop is None and r.status in ("ok", "invalid"):
+            full[r.config_key] = total - (start if started else 0.0)
+    if not by_key:
+        return out
+    start_s = statistics.fmean(starts) if starts else 0.0
+    overruns = []
+    for key, run in full.items():
+        r = by_key[key]
+        u = _unit_s(r, r.num_requests, batches)
+        if u:
+            overruns.append(run / (u * max(1, r.config.num_gpus)))
+    overrun = statistics.median(overruns) if overruns else DEFAULT_OVERRUN
+    usable = [r for r in by_key.values() if _unit_s(r, max(1, r.num_requests), batches)]
+    est, prev = 0.0, None
+    for c in configs:
+        k = max(1, c.num_gpus)
+        if _server(c) != prev:
+            est += start_s if starts else 0.0
+            prev = _server(c)
+        key = c.key()
+        if key in full:
+            est += full[key]
+            continue
+        # itself where measured (stopped early), else the nearest measured configuration's
+        # TPOT / batch latency stands in (the waves scale with N/B already)
+        near = min(usable, key=lambda r: _distance(r.config, c)) if usable else None
+        if near is None:
+            return out
+        est += k * (_unit_s(near, n_requests(c), batches, c.batch) or 0.0) * overrun
+    out.grid_estimate_gpu_s = est
+    return out
+
+
+def fmt_min(gpu_s: float | None) -> str:
+    return "?" if gpu_s is None else f"{gpu_s / 60.0:.0f}"
+
+
+def summary_line(gt: RunGpuTime, recommended: str | None = None) -> str:
+    """"recommendation after 14 of 40 configurations, 26 GPU-min, grid ≈ 95" (grid runs: the
+    GPU time alone)."""
+    head = (f"recommendation ({recommended}) after" if recommended else "measured")
+    text = f"{head} {gt.measured} of {gt.total} configurations, {fmt_min(gt.spent_gpu_s)} GPU-min"
+    if gt.strategy == "adaptive":
+        text += f", grid ≈ {fmt_min(gt.grid_estimate_gpu_s)}"
+        if gt.grid_estimate_gpu_s and gt.spent_gpu_s > 0:
+            text += f" ({gt.grid_estimate_gpu_s / gt.spent_gpu_s:.1f}x)"
+        if gt.early_stopped:
+            text += f"; {gt.early_stopped} stopped early"
+    if gt.unsplit < gt.measured:
+        text += (f" [starts {fmt_min(gt.server_start_gpu_s)}, warm-up {fmt_min(gt.warmup_gpu_s)}, "
+                 f"windows {fmt_min(gt.window_gpu_s)}, rest {fmt_min(gt.rest_gpu_s)}]")
+    if gt.unsplit:
+        text += f" ({gt.unsplit} older records without a split by phase)"
+    return text

@@ -1,0 +1,397 @@
+"""The adaptive sweep (issue 11): the early-stop rule, the search and its pruning, the GPU-time
+accounting, and ``mle-tui run --adaptive`` end to end on the simulator."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import sys
+from pathlib import Path
+
+import msgspec
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from adaptive_scenarios import make, run_adaptive, run_grid  # noqa: E402
+
+from mle_tui.core.adaptive.gputime import account, summary_line  # noqa: E402
+from mle_tui.core.adaptive.search import AdaptiveSearch, Obs  # noqa: E402
+from mle_tui.core.adaptive.spec import AdaptiveSpec  # noqa: E402
+from mle_tui.core.adaptive.stopping import EarlyStopMonitor, batch_means_ci  # noqa: E402
+from mle_tui.core.config import Config  # noqa: E402
+from mle_tui.core.profile import decode_profile  # noqa: E402
+from mle_tui.core.records import GpuTimeSplit, Hardware, LatencyStats, RecordHead  # noqa: E402
+
+# Two-sided 95 % t quantiles (independent of the module's table), df 1..40.
+T975 = {1: 12.7062, 2: 4.3027, 3: 3.1824, 4: 2.7764, 5: 2.5706, 6: 2.4469, 7: 2.3646, 8: 2.3060, 9: 2.2622,
+        10: 2.2281, 11: 2.2010, 12: 2.1788, 13: 2.1604, 14: 2.1448, 15: 2.1314, 16: 2.1199, 17: 2.1098,
+        18: 2.1009, 19: 2.0930, 20: 2.0860, 21: 2.0796, 22: 2.0739, 23: 2.0687, 24: 2.0639, 25: 2.0595,
+        26: 2.0555, 27: 2.0518, 28: 2.0484, 29: 2.0452, 30: 2.0423, 31: 2.0395, 32: 2.0369, 33: 2.0345,
+        34: 2.0322, 35: 2.0301, 36: 2.0281, 37: 2.0262, 38: 2.0244, 39: 2.0227, 40: 2.0211}
+
+
+# -- the stopping rule -----------------------------------------------------------------------
+
+def _feed(monitor: EarlyStopMonitor, *, w0: float, until_s: float, tok_per_s: float, period_s: float = 0.1,
+          running: float = 64.0) -> None:
+    t = 0.0
+    while t <= until_s and monitor.decided is None:
+        monitor.on_batch(t, running, tok_per_s * t, w0 if t >= w0 else None, True)
+        t = round(t + period_s, 10)
+
+
+def _predicted_blocks(delta: float, spec: AdaptiveSpec, min_window_s: float) -> int:
+    """Blocks alternate mean x (1 + delta), (1 - delta): the sample sd after n blocks is known in
+    closed form, so the block at which the 95 % half-width first reaches ci_rel is too."""
+    for n in range(2, 41):
+        s2 = delta ** 2 * (n - (n % 2) / n) / (n - 1)  # exact sample variance of the +/- pattern
+        half = T975[n - 1] * math.sqrt(s2 / n)
+        if n >= spec.min_blocks and n * spec.block_s >= min_window_s and half <= spec.ci_rel:
+            return n
+    raise AssertionError("no stop within 40 blocks")
+
+
+@pytest.mark.parametrize("delta", [0.02, 0.035, 0.05])
+def test_stop_rule_on_known_variance_trace(delta: float) -> None:
+    spec = AdaptiveSpec(ci_rel=0.02, block_s=2.0, min_blocks=5)
+    w0, tok, base_w = 3.0, 1000.0, 500.0
+
+    def energy_between(a: float, b: float) -> float:
+        # power alternates block by block around 500 W (+/- delta), tokens flow evenly
+        def cum(t: float) -> float:
+            if t <= w0:
+                return base_w * t
+            k, r = divmod(t - w0, spec.block_s)
+            full = sum(base_w * (1 + delta * (1 if i % 2 == 0 else -1)) * spec.block_s for i in range(int(k)))
+            return base_w * w0 + full + base_w * (1 + delta * (1 if int(k) % 2 == 0 else -1)) * r
+        return cum(b) - cum(a)
+
+    stops = []
+    mon = EarlyStopMonitor(spec, max_num_seqs=64, min_window_s=20.0, min_batch_fraction=0.85,
+                           max_energy_per_token_j=100.0, energy_between=energy_between, on_stop=stops.append)
+    _feed(mon, w0=w0, until_s=200.0, tok_per_s=tok)
+    n = _predicted_blocks(delta, spec, 20.0)
+    assert mon.decided is not None and stops == [mon.decided]
+    assert abs(mon.decided.blocks - n) <= 1
+    assert abs(mon.decided.t_s - (w0 + n * spec.block_s)) <= spec.block_s + 1e-9
+    assert mon.decided.ci_rel <= 0.02 and mon.decided.energy_per_token_j == pytest.approx(base_w / tok, rel=0.01)
+
+
+def test_stop_rule_respects_gates() -> None:
+    spec = AdaptiveSpec()
+    flat = lambda a, b: 400.0 * (b - a)  # noqa: E731 - zero variance: only the gates hold it back
+    mon = EarlyStopMonitor(spec, max_num_seqs=64, min_window_s=30.0, min_batch_fraction=0.85,
+                           max_energy_per_token_j=100.0, energy_between=flat, on_stop=lambda es: None)
+    _feed(mon, w0=1.0, until_s=100.0, tok_per_s=800.0)
+    assert mon.decided is not None and mon.decided.blocks == 15  # 30 s of 2-s blocks, not min_blocks
+    low = EarlyStopMonitor(spec, max_num_seqs=64, min_window_s=20.0, min_batch_fraction=0.85,
+                           max_energy_per_token_j=100.0, energy_between=flat, on_stop=lambda es: None)
+    _feed(low, w0=1.0, until_s=100.0, tok_per_s=800.0, running=40.0)  # batch under 0.85 x 64
+    assert low.decided is None
+    assert batch_means_ci([1.0])[1] == math.inf and batch_means_ci([1.0, 1.0])[1] == 0.0
+
+
+# -- the search ------------------------------------------------------------------------------
+
+def _grid_best(table: dict, target: float) -> tuple[int, int]:
+    return min((e, lat, c) for c, (lat, e) in table.items() if lat <= target)[2]
+
+
+def test_search_falls_back_to_the_grid_where_latency_is_not_monotone() -> None:
+    bs, pls = [16, 32, 64, 128, 256], [300, 400, 500, 600, 700]
+    table = {}
+    for b in bs:
+        for p in pls:
+            lat = (0.005 + 0.00005 * b) * (700 / p) ** 0.3
+            table[(b, p)] = (lat, 1000.0 / b * (1 + ((p - 450) / 400) ** 2))
+    # B = 64 is slow at every limit (a scheduler pathology): over the target where B = 128 is not
+    for p in pls:
+        lat, e = table[(64, p)]
+        table[(64, p)] = (lat * 1.6, e)
+    target = 0.0125
+    search = AdaptiveSearch([Config(max_num_seqs=b, power_limit_w=p) for b in bs for p in pls], target)
+    while (cfg := search.next()) is not None:
+        lat, e = table[(cfg.max_num_seqs, cfg.power_limit_w)]
+        search.observe(cfg, Obs(ok=True, energy_j=e, latency_s=lat))
+    assert any("latency not monotone in B" in n for n in search.notes)
+    best = search.best()
+    assert best is not None and best[1] == Config(max_num_seqs=128, power_limit_w=_grid_best(table, target)[1]).key()
+    assert _grid_best(table, target)[0] == 128
+    assert search.measured() < len(bs) * len(pls)
+
+
+def test_search_monotone_scenario_needs_few_configurations_and_names_every_pruning_rule() -> None:
+    sc = make(3, nonmonotone=False)
+    sc.noise_e = sc.noise_l = 0.0
+    rec, _, n, search = run_adaptive(sc, random.Random(0))
+    assert rec == sc.truth_best()
+    assert n <= len(sc.bs) * len(sc.pls) // 2
+    pruned = search.pruned
+    assert len(pruned) + n == len(sc.bs) * len(sc.pls)
+    assert all(why.startswith(("latency bound", "energy bound", "unstable")) for why in pruned.values())
+
+
+def test_pruning_never_drops_the_true_optimum() -> None:
+    checked = 0
+    for seed in range(60):
+        sc = make(seed, nonmonotone=False)
+        sc.noise_e = sc.noise_l = 0.0
+        truth = sc.truth_best()
+        rec, _, _, search = run_adaptive(sc, random.Random(seed))
+        if truth is None:
+            continue
+        key = Config(max_num_seqs=truth[0], power_limit_w=truth[1]).key()
+        assert key not in search.pruned, (seed, search.pruned.get(key))
+        assert rec == truth, seed
+        checked += 1
+    assert checked >= 50
+
+
+def test_an_unstable_batch_drops_every_larger_batch() -> None:
+    cfgs = [Config(max_num_seqs=b, power_limit_w=p) for b in (32, 64, 128) for p in (400, 700)]
+    search = AdaptiveSearch(cfgs, 1.0)
+    search.observe(cfgs[2], Obs(ok=False, failed=True))  # B = 64, 400 W: the batch never held
+    assert "unstable at a smaller B" in search.pruned[Config(max_num_seqs=128, power_limit_w=700).key()]
+    assert "unstable" not in search.pruned.get(Config(max_num_seqs=32, power_limit_w=400).key(), "")
+    assert search.next() is not None and search.next().max_num_seqs < 128  # the search goes on below it
+
+
+def test_bench_model_gives_the_claimed_order_of_savings() -> None:
+    # a handful of scenarios (the benchmark runs hundreds): fewer GPU-seconds than the grid
+    for seed in range(5):
+        sc = make(seed)
+        _, g_t, _ = run_grid(sc, random.Random(seed))
+        _, a_t, _, _ = run_adaptive(sc, random.Random(seed))
+        assert a_t < g_t
+
+
+# -- GPU-time accounting ---------------------------------------------------------------------
+
+def _head(b: int, p: int, *, start: float, warm: float, window: float, rest: float, early: bool = False,
+          tpot: float = 0.01, n: int = 100) -> RecordHead:
+    from mle_tui.core.records import EarlyStop
+
+    total = start + warm + window + rest
+    cfg = Config(max_num_seqs=b, power_limit_w=p)
+    r = RecordHead(run_id="r", config_key=cfg.key(), config=cfg, status="ok", task="chat", runtime="sim",
+                   model="m", weights="dummy", hardware=Hardware(power_source="simulated", gpu_names=["g"],
+                                                                 gpu_indices=[0], tdp_w=700.0),
+                   started_unix_s=0.0, duration_s=total, num_requests=n, mean_output_tokens=100.0,
+                   gpu_time=GpuTimeSplit(total_gpu_s=total, server_start_gpu_s=start, warmup_gpu_s=warm,
+                                         window_gpu_s=window, rest_gpu_s=rest))
+    r.latency.tpot = LatencyStats(mean_s=tpot, count=n)
+    if early:
+        r.early_stop = EarlyStop(t_s=start + warm + window, window_start_s=start + warm, blocks=10, block_s=2.0,
+                                 ci_rel=0.018, ci_target=0.02, energy_per_token_j=0.1)
+    return r
+
+
+def test_gpu_time_accounting_sums_phases_and_estimates_the_grid() -> None:
+    cfgs = [Config(max_num_seqs=b, power_limit_w=p) for b in (8, 16) for p in (400, 700)]
+    full = [_head(8, 400, start=60, warm=5, window=100, rest=10), _head(8, 700, start=0.5, warm=5, window=80, rest=10),
+            _head(16, 400, start=60, warm=5, window=50, rest=10), _head(16, 700, start=0.5, warm=5, window=40, rest=10)]
+    gt = account(full, cfgs, n_requests=lambda c: 100)
+    assert gt.spent_gpu_s == pytest.approx(sum(r.duration_s for r in full))
+    assert (gt.server_start_gpu_s, gt.window_gpu_s) == (pytest.approx(121.0), pytest.approx(270.0))
+    assert gt.server_starts == 2 and gt.measured == 4 and gt.total == 4
+    # the grid that ran in full is its own estimate (two server starts of 60 s, runs as measured)
+    assert gt.grid_estimate_gpu_s == pytest.approx(gt.spent_gpu_s)
+    # adaptive: two configurations, one stopped early; the rest from the wave model, calibrated
+    part = [full[0], _head(8, 700, start=0.5, warm=5, window=20, rest=2, early=True)]
+    ga = account(part, cfgs, n_requests=lambda c: 100, strategy="adaptive")
+    overrun = (115.0) / (100 / 8 * 100 * 0.01)  # measured run / wave model of the full config
+    wave = {8: 100 / 8 * 100 * 0.01, 16: 100 / 16 * 100 * 0.01}
+    expect = 2 * 60 + 115.0 + (wave[8] + 2 * wave[16]) * overrun
+    assert ga.grid_estimate_gpu_s == pytest.approx(expect)
+    assert ga.early_stopped == 1 and ga.spent_gpu_s == pytest.approx(175.0 + 27.5)
+    line = summary_line(ga, "mns8-tp1-pl400")
+    assert "after 2 of 4 configurations" in line and "grid ≈" in line and "1 stopped early" in line
+
+
+# -- end to end --------------------------------------------------------------------------------
+
+PROFILE = """
+name = "adaptive-e2e"
+task = "chat"
+runtime = "sim"
+[model]
+id = "sim/llama"
+weights = "dummy"
+[dataset]
+name = "synthetic"
+num_requests = 128
+seed = 1
+min_prompt_tokens = 32
+max_prompt_tokens = 256
+min_output_tokens = 64
+max_output_tokens = 256
+requests_per_seq = 24
+[sweep]
+max_num_seqs = "8..64 x2"
+power_limit_w = [300, 500, 700]
+[target]
+metric = "tpot"
+value = "20ms"
+[steady_state]
+[gpu]
+simulated = true
+"""
+
+
+def test_early_stopped_record_is_comparable_and_reanalyses_identically(tmp_path: Path) -> None:
+    from mle_tui.core.measure.analysis import analyse
+    from mle_tui.core.measure.trace import decode_trace
+    from mle_tui.core.runner import SweepRunner
+    from mle_tui.core.store import RunStore
+
+    prof = decode_profile(PROFILE.replace('"8..64 x2"', "32").replace("[300, 500, 700]", "[500]"), "t.toml")
+    SweepRunner(prof, tmp_path / "grid", strategy="grid").run()
+    SweepRunner(prof, tmp_path / "ad", strategy="adaptive").run()
+    g = RunStore(tmp_path / "grid").load_records()[0]
+    a = RunStore(tmp_path / "ad").load_records()[0]
+    assert g.early_stop is None and a.early_stop is not None
+    assert a.status == "ok" and g.status == "ok"
+    assert a.steady_state.end_s == pytest.approx(a.early_stop.t_s)
+    assert a.early_stop.ci_rel <= 0.02 and a.duration_s < g.duration_s
+    assert a.energy_per_token_j == pytest.approx(g.energy_per_token_j, rel=0.03)
+    # eq. 2's mean output is the workload's (the requests that finished first are the short ones)
+    assert a.mean_output_tokens == pytest.approx(g.mean_output_tokens)
+    assert a.early_stop.workload_mean_output_tokens == pytest.approx(g.mean_output_tokens)
+    assert a.energy_per_request_j == pytest.approx(g.energy_per_request_j, rel=0.03)
+    assert len(a.requests) < a.num_requests and not any("requests finished" in x for x in a.reasons)
+    trace = decode_trace((tmp_path / "ad" / a.analysis.trace).read_bytes())
+    assert any(m.label.startswith("early-stop") for m in trace.marks)
+    again = analyse(trace, source="live", trace_file=a.analysis.trace)
+    assert msgspec.json.encode(again) == msgspec.json.encode(a)
+    assert a.gpu_time is not None and a.gpu_time.total_gpu_s == pytest.approx(a.duration_s)
+
+
+def test_mle_tui_run_adaptive_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from mle_tui.core.store import RunStore
+    from mle_tui.tui.cli import main
+
+    prof = tmp_path / "p.toml"
+    prof.write_text(PROFILE)
+    out = tmp_path / "run"
+    assert main(["run", str(prof), "--adaptive", "--headless", "--out", str(out)]) == 0
+    err = capsys.readouterr()
+    log = json.loads((out / "adaptive.json").read_text())
+    assert log["finished"] and log["strategy"] == "adaptive"
+    heads = RunStore(out).load_heads()
+    assert len(heads) == len(log["order"]) < 12
+    assert set(log["pruned"]) | {h.config_key for h in heads} == {c.key() for c in decode_profile(PROFILE, "p").configs()}
+    assert any(h.early_stop is not None for h in heads)
+    assert "adaptive: recommendation" in err.err and "grid ≈" in err.err
+    # the report says how the sweep ran, and what was pruned by which rule
+    assert main(["report", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "Sweep (adaptive): recommendation" in text and "Pruned by the adaptive search" in text
+    # and the app's results screen shows the account of an adaptive run
+    from mle_tui.tui.screen_results import adaptive_line
+
+    assert adaptive_line(out, heads, RunStore(out).read_manifest()).startswith("adaptive: recommendation (")
+
+
+# -- vLLM runtime (the fake server of tests/fake_vllm_server.py) --------------------------------
+
+FAKE = [sys.executable, str(Path(__file__).parent / "fake_vllm_server.py")]
+
+
+def test_vllm_early_stop_aborts_the_rest_and_returns_what_finished(tmp_path: Path) -> None:
+    from mle_tui.core.clock import WallClock
+    from mle_tui.core.dataset_types import Request
+    from mle_tui.core.runtimes.base import RuntimeContext
+    from mle_tui.core.runtimes.vllm import VllmRuntime
+
+    prof = decode_profile("""
+name = "t"
+task = "chat"
+runtime = "vllm"
+[model]
+id = "fake"
+weights = "dummy"
+[dataset]
+name = "synthetic"
+[sweep]
+max_num_seqs = 4
+[server]
+env = { FAKE_STARTUP_S = "0.2", FAKE_STEP_S = "0.01" }
+""", "t.toml")
+    reqs = [Request(id=i, prompt=f"p{i}", input_tokens=2, output_tokens=30) for i in range(40)]
+    logs: list[str] = []
+    done: list[int] = []
+    ctx = RuntimeContext(profile=prof, config=prof.configs()[0], requests=reqs, clock=WallClock(), gpu_indices=[0],
+                         run_dir=tmp_path, log_path=tmp_path / "c.log", on_log=logs.append)
+
+    def on_request(row) -> None:  # noqa: ANN001
+        done.append(row.id)
+        if len(done) == 8:
+            ctx.stop_early.set()
+
+    ctx.on_request = on_request
+    rt = VllmRuntime(launcher=FAKE, metrics_period_s=0.05)
+    res = rt.run(ctx)
+    assert 8 <= len(res.requests) < 40 and all(r.ok for r in res.requests)
+    assert any("stopped early" in line and "requests aborted" in line for line in logs)
+    assert rt._server is None and rt.process_groups.pgids() == []
+
+
+def test_vllm_server_shared_across_max_num_seqs_is_checked_against_a_relaunch(tmp_path: Path) -> None:
+    from mle_tui.core.dataset_types import Request
+    from mle_tui.core.runner import SweepRunner
+    from mle_tui.core.runtimes import vllm as vllm_mod
+    from mle_tui.core.runtimes.vllm import VllmRuntime
+    from mle_tui.core.store import RunStore
+
+    prof = decode_profile("""
+name = "reuse-b"
+task = "chat"
+runtime = "vllm"
+[model]
+id = "fake"
+weights = "dummy"
+[dataset]
+name = "synthetic"
+[sweep]
+max_num_seqs = [4, 8]
+power_limit_w = [300]
+[steady_state]
+min_window_s = 0.1
+[server]
+reuse_across_max_num_seqs = true
+env = { FAKE_STARTUP_S = "0.2", FAKE_STEP_S = "0.005" }
+[gpu]
+simulated = true
+""", "reuse.toml")
+    reqs = [Request(id=i, prompt=f"p{i}", input_tokens=2, output_tokens=20) for i in range(40)]
+    cmds: list[list[str]] = []
+    orig_cmd = vllm_mod.server_command
+    vllm_mod.server_command = lambda *a, **k: cmds.append(orig_cmd(*a, **k)) or cmds[-1]  # type: ignore[assignment]
+    try:
+        SweepRunner(prof, tmp_path / "run", runtime=VllmRuntime(launcher=FAKE, metrics_period_s=0.05),
+                    requests=reqs, allow_simulated=True).run()
+    finally:
+        vllm_mod.server_command = orig_cmd  # type: ignore[assignment]
+    # one shared server (B = 8) for both configurations, then one relaunched for the check
+    assert [c[c.index("--max-num-seqs") + 1] for c in cmds] == ["8", "4"]
+    heads = {h.config_key: h for h in RunStore(tmp_path / "run").load_heads()}
+    assert heads["mns4-tp1-pl300"].server_mode == "started server with max_num_seqs 8, client concurrency capped at 4"
+    assert heads["mns8-tp1-pl300"].server_mode.startswith("reused server with max_num_seqs 8")
+    check = json.loads((tmp_path / "run" / "verify.json").read_text())
+    assert check["config_key"] == "mns4-tp1-pl300" and check["relaunched_status"] in ("ok", "invalid")
+    again = RunStore(tmp_path / "run" / "verify").load_heads()
+    assert [h.config_key for h in again] == ["mns4-tp1-pl300"] and again[0].server_mode == ""
+
+
+def test_live_state_shows_the_gpu_time_line() -> None:
+    from mle_tui.core.events import GpuTimeUpdate, decode_event, encode_event
+    from mle_tui.tui.live import LiveState
+
+    live = LiveState()
+    assert live.gpu_time_text() == ""
+    ev = GpuTimeUpdate(strategy="adaptive", measured=14, total=60, spent_gpu_s=26 * 60.0,
+                       grid_estimate_gpu_s=95 * 60.0, recommended="mns128-tp1-pl400", line="x")
+    live.apply(decode_event(encode_event(ev)))  # through live.jsonl, as attach reads it
+    assert live.gpu_time_text() == "adaptive: 14/60 configs, 26 GPU-min, grid ≈ 95"
