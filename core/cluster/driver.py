@@ -346,14 +346,14 @@ class ClusterRunner:
                           failed=counts["failed"], invalid=counts["invalid"], skipped=len(skipped), stopped=stopped)
 
     def _group(self, cfg: Config) -> object:
-        """Configurations one server can run one after another (vLLM: same B, TP, PP when it
-        is kept across power limits); None: no grouping."""
-        if self.profile.runtime != "vllm":
+        """Configurations one LLM server can run one after another (the same server batch, TP
+        and PP: power limits, and B on a shared server), so a node runs them in a row as one
+        host would; None: no grouping (diffusion)."""
+        if not self.profile.is_llm:
             return None
-        from ..runtimes.vllm import server_key
-        from ..runtimes.vllm_server import reuses_servers
+        from ..runtimes.server_reuse import server_batch
 
-        return server_key(cfg) if reuses_servers(self.profile) else None
+        return (server_batch(self.profile, cfg), cfg.tensor_parallel, cfg.pipeline_parallel)
 
     def _next_for(self, node: _Node, queue: deque) -> tuple[int, Config, Config | None]:
         """The configuration a free node runs next, and the one promised to it after that:
