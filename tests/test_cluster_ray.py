@@ -309,9 +309,7 @@ def test_configurations_sharing_a_vllm_server_stay_on_one_node(tmp_path: Path) -
     """vLLM keeps its server across power limits: the driver gives a node the configurations
     of one server in a row (promising the next one, which the runtime is told about), and free
     nodes the servers nobody has yet."""
-    from collections import deque
-
-    from mle_tui.core.cluster.driver import _Node
+    from mle_tui.core.cluster.driver import _Node, _Queue
     from mle_tui.core.profile import decode_profile
 
     profile = decode_profile("""
@@ -330,7 +328,7 @@ power_limit_w = [700, 400]
     runner = ClusterRunner(profile, tmp_path / "run")
     a, b = _Node("a", "ida", 1, None), _Node("b", "idb", 1, None)
     runner.nodes = [a, b]
-    queue = deque(enumerate(profile.configs()))
+    queue = _Queue(enumerate(profile.configs()), runner._group)
     i, cfg, nxt = runner._next_for(a, queue)
     a.job = (None, i, cfg, 0.0)
     promised_a = nxt

@@ -59,6 +59,45 @@ class _Node:
         self.reserved: list[tuple[int, Config]] = []
 
 
+class _Queue:
+    """The pending (index, cfg) in order, in buckets of one server group each (insertion
+    order), so picking by group costs the number of groups, not of configurations."""
+
+    def __init__(self, items: Any, group: Callable[[Config], object]) -> None:
+        self._group = group
+        self._buckets: dict[object, deque] = {}
+        self.extend(items)
+
+    def extend(self, items: Any) -> None:
+        for item in items:
+            self._buckets.setdefault(self._group(item[1]), deque()).append(item)
+
+    def appendleft(self, item: tuple[int, Config]) -> None:
+        g = self._group(item[1])
+        if g in self._buckets:
+            self._buckets[g].appendleft(item)
+        else:
+            self._buckets = {g: deque([item]), **self._buckets}
+
+    def __len__(self) -> int:
+        return sum(len(d) for d in self._buckets.values())
+
+    def __bool__(self) -> bool:
+        return bool(self._buckets)
+
+    def first_group(self, avoid: set) -> object:
+        return next((g for g in self._buckets if g not in avoid), next(iter(self._buckets)))
+
+    def pop(self, group: object) -> tuple[int, Config] | None:
+        bucket = self._buckets.get(group)
+        if not bucket:
+            return None
+        item = bucket.popleft()
+        if not bucket:
+            del self._buckets[group]
+        return item
+
+
 class _NodesSource:
     """The cluster's GPUs as one list, for the manifest."""
 
@@ -99,6 +138,8 @@ class ClusterRunner:
         self._node_dir_base, self._runtime_factory = node_dir_base, runtime_factory
         self.poll_s, self.max_attempts = poll_s, max_attempts
         self._configs = profile.configs()
+        self._groups: dict[Config, object] = {}
+        self._shared: int | None | bool = False  # the shared server batch, once known
         self._stop = threading.Event()
         self._skip: set[str | None] = set()
         self._skip_lock = threading.Lock()
@@ -302,7 +343,7 @@ class ClusterRunner:
         skipped = [k for k in keys if k in done_before]
         counts = {"ok": 0, "failed": 0, "invalid": 0, "skipped": 0}
         attempts: dict[str, int] = {}
-        queue = deque((i, c) for i, c in enumerate(self._configs) if c.key() not in done_before)
+        queue = _Queue(((i, c) for i, c in enumerate(self._configs) if c.key() not in done_before), self._group)
         total = len(self._configs)
         self._live_fh = open(self.store.live_path(), "ab")
         try:
@@ -349,28 +390,32 @@ class ClusterRunner:
         """Configurations one LLM server can run one after another (the same server batch, TP
         and PP: power limits, and B on a shared server), so a node runs them in a row as one
         host would; None: no grouping (diffusion)."""
-        if not self.profile.is_llm:
-            return None
-        from ..runtimes.server_reuse import server_batch
+        key = cfg
+        if key not in self._groups:
+            if not self.profile.is_llm:
+                self._groups[key] = None
+            else:
+                from ..runtimes.server_reuse import shared_batch
 
-        return (server_batch(self.profile, cfg), cfg.tensor_parallel, cfg.pipeline_parallel)
+                if self._shared is False:
+                    self._shared = shared_batch(self.profile)
+                batch = self._shared or cfg.batch
+                self._groups[key] = (batch, cfg.tensor_parallel, cfg.pipeline_parallel)
+        return self._groups[key]
 
-    def _next_for(self, node: _Node, queue: deque) -> tuple[int, Config, Config | None]:
+    def _next_for(self, node: _Node, queue: "_Queue") -> tuple[int, Config, Config | None]:
         """The configuration a free node runs next, and the one promised to it after that:
-        what it was promised; else the first whose server no other node has; else the head of
-        the queue. A queued configuration sharing its server is promised to the same node."""
+        what it was promised; else the first of a server no other node has; else the first in
+        the queue. A queued configuration of the same server is promised to the same node."""
         if node.reserved:
             index, cfg = node.reserved.pop(0)
         else:
             taken = {self._group(n.job[2]) for n in self.nodes if n.job is not None}
             taken |= {self._group(c) for n in self.nodes for _, c in n.reserved}
-            item = next((it for it in queue if self._group(it[1]) not in taken), queue[0])
-            queue.remove(item)
-            index, cfg = item
+            index, cfg = queue.pop(queue.first_group(taken))
         group = self._group(cfg)
-        nxt = next((it for it in queue if it[1] != cfg and group is not None and self._group(it[1]) == group), None)
+        nxt = queue.pop(group) if group is not None else None
         if nxt is not None:
-            queue.remove(nxt)
             node.reserved.append(nxt)
         return index, cfg, nxt[1] if nxt is not None else None
 
@@ -386,7 +431,7 @@ class ClusterRunner:
             elif None in skips or node.job[2].key() in skips:
                 node.handle.skip.remote(node.job[2].key())
 
-    def _finish(self, node: _Node, queue: deque, attempts: dict[str, int]) -> str:
+    def _finish(self, node: _Node, queue: "_Queue", attempts: dict[str, int]) -> str:
         """A configuration's job ended on ``node``: write what it returned, or handle the loss."""
         ref, index, cfg, started = node.job  # type: ignore[misc]
         node.job = None
@@ -415,7 +460,7 @@ class ClusterRunner:
             return
         atomic_write(self.out_dir / rel, data)
 
-    def _lost(self, node: _Node, index: int, cfg: Config, started: float, queue: deque,
+    def _lost(self, node: _Node, index: int, cfg: Config, started: float, queue: "_Queue",
               attempts: dict[str, int], exc: BaseException) -> str:
         key = cfg.key()
         node.alive = False
