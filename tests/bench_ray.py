@@ -148,7 +148,8 @@ class _RayStandIn:
 
 
 def model(nodes: int, configs: int) -> None:
-    from mle_tui.core.cluster.driver import ClusterRunner, _Node
+    from mle_tui.core.cluster.driver import ClusterRunner
+    from mle_tui.core.cluster.nodes import Node
     from mle_tui.core.profile import decode_profile
 
     profile = decode_profile("""
@@ -178,7 +179,7 @@ simulated = true
         runner._ray = _RayStandIn()
         runner.store.ensure()
         runner.run_id, runner.power_kind = "model", "simulated"
-        runner.nodes = [_Node(f"n{i}", f"id{i}", 1, _InstantAgent(f"n{i}", template)) for i in range(nodes)]
+        runner.nodes = [Node(f"n{i}", f"id{i}", 1, _InstantAgent(f"n{i}", template)) for i in range(nodes)]
         for n in runner.nodes:
             n.info = {"kind": "simulated", "simulated": True, "message": "", "notes": [], "gpus": [], "host": "h"}
         runner._restore_before = []

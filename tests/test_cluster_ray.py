@@ -309,7 +309,8 @@ def test_configurations_sharing_a_vllm_server_stay_on_one_node(tmp_path: Path) -
     """vLLM keeps its server across power limits: the driver gives a node the configurations
     of one server in a row (promising the next one, which the runtime is told about), and free
     nodes the servers nobody has yet."""
-    from mle_tui.core.cluster.driver import _Node, _Queue
+    from mle_tui.core.cluster.nodes import Node
+    from mle_tui.core.cluster.queue import ConfigQueue, next_for
     from mle_tui.core.profile import decode_profile
 
     profile = decode_profile("""
@@ -326,17 +327,17 @@ max_num_seqs = [64, 256]
 power_limit_w = [700, 400]
 """, "plan.toml")
     runner = ClusterRunner(profile, tmp_path / "run")
-    a, b = _Node("a", "ida", 1, None), _Node("b", "idb", 1, None)
+    a, b = Node("a", "ida", 1, None), Node("b", "idb", 1, None)
     runner.nodes = [a, b]
-    queue = _Queue(enumerate(profile.configs()), runner._group)
-    i, cfg, nxt = runner._next_for(a, queue)
+    queue = ConfigQueue(enumerate(profile.configs()), runner._group)
+    i, cfg, nxt = next_for(runner.nodes, a, queue, runner._group)
     a.job = (None, i, cfg, 0.0)
     promised_a = nxt
     assert nxt is not None and nxt.batch == cfg.batch and nxt.power_limit_w != cfg.power_limit_w
-    i, cfg_b, nxt = runner._next_for(b, queue)
+    i, cfg_b, nxt = next_for(runner.nodes, b, queue, runner._group)
     b.job = (None, i, cfg_b, 0.0)
     assert cfg_b.batch != cfg.batch  # the server nobody has yet
     assert nxt is not None and nxt.batch == cfg_b.batch and nxt.power_limit_w != cfg_b.power_limit_w
     assert not queue
     a.job = None
-    assert runner._next_for(a, queue)[1] == promised_a
+    assert next_for(runner.nodes, a, queue, runner._group)[1] == promised_a

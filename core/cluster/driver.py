@@ -16,11 +16,9 @@ and exits. A driver that dies stops polling: every agent's lease runs out, it st
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -33,89 +31,17 @@ from ..errors import InputError
 from ..events import ConfigFinished, Event, LogLine, RunFinished, RunStarted, decode_event, encode_event
 from ..manifest import build_manifest
 from ..profile import Profile
-from ..records import ClusterNode, Hardware, Record
+from ..records import ClusterNode
 from ..runner import RunSummary
 from ..store import RunStore, atomic_write, decode_record, encode_record
 from ..sweep_prep import load_workload, open_run_dir, requests_for
 from .agent import NodeAgent
+from .nodes import NODE_LABEL, Node, NodesSource, cluster_nodes, lost_record  # noqa: F401 - NODE_LABEL re-exported
+from .queue import ConfigQueue, ServerGroups, next_for
 from .ray_env import import_ray
 
-NODE_LABEL = "mle-tui.node"
 #: How long agents may take to start (open GPUs, restore limits), s.
 AGENT_START_TIMEOUT_S = 300.0
-
-
-class _Node:
-    def __init__(self, name: str, node_id: str, num_gpus: float, handle: Any) -> None:
-        self.name, self.node_id, self.num_gpus, self.handle = name, node_id, num_gpus, handle
-        self.info: dict = {}
-        self.alive = True
-        #: (ObjectRef, index, cfg, started unix s) while a configuration runs there.
-        self.job: tuple[Any, int, Config, float] | None = None
-        self.told_stop = False
-        self.held: list[Event] = []
-        self.poll_ref: Any = None
-        #: (index, cfg) promised to this node next: it shares the running one's server.
-        self.reserved: list[tuple[int, Config]] = []
-
-
-class _Queue:
-    """The pending (index, cfg) in order, in buckets of one server group each (insertion
-    order), so picking by group costs the number of groups, not of configurations."""
-
-    def __init__(self, items: Any, group: Callable[[Config], object]) -> None:
-        self._group = group
-        self._buckets: dict[object, deque] = {}
-        self.extend(items)
-
-    def extend(self, items: Any) -> None:
-        for item in items:
-            self._buckets.setdefault(self._group(item[1]), deque()).append(item)
-
-    def appendleft(self, item: tuple[int, Config]) -> None:
-        g = self._group(item[1])
-        if g in self._buckets:
-            self._buckets[g].appendleft(item)
-        else:
-            self._buckets = {g: deque([item]), **self._buckets}
-
-    def __len__(self) -> int:
-        return sum(len(d) for d in self._buckets.values())
-
-    def __bool__(self) -> bool:
-        return bool(self._buckets)
-
-    def first_group(self, avoid: set) -> object:
-        return next((g for g in self._buckets if g not in avoid), next(iter(self._buckets)))
-
-    def pop(self, group: object) -> tuple[int, Config] | None:
-        bucket = self._buckets.get(group)
-        if not bucket:
-            return None
-        item = bucket.popleft()
-        if not bucket:
-            del self._buckets[group]
-        return item
-
-
-class _NodesSource:
-    """The cluster's GPUs as one list, for the manifest."""
-
-    def __init__(self, nodes: list[_Node]) -> None:
-        self._gpus = [g for n in nodes for g in n.info.get("gpus", [])]
-
-    def gpus(self) -> list:
-        return self._gpus
-
-
-def cluster_nodes(ray: Any) -> list[tuple[str, str, float]]:
-    """(name, node id, GPUs) of every alive node with GPUs: named by its ``mle-tui.node`` label,
-    else its host name (made unique with the node id's head where hosts repeat)."""
-    rows = [(n.get("Labels", {}).get(NODE_LABEL) or n["NodeManagerHostname"], n["NodeID"],
-             float(n["Resources"].get("GPU", 0))) for n in ray.nodes() if n["Alive"]]
-    rows = [r for r in rows if r[2] > 0]
-    names = [r[0] for r in rows]
-    return sorted((f"{name}-{nid[:8]}" if names.count(name) > 1 else name, nid, g) for name, nid, g in rows)
 
 
 class ClusterRunner:
@@ -138,8 +64,7 @@ class ClusterRunner:
         self._node_dir_base, self._runtime_factory = node_dir_base, runtime_factory
         self.poll_s, self.max_attempts = poll_s, max_attempts
         self._configs = profile.configs()
-        self._groups: dict[Config, object] = {}
-        self._shared: int | None | bool = False  # the shared server batch, once known
+        self._group = ServerGroups(profile)
         self._stop = threading.Event()
         self._skip: set[str | None] = set()
         self._skip_lock = threading.Lock()
@@ -147,7 +72,7 @@ class ClusterRunner:
         self._live_fh: Any = None
         self._lock: Any = None
         self._ray: Any = None
-        self.nodes: list[_Node] = []
+        self.nodes: list[Node] = []
         self.lost_nodes: list[str] = []
         self._notes: list[str] = []
         self._prepared = False
@@ -247,7 +172,7 @@ class ClusterRunner:
             ).remote(self.profile, node=name, run_id=self.run_id, configs=self._configs, requests=req_ref,
                      profile_path=self.profile_path or "", node_dir=node_dir, node_id=node_id, lease_s=self.lease_s,
                      allow_simulated=self._allow_simulated, runtime_factory=self._runtime_factory)
-            self.nodes.append(_Node(name, node_id, num_gpus, handle))
+            self.nodes.append(Node(name, node_id, num_gpus, handle))
         for node in list(self.nodes):
             try:
                 node.info = ray.get(node.handle.info.remote(), timeout=AGENT_START_TIMEOUT_S)
@@ -268,7 +193,7 @@ class ClusterRunner:
     def _write_manifest(self, finished: bool) -> None:
         m = build_manifest(run_id=self.run_id, created_unix_s=self._created, profile=self.profile,
                            profile_path=self.profile_path, configs=self._configs,
-                           source=_NodesSource(self.nodes), power_kind=self.power_kind,  # type: ignore[arg-type]
+                           source=NodesSource(self.nodes), power_kind=self.power_kind,  # type: ignore[arg-type]
                            finished=finished)
         restore = sorted(set(self._restore_before) | set(self.lost_nodes))
         self.store.write_manifest(msgspec.structs.replace(m, nodes=[
@@ -290,7 +215,7 @@ class ClusterRunner:
                 except Exception:  # noqa: BLE001
                     self.listener_errors += 1
 
-    def _forward(self, node: _Node, batch: list[tuple[bool, bytes]]) -> None:
+    def _forward(self, node: Node, batch: list[tuple[bool, bytes]]) -> None:
         for live, data in batch:
             event = decode_event(data)
             if isinstance(event, ConfigFinished):  # after the driver has written the record
@@ -311,7 +236,7 @@ class ClusterRunner:
             if node.poll_ref in ready:
                 self._take_poll(node)
 
-    def _take_poll(self, node: _Node, timeout_s: float | None = None) -> None:
+    def _take_poll(self, node: Node, timeout_s: float | None = None) -> None:
         ref, node.poll_ref = node.poll_ref, None
         try:
             self._forward(node, self._ray.get(ref, timeout=timeout_s))
@@ -320,7 +245,7 @@ class ClusterRunner:
                 node.alive = False
                 self._emit(LogLine(line=f"node {node.name} lost (idle)"))
 
-    def _drain(self, node: _Node) -> None:
+    def _drain(self, node: Node) -> None:
         """The events a finished configuration's agent still holds (after its last answer)."""
         if node.poll_ref is not None:
             self._take_poll(node, 30.0)
@@ -343,7 +268,7 @@ class ClusterRunner:
         skipped = [k for k in keys if k in done_before]
         counts = {"ok": 0, "failed": 0, "invalid": 0, "skipped": 0}
         attempts: dict[str, int] = {}
-        queue = _Queue(((i, c) for i, c in enumerate(self._configs) if c.key() not in done_before), self._group)
+        queue = ConfigQueue(((i, c) for i, c in enumerate(self._configs) if c.key() not in done_before), self._group)
         total = len(self._configs)
         self._live_fh = open(self.store.live_path(), "ab")
         try:
@@ -358,7 +283,7 @@ class ClusterRunner:
                 self._act_on_requests()
                 for node in self.nodes:
                     if node.alive and node.job is None and (queue or node.reserved) and not self._stop.is_set():
-                        index, cfg, nxt = self._next_for(node, queue)
+                        index, cfg, nxt = next_for(self.nodes, node, queue, self._group)
                         ref = node.handle.run_config.remote(cfg, index, total, nxt)
                         node.job = (ref, index, cfg, time.time())
                         self._emit(LogLine(line=f"node {node.name}: {cfg.key()}"))
@@ -386,39 +311,6 @@ class ClusterRunner:
         return RunSummary(run_dir=str(self.out_dir), completed=counts["ok"] + counts["invalid"],
                           failed=counts["failed"], invalid=counts["invalid"], skipped=len(skipped), stopped=stopped)
 
-    def _group(self, cfg: Config) -> object:
-        """Configurations one LLM server can run one after another (the same server batch, TP
-        and PP: power limits, and B on a shared server), so a node runs them in a row as one
-        host would; None: no grouping (diffusion)."""
-        key = cfg
-        if key not in self._groups:
-            if not self.profile.is_llm:
-                self._groups[key] = None
-            else:
-                from ..runtimes.server_reuse import shared_batch
-
-                if self._shared is False:
-                    self._shared = shared_batch(self.profile)
-                batch = self._shared or cfg.batch
-                self._groups[key] = (batch, cfg.tensor_parallel, cfg.pipeline_parallel)
-        return self._groups[key]
-
-    def _next_for(self, node: _Node, queue: "_Queue") -> tuple[int, Config, Config | None]:
-        """The configuration a free node runs next, and the one promised to it after that:
-        what it was promised; else the first of a server no other node has; else the first in
-        the queue. A queued configuration of the same server is promised to the same node."""
-        if node.reserved:
-            index, cfg = node.reserved.pop(0)
-        else:
-            taken = {self._group(n.job[2]) for n in self.nodes if n.job is not None}
-            taken |= {self._group(c) for n in self.nodes for _, c in n.reserved}
-            index, cfg = queue.pop(queue.first_group(taken))
-        group = self._group(cfg)
-        nxt = queue.pop(group) if group is not None else None
-        if nxt is not None:
-            node.reserved.append(nxt)
-        return index, cfg, nxt[1] if nxt is not None else None
-
     def _act_on_requests(self) -> None:
         with self._skip_lock:
             skips, self._skip = self._skip, set()
@@ -431,7 +323,7 @@ class ClusterRunner:
             elif None in skips or node.job[2].key() in skips:
                 node.handle.skip.remote(node.job[2].key())
 
-    def _finish(self, node: _Node, queue: "_Queue", attempts: dict[str, int]) -> str:
+    def _finish(self, node: Node, queue: ConfigQueue, attempts: dict[str, int]) -> str:
         """A configuration's job ended on ``node``: write what it returned, or handle the loss."""
         ref, index, cfg, started = node.job  # type: ignore[misc]
         node.job = None
@@ -460,7 +352,7 @@ class ClusterRunner:
             return
         atomic_write(self.out_dir / rel, data)
 
-    def _lost(self, node: _Node, index: int, cfg: Config, started: float, queue: "_Queue",
+    def _lost(self, node: Node, index: int, cfg: Config, started: float, queue: ConfigQueue,
               attempts: dict[str, int], exc: BaseException) -> str:
         key = cfg.key()
         node.alive = False
@@ -472,7 +364,9 @@ class ClusterRunner:
         self._write_manifest(finished=False)
         n = attempts[key] = attempts.get(key, 0) + 1
         why = type(exc).__name__
-        record = self._lost_record(node, cfg, started, f"node lost: {node.name} ({why}) during the configuration")
+        record = lost_record(node, cfg, started, f"node lost: {node.name} ({why}) during the configuration",
+                             run_id=self.run_id, profile=self.profile,
+                             num_requests=len(requests_for(self.profile, self._requests or [], cfg)))
         if n < self.max_attempts and not self._stop.is_set():
             atomic_write(self.out_dir / "attempts" / f"{key}.lost-{n}.json", encode_record(record, "json"))
             queue.appendleft((index, cfg))
@@ -484,21 +378,6 @@ class ClusterRunner:
         self._emit(ConfigFinished(key=key, status="failed", reasons=list(record.reasons), energy_per_request_j=None,
                                   latency_value_s=None, record_path=str(path)))
         return "failed"
-
-    def _lost_record(self, node: _Node, cfg: Config, started: float, reason: str) -> Record:
-        p, info = self.profile, node.info
-        pool = info.get("pool") or list(range(cfg.num_gpus))
-        indices = list(pool[: cfg.num_gpus])
-        by_index = {g.index: g for g in info.get("gpus", [])}
-        uuids = [by_index[i].uuid if i in by_index else None for i in indices]
-        hw = Hardware(power_source=info.get("kind", "simulated"), tdp_w=math.nan, gpu_indices=indices,
-                      gpu_names=[by_index[i].name if i in by_index else f"GPU {i}" for i in indices],
-                      host=info.get("host"), gpu_uuids=uuids if any(uuids) else None, node=node.name)
-        return Record(run_id=self.run_id, config_key=cfg.key(), config=cfg, status="failed", reasons=[reason],
-                      simulated=bool(info.get("simulated")), task=p.task, runtime=p.runtime, model=p.model.id,
-                      weights=p.model.weights, hardware=hw, started_unix_s=started,
-                      duration_s=max(0.0, time.time() - started),
-                      num_requests=len(requests_for(p, self._requests or [], cfg)), latency_metric=p.latency_metric())
 
     # -- the end ----------------------------------------------------------------------------------
     def _shutdown_agents(self) -> None:
