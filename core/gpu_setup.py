@@ -13,7 +13,7 @@ from .clock import Clock, VirtualClock, WallClock
 from .config import Config
 from .errors import InputError
 from .power.base import PowerLimiter, PowerSource
-from .power.gpu_lock import GpuClaim
+from .power.gpu_lock import GpuClaim, host_name
 from .power.limits import PowerLimitGuard, claim_sweep_gpus, state_dir_for, validate_limit
 from .profile import Profile
 from .records import Hardware
@@ -35,6 +35,8 @@ class GpuSetup:
     notes: list[str] = field(default_factory=list)
     #: The sweep's GPU pool, locked for the whole sweep (after :func:`check`).
     claim: GpuClaim | None = None
+    #: Cluster runs: the node's name in the cluster (records carry it).
+    node: str | None = None
 
     def release(self) -> None:
         if self.claim is not None:
@@ -138,4 +140,10 @@ def hardware(gpus: GpuSetup, indices: list[int], guard: PowerLimitGuard) -> Hard
         tdp = float("nan")
     return Hardware(power_source=gpus.kind, gpu_names=names, gpu_indices=list(indices), tdp_w=tdp,  # type: ignore[arg-type]
                     power_limit_w=list(guard.enforced_w) or None,
-                    original_power_limit_w=list(guard.original_w) or None)
+                    original_power_limit_w=list(guard.original_w) or None, host=host_name(),
+                    gpu_uuids=_uuids([infos.get(i) for i in indices]), node=gpus.node)
+
+
+def _uuids(infos: list) -> list[str | None] | None:
+    uuids = [getattr(g, "uuid", None) for g in infos]
+    return uuids if any(uuids) else None

@@ -310,6 +310,17 @@ class OutputSpec(_Base):
     save_media: bool = False
 
 
+class ClusterSpec(_Base):
+    """Where the sweep runs (not what it measures: a resume may move it). Empty: this host."""
+
+    #: Ray cluster address (``auto``: the cluster this host belongs to; ``HOST:PORT``); or
+    #: ``mle-tui run PROFILE --ray ADDRESS``. Needs ``pip install 'mle-tui[ray]'``.
+    ray_address: str = ""
+    #: A node agent that has not heard from the driver for this long stops, restores its
+    #: node's power limits and exits, s.
+    lease_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+
+
 class Profile(_Base):
     name: str
     task: Task
@@ -327,6 +338,7 @@ class Profile(_Base):
     sim: SimSpec = msgspec.field(default_factory=SimSpec)
     output: OutputSpec = msgspec.field(default_factory=OutputSpec)
     adaptive: AdaptiveSpec = msgspec.field(default_factory=AdaptiveSpec)
+    cluster: ClusterSpec = msgspec.field(default_factory=ClusterSpec)
 
     def __post_init__(self) -> None:
         llm = self.task in LLM_TASKS

@@ -180,6 +180,7 @@ def _normal(p: "Profile") -> Any:
             continue
         elif sweep[name] is not None:
             sweep[name] = [float(v) for v in parse_axis(sweep[name])]
+    data.pop("cluster", None)  # where the sweep runs, not what it measures
     if data.get("gpu", {}).get("indices") == []:
         data["gpu"]["indices"] = None
     return data

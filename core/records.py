@@ -191,6 +191,12 @@ class Hardware(_S, kw_only=True):
     power_limit_w: list[float] | None = None
     #: Limit that was in place before and was restored afterwards, per GPU.
     original_power_limit_w: list[float] | None = None
+    #: Host name of the node the configuration ran on.
+    host: str | None = None
+    #: NVML UUIDs of the configuration's GPUs (None where the source has none: simulated GPU).
+    gpu_uuids: list[str | None] | None = None
+    #: Cluster runs (``--ray``): the node's name in the cluster (None on the local path).
+    node: str | None = None
 
 
 class GpuEnergy(_S, kw_only=True):
@@ -379,3 +385,16 @@ class Manifest(_S, kw_only=True):
     #: PID of the process running the sweep, for ``attach``.
     pid: int | None = None
     finished: bool = False
+    #: Cluster runs (``--ray``): the nodes the sweep ran on, and those lost while they may
+    #: have held a changed power limit (their agent restores it on its next start).
+    nodes: list["ClusterNode"] = []
+    nodes_to_restore: list[str] = []
+
+
+class ClusterNode(_S, kw_only=True):
+    """One node of a cluster run (``Manifest.nodes``)."""
+
+    name: str
+    host: str
+    node_id: str
+    gpus: list[GpuInfo] = []

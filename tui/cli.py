@@ -4,7 +4,7 @@
 
     mle-tui                                  the app
     mle-tui run PROFILE [--out DIR] [--headless] [--simulate] [--format json|msgpack] [--gpus I,J]
-                [--adaptive]
+                [--adaptive] [--ray ADDRESS]
     mle-tui report DIR [--target VALUE] [--metric M] [--json] [--csv FILE]
                        [--plot OUT_DIR [--format png|svg] [--timelines all|recommended|none]]
     mle-tui reanalyse DIR [--rule saturation|request-count] [--min-window-s S] [--set KEY=VALUE]...
@@ -120,9 +120,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.gpus is not None:
         profile = _with_gpus(profile, args.gpus)
     if not headless:
-        if args.simulate or args.format != "json" or args.gpus is not None:
-            print(f"{PROG}: --simulate, --format and --gpus apply to --headless runs; "
-                  "in the app, choose GPUs in the setup screen", file=sys.stderr)
+        if args.simulate or args.format != "json" or args.gpus is not None or args.ray:
+            print(f"{PROG}: --simulate, --format, --gpus and --ray apply to --headless runs; "
+                  "in the app, choose GPUs in the setup screen (a Ray cluster: [cluster] ray_address "
+                  "in the profile)", file=sys.stderr)
         try:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -138,7 +139,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     return run_headless(profile, out, profile_path=args.profile_path or str(path), simulate=args.simulate,
                         record_format=args.format, token=args.runner_token, since=args.control_since,
-                        detached=args.detached_child, on_done=_print_report)
+                        detached=args.detached_child, on_done=_print_report,
+                        runner_factory=_cluster_runner(args.ray or profile.cluster.ray_address))
+
+
+def _cluster_runner(address: str):  # noqa: ANN202
+    """The Ray cluster driver for ``--ray ADDRESS`` / ``[cluster] ray_address``; None: local."""
+    if not address:
+        return None
+    import functools
+
+    from mle_tui.core.cluster.driver import ClusterRunner
+
+    return functools.partial(ClusterRunner, address=address)
 
 
 def _with_gpus(profile, text: str):  # noqa: ANN001, ANN202 - Profile -> Profile
@@ -206,6 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--simulate", action="store_true",
                    help="allow the simulated GPU when NVML shows none (results labelled simulated)")
     r.add_argument("--format", choices=("json", "msgpack"), default="json", help="record format")
+    r.add_argument("--ray", metavar="ADDRESS", help="spread the sweep over the GPU nodes of a Ray cluster "
+                   "(auto: the cluster this host belongs to; needs mle-tui[ray]); one run directory here")
     r.add_argument("--gpus", metavar="I,J", help="GPU indices for this sweep (overrides gpu.indices); run a "
                    "second sweep on other GPUs beside it and each record names the other as its neighbour")
     r.add_argument("--adaptive", action="store_true",

@@ -158,7 +158,9 @@ def server_env(profile: Profile, api_key: str, gpu_indices: list[int] | None, si
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in gpu_indices)
         env["CUDA_DEVICE_ORDER"] = profile.server.env.get("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
     env["VLLM_API_KEY"] = api_key
-    return env
+    from ..cluster.ray_env import child_env  # vLLM imports Ray where installed (amdsmi guard)
+
+    return child_env(env)
 
 
 def command_header(cmd: list[str], profile: Profile) -> str:
