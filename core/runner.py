@@ -35,11 +35,11 @@ from .events import Event, LogLine, RunFinished, RunStarted, encode_event
 from .gpu_setup import GpuSetup, check, gpu_pool, open_gpus
 from .manifest import build_manifest
 from .power.base import PowerLimiter, PowerSource
-from .profile import Profile, decode_profile
-from .profile_checks import profiles_equal
+from .profile import Profile
 from .runtimes.base import Runtime
 from .runtimes.server_reuse import shared_batch
 from .store import RunStore
+from .sweep_prep import load_workload, open_run_dir, requests_for
 
 
 class RunSummary(msgspec.Struct, kw_only=True):
@@ -187,15 +187,7 @@ class SweepRunner:
             lock = self.store.lock()
             lock.__enter__()
             self._lock = lock
-        self.store.check_resumable()
-        self.store.ensure()
-        manifest = self.store.read_manifest()
-        if manifest is not None and manifest.profile_toml:
-            before = decode_profile(manifest.profile_toml, f"{self.store.manifest_path} (profile_toml)")
-            if not profiles_equal(before, profile):
-                raise InputError(str(self.store.manifest_path), "profile_toml",
-                                 "this run directory was started with a different profile; use another --out "
-                                 "directory (or the same profile to resume)")
+        manifest = open_run_dir(self.store, profile)
         gpus = open_gpus(profile, power_source=self._power_source, limiter=self._limiter,
                          clock_factory=self._clock_factory, allow_simulated=self._allow_simulated,
                          sim_gpus=self._sim_gpus, limits_state_path=self._limits_state_path, profile_path=src)
@@ -216,14 +208,8 @@ class SweepRunner:
         self._prepared = True
 
     def _load_requests(self) -> list[Request]:
-        base = Path(self.profile_path).parent if self.profile_path else None
-        loader = getattr(self._runtime, "load_requests", None)
-        if loader is None:
-            from .datasets import load_requests
-
-            return list(load_requests(self.profile, base_dir=base, on_note=self._notes.append,
-                                      cancel=self._flags.stop))
-        return list(loader(self.profile, base_dir=base, on_note=self._notes.append))
+        return load_workload(self.profile, self.profile_path, self._runtime, self._notes.append,
+                             cancel=self._flags.stop)
 
     def _write_manifest(self, *, created: float, finished: bool) -> None:
         assert self._gpus is not None
@@ -383,11 +369,4 @@ class SweepRunner:
         return m.created_unix_s if m is not None else time.time()
 
     def _requests_for(self, cfg: Config) -> list[Request]:
-        """The configuration's workload: the loaded requests, cycled up to
-        ``dataset.requests_per_seq`` x B for LLM sweeps (ids renumbered, order kept)."""
-        base = self._requests or []
-        k = self.profile.dataset.requests_per_seq
-        if not (k and self.profile.is_llm and base):
-            return base
-        n = max(len(base), k * cfg.batch)
-        return [msgspec.structs.replace(base[i % len(base)], id=i) for i in range(n)]
+        return requests_for(self.profile, self._requests or [], cfg)

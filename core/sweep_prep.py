@@ -1,7 +1,7 @@
 """What every sweep driver does before and around its configurations, whichever runs them: the
 run directory checked for a resume with the same profile, the workload loaded, and each
-configuration's share of it. Used by the cluster driver (:mod:`.cluster.driver`); the local
-runner's copies of these steps are the same code (see the docstrings)."""
+configuration's share of it. Used by the local runner (:mod:`.runner`) and the cluster driver
+(:mod:`.cluster.driver`) alike."""
 
 from __future__ import annotations
 
