@@ -36,6 +36,7 @@ class ConfigStarted(_E, tag="config_started"):
     power_limit_w: list[float] | None = None
     #: Indices of the GPUs this configuration measures (None: unknown, 0..num_gpus-1 assumed).
     gpu_indices: list[int] | None = None
+    node: str | None = None  # the cluster node it comes from (None: one host)
 
 
 class PowerSample(_E, tag="power"):
@@ -44,6 +45,7 @@ class PowerSample(_E, tag="power"):
     total_w: float
     memory_w: float | None = None
     average_w: float | None = None
+    node: str | None = None  # the cluster node it comes from (None: one host)
 
 
 class BatchSampleEvent(_E, tag="batch"):
@@ -51,6 +53,7 @@ class BatchSampleEvent(_E, tag="batch"):
     running: float
     waiting: float
     kv_cache_usage: float | None = None
+    node: str | None = None  # the cluster node it comes from (None: one host)
 
 
 class SteadyUpdate(_E, tag="steady"):
@@ -61,12 +64,14 @@ class SteadyUpdate(_E, tag="steady"):
     mean_batch: float | None = None
     energy_per_token_j: float | None = None
     gates: dict[str, bool] = {}
+    node: str | None = None  # the cluster node it comes from (None: one host)
 
 
 class RequestProgress(_E, tag="progress"):
     done: int
     total: int
     t_s: float
+    node: str | None = None  # the cluster node it comes from (None: one host)
 
 
 class HealthSample(_E, tag="health"):
@@ -74,6 +79,7 @@ class HealthSample(_E, tag="health"):
 
     t_s: float
     gpus: list[HealthReading]
+    node: str | None = None  # the cluster node it comes from (None: one host)
 
 
 class BatchProgress(_E, tag="batch_progress"):
@@ -85,6 +91,7 @@ class BatchProgress(_E, tag="batch_progress"):
     #: Mean energy per image over the measured batches so far, J.
     energy_per_image_j: float | None = None
     t_s: float = 0.0
+    node: str | None = None  # the cluster node it comes from (None: one host)
 
 
 class PhaseMark(_E, tag="phase"):
@@ -93,10 +100,12 @@ class PhaseMark(_E, tag="phase"):
 
     t_s: float
     label: str
+    node: str | None = None  # the cluster node it comes from (None: one host)
 
 
 class LogLine(_E, tag="log"):
     line: str
+    node: str | None = None  # the cluster node it comes from (None: one host)
 
 
 class ConfigFinished(_E, tag="config_finished"):
@@ -106,6 +115,7 @@ class ConfigFinished(_E, tag="config_finished"):
     energy_per_request_j: float | None
     latency_value_s: float | None
     record_path: str
+    node: str | None = None  # the cluster node it comes from (None: one host)
 
 
 class RunFinished(_E, tag="run_finished"):

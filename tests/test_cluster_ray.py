@@ -29,10 +29,12 @@ from cluster_helpers import HoldFirstAttempt, sweep_profile  # noqa: E402
 from mle_tui.core.cluster.agent import NodeAgent  # noqa: E402
 from mle_tui.core.cluster.driver import NODE_LABEL, ClusterRunner  # noqa: E402
 from mle_tui.core.cluster.sim_device import read_device  # noqa: E402
-from mle_tui.core.events import ConfigFinished, decode_event  # noqa: E402
+from mle_tui.core.events import ConfigFinished, ConfigStarted, PowerSample, decode_event  # noqa: E402
 from mle_tui.core.runner import SweepRunner  # noqa: E402
 from mle_tui.core.store import RunStore  # noqa: E402
 from mle_tui.core.sweep_prep import load_workload  # noqa: E402
+from mle_tui.tui.live import DONE, INVALID, LiveState  # noqa: E402
+from mle_tui.tui.live_nodes import node_rows  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -125,6 +127,13 @@ def test_cluster_sweep_matches_single_node_run(cluster, tmp_path: Path) -> None:
     assert sorted(e.key for e in finished) == sorted(c.key() for c in profile.configs())
     assert all(Path(e.record_path).parent == tmp_path / "cluster" / "records" for e in finished)
     assert [type(e).__name__ for e in events].count("ConfigFinished") == len(profile.configs())
+    # Every event an agent forwarded carries its node; folded per node, every row is done.
+    forwarded = [e for e in events if isinstance(e, (ConfigStarted, PowerSample, ConfigFinished))]
+    assert forwarded and {e.node for e in forwarded} == {"w1", "w2"}
+    state = LiveState()
+    state.apply_all(events)
+    assert sorted(state.nodes.order) == ["w1", "w2"] and {r.status for r in state.rows.values()} <= {DONE, INVALID}
+    assert all(r["label"] is None for r in node_rows(state))
     # Every node's simulated GPUs back at their original limit; no limit state left; agents gone.
     for node in ("w1", "w2"):
         assert set(read_device(tmp_path / "nodes" / node).values()) == {700.0}

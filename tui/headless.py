@@ -22,6 +22,8 @@ from mle_tui.core.procgroup import pid_alive
 from mle_tui.core.textsafe import escape_terminal
 
 BAR_WIDTH = 20
+#: What the printer keeps per configuration in flight (one per node of a cluster run).
+_SLOT = ("index", "total", "label", "done", "req_total", "unit", "cfg_t0", "in_config")
 REDRAW_PERIOD_S = 0.2
 #: The runner's log line for a finished diffusion batch ("batch 3: 5.12 s, 2400 J").
 _BATCH_LINE = re.compile(r"^batch \d+( \(warm-up\))?:")
@@ -71,10 +73,28 @@ class ProgressPrinter:
         self._drawn = ""
         #: Replaying old events (attach): no durations or ETA, no redraws.
         self.replay = False
+        #: A cluster run: the node whose configuration the fields above hold, the others'.
+        self._node: str | None = None
+        self._slots: dict[str | None, tuple] = {}
+
+    def _switch(self, node: str | None) -> None:
+        """Hold ``node``'s configuration in the fields (events of two nodes interleave)."""
+        self._slots[self._node] = tuple(getattr(self, a) for a in _SLOT)
+        for a, v in zip(_SLOT, self._slots.pop(node, (0, 0, "", 0, 0, "req", None, False))):
+            setattr(self, a, v)
+        self._node = node
+
+    def _fraction_done(self) -> float:
+        """Configurations in flight: the fraction done, summed over nodes."""
+        frac = self.done / self.req_total if self.in_config and self.req_total > 0 else 0.0
+        return frac + sum(s[3] / s[4] for s in self._slots.values() if s[7] and s[4] > 0)
 
     # -- event entry point
     def __call__(self, event: ev.Event) -> None:
         now = self.clock()
+        node = getattr(event, "node", None)
+        if node is not None and node != self._node:
+            self._switch(node)
         if isinstance(event, ev.RunStarted):
             self.run_t0 = now
             self.to_run = len(event.configs) - len(event.skipped)
@@ -102,6 +122,8 @@ class ProgressPrinter:
             self.in_config = False
             took = now - self.cfg_t0 if self.cfg_t0 is not None else 0.0
             parts = [f"[{self.index + 1}/{self.total}] {self.label}: {event.status}"]
+            if self._node is not None:
+                parts.append(f"on {self._node}")
             if event.energy_per_request_j is not None:
                 parts.append(f"{event.energy_per_request_j:.1f} J/req")
             if event.latency_value_s is not None:
@@ -125,7 +147,7 @@ class ProgressPrinter:
         """Remaining wall time of the sweep: elapsed / work done x work left."""
         if self.run_t0 is None or self.to_run <= 0:
             return None
-        frac = self.done / self.req_total if self.in_config and self.req_total > 0 else 0.0
+        frac = self._fraction_done()
         work_done = min(self.finished + frac, self.to_run)
         if work_done <= 0.02:
             return None
@@ -134,7 +156,9 @@ class ProgressPrinter:
 
     def status_line(self) -> str:
         took = self.clock() - self.cfg_t0 if self.cfg_t0 is not None else 0.0
-        return (f"[{self.index + 1}/{self.total}] {self.label} |{bar(self.done, self.req_total)}| "
+        others = sum(1 for s in self._slots.values() if s[7])
+        where = f"{self._node} +{others} " if others else f"{self._node} " if self._node else ""
+        return (f"{where}[{self.index + 1}/{self.total}] {self.label} |{bar(self.done, self.req_total)}| "
                 f"{self.done}/{self.req_total} {self.unit}  {took:.0f}s  ETA {fmt_eta(self.eta_s())}")
 
     # -- output

@@ -32,6 +32,8 @@ from ..core.events import (
     SteadyUpdate,
 )
 
+from .live_nodes import NodeStates, cluster_eta_s
+
 if TYPE_CHECKING:
     from .series import DecimatingSeries
 
@@ -122,11 +124,26 @@ class LiveState:
         self.phase_marks: collections.deque[tuple[float, str]] = collections.deque(maxlen=capacity)
         #: What one diffusion request makes ("image", "video"), when known (profile).
         self.output_unit = "image"
+        #: A cluster run: the nodes' states (this object holds the selected node's).
+        self.nodes = NodeStates()
 
     # -- folding events -------------------------------------------------------------------
     def apply(self, event: Event) -> None:
         self.events_applied += 1
         self.version += 1
+        node = getattr(event, "node", None)
+        if node is None:
+            self._fold(event)
+            return
+        self.nodes.see(node)
+        if isinstance(event, PowerSample):
+            self.nodes.total_w[node] = event.total_w
+        elif isinstance(event, ConfigStarted):
+            self.nodes.forget_key(self, event.key, node)
+        with self.nodes.swapped(self, node):
+            self._fold(event)
+
+    def _fold(self, event: Event) -> None:
         if isinstance(event, PowerSample):
             self._on_power(event)
         elif isinstance(event, BatchSampleEvent):
@@ -138,7 +155,7 @@ class LiveState:
         elif isinstance(event, RequestProgress):
             self.progress = event
         elif isinstance(event, LogLine):
-            self.log.append(event.line)
+            self.log.append(event.line if event.node is None else f"{event.node}: {event.line}")
             self.log_count += 1
             if self.diffusion:
                 self._fold_batch_line(event.line)
@@ -162,11 +179,16 @@ class LiveState:
         elif isinstance(event, RunFinished):
             self.finished = event
             self.mark_ended()
-            if self.current and self.rows.get(self.current, None) is not None:
-                row = self.rows[self.current]
-                if row.status == RUNNING:
-                    row.status = PENDING
-            self.current = None
+            for _ in self.nodes.each(self) if self.nodes else [None]:
+                self._end_current()
+
+    def _end_current(self) -> None:
+        """The sweep ended during the current configuration: it is pending again."""
+        if self.current and self.rows.get(self.current, None) is not None:
+            row = self.rows[self.current]
+            if row.status == RUNNING:
+                row.status = PENDING
+        self.current = None
 
     def apply_all(self, events) -> int:
         n = 0
@@ -302,6 +324,8 @@ class LiveState:
         """Remaining wall time: mean wall length of the configurations seen from start to end
         × configurations left, minus what the current one has done (scaled by its progress).
         Attached to a run (durations not seen live), the sweep's wall rate so far is used."""
+        if self.nodes:
+            return cluster_eta_s(self)
         if self.finished is not None or self.ended_at_s is not None:
             return 0.0
         pending = sum(1 for r in self.rows.values() if r.status == PENDING)

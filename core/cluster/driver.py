@@ -218,6 +218,8 @@ class ClusterRunner:
     def _forward(self, node: Node, batch: list[tuple[bool, bytes]]) -> None:
         for live, data in batch:
             event = decode_event(data)
+            if getattr(event, "node", False) is None:
+                event.node = node.name  # two nodes' events interleave: the app keeps them apart
             if isinstance(event, ConfigFinished):  # after the driver has written the record
                 node.held.append(event)
             else:
@@ -376,7 +378,7 @@ class ClusterRunner:
         path = self.store.write_record(record)
         self._emit(LogLine(line=f"{key}: node {node.name} lost; failed"))
         self._emit(ConfigFinished(key=key, status="failed", reasons=list(record.reasons), energy_per_request_j=None,
-                                  latency_value_s=None, record_path=str(path)))
+                                  latency_value_s=None, record_path=str(path), node=node.name))
         return "failed"
 
     # -- the end ----------------------------------------------------------------------------------
