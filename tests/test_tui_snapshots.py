@@ -191,3 +191,33 @@ def test_compare_screen(snap_compare, at, size):
 def test_help_screen(snap_compare, at, size):
     app = app_for(run_dir="runs/a")
     assert snap_compare(app, terminal_size=size, press=["f1"])
+
+
+def test_run_screen_cluster(snap_compare, at, tmp_path):
+    """80x24, a fake two-node cluster run: the cluster pane (per node its GPU, configuration and
+    power, the queue); ``n`` moves the charts and header to node w2."""
+    from cluster_fakes import cluster_factory
+
+    fac = cluster_factory()
+    app = app_for(runner_factory=fac, runs_root=tmp_path)
+
+    async def running(pilot):
+        await until(pilot, lambda: app.gpu_info is not None)
+        await pilot.press("ctrl+r")
+        await until(pilot, lambda: bool(fac.made) and fac.made[0].paused.is_set())
+        await until(pilot, lambda: not app._queue and not app._wake)
+        await pilot.pause()
+        assert app.live.nodes.selected == "w1"
+        await pilot.press("n")
+        await pilot.pause()
+        assert app.live.nodes.selected == "w2"
+        app.screen.sync(force=True)
+        await pilot.pause()
+        assert "w2: 2/6" in str(app.screen.query_one("#run-status").render())
+
+    try:
+        assert snap_compare(app, terminal_size=(80, 24), run_before=running)
+    finally:
+        for r in fac.made:
+            r.request_stop()
+        app.finish(timeout_s=10)

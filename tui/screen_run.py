@@ -23,6 +23,7 @@ from .attach import LiveTail
 from .charts import BatchChart, PowerChart, TimeData, power_legend, shared_x_range
 from .live import (DONE, EARLIER, FAILED, INVALID, PENDING, RUNNING, LiveState, fmt_duration, fmt_energy,
                    health_text)
+from .live_nodes import fractions
 
 #: Chart builds take at most 1/CHART_DUTY of the time (the redraw interval stretches beyond
 #: the 0.25 s tick when a build is slow, e.g. on a loaded 2-core machine).
@@ -39,6 +40,7 @@ class RunScreen(Screen):
         Binding("r", "results", "Results"),
         Binding("l", "logs", "Server log"),
         Binding("m", "memory", "VRAM line"),
+        Binding("n", "next_node", "Next node", show=False),
         Binding("question_mark,f1", "app.help", "Keys"),
     ]
 
@@ -77,6 +79,7 @@ class RunScreen(Screen):
                 yield Static("", id="batch-legend", classes="legend")
                 yield BatchChart(id="batch")
             with VerticalScroll(id="progress-pane"):
+                yield Static("", id="nodes")
                 yield Static("", id="health")
                 yield Static("", id="progress")
         yield Static("", id="steady")
@@ -146,6 +149,7 @@ class RunScreen(Screen):
         if live.version != self._seen_version:
             self._seen_version = live.version
             self._update_progress()
+            self._update_nodes()
             self._update_steady()
             self._update_log()
             self._update_health()
@@ -207,7 +211,8 @@ class RunScreen(Screen):
             parts.append("SIMULATED")
         if live.config_started is not None and live.finished is None and live.current:
             cs = live.config_started
-            parts.append(f"{cs.index + 1}/{cs.total} {cs.label}")
+            where = f"{live.nodes.selected}: " if live.nodes.selected else ""
+            parts.append(f"{where}{cs.index + 1}/{cs.total} {cs.label}")
             parts.append(live.counter_text())
         parts.append(live.gpu_time_text())
         if live.run_id:
@@ -223,10 +228,11 @@ class RunScreen(Screen):
         counts = live.counts()
         head = " ".join(f"{SYMBOL[k][0]}{v}" for k, v in sorted(counts.items()) if k in SYMBOL)
         text.append(f"Sweep {head}\n", style="bold")
+        fracs = fractions(live) if live.nodes else None
         for row in sorted(live.rows.values(), key=lambda r: r.index):
             sym, style = SYMBOL.get(row.status, ("?", ""))
             label = row.label or row.key
-            frac = live.current_fraction() if row.status == RUNNING else None
+            frac = None if row.status != RUNNING else fracs.get(row.key) if fracs is not None else live.current_fraction()
             if frac is not None:
                 extra = f"{int(100 * frac)}%"
             elif row.energy_per_request_j is not None:
@@ -241,6 +247,16 @@ class RunScreen(Screen):
         if text.plain != self._progress_text:
             self._progress_text = text.plain
             self.query_one("#progress", Static).update(text)
+
+    def _update_nodes(self) -> None:
+        """A cluster run: per node its GPUs, configuration and power (hidden on one host)."""
+        if not self.live.nodes:
+            return
+        from .cluster_view import nodes_text
+
+        w = self.query_one("#nodes", Static)
+        w.display = True
+        w.update(nodes_text(self.live))
 
     def _update_steady(self) -> None:
         live = self.live
@@ -336,7 +352,8 @@ class RunScreen(Screen):
         """1 Hz: NVML health of the configuration's GPUs, read here when the runner sends none
         (a simulated GPU lives in the runner: its health comes only as events)."""
         live = self.live
-        if self._health_busy or live.current is None or live.power_source != "nvml":
+        if self._health_busy or live.current is None or live.power_source != "nvml" or live.nodes:
+            # A cluster run's GPUs are on other hosts: only their agents' events tell.
             return
         if live.health_event_at_s is not None and live._now_s() - live.health_event_at_s < 3.0:
             return  # the runner sends health events
@@ -372,6 +389,13 @@ class RunScreen(Screen):
                             severity="warning")
             return
         self.app.action_stop_run()
+
+    def action_next_node(self) -> None:
+        """The charts, header and steady line follow the next node of a cluster run."""
+        if not self.live.nodes:
+            return
+        self.live.nodes.cycle(self.live)
+        self.sync(force=True)
 
     def action_memory(self) -> None:
         self.show_memory = not self.show_memory
