@@ -175,6 +175,12 @@ class RunScan:
     foreign: list[Path] = field(default_factory=list)
 
 
+def _records_in(d: Path) -> list[Path]:
+    if not d.is_dir():
+        return []
+    return sorted(p for p in d.iterdir() if p.suffix in RECORD_SUFFIXES and not p.name.startswith("."))
+
+
 class RunStore:
     """One run directory. ``fmt`` is the format new records are written in (``json`` or
     ``msgpack``); records of either format are read."""
@@ -259,10 +265,15 @@ class RunStore:
         return path
 
     def _record_files(self) -> list[Path]:
-        if not self.records_dir.is_dir():
-            return []
-        return sorted(p for p in self.records_dir.iterdir()
-                      if p.suffix in RECORD_SUFFIXES and not p.name.startswith("."))
+        """The run's record files: ``records/``, then those of its Slurm array tasks'
+        directories (``tasks/KEY/records``, :mod:`.slurm`) not already in ``records/``."""
+        own = _records_in(self.records_dir)
+        tasks = self.root / "tasks"
+        if not tasks.is_dir():
+            return own
+        names = {p.name for p in own}
+        extra = [p for d in sorted(tasks.iterdir()) for p in _records_in(d / "records") if p.name not in names]
+        return own + extra
 
     def completed_keys(self) -> set[str]:
         """Keys with a record that decodes (any status: ``failed`` is final too; delete the

@@ -116,7 +116,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     path = _resolve_profile(args.profile)
     profile = with_strategy(load_profile(path), "adaptive" if args.adaptive else None)
     out = Path(args.out) if args.out else default_out_dir(profile.name)
-    headless = args.headless or not sys.stdout.isatty()
+    headless = args.headless or not sys.stdout.isatty() or args.task_index is not None
     if args.gpus is not None:
         profile = _with_gpus(profile, args.gpus)
     if not headless:
@@ -130,6 +130,16 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise InputError(str(out), "", f"cannot create run directory: {exc.strerror or exc}") from None
         # The app starts the sweep in a detached runner process and follows it.
         return _app(str(path), str(out), False, strategy="adaptive" if args.adaptive else None)
+    factory = _cluster_runner(args.ray or profile.cluster.ray_address)
+    if args.task_index is not None:  # one task of an export-slurm array
+        import functools
+
+        from mle_tui.core.slurm import TaskRunner, task_out
+
+        if not args.out or factory is not None:
+            raise InputError("command line", "--task-index", "needs --out (the exported run directory) and no --ray")
+        out = task_out(profile, str(path), out, args.task_index)
+        factory = functools.partial(TaskRunner, index=args.task_index)
     if args.detached_child:
         try:
             path.unlink()  # the app's temporary copy of the profile, read above
@@ -140,7 +150,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_headless(profile, out, profile_path=args.profile_path or str(path), simulate=args.simulate,
                         record_format=args.format, token=args.runner_token, since=args.control_since,
                         detached=args.detached_child, on_done=_print_report,
-                        runner_factory=_cluster_runner(args.ray or profile.cluster.ray_address))
+                        runner_factory=factory)
+
+
+def cmd_export_slurm(args: argparse.Namespace) -> int:
+    from mle_tui.core.profile import load_profile
+    from mle_tui.core.slurm import prepare_run_dir, sbatch_script
+    from mle_tui.core.store import atomic_write
+
+    path = _resolve_profile(args.profile)
+    profile = load_profile(path)
+    if args.gpus_per_task is not None and args.gpus_per_task < 1:
+        raise InputError("command line", "--gpus-per-task", "at least 1")
+    out = Path(args.out)
+    script = sbatch_script(profile, str(path), out, partition=args.partition, gpus_per_task=args.gpus_per_task)
+    prepare_run_dir(profile, str(path), out)
+    dest = out / "slurm" / "sweep.sbatch"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(dest, script.encode())
+    dest.chmod(0o755)
+    print(f"{dest}: {len(profile.configs())} array tasks, one configuration each\n"
+          f"submit: sbatch {dest}\nthen:   {PROG} report {out}")
+    return 0
 
 
 def _cluster_runner(address: str):  # noqa: ANN202
@@ -227,11 +258,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="search for the recommendation instead of running the whole grid, stopping each "
                         "configuration once its answer is known ([sweep] strategy = \"adaptive\")")
     # Set by the app when it launches the sweep in its own process (tui/sweep_process.py).
+    r.add_argument("--task-index", type=int, metavar="N", help="run only configuration N (profile order) into "
+                   "OUT/tasks/KEY: what an export-slurm array task runs")
     r.add_argument("--detached-child", action="store_true", help=argparse.SUPPRESS)
     r.add_argument("--runner-token", help=argparse.SUPPRESS)
     r.add_argument("--control-since", type=float, help=argparse.SUPPRESS)
     r.add_argument("--profile-path", help=argparse.SUPPRESS)
     r.set_defaults(func=cmd_run)
+
+    sl = sub.add_parser("export-slurm", help="write an sbatch array script: one task per configuration, "
+                        "one shared run directory")
+    sl.add_argument("profile", metavar="PROFILE", help="profile file, or a shipped profile's name")
+    sl.add_argument("--out", metavar="RUN_DIR", required=True, help="the shared run directory (on a file system "
+                    "every node mounts); the script is written as RUN_DIR/slurm/sweep.sbatch")
+    sl.add_argument("--partition", metavar="P", help="Slurm partition")
+    sl.add_argument("--gpus-per-task", type=int, metavar="N",
+                    help="GPUs per task (default: the most a configuration needs, TP x PP)")
+    sl.set_defaults(func=cmd_export_slurm)
 
     rep = sub.add_parser("report", help="Pareto table and recommendation of a run directory")
     rep.add_argument("dir", metavar="DIR")
