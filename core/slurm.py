@@ -90,10 +90,8 @@ def sbatch_script(profile: Profile, profile_path: str, run_dir: Path, *, partiti
         "set -euo pipefail",
         f"cd {q(str(Path(workdir or os.getcwd()).resolve()))}",
         'MLE_TUI="${MLE_TUI:-mle-tui}"',
-        "# The GPUs Slurm gave this task, as NVML indices (SLURM_JOB_GPUS / SLURM_STEP_GPUS).",
-        'GPUS="${SLURM_STEP_GPUS:-${SLURM_JOB_GPUS:-}}"',
-        f'exec $MLE_TUI run {q(str(prof))} --out {q(str(run_dir))} --task-index "$SLURM_ARRAY_TASK_ID" '
-        '--headless ${GPUS:+--gpus "$GPUS"}',
+        "# The task measures the GPUs Slurm gave it (CUDA_VISIBLE_DEVICES, mapped to NVML indices).",
+        f'exec $MLE_TUI run {q(str(prof))} --out {q(str(run_dir))} --task-index "$SLURM_ARRAY_TASK_ID" --headless',
     ]
     return "\n".join(lines) + "\n"
 
@@ -131,3 +129,49 @@ class TaskRunner(SweepRunner):
 
     def _verify_reuse(self, plan, pool) -> None:  # noqa: ANN001
         """Nothing to check: the task started its own server for its one configuration."""
+
+
+def task_gpu_indices(visible: str | None, uuids: list[str | None]) -> list[int] | None:
+    """NVML indices of the GPUs Slurm gave this task: ``CUDA_VISIBLE_DEVICES`` (indices or
+    UUIDs) against the UUIDs NVML lists in index order. None when NVML sees no more GPUs than
+    that (a job confined to its GPUs: every GPU it sees is its own) or nothing is set."""
+    ids = [s.strip() for s in (visible or "").split(",") if s.strip()]
+    if not ids or len(uuids) <= len(ids):
+        return None
+    by_uuid = {u: i for i, u in enumerate(uuids) if u}
+    out = []
+    for i in ids:
+        if i in by_uuid:
+            out.append(by_uuid[i])
+        elif i.isdigit() and int(i) < len(uuids):
+            out.append(int(i))
+        else:
+            raise InputError("CUDA_VISIBLE_DEVICES", "", f"{i!r} names no GPU NVML sees here; set gpu.indices "
+                             "or --gpus")
+    return out
+
+
+def nvml_uuids() -> list[str | None]:
+    """The UUID of every GPU NVML sees, in index order ([] without NVML)."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+    except Exception:  # noqa: BLE001 - no NVML: the power source reports it
+        return []
+    try:
+        out: list[str | None] = []
+        for i in range(pynvml.nvmlDeviceGetCount()):
+            try:
+                u = pynvml.nvmlDeviceGetUUID(pynvml.nvmlDeviceGetHandleByIndex(i))
+                out.append(u.decode() if isinstance(u, bytes) else str(u))
+            except Exception:  # noqa: BLE001
+                out.append(None)
+        return out
+    except Exception:  # noqa: BLE001
+        return []
+    finally:
+        try:
+            pynvml.nvmlShutdown()
+        except Exception:  # noqa: BLE001
+            pass

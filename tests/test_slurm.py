@@ -114,3 +114,22 @@ def test_task_refuses_a_bad_index_or_another_profile(tmp_path, capsys) -> None:
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "exported with" in err
     assert not (out / "tasks").exists()
+
+
+def test_task_gpus_from_cuda_visible_devices() -> None:
+    """The GPUs Slurm gave a task: CUDA_VISIBLE_DEVICES (indices or UUIDs) as NVML indices when
+    NVML sees more GPUs than those; nothing to choose when the job sees only its own."""
+    from mle_tui.core.errors import InputError
+    from mle_tui.core.slurm import task_gpu_indices
+
+    uuids = ["GPU-a", "GPU-b", "GPU-c", "GPU-d"]
+    assert task_gpu_indices("2,3", uuids) == [2, 3]
+    assert task_gpu_indices("GPU-d,GPU-b", uuids) == [3, 1]
+    assert task_gpu_indices("0", ["GPU-c"]) is None  # confined job: its one GPU is NVML's 0
+    assert task_gpu_indices("", uuids) is None and task_gpu_indices(None, uuids) is None
+    try:
+        task_gpu_indices("MIG-x", uuids)
+    except InputError as exc:
+        assert "MIG-x" in exc.line()
+    else:
+        raise AssertionError("an unknown device must refuse")

@@ -134,11 +134,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.task_index is not None:  # one task of an export-slurm array
         import functools
 
-        from mle_tui.core.slurm import TaskRunner, task_out
+        from mle_tui.core.slurm import TaskRunner, nvml_uuids, task_gpu_indices, task_out
 
         if not args.out or factory is not None:
             raise InputError("command line", "--task-index", "needs --out (the exported run directory) and no --ray")
         out = task_out(profile, str(path), out, args.task_index)
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        if args.gpus is None and visible and not profile.gpu.simulated:
+            indices = task_gpu_indices(visible, nvml_uuids())
+            if indices:
+                profile = _with_gpus(profile, ",".join(map(str, indices)))
         factory = functools.partial(TaskRunner, index=args.task_index)
     if args.detached_child:
         try:
