@@ -121,6 +121,15 @@ class TaskRunner(SweepRunner):
     def __init__(self, profile: Profile, out_dir: Path, *, index: int, **kw) -> None:  # noqa: ANN003
         super().__init__(profile, out_dir, **kw)
         self._only = self._configs[index].key()
+        # tasks/KEY -> the shared run directory's run id: every task's record carries it.
+        shared = RunStore(Path(out_dir).parent.parent).read_manifest()
+        self._shared_run_id = shared.run_id if shared is not None else None
+
+    def _prepare(self) -> None:
+        super()._prepare()
+        if self._shared_run_id and self.run_id != self._shared_run_id:
+            self.run_id = self._shared_run_id
+            self._write_manifest(created=self._manifest_created(), finished=False)
 
     def _plan(self):  # noqa: ANN202
         plan = super()._plan()

@@ -89,6 +89,9 @@ def test_tasks_run_their_configuration_and_report_reads_them_all(tmp_path, capsy
     # The record keeps its index among all configurations (not 0 of 1).
     rec = json.loads((out / "tasks" / keys[3] / "records" / f"{keys[3]}.json").read_bytes())
     assert rec["config_key"] == keys[3]
+    # Every task's record and manifest carry the shared run directory's run id.
+    run_id = RunStore(out).read_manifest().run_id
+    assert rec["run_id"] == run_id == RunStore(out / "tasks" / keys[1]).read_manifest().run_id
     # report on the shared directory: both tasks' records.
     capsys.readouterr()
     assert main(["report", str(out), "--json"]) == 0
