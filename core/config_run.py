@@ -61,6 +61,26 @@ class Flags:
         self.skip = threading.Event()
         self.cancel: threading.Event | None = None
 
+    def request_skip(self) -> None:
+        """End the running configuration as skipped (it runs again on resume), go on."""
+        self.skip.set()
+        if self.cancel is not None:
+            self.cancel.set()
+
+    def request_stop(self, runtime: object = None) -> None:
+        """End the running configuration and the sweep. The runtime's child processes are
+        killed at once (``kill_children`` where it has one): a stopped configuration writes no
+        record, so nothing of it is kept anyway."""
+        self.stop.set()
+        if self.cancel is not None:
+            self.cancel.set()
+            kill = getattr(runtime, "kill_children", None)
+            if kill is not None:
+                try:
+                    kill()
+                except Exception:  # noqa: BLE001 - best effort; the runtime also reacts to cancel
+                    pass
+
 
 def trace_relpath(key: str) -> str:
     return f"traces/{key}.msgpack.gz"

@@ -31,7 +31,8 @@ from .adaptive.verify import VERIFY_DIR, relaunch_profile, verify_reuse
 from .config_run import ConfigRun, Flags
 from .dataset_types import Request
 from .errors import Cancelled, InputError
-from .events import Event, LogLine, RunFinished, RunStarted, encode_event
+from .event_sink import EventSink
+from .events import Event, LogLine, RunFinished, RunStarted
 from .gpu_setup import GpuSetup, check, gpu_pool, open_gpus
 from .manifest import build_manifest
 from .power.base import PowerLimiter, PowerSource
@@ -83,7 +84,7 @@ class SweepRunner:
         self.profile = profile
         self.out_dir = Path(out_dir)
         self.profile_path = profile_path
-        self.listener = listener
+        self._events = EventSink(listener)
         self.store = RunStore(self.out_dir, record_format)
         self._power_source = power_source
         self._limiter = limiter
@@ -97,8 +98,6 @@ class SweepRunner:
         self.strategy = strategy or profile.sweep.strategy
         self.plan: Plan | None = None
         self._flags = Flags()
-        self._emit_lock = threading.RLock()
-        self._live_fh: Any = None
         self._gpus: GpuSetup | None = None
         self._lock: Any = None
         self._notes: list[str] = []
@@ -107,8 +106,6 @@ class SweepRunner:
         self.power_kind = ""
         self.simulated = False
         self.run_id = ""
-        #: Listener exceptions swallowed (a broken UI must not stop a measurement).
-        self.listener_errors = 0
         self._signal_count = 0
 
     # -- public API ----------------------------------------------------------------------------
@@ -138,23 +135,13 @@ class SweepRunner:
     def request_skip(self) -> None:
         """Stop the current configuration (record ``skipped``; it runs again on resume), go on
         with the next. Thread-safe."""
-        self._flags.skip.set()
-        if self._flags.cancel is not None:
-            self._flags.cancel.set()
+        self._flags.request_skip()
 
     def request_stop(self) -> None:
         """Stop the current configuration and the sweep, cleanly. Thread-safe. The runtime's
         child processes are killed at once (``kill_children`` where the runtime has it): the
         stopped configuration writes no record, so nothing of it is kept anyway."""
-        self._flags.stop.set()
-        if self._flags.cancel is not None:
-            self._flags.cancel.set()
-            kill = getattr(self._runtime, "kill_children", None)
-            if kill is not None:
-                try:
-                    kill()
-                except Exception:  # noqa: BLE001 - best effort; the runtime also reacts to cancel
-                    pass
+        self._flags.request_stop(self._runtime)
 
     # -- preparation ---------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -219,18 +206,12 @@ class SweepRunner:
 
     # -- events --------------------------------------------------------------------------------
     def _emit(self, event: Event, live: bool = True) -> None:
-        with self._emit_lock:
-            if live and self._live_fh is not None:
-                try:
-                    self._live_fh.write(encode_event(event) + b"\n")
-                    self._live_fh.flush()
-                except (OSError, ValueError):
-                    pass
-            if self.listener is not None:
-                try:
-                    self.listener(event)
-                except Exception:  # noqa: BLE001
-                    self.listener_errors += 1
+        self._events.emit(event, live)
+
+    @property
+    def listener_errors(self) -> int:
+        """Listener exceptions swallowed (a broken UI must not stop a measurement)."""
+        return self._events.listener_errors
 
     # -- signals -------------------------------------------------------------------------------
     def _on_signal(self, signum: int, frame: Any) -> None:
@@ -271,9 +252,9 @@ class SweepRunner:
         skipped = [k for k in keys if k in done_before]
         counts = {"ok": 0, "failed": 0, "invalid": 0, "skipped": 0}
         try:
-            self._live_fh = open(self.store.live_path(), "ab")
+            self._events.open(self.store.live_path())
         except OSError:
-            self._live_fh = None
+            pass  # no live.jsonl: the listener still gets every event
         try:
             self._emit(RunStarted(run_id=self.run_id, run_dir=str(self.out_dir), configs=keys, skipped=skipped,
                                   power_source=self.power_kind, simulated=self.simulated))
@@ -318,9 +299,7 @@ class SweepRunner:
             close = getattr(self._runtime, "close", None)
             if close is not None:
                 close()
-            if self._live_fh is not None:
-                self._live_fh.close()
-                self._live_fh = None
+            self._events.close()
         return RunSummary(run_dir=str(self.out_dir), completed=counts["ok"] + counts["invalid"],
                           failed=counts["failed"], invalid=counts["invalid"], skipped=len(skipped),
                           stopped=stopped)

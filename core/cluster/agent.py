@@ -175,21 +175,11 @@ class NodeAgent:
 
     def skip(self, key: str | None = None) -> None:
         """Skip the configuration running here (``key``: only if it is that one)."""
-        self._flags.skip.set()
-        if self._flags.cancel is not None:
-            self._flags.cancel.set()
+        self._flags.request_skip()
 
     def stop(self) -> None:
         """Stop the configuration running here; no further one starts."""
-        self._flags.stop.set()
-        if self._flags.cancel is not None:
-            self._flags.cancel.set()
-            kill = getattr(self.runtime, "kill_children", None)
-            if kill is not None:
-                try:
-                    kill()
-                except Exception:  # noqa: BLE001 - best effort; the runtime also reacts to cancel
-                    pass
+        self._flags.request_stop(self.runtime)
 
     def shutdown(self, wait_s: float = STOP_GRACE_S) -> bool:
         """Stop, wait for the configuration to end (its limits restored), close the runtime,

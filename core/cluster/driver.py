@@ -28,7 +28,8 @@ import msgspec
 from ..config import Config
 from ..dataset_types import Request
 from ..errors import InputError
-from ..events import ConfigFinished, Event, LogLine, RunFinished, RunStarted, decode_event, encode_event
+from ..event_sink import EventSink
+from ..events import ConfigFinished, Event, LogLine, RunFinished, RunStarted, decode_event
 from ..manifest import build_manifest
 from ..profile import Profile
 from ..records import ClusterNode
@@ -57,7 +58,8 @@ class ClusterRunner:
         configuration when nodes are lost."""
         self.profile, self.out_dir = profile, Path(out_dir)
         self.address = address or profile.cluster.ray_address or "auto"
-        self.profile_path, self.listener = profile_path, listener
+        self.profile_path = profile_path
+        self._events = EventSink(listener)
         self.store = RunStore(self.out_dir, record_format)
         self._allow_simulated, self._requests = allow_simulated, requests
         self.lease_s = lease_s if lease_s is not None else profile.cluster.lease_s
@@ -68,8 +70,6 @@ class ClusterRunner:
         self._stop = threading.Event()
         self._skip: set[str | None] = set()
         self._skip_lock = threading.Lock()
-        self._emit_lock = threading.RLock()
-        self._live_fh: Any = None
         self._lock: Any = None
         self._ray: Any = None
         self.nodes: list[Node] = []
@@ -79,7 +79,6 @@ class ClusterRunner:
         self._created = time.time()
         self.power_message = self.power_kind = self.run_id = ""
         self.simulated = False
-        self.listener_errors = 0
 
     # -- public API (SweepRunner's) ---------------------------------------------------------------
     def configs(self) -> list[Config]:
@@ -202,18 +201,11 @@ class ClusterRunner:
 
     # -- events -----------------------------------------------------------------------------------
     def _emit(self, event: Event, live: bool = True) -> None:
-        with self._emit_lock:
-            if live and self._live_fh is not None:
-                try:
-                    self._live_fh.write(encode_event(event) + b"\n")
-                    self._live_fh.flush()
-                except (OSError, ValueError):
-                    pass
-            if self.listener is not None:
-                try:
-                    self.listener(event)
-                except Exception:  # noqa: BLE001
-                    self.listener_errors += 1
+        self._events.emit(event, live)
+
+    @property
+    def listener_errors(self) -> int:
+        return self._events.listener_errors
 
     def _forward(self, node: Node, batch: list[tuple[bool, bytes]]) -> None:
         for live, data in batch:
@@ -272,7 +264,7 @@ class ClusterRunner:
         attempts: dict[str, int] = {}
         queue = ConfigQueue(((i, c) for i, c in enumerate(self._configs) if c.key() not in done_before), self._group)
         total = len(self._configs)
-        self._live_fh = open(self.store.live_path(), "ab")
+        self._events.open(self.store.live_path())
         try:
             self._emit(RunStarted(run_id=self.run_id, run_dir=str(self.out_dir), configs=keys, skipped=skipped,
                                   power_source=self.power_kind, simulated=self.simulated))
@@ -308,8 +300,7 @@ class ClusterRunner:
             self._emit(RunFinished(completed=counts["ok"] + counts["invalid"], failed=counts["failed"],
                                    invalid=counts["invalid"], stopped=stopped, skipped=counts["skipped"]))
         finally:
-            self._live_fh.close()
-            self._live_fh = None
+            self._events.close()
         return RunSummary(run_dir=str(self.out_dir), completed=counts["ok"] + counts["invalid"],
                           failed=counts["failed"], invalid=counts["invalid"], skipped=len(skipped), stopped=stopped)
 

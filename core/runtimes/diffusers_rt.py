@@ -38,8 +38,7 @@ from .inprocess import (
     free_accelerator_memory,
     is_oom,
     load_shape,
-    pick_device,
-    pick_dtype,
+    one_gpu_setup,
     synchronize,
 )
 
@@ -191,12 +190,8 @@ class DiffusersRuntime:
         cfg = ctx.config
         batch = int(cfg.batch_size or 1)
         steps = int(cfg.num_inference_steps or 50)
-        if cfg.num_gpus > 1:
-            raise RunFailure("the diffusers runtime runs on one GPU: tensor_parallel and pipeline_parallel must be 1")
-        log = RunLog(ctx)
+        log, device, dtype = one_gpu_setup(ctx, "diffusers")
         rt = RealTime(ctx.clock)
-        device = pick_device(ctx)
-        dtype = pick_dtype(ctx.profile.model.dtype, device)
         try:
             pipe = self._pipeline(ctx, device, dtype, log)
             if self._init_line:

@@ -32,8 +32,7 @@ from ..dummy_init import describe
 from ..errors import InputError, RunFailure
 from .base import RuntimeContext, RuntimeResult
 from .diffusers_rt import DiffusersRuntime
-from .inprocess import (RealTime, RunLog, drive_sim, free_accelerator_memory, is_oom, load_shape, pick_device,
-                        pick_dtype)
+from .inprocess import RealTime, RunLog, drive_sim, free_accelerator_memory, is_oom, load_shape, one_gpu_setup
 from .video_pipelines import build_video_pipeline, check_shape, defaults, takes_fps
 
 #: Hugging Face ids mapped to the shipped video shapes, for ``weights = "dummy"``.
@@ -96,12 +95,8 @@ class VideoRuntime(DiffusersRuntime):
             raise missing_dependency(exc, "the diffusers runtime", "profile") from None
         cfg = ctx.config
         batch = int(cfg.batch_size or 1)
-        if cfg.num_gpus > 1:
-            raise RunFailure("the diffusers runtime runs on one GPU: tensor_parallel and pipeline_parallel must be 1")
-        log = RunLog(ctx)
+        log, device, dtype = one_gpu_setup(ctx, "diffusers")
         rt = RealTime(ctx.clock)
-        device = pick_device(ctx)
-        dtype = pick_dtype(ctx.profile.model.dtype, device)
         try:
             pipe = self._load(ctx, device, dtype, log)
             if self._init_line:

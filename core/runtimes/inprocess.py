@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..clock import Clock
-from ..errors import InputError
+from ..errors import InputError, RunFailure
 from .base import RuntimeContext
 
 #: Where the model shapes for ``weights = "dummy"`` live (config dicts, no weights).
@@ -170,6 +170,15 @@ def pick_dtype(name: str, device: str) -> Any:
     return {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}.get(
         name, torch.bfloat16
     )
+
+
+def one_gpu_setup(ctx: RuntimeContext, runtime: str) -> tuple[RunLog, str, Any]:
+    """How every in-process runtime starts a configuration: one GPU only (a RunFailure naming
+    ``runtime`` otherwise), then its run log, device and dtype."""
+    if ctx.config.num_gpus > 1:
+        raise RunFailure(f"the {runtime} runtime runs on one GPU: tensor_parallel and pipeline_parallel must be 1")
+    device = pick_device(ctx)
+    return RunLog(ctx), device, pick_dtype(ctx.profile.model.dtype, device)
 
 
 def synchronize(device: str) -> None:

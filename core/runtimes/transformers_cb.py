@@ -27,16 +27,7 @@ from ..errors import InputError, RunFailure
 from ..measure.latency import request_row
 from ..records import RequestRow
 from .base import BatchSample, RuntimeContext, RuntimeResult
-from .inprocess import (
-    RealTime,
-    RunLog,
-    drive_sim,
-    free_accelerator_memory,
-    is_oom,
-    load_shape,
-    pick_device,
-    pick_dtype,
-)
+from .inprocess import RealTime, RunLog, drive_sim, free_accelerator_memory, is_oom, load_shape, one_gpu_setup
 
 #: Scheduler sampling period, s (10 Hz like the vLLM runtime's trace).
 SAMPLE_PERIOD_S = 0.1
@@ -190,11 +181,7 @@ class TransformersRuntime:
             raise missing_dependency(exc, "the transformers runtime", "profile") from None
         cfg = ctx.config
         B = int(cfg.max_num_seqs or 1)
-        if cfg.num_gpus > 1:
-            raise RunFailure("the transformers runtime runs on one GPU: tensor_parallel and pipeline_parallel must be 1")
-        log = RunLog(ctx)
-        device = pick_device(ctx)
-        dtype = pick_dtype(ctx.profile.model.dtype, device)
+        log, device, dtype = one_gpu_setup(ctx, "transformers")
         mgr = None
         try:
             loaded = self._load(ctx, device, dtype, log)

@@ -30,7 +30,7 @@ from ..image_sets import render
 from ..measure.latency import request_row
 from ..records import RequestRow
 from .base import BatchSample, RuntimeContext, RuntimeResult
-from .inprocess import RealTime, RunLog, drive_sim, free_accelerator_memory, is_oom, pick_device, pick_dtype
+from .inprocess import RealTime, RunLog, drive_sim, free_accelerator_memory, is_oom, one_gpu_setup
 from .loadgen import image_row
 
 #: Batch-trace sampling period, s (at most; samples are taken at decoding steps).
@@ -141,14 +141,10 @@ class TransformersVlmRuntime:
 
         cfg, profile = ctx.config, ctx.profile
         B = int(cfg.batch)
-        if cfg.num_gpus > 1:
-            raise RunFailure("the transformers runtime runs on one GPU: tensor_parallel and pipeline_parallel must be 1")
         if profile.load.request_rate != float("inf"):
             raise RunFailure("the transformers visual-chat runtime submits every request at t = 0 "
                              "(load.request_rate = inf only)")
-        log = RunLog(ctx)
-        device = pick_device(ctx)
-        dtype = pick_dtype(profile.model.dtype, device)
+        log, device, dtype = one_gpu_setup(ctx, "transformers")
         dummy = profile.model.weights == "dummy"
         try:
             model, processor, init_line = self._load(ctx, device, dtype, log)

@@ -15,7 +15,6 @@ of :mod:`.diffusers_rt` (no files), with the model's sequence length.
 from __future__ import annotations
 
 import time
-import time
 from typing import Any
 
 from ..dummy_init import init_dummy_
