@@ -96,51 +96,56 @@ def test_setup_screen_invalid_input(snap_compare, at, size):
     assert snap_compare(app, terminal_size=size, run_before=typo)
 
 
+def snap_paused_run(snap_compare, fac, tmp_path, size, then=None) -> bool:  # noqa: ANN001
+    """Start the sweep from the setup screen with the fake runner factory ``fac``, wait until
+    its runner pauses and the app has drawn what it sent, run ``then(pilot, app)`` (more keys,
+    assertions), snapshot; the fake runners are stopped afterwards."""
+    app = app_for(runner_factory=fac, runs_root=tmp_path)
+
+    async def running(pilot):
+        await until(pilot, lambda: app.gpu_info is not None)
+        await pilot.press("ctrl+r")
+        await until(pilot, lambda: bool(fac.made) and fac.made[0].paused.is_set())
+        await until(pilot, lambda: not app._queue and not app._wake)
+        await pilot.pause()
+        if then is not None:
+            await then(pilot, app)
+        app.screen.sync(force=True)
+        await pilot.pause()
+
+    try:
+        return snap_compare(app, terminal_size=size, run_before=running)
+    finally:
+        for r in fac.made:
+            r.request_stop()
+        app.finish(timeout_s=10)
+
+
+def _legend_folded(app) -> bool:  # noqa: ANN001
+    return "min–max" in str(app.screen.query_one("#power-legend").render())
+
+
 @pytest.mark.parametrize("size", SIZES, ids=IDS)
 def test_run_screen(snap_compare, at, size, tmp_path):
-    fac = fake_factory(pause_at=(2, 6.0), gpus=2)
-    app = app_for(runner_factory=fac, runs_root=tmp_path)
+    """Two GPUs: a power line each on the right axis (not folded)."""
 
-    async def running(pilot):
-        await until(pilot, lambda: app.gpu_info is not None)
-        await pilot.press("ctrl+r")
-        await until(pilot, lambda: bool(fac.made) and fac.made[0].paused.is_set())
-        await until(pilot, lambda: not app._queue and not app._wake)
-        await pilot.pause()
+    async def check(pilot, app):  # noqa: ANN001
         app.screen.sync(force=True)
         await pilot.pause()
+        assert not _legend_folded(app)
 
-    try:
-        assert snap_compare(app, terminal_size=size, run_before=running)
-    finally:
-        for r in fac.made:
-            r.request_stop()
-        app.finish(timeout_s=10)
+    assert snap_paused_run(snap_compare, fake_factory(pause_at=(2, 6.0), gpus=2), tmp_path, size, check)
 
 
-@pytest.mark.parametrize("gpus", [2, 8])
-def test_run_screen_multi_gpu(snap_compare, at, tmp_path, gpus):
-    """80x24 with 2 GPUs (a line each, right axis) and 8 (folded into their min/max band)."""
-    fac = fake_factory(pause_at=(2, 6.0), gpus=gpus)
-    app = app_for(runner_factory=fac, runs_root=tmp_path)
+def test_run_screen_eight_gpus(snap_compare, at, tmp_path):
+    """80x24 with 8 GPUs: their lines fold into a min/max band."""
 
-    async def running(pilot):
-        await until(pilot, lambda: app.gpu_info is not None)
-        await pilot.press("ctrl+r")
-        await until(pilot, lambda: bool(fac.made) and fac.made[0].paused.is_set())
-        await until(pilot, lambda: not app._queue and not app._wake)
-        await pilot.pause()
+    async def check(pilot, app):  # noqa: ANN001
         app.screen.sync(force=True)
         await pilot.pause()
-        legend = str(app.screen.query_one("#power-legend").render())
-        assert ("min–max" in legend) == (gpus > 4)
+        assert _legend_folded(app)
 
-    try:
-        assert snap_compare(app, terminal_size=(80, 24), run_before=running)
-    finally:
-        for r in fac.made:
-            r.request_stop()
-        app.finish(timeout_s=10)
+    assert snap_paused_run(snap_compare, fake_factory(pause_at=(2, 6.0), gpus=8), tmp_path, (80, 24), check)
 
 
 @pytest.mark.parametrize("size", SIZES, ids=IDS)
@@ -198,15 +203,7 @@ def test_run_screen_cluster(snap_compare, at, tmp_path):
     power, the queue); ``n`` moves the charts and header to node w2."""
     from cluster_fakes import cluster_factory
 
-    fac = cluster_factory()
-    app = app_for(runner_factory=fac, runs_root=tmp_path)
-
-    async def running(pilot):
-        await until(pilot, lambda: app.gpu_info is not None)
-        await pilot.press("ctrl+r")
-        await until(pilot, lambda: bool(fac.made) and fac.made[0].paused.is_set())
-        await until(pilot, lambda: not app._queue and not app._wake)
-        await pilot.pause()
+    async def next_node(pilot, app):  # noqa: ANN001
         assert app.live.nodes.selected == "w1"
         await pilot.press("n")
         await pilot.pause()
@@ -215,9 +212,4 @@ def test_run_screen_cluster(snap_compare, at, tmp_path):
         await pilot.pause()
         assert "w2: 2/6" in str(app.screen.query_one("#run-status").render())
 
-    try:
-        assert snap_compare(app, terminal_size=(80, 24), run_before=running)
-    finally:
-        for r in fac.made:
-            r.request_stop()
-        app.finish(timeout_s=10)
+    assert snap_paused_run(snap_compare, cluster_factory(), tmp_path, (80, 24), next_node)
