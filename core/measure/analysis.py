@@ -238,7 +238,8 @@ def _account_llm(rec: Record, trace: Trace, ss: SteadySpec) -> None:
     )
     if server is not None and exact:
         gates.append(token_gate(client, server, ss.max_token_mismatch))
-    rec.per_gpu, rec.idle_gpus, gpu_gate, idle_note = gpu_figures.figures(trace, ss, [(t0, t1)])
+    rec.per_gpu, rec.idle_gpus, gpu_gate, idle_note = gpu_figures.figures(
+        trace, ss, [(t0, t1)], [we] if we is not None else None)
     gates += [gpu_gate] if gpu_gate is not None else []
     warnings += [idle_note] if idle_note else []
     rec.steady_state = SteadyState(
@@ -305,7 +306,7 @@ def _account_diffusion(rec: Record, trace: Trace, ss: SteadySpec) -> None:
     if any(w.counter_reset for w in windows):
         extra.append("the GPU energy counter went backwards (reset) during the configuration")
     rec.per_gpu, rec.idle_gpus, gpu_gate, idle_note = gpu_figures.figures(
-        trace, ss, [(b.start_s, b.end_s) for b in measured])
+        trace, ss, [(b.start_s, b.end_s) for b in measured], windows or None)
     gates = [gate] + ([gpu_gate] if gpu_gate is not None else [])
     rec.steady_state.gates = gates
     _finish_status(rec, gates, extra, [idle_note] if idle_note else [])

@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from ..records import Gate, GpuEnergy
-from .energy import window_energy_j
+from .energy import WindowEnergy, window_energy_j
 from .power_trace import PowerTrace
 
 Spans = list[tuple[float, float]]
@@ -24,17 +24,20 @@ IDLE_WARN_RATIO = 1.25
 
 
 def split(power: PowerTrace | None, spans: Spans, util_t_s: list[float] | None = None,
-          util_pct: list[list[float]] | None = None, *, shares: bool = True) -> list[GpuEnergy]:
+          util_pct: list[list[float]] | None = None, *, shares: bool = True,
+          windows: list[WindowEnergy] | None = None) -> list[GpuEnergy]:
     """One :class:`GpuEnergy` per GPU of ``power`` over ``spans``: counter energy, average
     power, the instant-power integral, (``shares``) the share of the summed energy, and the
-    mean utilisation where samples fall inside the spans."""
+    mean utilisation where samples fall inside the spans. ``windows``: the spans' energies
+    when the caller has them already (one per span, from ``power``)."""
     if power is None or not power.gpu_indices or not spans:
         return []
     g = len(power.gpu_indices)
     energy = [0.0] * g
     integral = [0.0] * g
-    for t0, t1 in spans:
-        we = window_energy_j(power, t0, t1)
+    if windows is None:
+        windows = [window_energy_j(power, t0, t1) for t0, t1 in spans]
+    for we in windows:
         for k in range(g):
             energy[k] += we.per_gpu_j[k] if k < len(we.per_gpu_j) else math.nan
             integral[k] += we.per_gpu_integral_j[k] if k < len(we.per_gpu_integral_j) else math.nan
@@ -120,10 +123,11 @@ def idle_warning(per_gpu: list[GpuEnergy], idle: list[GpuEnergy]) -> str | None:
             "another job on the node, or the server on the wrong devices")
 
 
-def figures(trace, steady, spans: Spans):  # noqa: ANN001, ANN201 - (Trace, SteadySpec) -> see below
-    """What analysis adds for a record over ``spans``: ``(per_gpu, idle_gpus, gate | None,
+def figures(trace, steady, spans: Spans, windows: list[WindowEnergy] | None = None):  # noqa: ANN001, ANN201
+    """What analysis adds for a record over ``spans`` (``windows``: their energies from the
+    configuration's power trace, where analysis has them): ``(per_gpu, idle_gpus, gate | None,
     warning | None)``."""
-    per_gpu = split(trace.power, spans, trace.util_t_s, trace.util_pct)
+    per_gpu = split(trace.power, spans, trace.util_t_s, trace.util_pct, windows=windows)
     idle = split(trace.idle_power, spans, shares=False)
     gate = active_gate(per_gpu, steady.min_gpu_power_ratio, steady.min_gpu_utilisation_pct)
     return per_gpu, idle, gate, idle_warning(per_gpu, idle)
