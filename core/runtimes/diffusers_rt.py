@@ -34,9 +34,9 @@ from .base import BatchSample, RuntimeContext, RuntimeResult
 from .inprocess import (
     RealTime,
     RunLog,
+    as_run_failure,
     drive_sim,
     free_accelerator_memory,
-    is_oom,
     load_shape,
     one_gpu_setup,
     synchronize,
@@ -162,10 +162,7 @@ class DiffusersRuntime:
         except (InputError, RunFailure):
             raise
         except Exception as exc:
-            if is_oom(exc):
-                free_accelerator_memory()
-                raise RunFailure(f"CUDA out of memory loading {m.id}") from exc
-            raise RunFailure(f"cannot load pipeline {m.id}: {type(exc).__name__}: {exc}") from exc
+            raise as_run_failure(exc, f"loading {m.id}", f"cannot load pipeline {m.id}") from exc
         pipe.set_progress_bar_config(disable=True)
         log.line(f"loaded {type(pipe).__name__} {m.id} ({m.weights}) on {device} in {time.perf_counter() - t0:.1f} s")
         self._key, self._pipe = key, pipe
@@ -332,10 +329,7 @@ class DiffusersRuntime:
         if "error" in box:
             drive_sim(ctx, 0.0)
             exc = box["error"]
-            if is_oom(exc):
-                free_accelerator_memory()
-                raise RunFailure(f"CUDA out of memory at batch {batch}") from exc
-            raise RunFailure(f"pipeline failed at batch {batch}: {type(exc).__name__}: {exc}") from exc
+            raise as_run_failure(exc, f"at batch {batch}", f"pipeline failed at batch {batch}") from exc
         t0 = box["m0"] if math.isfinite(box["m0"]) else rt.to_run(box["t0"])
         t1 = box["m1"] if math.isfinite(box["m1"]) else rt.to_run(box["t1"])
         # On a simulated GPU under a power limit work runs at ``speed_factor`` (<= 1) of full

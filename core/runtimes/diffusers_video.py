@@ -32,7 +32,7 @@ from ..dummy_init import describe
 from ..errors import InputError, RunFailure
 from .base import RuntimeContext, RuntimeResult
 from .diffusers_rt import DiffusersRuntime
-from .inprocess import RealTime, RunLog, drive_sim, free_accelerator_memory, is_oom, load_shape, one_gpu_setup
+from .inprocess import RealTime, RunLog, as_run_failure, drive_sim, free_accelerator_memory, load_shape, one_gpu_setup
 from .video_pipelines import build_video_pipeline, check_shape, defaults, takes_fps
 
 #: Hugging Face ids mapped to the shipped video shapes, for ``weights = "dummy"``.
@@ -76,10 +76,7 @@ class VideoRuntime(DiffusersRuntime):
         except (InputError, RunFailure):
             raise
         except Exception as exc:
-            if is_oom(exc):
-                free_accelerator_memory()
-                raise RunFailure(f"CUDA out of memory loading {m.id}") from exc
-            raise RunFailure(f"cannot load pipeline {m.id}: {type(exc).__name__}: {exc}") from exc
+            raise as_run_failure(exc, f"loading {m.id}", f"cannot load pipeline {m.id}") from exc
         pipe.set_progress_bar_config(disable=True)
         log.line(f"loaded {type(pipe).__name__} {m.id} ({m.weights}) on {device} in {time.perf_counter() - t0:.1f} s")
         self._key, self._pipe, self._shape = key, pipe, shape

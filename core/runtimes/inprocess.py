@@ -141,6 +141,17 @@ def is_oom(exc: BaseException) -> bool:
     return "out of memory" in str(exc).lower()
 
 
+def as_run_failure(exc: BaseException, oom: str, failed: str, *, free_memory: bool = True) -> RunFailure:
+    """``exc`` out of a runtime as its RunFailure: ``CUDA out of memory <oom>`` for an
+    out-of-memory error (the accelerator's cached memory freed first when ``free_memory``),
+    else ``<failed>: <type>: <message>``."""
+    if is_oom(exc):
+        if free_memory:
+            free_accelerator_memory()
+        return RunFailure(f"CUDA out of memory {oom}")
+    return RunFailure(f"{failed}: {type(exc).__name__}: {exc}")
+
+
 def free_accelerator_memory() -> None:
     import gc
 

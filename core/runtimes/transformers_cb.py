@@ -27,7 +27,16 @@ from ..errors import InputError, RunFailure
 from ..measure.latency import request_row
 from ..records import RequestRow
 from .base import BatchSample, RuntimeContext, RuntimeResult
-from .inprocess import RealTime, RunLog, drive_sim, free_accelerator_memory, is_oom, load_shape, one_gpu_setup
+from .inprocess import (
+    RealTime,
+    RunLog,
+    as_run_failure,
+    drive_sim,
+    free_accelerator_memory,
+    is_oom,
+    load_shape,
+    one_gpu_setup,
+)
 
 #: Scheduler sampling period, s (10 Hz like the vLLM runtime's trace).
 SAMPLE_PERIOD_S = 0.1
@@ -108,10 +117,7 @@ class TransformersRuntime:
         except (InputError, RunFailure):
             raise
         except Exception as exc:
-            if is_oom(exc):
-                free_accelerator_memory()
-                raise RunFailure(f"CUDA out of memory loading {m.id}") from exc
-            raise RunFailure(f"cannot load model {m.id}: {type(exc).__name__}: {exc}") from exc
+            raise as_run_failure(exc, f"loading {m.id}", f"cannot load model {m.id}") from exc
         model.eval()
         n_params = sum(p.numel() for p in model.parameters())
         log.line(
@@ -242,9 +248,7 @@ class TransformersRuntime:
         except (InputError, RunFailure):
             raise
         except Exception as exc:
-            if is_oom(exc):
-                raise RunFailure(f"CUDA out of memory at max_num_seqs {B}") from exc
-            raise RunFailure(f"transformers failed: {type(exc).__name__}: {exc}") from exc
+            raise as_run_failure(exc, f"at max_num_seqs {B}", "transformers failed", free_memory=False) from exc
         finally:
             drive_sim(ctx, 0.0)
             if mgr is not None:

@@ -30,7 +30,7 @@ from ..image_sets import render
 from ..measure.latency import request_row
 from ..records import RequestRow
 from .base import BatchSample, RuntimeContext, RuntimeResult
-from .inprocess import RealTime, RunLog, drive_sim, free_accelerator_memory, is_oom, one_gpu_setup
+from .inprocess import RealTime, RunLog, as_run_failure, drive_sim, free_accelerator_memory, one_gpu_setup
 from .loadgen import image_row
 
 #: Batch-trace sampling period, s (at most; samples are taken at decoding steps).
@@ -109,10 +109,7 @@ class TransformersVlmRuntime:
                 model = AutoModelForImageTextToText.from_pretrained(d, dtype=dtype).to(device)
                 init_line = None
         except Exception as exc:
-            if is_oom(exc):
-                free_accelerator_memory()
-                raise RunFailure(f"CUDA out of memory loading {m.id}") from exc
-            raise RunFailure(f"cannot load model {m.id}: {type(exc).__name__}: {exc}") from exc
+            raise as_run_failure(exc, f"loading {m.id}", f"cannot load model {m.id}") from exc
         model.eval()
         processor.tokenizer.padding_side = "left"
         n_params = sum(p.numel() for p in model.parameters())
@@ -232,9 +229,7 @@ class TransformersVlmRuntime:
         except (InputError, RunFailure):
             raise
         except Exception as exc:
-            if is_oom(exc):
-                raise RunFailure(f"CUDA out of memory at max_num_seqs {B}") from exc
-            raise RunFailure(f"transformers failed: {type(exc).__name__}: {exc}") from exc
+            raise as_run_failure(exc, f"at max_num_seqs {B}", "transformers failed", free_memory=False) from exc
         finally:
             drive_sim(ctx, 0.0)
             free_accelerator_memory()
