@@ -19,10 +19,9 @@ import pytest
 torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
 
-from mle_tui.core import config_run  # noqa: E402
 from mle_tui.core.errors import InputError  # noqa: E402
 from mle_tui.core.first_frames import attach_first_frames  # noqa: E402
-from mle_tui.core.measure.phases import label, mark_hook, spans_from_marks  # noqa: E402
+from mle_tui.core.measure.phases import label, spans_from_marks  # noqa: E402
 from mle_tui.core.measure.trace import Mark  # noqa: E402
 from mle_tui.core.profile import decode_profile, load_profile  # noqa: E402
 from mle_tui.core.report import build_report  # noqa: E402

@@ -72,27 +72,17 @@ def test_phase_summary_of_a_record() -> None:
     assert len(text) <= 78
 
 
-async def test_results_timeline_shows_phases_at_80x24(tmp_path, monkeypatch) -> None:
+async def test_results_timeline_shows_phases_at_80x24(tmp_path) -> None:
     """A finished simulated video run opened in the app: the per-configuration timeline has the
     phase letters on its time axis and the phase summary above it, in 80 x 24."""
     from pathlib import Path
 
-    from mle_tui.core import config_run
-    from mle_tui.core.measure.phases import mark_hook
     from mle_tui.tui.app import MleApp
     from mle_tui.tui.cli import main
     from mle_tui.tui.screen_results import ResultsScreen
     from tui_fakes import FrozenClock, no_gpu_probe
     from tui_text import screen_text
 
-    original = config_run.RuntimeContext
-
-    def make(**kw):  # noqa: ANN003, ANN202 - the runner's one line (see test_runtime_video.py)
-        run = kw["on_batch"].__self__
-        kw.setdefault("on_mark", mark_hook(run.rec, run.emit))
-        return original(**kw)
-
-    monkeypatch.setattr(config_run, "RuntimeContext", make)
     profile = tmp_path / "v.toml"
     text = (Path(__file__).resolve().parents[1] / "profiles" / "demo-video.toml").read_text()
     profile.write_text(text.replace('batch_size = "1..4 x2"', "batch_size = [2]").replace(
@@ -117,27 +107,15 @@ async def test_results_timeline_shows_phases_at_80x24(tmp_path, monkeypatch) -> 
 
 async def test_live_run_screen_draws_phases_at_80x24(tmp_path, monkeypatch) -> None:
     """demo-video run from the app (real runner, simulated GPU): the live power chart carries the
-    phase letters on its time axis and the legend names them, at 80 x 24. The app runs the sweep
-    in a child process (no monkeypatch reaches it), so this needs the runner's own
-    ``on_mark=mark_hook(self.rec, self.emit)`` line in core/config_run.py."""
+    phase letters on its time axis and the legend names them, at 80 x 24."""
     from textual.widgets import Input
 
-    from mle_tui.core import config_run
-    from mle_tui.core.measure.phases import mark_hook
     from mle_tui.core.shipped import profiles_dir
     from mle_tui.tui.app import MleApp
     from mle_tui.tui.screen_run import RunScreen
     from tui_fakes import FrozenClock, no_gpu_probe
     from tui_text import screen_text
 
-    original = config_run.RuntimeContext
-
-    def make(**kw):  # noqa: ANN003, ANN202 - the runner's one line (see test_runtime_video.py)
-        run = kw["on_batch"].__self__
-        kw.setdefault("on_mark", mark_hook(run.rec, run.emit))
-        return original(**kw)
-
-    monkeypatch.setattr(config_run, "RuntimeContext", make)
     monkeypatch.chdir(tmp_path)
     profiles = sorted(profiles_dir().glob("*.toml"))
     app = MleApp(gpu_probe=no_gpu_probe, now_s=FrozenClock(), runs_root=tmp_path / "runs",
