@@ -35,6 +35,20 @@ def _is_norm(module: nn.Module) -> bool:
     return "norm" in type(module).__name__.lower()
 
 
+def place_(module: nn.Module, device: str | torch.device) -> nn.Module:
+    """Put every parameter and buffer of ``module`` (built under ``with torch.device(device)``) on
+    ``device``. Some constructors ignore the device context: diffusers' ``AlphaBlender`` makes its
+    ``mix_factor`` with the legacy ``torch.Tensor([...])`` constructor, which lands on the CPU and
+    breaks the first forward pass on a GPU ("Expected all tensors to be on the same device").
+    Raises ValueError naming a tensor still elsewhere. Returns ``module``."""
+    target = torch.device(device)
+    nn.Module.to(module, device=target)
+    for name, t in [*module.named_parameters(), *module.named_buffers()]:
+        if t.device.type != target.type or (target.index is not None and t.device.index != target.index):
+            raise ValueError(f"{name} is on {t.device}, not {target}")
+    return module
+
+
 @torch.no_grad()
 def init_dummy_(module: nn.Module, seed: int) -> nn.Module:
     """Initialise every floating parameter of ``module`` in place with the dummy scheme.

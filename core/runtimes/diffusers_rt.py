@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..dummy_init import describe, init_dummy_
+from ..dummy_init import describe, init_dummy_, place_
 from ..errors import InputError, RunFailure
 from ..records import BatchRow
 from .base import BatchSample, RuntimeContext, RuntimeResult
@@ -100,7 +100,7 @@ def build_dummy_pipeline(shape: dict[str, Any], device: str, dtype: Any, seed: i
             components["tokenizer_2"] = char_clip_tokenizer(**shape.get("tokenizer_2", {}))
     for offset, name in enumerate(("unet", "vae", "text_encoder", "text_encoder_2")):
         if name in components:
-            init_dummy_(components[name], seed + offset)
+            init_dummy_(place_(components[name], device), seed + offset)
             if dtype != torch.float32:
                 # nn.Module.to, not ModelMixin.to: the latter warns about keep-in-fp32 modules
                 # that dummy models built from configs do not have.

@@ -22,7 +22,7 @@ import time
 from typing import Any
 
 from ..dataset_types import Request
-from ..dummy_init import describe, init_dummy_
+from ..dummy_init import describe, init_dummy_, place_
 from ..errors import InputError, RunFailure
 from ..measure.latency import request_row
 from ..records import RequestRow
@@ -105,7 +105,7 @@ class TransformersRuntime:
                 config._attn_implementation = "sdpa"
                 with torch.device(device):
                     model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation="sdpa")
-                init_dummy_(model, seed)
+                init_dummy_(place_(model, device), seed)
                 init_line: str | None = f"weights: dummy, init {describe(seed)}"
                 if m.tokenizer:
                     tokenizer = AutoTokenizer.from_pretrained(m.tokenizer)

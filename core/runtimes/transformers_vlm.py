@@ -24,7 +24,7 @@ from typing import Any
 
 from ..dataset_types import Request
 from ..datasets_images import sized
-from ..dummy_init import describe, init_dummy_
+from ..dummy_init import describe, init_dummy_, place_
 from ..errors import InputError, RunFailure
 from ..image_sets import render
 from ..measure.latency import request_row
@@ -103,7 +103,7 @@ class TransformersVlmRuntime:
                 config = AutoConfig.from_pretrained(d)
                 with torch.device(device):
                     model = AutoModelForImageTextToText.from_config(config, dtype=dtype)
-                init_dummy_(model, seed)
+                init_dummy_(place_(model, device), seed)
                 init_line: str | None = f"weights: dummy, init {describe(seed)}"
             else:
                 model = AutoModelForImageTextToText.from_pretrained(d, dtype=dtype).to(device)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ..dummy_init import init_dummy_
+from ..dummy_init import init_dummy_, place_
 from ..errors import InputError
 from .diffusers_rt import char_clip_tokenizer
 
@@ -64,7 +64,7 @@ def build_video_pipeline(shape: dict[str, Any], device: str, dtype: Any, seed: i
         for offset, part in enumerate(MODEL_PARTS):
             if part not in shape:
                 continue
-            module = _model(part, shape[part])
+            module = place_(_model(part, shape[part]), device)
             init_dummy_(module, seed + offset)
             if dtype != torch.float32:
                 torch.nn.Module.to(module, dtype=dtype)

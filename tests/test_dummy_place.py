@@ -1,0 +1,41 @@
+"""Every dummy-weight builder puts all of a model's tensors on the run's device, including those a
+constructor makes outside ``torch.device(...)`` (diffusers' AlphaBlender ``mix_factor``, made with
+the legacy ``torch.Tensor`` constructor, stayed on the CPU and failed SVD-XT's first batch on the
+H200). Checked on the meta device, which a stray CPU tensor cannot be on."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("diffusers")
+
+from mle_tui.core import dummy_init  # noqa: E402
+from mle_tui.core.runtimes import video_pipelines  # noqa: E402
+
+MODELS = Path(video_pipelines.__file__).resolve().parents[1] / "data" / "models"
+
+
+@pytest.mark.parametrize("model_id", ["tiny-svd", "tiny-t2v", "tiny-wan"])
+def test_video_pipeline_tensors_all_on_the_device(model_id: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(video_pipelines, "init_dummy_", lambda module, seed: module)  # meta holds no values
+    shape = json.loads((MODELS / f"{model_id}.json").read_text())
+    pipe = video_pipelines.build_video_pipeline(shape, "meta", torch.float32, 0)
+    for part in video_pipelines.MODEL_PARTS:
+        module = getattr(pipe, part, None)
+        if module is None:
+            continue
+        stray = [n for n, t in [*module.named_parameters(), *module.named_buffers()] if t.device.type != "meta"]
+        assert stray == [], f"{model_id}.{part}: {stray[:3]}"
+
+
+def test_place_moves_a_stray_tensor_and_names_one_it_cannot() -> None:
+    with torch.device("meta"):
+        m = torch.nn.Linear(2, 2)
+    m.register_parameter("stray", torch.nn.Parameter(torch.Tensor([0.5])))  # CPU, as AlphaBlender does
+    assert m.stray.device.type == "cpu"
+    dummy_init.place_(m, "meta")
+    assert {t.device.type for t in m.parameters()} == {"meta"}
