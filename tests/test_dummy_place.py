@@ -39,3 +39,31 @@ def test_place_moves_a_stray_tensor_and_names_one_it_cannot() -> None:
     assert m.stray.device.type == "cpu"
     dummy_init.place_(m, "meta")
     assert {t.device.type for t in m.parameters()} == {"meta"}
+
+
+def test_attention_over_the_grid_limit_runs_in_batch_slices_with_the_same_result(monkeypatch: pytest.MonkeyPatch) -> None:
+    from diffusers.models.attention_processor import Attention
+
+    attn = Attention(query_dim=8, heads=2, dim_head=4).eval()
+    video_pipelines.split_large_attention_batches(type("M", (), {
+        "attn_processors": property(lambda self: {"a": attn.processor}),
+        "set_attn_processor": lambda self, d: attn.set_processor(d["a"]),
+    })())
+    assert isinstance(attn.processor, video_pipelines.BatchSplitAttention)
+    # diffusers passes only the keyword arguments the processor names: the wrapper names the inner's
+    import inspect
+
+    assert "temb" in inspect.signature(attn.processor.__call__).parameters
+    x = torch.randn(7, 5, 8)
+    whole = attn(x)
+    calls: list[int] = []
+    inner = attn.processor.inner
+
+    def counting(a, h, *args, **kw):  # noqa: ANN001, ANN202
+        calls.append(h.shape[0])
+        return inner(a, h, *args, **kw)
+
+    attn.processor.inner = counting
+    monkeypatch.setattr(video_pipelines, "GRID_YZ_MAX", 6)  # heads 2 -> at most 3 sequences a call
+    torch.testing.assert_close(attn(x), whole)
+    assert calls == [3, 3, 1]

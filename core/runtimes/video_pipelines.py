@@ -75,7 +75,65 @@ def build_video_pipeline(shape: dict[str, Any], device: str, dtype: Any, seed: i
         components["feature_extractor"] = _feature_extractor(shape["feature_extractor"])
     sched = dict(shape["scheduler"])
     components["scheduler"] = getattr(diffusers, sched.pop("class")).from_config(sched)
+    for part in MODEL_PARTS:
+        if hasattr(components.get(part), "attn_processors"):
+            split_large_attention_batches(components[part])
     return getattr(diffusers, shape["pipeline"])(**components)
+
+
+#: CUDA caps a kernel grid's y and z dimensions at 65,535; PyTorch's flash and memory-efficient
+#: attention kernels put the batch (and heads) there.
+GRID_YZ_MAX = 65_535
+
+
+class BatchSplitAttention:
+    """Wraps a diffusers attention processor: a call whose batch x heads exceeds
+    :data:`GRID_YZ_MAX` runs as several calls over slices of the batch (same kernels, same
+    arithmetic), else passes straight through. SVD-XT's temporal attention at batch 4 with
+    classifier-free guidance attends over 2 x 4 x (128 x 72) = 73,728 sequences of 25 frames, and
+    the fused kernels fail with "CUDA error: invalid argument" on an H200. Made by :func:`wrap`,
+    which gives each wrapper the inner processor's signature: diffusers drops the keyword
+    arguments (``temb``, ``rotary_emb``, ...) a processor's ``__call__`` does not name."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def _call(self, attn: Any, hidden_states: Any, encoder_hidden_states: Any = None,
+              attention_mask: Any = None, *args: Any, **kwargs: Any) -> Any:
+        import torch
+
+        n = int(hidden_states.shape[0])
+        per = max(1, GRID_YZ_MAX // max(1, int(getattr(attn, "heads", 1) or 1)))
+        if n <= per:
+            return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, *args, **kwargs)
+
+        def part(t: Any, i: int) -> Any:
+            return t[i:i + per] if t is not None and getattr(t, "shape", (0,))[0] == n else t
+
+        return torch.cat([self.inner(attn, hidden_states[i:i + per], part(encoder_hidden_states, i),
+                                     part(attention_mask, i), *args, **kwargs) for i in range(0, n, per)])
+
+    @classmethod
+    def wrap(cls, inner: Any) -> "BatchSplitAttention":
+        import inspect
+
+        if isinstance(inner, cls):
+            return inner
+        sig = inspect.signature(inner.__call__)  # bound: without self
+
+        def __call__(self: Any, *args: Any, **kwargs: Any) -> Any:
+            return cls._call(self, *args, **kwargs)
+
+        __call__.__signature__ = sig.replace(parameters=[
+            inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD), *sig.parameters.values()])
+        sub = type(cls.__name__, (cls,), {"__call__": __call__, "__module__": cls.__module__})
+        return sub(inner)
+
+
+def split_large_attention_batches(module: Any) -> None:
+    """Wrap every attention processor of ``module`` in :class:`BatchSplitAttention`."""
+    procs = module.attn_processors
+    module.set_attn_processor({k: BatchSplitAttention.wrap(v) for k, v in procs.items()})
 
 
 def _feature_extractor(cfg: dict[str, Any]) -> Any:
