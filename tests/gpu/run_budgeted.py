@@ -2,7 +2,8 @@
 
 For leased GPU machines whose commands are limited in time: the sweep stops cleanly before a
 configuration that would not fit in what is left (estimated from the ones seen: the slowest
-run so far, plus a server start when the next configuration needs a new server), and the next
+run so far without its server start, plus the longest server start seen, or --server-start-s
+before any, when the next configuration needs a new server), and the next
 call resumes it into the same directory.
 
     python tests/gpu/run_budgeted.py PROFILE OUT --budget-s 540 [--server-start-s 120]
@@ -39,18 +40,25 @@ def main() -> int:
         print(f"mle-tui: {exc.line()}", file=sys.stderr)
         return 2
     runner: SweepRunner | None = None
-    state = {"start": t0, "slowest": 0.0, "cfg": None, "stopped_for_budget": False}
+    # "slowest": the longest configuration seen, server start excluded; "start_s": the longest
+    # server start seen (the next call's estimate when it needs one; --server-start-s before any)
+    state = {"start": t0, "slowest": 0.0, "start_s": None, "this_start_s": 0.0, "cfg": None,
+             "stopped_for_budget": False}
 
     def listener(e) -> None:  # noqa: ANN001
         now = time.monotonic()
         if isinstance(e, ConfigStarted):
-            state["start"], state["cfg"] = now, e.config
+            state["start"], state["cfg"], state["this_start_s"] = now, e.config, 0.0
             print(f"[{now - t0:6.0f} s] start {e.key} ({e.index + 1}/{e.total})", flush=True)
         elif isinstance(e, LogLine) and ("ready after" in e.line or "reusing" in e.line):
             print(f"[{now - t0:6.0f} s] {e.line}", flush=True)
+            if "ready after" in e.line:
+                ready_s = now - state["start"]  # the start as this configuration paid for it
+                state["this_start_s"] = ready_s
+                state["start_s"] = max(state["start_s"] or 0.0, ready_s)
         elif isinstance(e, ConfigFinished):
             took = now - state["start"]
-            state["slowest"] = max(state["slowest"], took)
+            state["slowest"] = max(state["slowest"], took - state["this_start_s"])
             epr = "-" if e.energy_per_request_j is None else f"{e.energy_per_request_j:.2f} J/req"
             print(f"[{now - t0:6.0f} s] {e.key}: {e.status} {epr} in {took:.0f} s {e.reasons[:2]}", flush=True)
             assert runner is not None
@@ -60,7 +68,8 @@ def main() -> int:
                 cur = state["cfg"]
                 # adaptive: the next configuration is chosen from this one's result; assume a new server
                 new = runner.strategy == "adaptive" or cur is None or server_key(nxt, profile) != server_key(cur, profile)
-                need = state["slowest"] + (args.server_start_s if new else 0)
+                start_s = state["start_s"] if state["start_s"] is not None else args.server_start_s
+                need = state["slowest"] + (start_s if new else 0)
                 if now - t0 + need > args.budget_s:
                     print(f"[{now - t0:6.0f} s] stopping for the budget before {nxt.key()} (needs ~{need:.0f} s)",
                           flush=True)
