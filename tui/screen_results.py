@@ -103,7 +103,7 @@ class ResultsScreen(Screen):
             if primary:
                 cells.append(fmt_latency(_s(row.latency_ms)))
             cells += [fmt_energy(row.energy_per_request_j), _fmt_small(row.energy_per_unit_j),
-                      _fmt_num(row.avg_power_w, 0), _fmt_num(row.throughput, 1)]
+                      _fmt_num(row.avg_power_w, 0), _fmt_rate(row.throughput)]
             cells += [fmt_latency(m.percentile(row.key, key, attr)) for key, _, attr in pcols]
             cells.append(Text(row.status + (f": {row.reasons[0]}" if row.reasons and row.status != "ok" else ""),
                               style=STATUS_STYLE.get(row.status, "")))
@@ -326,7 +326,17 @@ def _fmt_num(v: float | None, digits: int) -> str:
 
 
 def _fmt_small(v: float | None) -> str:
+    """Energy per token / image / video: 3 significant digits, kJ from 1,000 J (a video)."""
+    if v is not None and v >= 1e3:
+        return fmt_energy(v)
     return "—" if v is None else f"{v:.3g}"
+
+
+def _fmt_rate(v: float | None) -> str:
+    """Throughput: one decimal from 10 a second, else 2 significant digits (0.11 videos/s)."""
+    if v is None:
+        return "—"
+    return f"{v:,.1f}" if v >= 10 else f"{v:.2g}"
 
 
 def record_timedata(rec: Record) -> TimeData:
