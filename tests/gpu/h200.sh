@@ -7,6 +7,16 @@
 #   bash tests/gpu/h200.sh install          reassemble vLLM into /tmp/site, add .whl/*.whl
 #   bash tests/gpu/h200.sh sweep PROFILE NAME BUDGET_S   run/resume PROFILE into /tmp/h200/NAME
 #   bash tests/gpu/h200.sh pack OUTDIR      run directories (traces included) as tarballs
+#   bash tests/gpu/h200.sh stage-ray N      copy .whr/part-N (carried: ray 2.60 cp312 split in two, deps)
+#   bash tests/gpu/h200.sh install-ray      rejoin and check the ray wheel, install it into /tmp/ray-site
+#   bash tests/gpu/h200.sh ray PROFILE NAME MODE   tests/gpu/ray_two_gpu.py into /tmp/h200/NAME
+#                                          (MODE: --local | --gpus 2); Ray after vLLM on the path
+#
+# .whr/ is made here with: pip download --no-deps --python-version 3.12 --only-binary=:all:
+# --platform manylinux2014_x86_64 ray==2.60.0 (+ click filelock jsonschema jsonschema-specifications
+# referencing rpds-py attrs msgpack packaging protobuf pyyaml requests idna charset-normalizer
+# urllib3 certifi); split -b 40M -d the ray wheel into part-0/ray.whl.part00, part-1/ray.whl.part01
+# with the other wheels and ray.sha256 in part-1.
 #
 # A call carries the working tree plus one part within 64 MiB. When records/ has grown, leave the
 # shipped run directories out of the carried tree for the GPU session (they are not needed there):
@@ -41,8 +51,22 @@ sweep)
   rc=${PIPESTATUS[0]}
   nvidia-smi --query-gpu=index,power.limit --format=csv,noheader >> "/tmp/h200/$3-limits.txt"
   echo "sweep exit $rc" | tee -a "/tmp/h200/$3.log" ;;
+stage-ray)
+  mkdir -p /tmp/vr && cp -r "$REPO/.whr/part-$2/." /tmp/vr/ && du -sh /tmp/vr ;;
+install-ray)
+  w=/tmp/vr/ray-2.60.0-cp312-cp312-manylinux2014_x86_64.whl
+  cat /tmp/vr/ray.whl.part* > "$w" && (cd /tmp/vr && sha256sum -c ray.sha256) || exit 1
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/ray-site /tmp/vr/*.whl 2>&1 | tail -3
+  PYTHONPATH=$PYTHONPATH:/tmp/ray-site python3 -c "from mle_tui.core.cluster.ray_env import import_ray; r = import_ray(); import vllm; print('ray', r.__version__, 'vllm', vllm.__version__)" ;;
+ray)
+  cd "$REPO"
+  nvidia-smi --query-gpu=index,power.limit --format=csv,noheader >> "/tmp/h200/$3-limits.txt"
+  PYTHONPATH=$PYTHONPATH:/tmp/ray-site PYTHONUNBUFFERED=1 python3 tests/gpu/ray_two_gpu.py "$2" "/tmp/h200/$3" $4 2>&1 | tee -a "/tmp/h200/$3.log"
+  rc=${PIPESTATUS[0]}
+  nvidia-smi --query-gpu=index,power.limit --format=csv,noheader >> "/tmp/h200/$3-limits.txt"
+  echo "ray exit $rc" | tee -a "/tmp/h200/$3.log" ;;
 pack)
-  for d in /tmp/h200/*/; do n=$(basename "$d"); tar -C /tmp/h200 -czf "$2/$n.tgz" "$n" "$n.log" "$n-limits.txt"; done
+  for d in /tmp/h200/*/; do n=$(basename "$d"); tar -C /tmp/h200 -czf "$2/$n.tgz" "$n" "$n.log" "$n-limits.txt" $(cd /tmp/h200 && ls "$n.wall.jsonl" 2>/dev/null); done
   ls -la "$2" ;;
-*) sed -n '2,12p' "$0"; exit 2 ;;
+*) sed -n '2,25p' "$0"; exit 2 ;;
 esac
