@@ -2,7 +2,11 @@
 
 ``<run_dir>/control.jsonl`` is append-only; one JSON object per line::
 
-    {"id": "9f1c…", "cmd": "skip", "to": "<runner token>" | null, "t": 1764441600.25, "pid": 4242}
+    {"id": "9f1c…", "cmd": "skip", "to": "<runner token>" | null, "t": 1764441600.25, "pid": 4242,
+     "key": "mns64-tp1-pl400"}
+
+``key`` (skip only, optional): the configuration to skip — a cluster run skips it on whichever
+node runs it, the others go on. Without it (older senders, one-host runs): the running one(s).
 
 Senders (:meth:`ControlChannel.send`) append one short line with a single ``write`` on an
 ``O_APPEND`` descriptor under ``flock`` (atomic between processes; a line is far below
@@ -21,6 +25,7 @@ the runner is whoever polls the file.
 from __future__ import annotations
 
 import fcntl
+import inspect
 import os
 import threading
 import time
@@ -40,6 +45,8 @@ class ControlMessage(msgspec.Struct, kw_only=True, omit_defaults=True):
     to: str | None = None
     t: float = 0.0
     pid: int | None = None
+    #: ``skip``: the configuration it targets (None: the running one, every one in a cluster).
+    key: str | None = None
 
 
 _encoder = msgspec.json.Encoder()
@@ -59,12 +66,14 @@ class ControlChannel:
         self._seen: set[str] = set()
 
     # -- app side ---------------------------------------------------------------------------
-    def send(self, cmd: str, *, to: str | None = None, msg_id: str | None = None) -> str:
-        """Append a command; returns its id. Raises ValueError for an unknown command and
-        OSError when the run directory cannot be written."""
+    def send(self, cmd: str, *, to: str | None = None, msg_id: str | None = None, key: str | None = None) -> str:
+        """Append a command (``key``: the configuration a ``skip`` targets); returns its id.
+        Raises ValueError for an unknown command and OSError when the run directory cannot be
+        written."""
         if cmd not in COMMANDS:
             raise ValueError(f"unknown control command {cmd!r} (one of {', '.join(COMMANDS)})")
-        msg = ControlMessage(id=msg_id or uuid.uuid4().hex, cmd=cmd, to=to, t=time.time(), pid=os.getpid())
+        msg = ControlMessage(id=msg_id or uuid.uuid4().hex, cmd=cmd, to=to, t=time.time(), pid=os.getpid(),
+                             key=key if cmd == "skip" else None)
         line = _encoder.encode(msg) + b"\n"
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
@@ -80,6 +89,10 @@ class ControlChannel:
     # -- runner side ------------------------------------------------------------------------
     def poll(self) -> list[str]:
         """New commands for this runner, oldest first (cheap when there are none)."""
+        return [m.cmd for m in self.poll_messages()]
+
+    def poll_messages(self) -> list[ControlMessage]:
+        """As :meth:`poll`, the whole messages (a skip's ``key``)."""
         try:
             size = os.stat(self.path).st_size
         except FileNotFoundError:
@@ -94,7 +107,7 @@ class ControlChannel:
         self._offset += len(data)
         lines = (self._partial + data).split(b"\n")
         self._partial = lines.pop()
-        out: list[str] = []
+        out: list[ControlMessage] = []
         for raw in lines:
             if not raw.strip():
                 continue
@@ -110,23 +123,40 @@ class ControlChannel:
             elif msg.t < self.since:
                 continue
             self._seen.add(msg.id)
-            out.append(msg.cmd)
+            out.append(msg)
         return out
 
 
-def follow_control(channel: ControlChannel, on_skip: Callable[[], None], on_stop: Callable[[], None],
+def follow_control(channel: ControlChannel, on_skip: Callable[[str | None], None], on_stop: Callable[[], None],
                    done: threading.Event, period_s: float = 0.2) -> None:
-    """Poll ``channel`` every ``period_s`` until ``done`` is set; 'skip' → ``on_skip()``,
-    'stop' → ``on_stop()``. Run it in a daemon thread beside the sweep."""
+    """Poll ``channel`` every ``period_s`` until ``done`` is set; 'skip' → ``on_skip(key)``
+    (None: the running one(s)), 'stop' → ``on_stop()``. Run it in a daemon thread beside the sweep."""
     while True:
         try:
-            cmds = channel.poll()
+            msgs = channel.poll_messages()
         except OSError:
-            cmds = []
-        for cmd in cmds:
-            (on_skip if cmd == "skip" else on_stop)()
+            msgs = []
+        for msg in msgs:
+            if msg.cmd == "skip":
+                on_skip(msg.key)
+            else:
+                on_stop()
         if done.wait(period_s):
             return
+
+
+def skip_handler(runner) -> Callable[[str | None], None]:  # noqa: ANN001
+    """``runner.request_skip`` taking a key: passed to a runner that accepts one (the cluster
+    driver); one without (the local runner: one configuration at a time) skips its running one,
+    whatever the key (only a cluster run's app sends one)."""
+    skip = runner.request_skip
+    try:
+        takes_key = bool(inspect.signature(skip).parameters)
+    except (TypeError, ValueError):
+        takes_key = False
+    if takes_key:
+        return lambda key: skip(key) if key is not None else skip()
+    return lambda key: skip()
 
 
 def start_control_thread(run_dir: Path | str, runner, *, token: str | None = None,
@@ -135,6 +165,6 @@ def start_control_thread(run_dir: Path | str, runner, *, token: str | None = Non
     thread; set the returned event to end it."""
     done = threading.Event()
     channel = ControlChannel(run_dir, token=token, since=since)
-    threading.Thread(target=follow_control, args=(channel, runner.request_skip, runner.request_stop, done),
+    threading.Thread(target=follow_control, args=(channel, skip_handler(runner), runner.request_stop, done),
                      name="mle-tui-control", daemon=True).start()
     return done

@@ -68,6 +68,8 @@ class FakeClusterRunner:
         self.profile_path = profile_path
         self.paused = threading.Event()
         self._stop = threading.Event()
+        #: The keys request_skip was given (None: the running one(s)).
+        self.skips: list[str | None] = []
 
     def configs(self):
         return self.profile.configs()
@@ -76,7 +78,7 @@ class FakeClusterRunner:
         return self.configs()
 
     def request_skip(self, key: str | None = None) -> None:
-        pass
+        self.skips.append(key)
 
     def request_stop(self) -> None:
         self._stop.set()

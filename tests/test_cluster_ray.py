@@ -188,6 +188,39 @@ def test_stop_stops_every_agent_and_restores_every_node(cluster, tmp_path: Path)
     assert {c.key() for c in runner.pending()} >= {held}
 
 
+def test_skip_targets_one_configuration_the_other_node_goes_on(cluster, tmp_path: Path) -> None:
+    """request_skip(key) (the app's s on a node, the control channel's skip with a key) while
+    one node holds that configuration: it ends ``skipped`` (no record; it runs again on resume),
+    every other configuration gets its record, a key that runs nowhere is ignored with a line."""
+    profile = sweep_profile()
+    held = profile.configs()[0].key()
+    marker = tmp_path / "held.json"
+    events: list = []
+    runner = ClusterRunner(profile, tmp_path / "run", node_dir_base=str(tmp_path / "nodes"), listener=events.append,
+                           runtime_factory=functools.partial(HoldFirstAttempt, held, str(marker)))
+    out: dict = {}
+    thread = threading.Thread(target=lambda: out.update(summary=runner.run()), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 240
+    while not marker.exists():
+        assert time.monotonic() < deadline and thread.is_alive(), "the held configuration never started"
+        time.sleep(0.1)
+    runner.request_skip("no-such-config")
+    runner.request_skip(held)
+    thread.join(timeout=300)
+    assert not thread.is_alive() and not out["summary"].stopped
+    recs = _records(tmp_path / "run")
+    assert sorted(recs) == sorted([f"{held}.skipped.json", *(f"{c.key()}.json" for c in profile.configs()[1:])])
+    assert recs[f"{held}.skipped.json"]["status"] == "skipped"
+    finished = {e.key: e.status for e in events if isinstance(e, ConfigFinished)}
+    assert finished[held] == "skipped" and all(v in ("ok", "invalid") for k, v in finished.items() if k != held)
+    lines = [getattr(e, "line", "") for e in events]
+    assert "skip no-such-config: no node runs it (unknown, queued or finished); ignored" in lines
+    assert [c.key() for c in runner.pending()] == [held]
+    for node in ("w1", "w2"):
+        assert set(read_device(tmp_path / "nodes" / node).values()) <= {700.0}
+
+
 DRIVER = """
 import functools, sys
 sys.path.insert(0, {tests!r})

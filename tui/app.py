@@ -306,18 +306,31 @@ class MleApp(DetachedRunsMixin, InProcessRunMixin, App[int]):
     def action_skip_config(self) -> None:
         if not self.run_active or self.runner is None:
             return
+        from ..core.control import skip_handler
+        from .live_nodes import skip_target
+
+        # A cluster run: the configuration running on the node the cluster view selects (n).
+        live = self.live
+        node = live.nodes.selected if live is not None and live.nodes else None
+        target = skip_target(live) if node is not None else None
+        if node is not None and target is None:
+            self.notify(f"Node {node} runs no configuration now (n: the next node).", timeout=6)
+            return
+        key = target[1] if target else None
+        what = f"{target[1]} ({target[2]}) on node {node}" if target else "the current configuration"
 
         def done(yes: bool | None) -> None:
             if yes and self.run_active and self.runner is not None:
                 try:
-                    self.runner.request_skip()
+                    skip_handler(self.runner)(key)
                 except OSError as exc:  # the control channel cannot be written (permissions, disk)
                     self.notify(f"Cannot reach the runner: {exc}", severity="error", timeout=10)
                     return
-                self.notify("Skipping the current configuration…")
+                self.notify(f"Skipping {what}…")
 
-        self.push_screen(ConfirmScreen("Skip the current configuration? It is recorded as skipped "
-                                       "(run again on resume) and the sweep goes on."), done)
+        others = " The other nodes go on." if target else ""
+        self.push_screen(ConfirmScreen(f"Skip {what}? It is recorded as skipped (run again on resume) "
+                                       f"and the sweep goes on.{others}"), done)
 
     def action_stop_run(self) -> None:
         if not self.run_active or self.runner is None:

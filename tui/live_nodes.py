@@ -129,6 +129,16 @@ def node_rows(live: LiveState) -> list[dict[str, Any]]:
     return out
 
 
+def skip_target(live: LiveState) -> tuple[str, str, str] | None:
+    """(node, key, label) of the configuration running on the selected node of a cluster run;
+    None on one host, with no node selected, or when that node is idle."""
+    node = live.nodes.selected
+    if not live.nodes or node is None or live.current is None:
+        return None
+    cs = live.config_started
+    return node, live.current, cs.label if cs is not None and cs.key == live.current else live.current
+
+
 def fractions(live: LiveState) -> dict[str, float | None]:
     """Running configuration key -> how far it is, over every node."""
     out: dict[str, float | None] = {}

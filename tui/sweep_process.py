@@ -42,17 +42,18 @@ class DetachedRun:
         return cls(Path(run_dir), token=info.token, pid=info.pid)
 
     # RunnerLike (what the app calls)
-    def request_skip(self) -> None:
-        self._send("skip")
+    def request_skip(self, key: str | None = None) -> None:
+        """Skip the running configuration (``key``: that one, on whichever cluster node runs it)."""
+        self._send("skip", key)
 
     def request_stop(self) -> None:
         self._send("stop")
 
-    def _send(self, cmd: str) -> None:
+    def _send(self, cmd: str, key: str | None = None) -> None:
         if self.token is None:
             info = read_runner(self.run_dir)
             self.token = info.token if info is not None else None
-        self.channel.send(cmd, to=self.token)
+        self.channel.send(cmd, to=self.token, key=key)
 
     def returncode(self) -> int | None:
         """Exit status when this process started the runner and it has ended."""

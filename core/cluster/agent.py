@@ -88,6 +88,7 @@ class NodeAgent:
         self._events_lock = threading.Lock()
         self._idle = threading.Event()
         self._idle.set()
+        self._running: str | None = None  # the key of the configuration running here
         self._closed = False
         self._close_lock = threading.Lock()
         self._exit_fn = exit_fn or (lambda: os._exit(0))
@@ -160,6 +161,7 @@ class NodeAgent:
         next, so a server can stay up for it). Returns ``status`` (a record's, or ``stopped``)
         and ``files``: run-directory-relative path -> bytes of what it wrote."""
         self._idle.clear()
+        self._running = cfg.key()
         try:
             if self._closed:
                 return {"status": "stopped", "files": {}}
@@ -171,11 +173,17 @@ class NodeAgent:
             ).run()
             return {"status": record.status if record is not None else "stopped", "files": self._collect(cfg.key())}
         finally:
+            self._running = None
             self._idle.set()
 
-    def skip(self, key: str | None = None) -> None:
-        """Skip the configuration running here (``key``: only if it is that one)."""
+    def skip(self, key: str | None = None) -> bool:
+        """Skip the configuration running here (``key``: only if it is that one: a request that
+        arrives after it ended never skips the next). True when asked to skip."""
+        running = self._running
+        if running is None or (key is not None and key != running):
+            return False
         self._flags.request_skip()
+        return True
 
     def stop(self) -> None:
         """Stop the configuration running here; no further one starts."""

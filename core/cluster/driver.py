@@ -89,7 +89,9 @@ class ClusterRunner:
         return [c for c in self._configs if c.key() not in done]
 
     def request_skip(self, key: str | None = None) -> None:
-        """Skip the running configuration ``key`` (None: every running one). Thread-safe."""
+        """Skip the configuration ``key`` on whichever node runs it (recorded ``skipped``; the
+        other nodes go on); None: every running one. A key that runs nowhere (unknown, queued,
+        finished) is ignored with a log line. Thread-safe."""
         with self._skip_lock:
             self._skip.add(key)
 
@@ -307,14 +309,20 @@ class ClusterRunner:
     def _act_on_requests(self) -> None:
         with self._skip_lock:
             skips, self._skip = self._skip, set()
+        running = set()
         for node in self.nodes:
             if node.job is None or not node.alive:
                 continue
+            key = node.job[2].key()
+            running.add(key)
             if self._stop.is_set() and not node.told_stop:
                 node.told_stop = True
                 node.handle.stop.remote()
-            elif None in skips or node.job[2].key() in skips:
-                node.handle.skip.remote(node.job[2].key())
+            elif None in skips or key in skips:
+                node.handle.skip.remote(key)  # the agent skips it only if it still runs it
+                self._emit(LogLine(line=f"node {node.name}: skipping {key}"))
+        for key in sorted(k for k in skips - running if k is not None):
+            self._emit(LogLine(line=f"skip {key}: no node runs it (unknown, queued or finished); ignored"))
 
     def _finish(self, node: Node, queue: ConfigQueue, attempts: dict[str, int]) -> str:
         """A configuration's job ended on ``node``: write what it returned, or handle the loss."""
