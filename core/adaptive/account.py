@@ -24,6 +24,7 @@ def sweep_account(run_dir: Path, records: list, manifest, recommended: str | Non
     """From the records, the manifest's profile and ``adaptive.json`` (None: no profile)."""
     from ..profile import decode_profile
     from .plan import read_adaptive
+    from .search import NOT_MEASURED
 
     if manifest is None or not manifest.profile_toml:
         return None
@@ -42,6 +43,7 @@ def sweep_account(run_dir: Path, records: list, manifest, recommended: str | Non
 
     gt = account(list(records), profile.configs(), n_requests=n_requests, batches=profile.load.batches,
                  strategy=strategy)
+    gt.pruned = sum(why != NOT_MEASURED for why in log.pruned.values()) if log is not None else 0
     return SweepAccount(strategy=strategy, gpu_time=gt, summary=summary_line(gt, recommended),
                         pruned=dict(log.pruned) if log is not None else {},
                         notes=list(log.notes) if log is not None else [], reuse_check=_reuse_line(Path(run_dir)))
