@@ -293,6 +293,12 @@ def test_mle_tui_run_adaptive_end_to_end(tmp_path: Path, capsys: pytest.CaptureF
     live = LiveState()
     live.apply_all(LiveTail(out / "live.jsonl").read())
     assert {k: r.reasons[0] for k, r in live.rows.items() if r.status == PRUNED} == log["pruned"]
+    # the report's account of the grid is the one the app showed live (same N per configuration)
+    from mle_tui.core.adaptive.account import sweep_account
+
+    acc = sweep_account(out, heads, RunStore(out).read_manifest())
+    assert acc.gpu_time.grid_estimate_gpu_s == pytest.approx(live.gpu_time.grid_estimate_gpu_s)
+    assert acc.gpu_time.pruned == len(log["pruned"])
     assert live.eta_s() == 0.0 and live.gpu_time_text().startswith(
         f"adaptive: measured {len(heads)}, pruned {len(log['pruned'])} of 12, ")
     # the report says how the sweep ran, and what was pruned by which rule
