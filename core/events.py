@@ -140,6 +140,9 @@ class GpuTimeUpdate(_E, tag="gpu_time"):
     recommended: str | None = None
     #: "recommendation (KEY) after 14 of 40 configurations, 26 GPU-min, grid ≈ 95 ..."
     line: str = ""
+    #: Adaptive: every configuration the search excludes now, with the rule that excludes it
+    #: (replaces the previous event's set: a bound is dropped where a measurement breaks its rule).
+    pruned: dict[str, str] = {}
 
 
 Event = (

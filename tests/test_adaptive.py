@@ -284,6 +284,23 @@ def test_mle_tui_run_adaptive_end_to_end(tmp_path: Path, capsys: pytest.CaptureF
     assert set(log["pruned"]) | {h.config_key for h in heads} == {c.key() for c in decode_profile(PROFILE, "p").configs()}
     assert any(h.early_stop is not None for h in heads)
     assert "adaptive: recommendation" in err.err and "grid ≈" in err.err
+    assert f", {len(log['pruned'])} pruned, " in err.err and "ETA ~" in err.err and "(adaptive)" in err.err
+    # live.jsonl (what attach replays) marks every configuration the search pruned, with its rule
+    from mle_tui.tui.attach import LiveTail
+    from mle_tui.tui.live import LiveState
+    from mle_tui.tui.live_adaptive import PRUNED
+
+    live = LiveState()
+    live.apply_all(LiveTail(out / "live.jsonl").read())
+    assert {k: r.reasons[0] for k, r in live.rows.items() if r.status == PRUNED} == log["pruned"]
+    # the report's account of the grid is the one the app showed live (same N per configuration)
+    from mle_tui.core.adaptive.account import sweep_account
+
+    acc = sweep_account(out, heads, RunStore(out).read_manifest())
+    assert acc.gpu_time.grid_estimate_gpu_s == pytest.approx(live.gpu_time.grid_estimate_gpu_s)
+    assert acc.gpu_time.pruned == len(log["pruned"])
+    assert live.eta_s() == 0.0 and live.gpu_time_text().startswith(
+        f"adaptive: measured {len(heads)}, pruned {len(log['pruned'])} of 12, ")
     # the report says how the sweep ran, and what was pruned by which rule
     assert main(["report", str(out)]) == 0
     text = capsys.readouterr().out
@@ -394,4 +411,4 @@ def test_live_state_shows_the_gpu_time_line() -> None:
     ev = GpuTimeUpdate(strategy="adaptive", measured=14, total=60, spent_gpu_s=26 * 60.0,
                        grid_estimate_gpu_s=95 * 60.0, recommended="mns128-tp1-pl400", line="x")
     live.apply(decode_event(encode_event(ev)))  # through live.jsonl, as attach reads it
-    assert live.gpu_time_text() == "adaptive: 14/60 configs, 26 GPU-min, grid ≈ 95"
+    assert live.gpu_time_text() == "adaptive: measured 14, pruned 0 of 60, 26 GPU-min, grid ≈ 95 (3.7x)"

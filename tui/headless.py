@@ -61,6 +61,9 @@ class ProgressPrinter:
         self.clock = clock
         self.to_run = 0
         self.finished = 0
+        #: An adaptive sweep: configurations its search excludes now (not in the ETA).
+        self.pruned = 0
+        self.adaptive = False
         self.index = 0
         self.total = 0
         self.label = ""
@@ -98,6 +101,7 @@ class ProgressPrinter:
         if isinstance(event, ev.RunStarted):
             self.run_t0 = now
             self.to_run = len(event.configs) - len(event.skipped)
+            self.pruned, self.adaptive = 0, False
             sim = " (SIMULATED)" if event.simulated else ""
             skipped = f", {len(event.skipped)} already done" if event.skipped else ""
             self._line(f"run {event.run_id}: {len(event.configs)} configurations{skipped}; "
@@ -131,10 +135,11 @@ class ProgressPrinter:
             if event.reasons and event.status != "ok":
                 parts.append("(" + "; ".join(event.reasons)[:120] + ")")
             if not self.replay:
-                parts.append(f"in {took:.1f}s, ETA {fmt_eta(self.eta_s())}")
+                parts.append(f"in {took:.1f}s, ETA {self.eta_text()}")
             self._line("  ".join(parts))
         elif isinstance(event, ev.GpuTimeUpdate):
             if event.strategy == "adaptive":
+                self.pruned, self.adaptive = len(event.pruned), True
                 self._line(f"adaptive: {event.line}")
         elif isinstance(event, ev.RunFinished):
             state = "stopped" if event.stopped else "done"
@@ -144,22 +149,29 @@ class ProgressPrinter:
 
     # -- figures
     def eta_s(self) -> float | None:
-        """Remaining wall time of the sweep: elapsed / work done x work left."""
-        if self.run_t0 is None or self.to_run <= 0:
+        """Remaining wall time of the sweep: elapsed / work done x work left (an adaptive
+        sweep: the configurations its search has pruned are not left)."""
+        to_run = self.to_run - self.pruned
+        if self.run_t0 is None or to_run <= 0:
             return None
         frac = self._fraction_done()
-        work_done = min(self.finished + frac, self.to_run)
+        work_done = min(self.finished + frac, to_run)
         if work_done <= 0.02:
             return None
         elapsed = self.clock() - self.run_t0
-        return elapsed / work_done * (self.to_run - work_done)
+        return elapsed / work_done * (to_run - work_done)
+
+    def eta_text(self) -> str:
+        """"12m00s"; an adaptive sweep: "~12m00s (adaptive)" (what its search may still measure)."""
+        text = fmt_eta(self.eta_s())
+        return f"~{text} (adaptive)" if self.adaptive else text
 
     def status_line(self) -> str:
         took = self.clock() - self.cfg_t0 if self.cfg_t0 is not None else 0.0
         others = sum(1 for s in self._slots.values() if s[7])
         where = f"{self._node} +{others} " if others else f"{self._node} " if self._node else ""
         return (f"{where}[{self.index + 1}/{self.total}] {self.label} |{bar(self.done, self.req_total)}| "
-                f"{self.done}/{self.req_total} {self.unit}  {took:.0f}s  ETA {fmt_eta(self.eta_s())}")
+                f"{self.done}/{self.req_total} {self.unit}  {took:.0f}s  ETA {self.eta_text()}")
 
     # -- output
     def _draw(self, force: bool = False) -> None:

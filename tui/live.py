@@ -32,6 +32,7 @@ from ..core.events import (
     SteadyUpdate,
 )
 
+from .live_adaptive import PRUNED, apply_pruned, unprune_all  # noqa: F401 - PRUNED re-exported
 from .live_nodes import NodeStates, cluster_eta_s
 from .fmt import METRIC_LABEL, fmt_duration, fmt_energy, fmt_latency, health_text, metric_label  # noqa: F401 - re-exported
 
@@ -94,6 +95,8 @@ class LiveState:
         self.finished: RunFinished | None = None
         #: The sweep's GPU time after the last configuration (issue 11).
         self.gpu_time: GpuTimeUpdate | None = None
+        #: An adaptive sweep (known from its first GpuTimeUpdate): rows it excludes are PRUNED.
+        self.adaptive = False
         self.started_at_s: float | None = None
         #: Wall time (the app's clock) when the current configuration started, and the wall
         #: durations of configurations seen from start to end. A virtual-clock run (the sim)
@@ -177,6 +180,7 @@ class LiveState:
             self._on_run_started(event)
         elif isinstance(event, GpuTimeUpdate):
             self.gpu_time = event
+            apply_pruned(self, event)
         elif isinstance(event, RunFinished):
             self.finished = event
             self.mark_ended()
@@ -204,6 +208,7 @@ class LiveState:
         if self.started_at_s is None:
             self.started_at_s = self._now_s()
         skipped = set(e.skipped)
+        unprune_all(self)
         for i, key in enumerate(e.configs):
             row = self.rows.get(key) or ConfigRow(key=key, index=i)
             row.index = i
@@ -323,7 +328,8 @@ class LiveState:
 
     def eta_s(self) -> float | None:
         """Remaining wall time: mean wall length of the configurations seen from start to end
-        × configurations left, minus what the current one has done (scaled by its progress).
+        × configurations left (adaptive: not the PRUNED ones), minus what the current one has
+        done (scaled by its progress).
         Attached to a run (durations not seen live), the sweep's wall rate so far is used."""
         if self.nodes:
             return cluster_eta_s(self)
@@ -368,14 +374,10 @@ class LiveState:
         return ""
 
     def gpu_time_text(self) -> str:
-        """"adaptive: 14/40 configs, 26 GPU-min, grid ≈ 95" (grid runs: configs and GPU-min)."""
-        g = self.gpu_time
-        if g is None:
-            return ""
-        text = f"{g.strategy}: {g.measured}/{g.total} configs, {g.spent_gpu_s / 60:.0f} GPU-min"
-        if g.strategy == "adaptive" and g.grid_estimate_gpu_s is not None:
-            text += f", grid ≈ {g.grid_estimate_gpu_s / 60:.0f}"
-        return text
+        """"adaptive: measured 14, pruned 20 of 40, 26 GPU-min, grid ≈ 95 (3.7x)"."""
+        from .live_adaptive import gpu_time_text
+
+        return gpu_time_text(self)
 
     def batches_text(self) -> str:
         """Diffusion: measured batches so far and energy per image (ML.ENERGY eq. 1)."""

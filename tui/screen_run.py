@@ -23,6 +23,7 @@ from .attach import LiveTail
 from .charts import BatchChart, PowerChart, TimeData, power_legend, shared_x_range
 from .live import (DONE, EARLIER, FAILED, INVALID, PENDING, RUNNING, LiveState, fmt_duration, fmt_energy,
                    health_text)
+from .live_adaptive import PRUNED, eta_text, position_text
 from .live_nodes import fractions
 
 #: Chart builds take at most 1/CHART_DUTY of the time (the redraw interval stretches beyond
@@ -30,7 +31,8 @@ from .live_nodes import fractions
 CHART_DUTY = 8.0
 
 SYMBOL = {DONE: ("✓", "green"), RUNNING: ("▶", "bold yellow"), PENDING: ("·", "dim"),
-          FAILED: ("✗", "red"), INVALID: ("!", "magenta"), EARLIER: ("↺", "green")}
+          FAILED: ("✗", "red"), INVALID: ("!", "magenta"), EARLIER: ("↺", "green"),
+          PRUNED: ("–", "dim")}  # excluded by the adaptive search (never measured)
 
 
 class RunScreen(Screen):
@@ -205,14 +207,14 @@ class RunScreen(Screen):
             parts.append("▶ RUNNING")
         timing = f"elapsed {fmt_duration(live.elapsed_s())}"
         if live.finished is None and live.error is None and live.ended_at_s is None:
-            timing += f" ETA {fmt_duration(live.eta_s())}"
+            timing += f" ETA {eta_text(live)}"
         parts.append(timing)
         if live.simulated:
             parts.append("SIMULATED")
         if live.config_started is not None and live.finished is None and live.current:
             cs = live.config_started
             where = f"{live.nodes.selected}: " if live.nodes.selected else ""
-            parts.append(f"{where}{cs.index + 1}/{cs.total} {cs.label}")
+            parts.append(where + " ".join(p for p in (position_text(live), cs.label) if p))
             parts.append(live.counter_text())
         parts.append(live.gpu_time_text())
         if live.run_id:
@@ -239,11 +241,13 @@ class RunScreen(Screen):
                 extra = fmt_energy(row.energy_per_request_j)
             elif row.status in (FAILED, INVALID) and row.reasons:
                 extra = row.reasons[0][:14]
+            elif row.status == PRUNED and row.reasons:  # the rule: "latency bound", "energy bound"
+                extra = row.reasons[0].split(":")[0][:14]
             else:
                 extra = ""
             text.append(f"{sym} ", style=style)
             text.append(f"{label[:16]:<16} ")
-            text.append(f"{extra}\n", style="dim" if row.status == PENDING else "")
+            text.append(f"{extra}\n", style="dim" if row.status in (PENDING, PRUNED) else "")
         if text.plain != self._progress_text:
             self._progress_text = text.plain
             self.query_one("#progress", Static).update(text)

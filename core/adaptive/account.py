@@ -24,6 +24,7 @@ def sweep_account(run_dir: Path, records: list, manifest, recommended: str | Non
     """From the records, the manifest's profile and ``adaptive.json`` (None: no profile)."""
     from ..profile import decode_profile
     from .plan import read_adaptive
+    from .search import NOT_MEASURED
 
     if manifest is None or not manifest.profile_toml:
         return None
@@ -34,14 +35,21 @@ def sweep_account(run_dir: Path, records: list, manifest, recommended: str | Non
     log = read_adaptive(Path(run_dir))
     strategy = "adaptive" if log is not None else profile.sweep.strategy
     counts = sorted({r.num_requests for r in records if r.num_requests})
-    k = profile.dataset.requests_per_seq
+    d = profile.dataset
+    k = d.requests_per_seq
+    # N = max(loaded requests, k x B) (sweep_prep.requests_for): a record with N != k x B shows
+    # the loaded count; else the profile's (a dataset with fewer requests shows in some record)
+    shown = [r.num_requests for r in records if r.num_requests and r.num_requests != k * r.config.batch]
+    loaded = min(shown) if shown else d.num_requests * d.repeats
 
     def n_requests(c) -> int:  # noqa: ANN001
-        base = counts[0] if counts else 0
-        return max(base, k * c.batch) if k and profile.is_llm else base
+        if k and profile.is_llm:
+            return max(loaded, k * c.batch)
+        return counts[0] if counts else 0
 
     gt = account(list(records), profile.configs(), n_requests=n_requests, batches=profile.load.batches,
                  strategy=strategy)
+    gt.pruned = sum(why != NOT_MEASURED for why in log.pruned.values()) if log is not None else 0
     return SweepAccount(strategy=strategy, gpu_time=gt, summary=summary_line(gt, recommended),
                         pruned=dict(log.pruned) if log is not None else {},
                         notes=list(log.notes) if log is not None else [], reuse_check=_reuse_line(Path(run_dir)))

@@ -35,6 +35,8 @@ class RunGpuTime(msgspec.Struct, kw_only=True):
     measured: int = 0
     total: int = 0
     early_stopped: int = 0
+    #: Adaptive: configurations the search excluded (never measured).
+    pruned: int = 0
     server_starts: int = 0
     #: Records without a GPU-time split (written before it existed): all their time is "rest".
     unsplit: int = 0
@@ -129,24 +131,47 @@ def account(records: list[RecordHead], configs: list[Config], *, n_requests: Cal
     return out
 
 
-def fmt_min(gpu_s: float | None) -> str:
-    return "?" if gpu_s is None else f"{gpu_s / 60.0:.0f}"
+def gpu_time_unit(gpu_s: float | None) -> tuple[float, str]:
+    """Seconds per unit and its name: GPU-minutes from one minute on, else GPU-seconds."""
+    return (60.0, "GPU-min") if gpu_s is not None and gpu_s >= 60.0 else (1.0, "GPU-s")
+
+
+def fmt_num(value: float | None) -> str:
+    """One decimal below 10 (the parts of a short run stay readable), whole numbers above."""
+    if value is None:
+        return "?"
+    return f"{value:.1f}" if round(value, 1) < 10 else f"{value:.0f}"
+
+
+def fmt_gpu_time(gpu_s: float | None) -> str:
+    """"26 GPU-min", "4.5 GPU-min", "42 GPU-s", "3.2 GPU-s"."""
+    per, unit = gpu_time_unit(gpu_s)
+    return f"{fmt_num(None if gpu_s is None else gpu_s / per)} {unit}"
 
 
 def summary_line(gt: RunGpuTime, recommended: str | None = None) -> str:
-    """"recommendation after 14 of 40 configurations, 26 GPU-min, grid ≈ 95" (grid runs: the
-    GPU time alone)."""
+    """"recommendation after 14 of 40 configurations, 26 pruned, 26 GPU-min, grid ≈ 95" (grid
+    runs: the GPU time alone). The grid's estimate and the parts are in the unit of the spent
+    time."""
+    per, unit = gpu_time_unit(gt.spent_gpu_s)
+
+    def num(gpu_s: float | None) -> str:
+        return fmt_num(None if gpu_s is None else gpu_s / per)
+
     head = (f"recommendation ({recommended}) after" if recommended else "measured")
-    text = f"{head} {gt.measured} of {gt.total} configurations, {fmt_min(gt.spent_gpu_s)} GPU-min"
+    text = f"{head} {gt.measured} of {gt.total} configurations"
     if gt.strategy == "adaptive":
-        text += f", grid ≈ {fmt_min(gt.grid_estimate_gpu_s)}"
+        text += f", {gt.pruned} pruned"
+    text += f", {num(gt.spent_gpu_s)} {unit}"
+    if gt.strategy == "adaptive":
+        text += f", grid ≈ {num(gt.grid_estimate_gpu_s)}"
         if gt.grid_estimate_gpu_s and gt.spent_gpu_s > 0:
             text += f" ({gt.grid_estimate_gpu_s / gt.spent_gpu_s:.1f}x)"
         if gt.early_stopped:
             text += f"; {gt.early_stopped} stopped early"
     if gt.unsplit < gt.measured:
-        text += (f" [starts {fmt_min(gt.server_start_gpu_s)}, warm-up {fmt_min(gt.warmup_gpu_s)}, "
-                 f"windows {fmt_min(gt.window_gpu_s)}, rest {fmt_min(gt.rest_gpu_s)}]")
+        text += (f" [starts {num(gt.server_start_gpu_s)}, warm-up {num(gt.warmup_gpu_s)}, "
+                 f"windows {num(gt.window_gpu_s)}, rest {num(gt.rest_gpu_s)}]")
     if gt.unsplit:
         text += f" ({gt.unsplit} older records without a split by phase)"
     return text

@@ -80,15 +80,25 @@ class Plan:
         rec = recommend(list(self.records.values()), self.target_s)  # type: ignore[arg-type]
         return rec.recommended
 
-    def gpu_time(self) -> RunGpuTime:
-        return account(list(self.records.values()), self.configs, n_requests=self.n_requests,
-                       batches=self.batches, strategy=self.strategy)
+    def pruned_now(self) -> dict[str, str]:
+        """Configurations excluded now, with the rule (the grid excludes none)."""
+        return {}
+
+    def gpu_time(self, pruned: dict[str, str] | None = None) -> RunGpuTime:
+        gt = account(list(self.records.values()), self.configs, n_requests=self.n_requests,
+                     batches=self.batches, strategy=self.strategy)
+        gt.pruned = len(self.pruned_now() if pruned is None else pruned)
+        return gt
 
     def event(self) -> GpuTimeUpdate:
-        gt, rec = self.gpu_time(), self.recommended()
+        """After each configuration: the GPU time so far and what the search excludes now (the
+        app marks those rows pruned and leaves them out of its ETA)."""
+        pruned = self.pruned_now()
+        gt, rec = self.gpu_time(pruned), self.recommended()
         return GpuTimeUpdate(strategy=self.strategy, measured=gt.measured, total=gt.total,
                              spent_gpu_s=gt.spent_gpu_s, grid_estimate_gpu_s=gt.grid_estimate_gpu_s,
-                             early_stopped=gt.early_stopped, recommended=rec, line=summary_line(gt, rec))
+                             early_stopped=gt.early_stopped, recommended=rec, line=summary_line(gt, rec),
+                             pruned=pruned)
 
     def finish(self, stopped: bool) -> list[str]:
         """Lines for the log at the end of the sweep."""
@@ -137,6 +147,9 @@ class AdaptivePlan(Plan):
 
     def done(self) -> bool:
         return self._finished
+
+    def pruned_now(self) -> dict[str, str]:
+        return self.search.pruned_now()
 
     def already_done(self, cfg: Config) -> None:
         self.search.observe(cfg, Obs(ok=False))

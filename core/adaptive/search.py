@@ -30,6 +30,8 @@ from ..config import Config
 from .spec import AdaptiveSpec
 
 GOLDEN = 0.381966
+#: What :attr:`AdaptiveSearch.pruned` says of a configuration no rule excludes (a stopped run).
+NOT_MEASURED = "not measured (the search was stopped)"
 
 
 class Obs(msgspec.Struct, kw_only=True, frozen=True):
@@ -199,13 +201,22 @@ class AdaptiveSearch:
 
     @property
     def pruned(self) -> dict[str, str]:
+        """Every configuration not measured, with the rule that excludes it (or NOT_MEASURED)."""
+        return self._unmeasured(NOT_MEASURED)
+
+    def pruned_now(self) -> dict[str, str]:
+        """The configurations a rule excludes now, with the rule (the live view: a bound can
+        be dropped later, when a measurement breaks the rule it rests on)."""
+        return {k: why for k, why in self._unmeasured(None).items() if why is not None}
+
+    def _unmeasured(self, default: str | None) -> dict:
         best = self.best()
         out = {}
         for g in self.groups:
             ex = self._exempt(g, best)
             for ij, c in g.cell.items():
                 if ij not in g.obs:
-                    out[c.key()] = self.prune_reason(g, *ij, best, ex) or "not measured (the search was stopped)"
+                    out[c.key()] = self.prune_reason(g, *ij, best, ex) or default
         return out
 
     # -- what to measure next ----------------------------------------------------------------
