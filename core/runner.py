@@ -265,6 +265,8 @@ class SweepRunner:
             total = len(self._configs)
             index_of = {c.key(): i for i, c in enumerate(self._configs)}
             plan = self.plan = self._plan()
+            if plan.strategy == "adaptive":  # a resumed search's pruned rows and ETA, before its first configuration
+                self._emit(plan.event())
             pool = gpu_pool(self.profile, self._gpus.source)  # type: ignore[union-attr]
             for cfg in plan:
                 if self._flags.stop.is_set():

@@ -412,3 +412,26 @@ def test_live_state_shows_the_gpu_time_line() -> None:
                        grid_estimate_gpu_s=95 * 60.0, recommended="mns128-tp1-pl400", line="x")
     live.apply(decode_event(encode_event(ev)))  # through live.jsonl, as attach reads it
     assert live.gpu_time_text() == "adaptive: measured 14, pruned 0 of 60, 26 GPU-min, grid ≈ 95 (3.7x)"
+
+
+def test_a_resumed_adaptive_run_reports_its_search_before_its_first_configuration(tmp_path: Path) -> None:
+    """The app marks pruned rows and its adaptive ETA from the search's update: a resumed run
+    sends one before it starts a configuration, not only after the first one ends."""
+    from mle_tui.core.events import ConfigFinished, ConfigStarted, GpuTimeUpdate
+    from mle_tui.core.runner import SweepRunner
+
+    prof = decode_profile(PROFILE.replace("[300, 500, 700]", "[500]"), "t.toml")
+    holder: list[SweepRunner] = []
+
+    def stop_after_first(e: object) -> None:
+        if isinstance(e, ConfigFinished):
+            holder[0].request_stop()
+
+    holder.append(SweepRunner(prof, tmp_path / "ad", strategy="adaptive", listener=stop_after_first))
+    holder[0].run()
+    seen: list[str] = []
+    SweepRunner(prof, tmp_path / "ad", strategy="adaptive",
+                listener=lambda e: seen.append(type(e).__name__) if isinstance(
+                    e, (GpuTimeUpdate, ConfigStarted)) else None).run()
+    assert "ConfigStarted" in seen
+    assert seen.index("GpuTimeUpdate") < seen.index("ConfigStarted")
