@@ -35,10 +35,11 @@ from ..core.adaptive.spec import with_strategy
 from ..core.profile import Profile, load_profile
 from .form import shipped_profiles
 from .gpus import GpuProbe, probe_gpus
+from .app_control import RunControlMixin
 from .app_detached import DetachedRunsMixin
 from .app_inprocess import (EventsReady, InProcessRunMixin, RunEnded, RunnerFactory, RunnerLike,  # noqa: F401
                            default_runner_factory)
-from .modals import ConfirmScreen, HelpScreen
+from .modals import HelpScreen
 
 if TYPE_CHECKING:  # imported when a run is shown (numpy behind it): not on the first screen
     from .live import LiveState
@@ -50,7 +51,7 @@ def _safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "run"
 
 
-class MleApp(DetachedRunsMixin, InProcessRunMixin, App[int]):
+class MleApp(RunControlMixin, DetachedRunsMixin, InProcessRunMixin, App[int]):
     CSS_PATH = Path(__file__).with_name("app.tcss")
     TITLE = "mle-tui"
     BINDINGS = [
@@ -302,102 +303,6 @@ class MleApp(DetachedRunsMixin, InProcessRunMixin, App[int]):
         self.push_screen(RunScreen(live, tick_s=self.tick_s))
         self._run_in_thread()
         return True
-
-    def action_skip_config(self) -> None:
-        if not self.run_active or self.runner is None:
-            return
-        from ..core.control import skip_handler
-        from .live_nodes import skip_target
-
-        # A cluster run: the configuration running on the node the cluster view selects (n).
-        live = self.live
-        node = live.nodes.selected if live is not None and live.nodes else None
-        target = skip_target(live) if node is not None else None
-        if node is not None and target is None:
-            self.notify(f"Node {node} runs no configuration now (n: the next node).", timeout=6)
-            return
-        key = target[1] if target else None
-        what = f"{target[1]} ({target[2]}) on node {node}" if target else "the current configuration"
-
-        def done(yes: bool | None) -> None:
-            if yes and self.run_active and self.runner is not None:
-                try:
-                    skip_handler(self.runner)(key)
-                except OSError as exc:  # the control channel cannot be written (permissions, disk)
-                    self.notify(f"Cannot reach the runner: {exc}", severity="error", timeout=10)
-                    return
-                self.notify(f"Skipping {what}…")
-
-        others = " The other nodes go on." if target else ""
-        self.push_screen(ConfirmScreen(f"Skip {what}? It is recorded as skipped (run again on resume) "
-                                       f"and the sweep goes on.{others}"), done)
-
-    def action_stop_run(self) -> None:
-        if not self.run_active or self.runner is None:
-            return
-
-        def done(yes: bool | None) -> None:
-            if yes:
-                self.stop_run()
-
-        self.push_screen(ConfirmScreen("Stop the sweep? The current configuration is stopped, power "
-                                       "limits are restored, finished records are kept."), done)
-
-    def stop_run(self) -> None:
-        if self.run_active and self.runner is not None:
-            try:
-                self.runner.request_stop()
-            except OSError as exc:  # the control channel cannot be written (permissions, disk)
-                self.notify(f"Cannot reach the runner: {exc}", severity="error", timeout=10)
-                return
-            if self.live is not None:
-                self.live.stopping = True
-
-    async def action_quit(self) -> None:
-        if self.detached_run:
-            self._watch_detached()  # the runner may have ended since the last check
-        if not self.run_active:
-            self.exit(0)
-            return
-        if self.detached_run:
-            from .detach_ui import QuitScreen
-
-            def chosen(answer: str | None) -> None:
-                if answer == "detach":
-                    self.left_running = self.run_dir
-                    self.exit(0)
-                elif answer == "stop":
-                    self.run_worker(self._stop_and_exit(), group="quit", exclusive=True)
-
-            self.push_screen(QuitScreen(getattr(self.runner, "pid", None), self.run_dir), chosen)
-            return
-
-        def done(yes: bool | None) -> None:
-            if yes:
-                self.run_worker(self._stop_and_exit(), group="quit", exclusive=True)
-
-        self.push_screen(ConfirmScreen("A sweep is running. Stop it and quit? (power limits are "
-                                       "restored, the server is stopped, finished records kept)",
-                                       yes="Stop and quit", no="Keep running"), done)
-
-    async def _stop_and_exit(self) -> None:
-        self.quitting = True
-        if self.run_active and self.runner is not None:
-            detached = self.detached_run
-            self.stop_run()
-            self.notify("Stopping the sweep: restoring power limits, stopping the server…", timeout=30)
-            deadline = time.monotonic() + self.stop_timeout_s
-            if detached:
-                if self.live is not None and not self.live.stopping:  # the stop could not be sent
-                    self.left_running = self.run_dir
-                    self.exit(0)
-                    return
-                while self.runner.alive() and time.monotonic() < deadline:
-                    await asyncio.sleep(0.05)
-            else:
-                while not self._run_done.is_set() and time.monotonic() < deadline:
-                    await asyncio.sleep(0.05)
-        self.exit(0)
 
     def exit(self, result: Any = None, return_code: int = 0, message: Any = None) -> None:
         """Leaving the app stops an in-process run still going (the thread would otherwise keep

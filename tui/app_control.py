@@ -1,0 +1,112 @@
+"""Skip, stop and quit while a sweep runs: the confirmations and what they send (the runner's
+``request_skip``/``request_stop``, in-process or through the run directory's control channel).
+In a cluster run skip targets the configuration on the node the cluster view selects (``n``).
+A mixin of :class:`~.app.MleApp`."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from .modals import ConfirmScreen
+
+
+class RunControlMixin:
+    """Needs the app's ``run_active``, ``runner``, ``live``, ``run_dir``, ``detached_run``,
+    ``left_running``, ``quitting``, ``stop_timeout_s`` and ``_run_done``."""
+
+    def action_skip_config(self) -> None:
+        if not self.run_active or self.runner is None:
+            return
+        from ..core.control import skip_handler
+        from .live_nodes import skip_target
+
+        # A cluster run: the configuration running on the node the cluster view selects (n).
+        live = self.live
+        node = live.nodes.selected if live is not None and live.nodes else None
+        target = skip_target(live) if node is not None else None
+        if node is not None and target is None:
+            self.notify(f"Node {node} runs no configuration now (n: the next node).", timeout=6)
+            return
+        key = target[1] if target else None
+        what = f"{target[1]} ({target[2]}) on node {node}" if target else "the current configuration"
+
+        def done(yes: bool | None) -> None:
+            if yes and self.run_active and self.runner is not None:
+                try:
+                    skip_handler(self.runner)(key)
+                except OSError as exc:  # the control channel cannot be written (permissions, disk)
+                    self.notify(f"Cannot reach the runner: {exc}", severity="error", timeout=10)
+                    return
+                self.notify(f"Skipping {what}…")
+
+        others = " The other nodes go on." if target else ""
+        self.push_screen(ConfirmScreen(f"Skip {what}? It is recorded as skipped (run again on resume) "
+                                       f"and the sweep goes on.{others}"), done)
+
+    def action_stop_run(self) -> None:
+        if not self.run_active or self.runner is None:
+            return
+
+        def done(yes: bool | None) -> None:
+            if yes:
+                self.stop_run()
+
+        self.push_screen(ConfirmScreen("Stop the sweep? The current configuration is stopped, power "
+                                       "limits are restored, finished records are kept."), done)
+
+    def stop_run(self) -> None:
+        if self.run_active and self.runner is not None:
+            try:
+                self.runner.request_stop()
+            except OSError as exc:  # the control channel cannot be written (permissions, disk)
+                self.notify(f"Cannot reach the runner: {exc}", severity="error", timeout=10)
+                return
+            if self.live is not None:
+                self.live.stopping = True
+
+    async def action_quit(self) -> None:
+        if self.detached_run:
+            self._watch_detached()  # the runner may have ended since the last check
+        if not self.run_active:
+            self.exit(0)
+            return
+        if self.detached_run:
+            from .detach_ui import QuitScreen
+
+            def chosen(answer: str | None) -> None:
+                if answer == "detach":
+                    self.left_running = self.run_dir
+                    self.exit(0)
+                elif answer == "stop":
+                    self.run_worker(self._stop_and_exit(), group="quit", exclusive=True)
+
+            self.push_screen(QuitScreen(getattr(self.runner, "pid", None), self.run_dir), chosen)
+            return
+
+        def done(yes: bool | None) -> None:
+            if yes:
+                self.run_worker(self._stop_and_exit(), group="quit", exclusive=True)
+
+        self.push_screen(ConfirmScreen("A sweep is running. Stop it and quit? (power limits are "
+                                       "restored, the server is stopped, finished records kept)",
+                                       yes="Stop and quit", no="Keep running"), done)
+
+    async def _stop_and_exit(self) -> None:
+        self.quitting = True
+        if self.run_active and self.runner is not None:
+            detached = self.detached_run
+            self.stop_run()
+            self.notify("Stopping the sweep: restoring power limits, stopping the server…", timeout=30)
+            deadline = time.monotonic() + self.stop_timeout_s
+            if detached:
+                if self.live is not None and not self.live.stopping:  # the stop could not be sent
+                    self.left_running = self.run_dir
+                    self.exit(0)
+                    return
+                while self.runner.alive() and time.monotonic() < deadline:
+                    await asyncio.sleep(0.05)
+            else:
+                while not self._run_done.is_set() and time.monotonic() < deadline:
+                    await asyncio.sleep(0.05)
+        self.exit(0)
