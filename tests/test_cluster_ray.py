@@ -94,6 +94,18 @@ def _records(run_dir: Path) -> dict[str, dict]:
     return {p.name: json.loads(p.read_bytes()) for p in sorted((run_dir / "records").glob("*.json"))}
 
 
+def _run_until_held(runner, marker: Path) -> tuple[threading.Thread, dict]:  # noqa: ANN001
+    """Start ``runner`` in a thread; return once the held configuration has started."""
+    out: dict = {}
+    thread = threading.Thread(target=lambda: out.update(summary=runner.run()), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 240
+    while not marker.exists():
+        assert time.monotonic() < deadline and thread.is_alive(), "the held configuration never started"
+        time.sleep(0.1)
+    return thread, out
+
+
 def test_cluster_sweep_matches_single_node_run(cluster, tmp_path: Path) -> None:
     profile = sweep_profile()
     assert len(profile.configs()) >= 8
@@ -170,13 +182,7 @@ def test_stop_stops_every_agent_and_restores_every_node(cluster, tmp_path: Path)
     marker = tmp_path / "held.json"
     runner = ClusterRunner(profile, tmp_path / "run", node_dir_base=str(tmp_path / "nodes"),
                            runtime_factory=functools.partial(HoldFirstAttempt, held, str(marker)))
-    out: dict = {}
-    thread = threading.Thread(target=lambda: out.update(summary=runner.run()), daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 240
-    while not marker.exists():
-        assert time.monotonic() < deadline and thread.is_alive(), "the held configuration never started"
-        time.sleep(0.1)
+    thread, out = _run_until_held(runner, marker)
     runner.request_stop()
     thread.join(timeout=300)
     assert not thread.is_alive() and out["summary"].stopped
@@ -198,13 +204,7 @@ def test_skip_targets_one_configuration_the_other_node_goes_on(cluster, tmp_path
     events: list = []
     runner = ClusterRunner(profile, tmp_path / "run", node_dir_base=str(tmp_path / "nodes"), listener=events.append,
                            runtime_factory=functools.partial(HoldFirstAttempt, held, str(marker)))
-    out: dict = {}
-    thread = threading.Thread(target=lambda: out.update(summary=runner.run()), daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 240
-    while not marker.exists():
-        assert time.monotonic() < deadline and thread.is_alive(), "the held configuration never started"
-        time.sleep(0.1)
+    thread, out = _run_until_held(runner, marker)
     runner.request_skip("no-such-config")
     runner.request_skip(held)
     thread.join(timeout=300)
