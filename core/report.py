@@ -60,6 +60,9 @@ class ReportRow(msgspec.Struct, kw_only=True):
     image_source: str | None = None
     #: Per-GPU split, the node's other GPUs and neighbours, one line (None: one GPU, nothing else).
     gpus: str | None = None
+    #: "57% busy, 324 of 400 W" when the GPUs were neither busy nor near their limit over the
+    #: window (see :func:`under_used`): something else bounded the server.
+    under_used: str | None = None
 
 
 class Report(msgspec.Struct, kw_only=True):
@@ -138,7 +141,31 @@ def _row(r: Record, metric: str, price: float | None, carbon: float | None) -> R
         image_token_share=r.prompt_tokens.image_share if r.prompt_tokens is not None else None,
         image_source=r.prompt_tokens.image_source if r.prompt_tokens is not None else None,
         gpus=gpu_summary(r) if (len(r.per_gpu) > 1 or r.idle_gpus or r.neighbours) else None,
+        under_used=under_used(r) if r.status == "ok" else None,
     )
+
+
+#: Below both, a GPU is "not the bottleneck": mean NVML utilisation (% of time a kernel ran) and
+#: average power as a share of the applied limit, over the record's window.
+UNDER_USED_UTIL_PCT = 80.0
+UNDER_USED_POWER_SHARE = 0.8
+
+
+def under_used(r: RecordHead) -> str | None:
+    """``"57% busy, 324 of 400 W"`` when every GPU of the record averaged under
+    :data:`UNDER_USED_UTIL_PCT` utilisation and under :data:`UNDER_USED_POWER_SHARE` of its applied
+    limit: the server waited on something other than the GPU (host, an encoder, the client), and a
+    power limit there trades little speed. None when not, or unknown."""
+    per = r.per_gpu
+    limits = list(r.hardware.power_limit_w or [])
+    if not per or len(limits) != len(per) or any(g.utilisation_pct is None or g.avg_power_w is None for g in per):
+        return None
+    if any(g.utilisation_pct >= UNDER_USED_UTIL_PCT or g.avg_power_w >= UNDER_USED_POWER_SHARE * lim  # type: ignore[operator]
+           for g, lim in zip(per, limits)):
+        return None
+    util = sum(g.utilisation_pct for g in per) / len(per)  # type: ignore[misc]
+    watts = sum(g.avg_power_w for g in per) / len(per)  # type: ignore[misc]
+    return f"{util:.0f}% busy, {watts:.0f} of {max(limits):.0f} W" + (" a GPU" if len(per) > 1 else "")
 
 
 def build_report(
@@ -247,6 +274,11 @@ def _render_lines(report: Report, title: str | None) -> list[str]:
     if with_gpus:
         lines.append("GPUs (energies over each record's window; the node's other GPUs are not in it):")
         lines.extend(f"  {r.label}: {r.gpus}" for r in with_gpus)
+    under = [r for r in report.rows if r.under_used]
+    if under:
+        lines.append(f"GPU not the bottleneck (under {UNDER_USED_UTIL_PCT:.0f}% busy and under "
+                     f"{UNDER_USED_POWER_SHARE:.0%} of its power limit: the server waited on something else):")
+        lines.extend(f"  {r.label}: {r.under_used}" for r in under)
     bad = [r for r in report.rows if r.status != "ok"]
     if bad:
         lines.append("Not on the frontier because not ok:")

@@ -144,3 +144,24 @@ def test_h200_video_records_follow_eq1_and_keep_ordered_phases(name: str) -> Non
             assert all(x.end_s <= y.start_s + 1e-9 for x, y in zip(spans, spans[1:]))
             assert sum(p.energy_j for p in spans) == pytest.approx(b.energy_j, rel=0.02)
             assert len(spans[1].step_ends_s) == r.config.num_inference_steps
+
+
+def test_report_names_the_configurations_whose_gpu_was_not_the_bottleneck() -> None:
+    """ModelScope at batch 1 keeps an H200 ~55 % busy far below its limit (named); batch 4 fills
+    it (not named); the Llama-3.1-8B vLLM sweep keeps it busy at every point (nothing named)."""
+    from mle_tui.core.report import build_report
+
+    def named(run: str) -> set[tuple[int, int]]:
+        recs = RunStore(RECORDS / run).load_records()
+        rows = build_report(recs).rows
+        by_key = {r.config_key: r for r in recs}
+        return {(by_key[r.key].config.batch, by_key[r.key].config.power_limit_w) for r in rows if r.under_used}
+
+    assert named("h200-diffusers-modelscope-t2v") == {(1, 400), (1, 700)}
+    assert named("h200-vllm-llama3.1-8b-dummy") == set()
+    out = subprocess.run([sys.executable, "-m", "mle_tui.tui.cli", "report",
+                          str(RECORDS / "h200-diffusers-modelscope-t2v"), "--json"],
+                         capture_output=True, text=True, timeout=120)
+    rows = {r["key"]: r for r in json.loads(out.stdout)["rows"]}
+    assert rows["bs1-steps50-tp1-pl700"]["under_used"].startswith("54% busy, 368 of 700 W")
+    assert rows["bs4-steps50-tp1-pl700"]["under_used"] is None

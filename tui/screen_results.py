@@ -16,7 +16,7 @@ from textual.widgets import DataTable, Footer, Input, Label, Static, TabbedConte
 
 from ..core.profile import parse_duration_s
 from ..core.records import Record
-from ..core.report import gpu_summary
+from ..core.report import gpu_summary, under_used
 from .charts import BatchChart, PowerChart, TimeData, shared_x_range
 from .pareto_chart import ParetoChart
 from .figure_export import ask_and_draw, target_text
@@ -392,6 +392,9 @@ def config_detail(rec: Record) -> Text:
     gpus = gpu_summary(rec)
     if gpus:
         t.append("\n" + gpus)
+    idle = under_used(rec) if rec.status == "ok" else None
+    if idle:
+        t.append(f"\nGPU not the bottleneck: {idle} (the server waited on something else)")
     s = rec.steady_state
     if s is not None:
         t.append(f"\nsteady {s.start_s:.1f}–{s.end_s:.1f} s ({s.rule}) · mean batch {s.mean_batch:.1f}/"
