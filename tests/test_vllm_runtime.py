@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -14,7 +15,7 @@ from proc_helpers import children_of_me
 
 from mle_tui.core.clock import WallClock
 from mle_tui.core.dataset_types import Request
-from mle_tui.core.errors import RunFailure
+from mle_tui.core.errors import InputError, RunFailure
 from mle_tui.core.procgroup import group_alive
 from mle_tui.core.profile import decode_profile
 from mle_tui.core.runtimes import vllm as vllm_mod
@@ -252,6 +253,37 @@ def test_tokenizer_detection_and_model_resolution(tmp_path: Path, monkeypatch) -
     (model_dir / "tokenizer.json").write_text("{}")
     assert vllm_mod.has_tokenizer(str(model_dir))
     assert vllm_mod.has_tokenizer("org/m")
+    # Checked where the profile names it (model.id / model.tokenizer): a path that is no directory
+    # is the profile's error, not a hub lookup of a path ("Repo id must be in the form ...").
+    assert resolve_model("../models/tiny", prof_dir, "model.id") == str(model_dir.resolve())
+    assert resolve_model("meta-llama/Llama-3.1-8B", prof_dir, "model.id") == "meta-llama/Llama-3.1-8B"
+    for missing in (str(tmp_path / "nowhere"), "./nowhere", "../nowhere", "~/surely-no-such-model-dir"):
+        with pytest.raises(InputError) as err:
+            resolve_model(missing, prof_dir, "model.tokenizer")
+        assert err.value.field == "model.tokenizer" and "no such model directory" in err.value.problem
+
+
+def test_run_with_a_missing_model_directory_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    prof = tmp_path / "p.toml"
+    prof.write_text('''name = "t"
+task = "chat"
+runtime = "vllm"
+[model]
+id = "/surely/no/such/model-dir"
+weights = "dummy"
+[dataset]
+name = "sharegpt"
+num_requests = 4
+[sweep]
+max_num_seqs = [2]
+[gpu]
+simulated = true
+''')
+    out = subprocess.run([sys.executable, "-m", "mle_tui.tui.cli", "run", str(prof), "--headless",
+                          "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.strip().splitlines()[-1] == (
+        f"mle-tui: {prof}: model.id: /surely/no/such/model-dir: no such model directory")
 
 
 def test_config_only_model_gets_token_ids(tmp_path: Path) -> None:

@@ -370,7 +370,8 @@ def model_path(profile: Profile, profile_dir: Path | None) -> str:
     :func:`resolve_model`."""
     from ..model_dirs import dummy_model_dir
 
-    return dummy_model_dir(profile.model.id, profile.model.weights) or resolve_model(profile.model.id, profile_dir)
+    return dummy_model_dir(profile.model.id, profile.model.weights) or resolve_model(profile.model.id, profile_dir,
+                                                                                      "model.id")
 
 
 def load_requests_for(profile: Profile, profile_dir: Path | None = None,
@@ -380,7 +381,7 @@ def load_requests_for(profile: Profile, profile_dir: Path | None = None,
     from ..datasets import load_requests
 
     model = model_path(profile, profile_dir)
-    tok_source = resolve_model(profile.model.tokenizer, profile_dir) if profile.model.tokenizer else None
+    tok_source = resolve_model(profile.model.tokenizer, profile_dir, "model.tokenizer") if profile.model.tokenizer else None
     if tok_source is None and has_tokenizer(model):
         tok_source = model
     if tok_source is None:

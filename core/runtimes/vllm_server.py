@@ -51,11 +51,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def resolve_model(model_id: str, profile_dir: Path | None) -> str:
+def resolve_model(model_id: str, profile_dir: Path | None, field: str | None = None) -> str:
     """A model id that names a local directory, made absolute: a relative path is looked up
     next to the profile file first, then from the working directory. Anything else (a Hugging
-    Face id) is returned unchanged."""
+    Face id) is returned unchanged. With ``field`` (``model.id``, ``model.tokenizer``), an id
+    written as a path (absolute, ``./``, ``../``, ``~``) that is no directory is an InputError
+    naming it (not a hub lookup of a path, which fails with "Repo id must be in the form ...")."""
     p = Path(model_id).expanduser()
+    explicit = p.is_absolute() or model_id.startswith(("./", "../", "~"))
+    if field is not None and explicit:
+        found = p.is_dir() or (not p.is_absolute() and profile_dir is not None and (profile_dir / p).is_dir())
+        if not found:
+            raise InputError("", field, f"{model_id}: no such model directory")
     if p.is_absolute():
         return str(p)
     if profile_dir is not None and (profile_dir / p).is_dir():
