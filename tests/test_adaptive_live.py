@@ -41,12 +41,18 @@ def _run_one(live: LiveState, wall: list[float], key: str, took_s: float) -> Non
                               record_path=""))
 
 
-def test_eta_of_an_adaptive_run_leaves_out_the_pruned_configurations() -> None:
-    wall = [1000.0]
+def _started_after_a(t0_s: float) -> tuple[LiveState, list[float]]:
+    """A run of KEYS on a fake wall clock whose first configuration "a" took 10 s."""
+    wall = [t0_s]
     live = LiveState(now_s=lambda: wall[0])
     live.apply(RunStarted(run_id="r", run_dir="/tmp/r", configs=KEYS, skipped=[], power_source="simulated",
                           simulated=True))
     _run_one(live, wall, "a", 10.0)
+    return live, wall
+
+
+def test_eta_of_an_adaptive_run_leaves_out_the_pruned_configurations() -> None:
+    live, wall = _started_after_a(1000.0)
     # before the search says anything: every pending configuration counts (as on the grid)
     assert live.eta_s() == pytest.approx(50.0) and eta_text(live) == "50s"
     assert position_text(live) == "1/6"
@@ -70,11 +76,7 @@ def test_eta_of_an_adaptive_run_leaves_out_the_pruned_configurations() -> None:
 
 
 def test_a_grid_run_is_unchanged() -> None:
-    wall = [0.0]
-    live = LiveState(now_s=lambda: wall[0])
-    live.apply(RunStarted(run_id="r", run_dir="/tmp/r", configs=KEYS, skipped=[], power_source="simulated",
-                          simulated=True))
-    _run_one(live, wall, "a", 10.0)
+    live, wall = _started_after_a(0.0)
     live.apply(_gt({}, strategy="grid"))
     assert live.eta_s() == pytest.approx(50.0) and eta_text(live) == "50s" and not live.adaptive
     assert live.gpu_time_text() == "grid: 1/6 configs, 10 GPU-min"
