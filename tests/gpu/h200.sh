@@ -20,9 +20,10 @@
 #
 # A call carries the working tree plus one part within 64 MiB. When records/ has grown, leave the
 # shipped run directories out of the carried tree for the GPU session (they are not needed there):
-#   git rm -r -q --cached records/h200-* records/figures && printf '/records/h200-*/\n/records/figures/\n' >> .git/info/exclude
-# and put them back afterwards (before any commit): `git reset -q records` and drop those two
-# lines from .git/info/exclude.
+#   git rm -r -q --cached records/h200-* records/h200x2-* records/figures &&
+#   printf '/records/h200-*/\n/records/h200x2-*/\n/records/figures/\n' >> .git/info/exclude
+# and put them back afterwards (before any commit): `git reset -q records` and drop those three
+# lines from .git/info/exclude. (A plain `git commit` in between would commit their deletion.)
 # Needs: python3 with torch 2.11 (CUDA 13), nvidia-ml-py, numpy; root (power limits).
 set -u
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
