@@ -67,3 +67,20 @@ def test_attention_over_the_grid_limit_runs_in_batch_slices_with_the_same_result
     monkeypatch.setattr(video_pipelines, "GRID_YZ_MAX", 6)  # heads 2 -> at most 3 sequences a call
     torch.testing.assert_close(attn(x), whole)
     assert calls == [3, 3, 1]
+
+
+def test_split_attention_joins_tuple_outputs_of_joint_processors(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Joint-attention processors (CogVideoX, SD3) return (hidden, encoder hidden): both halves
+    are joined over the slices."""
+    def joint(attn, h, enc=None, mask=None, *args, **kwargs):  # noqa: ANN001, ANN202
+        return h * 2, enc + 1
+
+    class Attn:
+        heads = 1
+
+    wrapped = video_pipelines.BatchSplitAttention.wrap(type("P", (), {"__call__": staticmethod(joint)})())
+    monkeypatch.setattr(video_pipelines, "GRID_YZ_MAX", 2)
+    h, enc = torch.arange(5.0).reshape(5, 1), torch.zeros(5, 1)
+    out_h, out_enc = wrapped(Attn(), h, enc)
+    torch.testing.assert_close(out_h, h * 2)
+    torch.testing.assert_close(out_enc, enc + 1)

@@ -110,8 +110,11 @@ class BatchSplitAttention:
         def part(t: Any, i: int) -> Any:
             return t[i:i + per] if t is not None and getattr(t, "shape", (0,))[0] == n else t
 
-        return torch.cat([self.inner(attn, hidden_states[i:i + per], part(encoder_hidden_states, i),
-                                     part(attention_mask, i), *args, **kwargs) for i in range(0, n, per)])
+        outs = [self.inner(attn, hidden_states[i:i + per], part(encoder_hidden_states, i),
+                           part(attention_mask, i), *args, **kwargs) for i in range(0, n, per)]
+        if isinstance(outs[0], tuple):  # joint-attention processors return (hidden, encoder hidden)
+            return tuple(None if parts[0] is None else torch.cat(parts) for parts in zip(*outs))
+        return torch.cat(outs)
 
     @classmethod
     def wrap(cls, inner: Any) -> "BatchSplitAttention":
