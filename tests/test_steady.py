@@ -240,7 +240,8 @@ def test_gates_pass_and_fail_at_their_thresholds() -> None:
     assert not _gates(mean_batch=6.79)["mean_batch"].ok
     assert not _gates(energy_per_token_j=0.0)["energy_per_token"].ok
     assert not _gates(energy_per_token_j=100.1)["energy_per_token"].ok
-    assert not _gates(energy_per_token_j=float("nan"))["energy_per_token"].ok
+    undefined = _gates(energy_per_token_j=float("nan"))["energy_per_token"]
+    assert not undefined.ok and undefined.value is None and "no tokens" in undefined.message
     assert not _gates(cap_fraction=0.3)["token_cap"].ok
     assert "energy_per_token" not in _gates(energy_per_token_j=None)
     assert "token_cap" not in _gates(cap_fraction=None)

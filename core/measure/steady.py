@@ -274,7 +274,8 @@ def evaluate_gates(
         ok = _finite(e) and 0 < e <= max_energy_per_token_j
         gates.append(Gate(
             name="energy_per_token", ok=ok, value=e if _finite(e) else None, threshold=max_energy_per_token_j,
-            message=(f"energy per token {e:.4g} J {'in' if ok else 'outside'} (0, {max_energy_per_token_j:g}] J"),
+            message=(f"energy per token {e:.4g} J {'in' if ok else 'outside'} (0, {max_energy_per_token_j:g}] J"
+                     if _finite(e) else "energy per token undefined: no tokens (or no energy) in the steady window"),
         ))
     if cap_fraction is not None:
         c = cap_fraction
