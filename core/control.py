@@ -25,7 +25,6 @@ the runner is whoever polls the file.
 from __future__ import annotations
 
 import fcntl
-import inspect
 import os
 import threading
 import time
@@ -145,26 +144,12 @@ def follow_control(channel: ControlChannel, on_skip: Callable[[str | None], None
             return
 
 
-def skip_handler(runner) -> Callable[[str | None], None]:  # noqa: ANN001
-    """``runner.request_skip`` taking a key: passed to a runner that accepts one (the cluster
-    driver); one without (the local runner: one configuration at a time) skips its running one,
-    whatever the key (only a cluster run's app sends one)."""
-    skip = runner.request_skip
-    try:
-        takes_key = bool(inspect.signature(skip).parameters)
-    except (TypeError, ValueError):
-        takes_key = False
-    if takes_key:
-        return lambda key: skip(key) if key is not None else skip()
-    return lambda key: skip()
-
-
 def start_control_thread(run_dir: Path | str, runner, *, token: str | None = None,
                          since: float | None = None) -> threading.Event:
-    """Start :func:`follow_control` for ``runner`` (``request_skip``/``request_stop``) in a daemon
-    thread; set the returned event to end it."""
+    """Start :func:`follow_control` for ``runner`` (``request_skip(key)``/``request_stop``) in a
+    daemon thread; set the returned event to end it."""
     done = threading.Event()
     channel = ControlChannel(run_dir, token=token, since=since)
-    threading.Thread(target=follow_control, args=(channel, skip_handler(runner), runner.request_stop, done),
+    threading.Thread(target=follow_control, args=(channel, runner.request_skip, runner.request_stop, done),
                      name="mle-tui-control", daemon=True).start()
     return done

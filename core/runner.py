@@ -132,9 +132,11 @@ class SweepRunner:
         done = self.store.completed_keys()
         return [c for c in self._configs if c.key() not in done]
 
-    def request_skip(self) -> None:
+    def request_skip(self, key: str | None = None) -> None:
         """Stop the current configuration (record ``skipped``; it runs again on resume), go on
-        with the next. Thread-safe."""
+        with the next. Thread-safe. ``key`` (a cluster run's target, see
+        :meth:`.cluster.driver.ClusterRunner.request_skip`) is not needed here: one host runs one
+        configuration at a time, and only a cluster run's app sends one."""
         self._flags.request_skip()
 
     def request_stop(self) -> None:

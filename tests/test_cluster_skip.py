@@ -15,7 +15,7 @@ from pathlib import Path
 from mle_tui.core.cluster.agent import NodeAgent
 from mle_tui.core.cluster.driver import ClusterRunner
 from mle_tui.core.cluster.nodes import Node
-from mle_tui.core.control import CONTROL_NAME, ControlChannel, follow_control, skip_handler
+from mle_tui.core.control import CONTROL_NAME, ControlChannel, follow_control
 from mle_tui.core.events import LogLine
 from mle_tui.core.profile import load_profile
 from mle_tui.core.sweep_prep import load_workload
@@ -48,13 +48,6 @@ def test_follow_control_passes_the_key_to_the_runner(tmp_path: Path) -> None:
         def request_skip(self, key: str | None = None) -> None:
             self.skips.append(key)
 
-    class LocalRunner:  # the local SweepRunner's signature: one configuration at a time
-        def __init__(self) -> None:
-            self.skips = 0
-
-        def request_skip(self) -> None:
-            self.skips += 1
-
     app = ControlChannel(tmp_path)
     app.send("skip", key="a")
     app.send("skip")
@@ -63,11 +56,21 @@ def test_follow_control_passes_the_key_to_the_runner(tmp_path: Path) -> None:
     done.set()  # one pass
     follow_control(ControlChannel(tmp_path, since=0.0), got.append, lambda: stops.append(1), done, period_s=0.0)
     assert got == ["a", None] and stops == [1]
-    keyed, local = KeyRunner(), LocalRunner()
+    keyed = KeyRunner()
     for key in got:
-        skip_handler(keyed)(key)
-        skip_handler(local)(key)
-    assert keyed.skips == ["a", None] and local.skips == 2
+        keyed.request_skip(key)
+    assert keyed.skips == ["a", None]
+
+
+def test_the_local_runner_skips_its_running_configuration_whatever_the_key(tmp_path: Path) -> None:
+    """One host runs one configuration at a time: a key (sent only by a cluster run's app)
+    changes nothing."""
+    from mle_tui.core.runner import SweepRunner
+
+    for key in ("a", None):
+        local = SweepRunner(sweep_profile(), tmp_path / f"run-{key}")
+        local.request_skip(key)
+        assert local._flags.skip.is_set() and not local._flags.stop.is_set()
 
 
 # -- the driver's bookkeeping (no Ray) ----------------------------------------------------------

@@ -171,7 +171,7 @@ class FakeRunner:
         done = {p.stem for p in (self.out_dir / "records").glob("*.json")} if (self.out_dir / "records").is_dir() else set()
         return [c for c in self.configs() if c.key() not in done]
 
-    def request_skip(self) -> None:
+    def request_skip(self, key: str | None = None) -> None:
         self._skip.set()
 
     def request_stop(self) -> None:

@@ -18,7 +18,6 @@ class RunControlMixin:
     def action_skip_config(self) -> None:
         if not self.run_active or self.runner is None:
             return
-        from ..core.control import skip_handler
         from .live_nodes import skip_target
 
         # A cluster run: the configuration running on the node the cluster view selects (n).
@@ -34,7 +33,7 @@ class RunControlMixin:
         def done(yes: bool | None) -> None:
             if yes and self.run_active and self.runner is not None:
                 try:
-                    skip_handler(self.runner)(key)
+                    self.runner.request_skip(key)
                 except OSError as exc:  # the control channel cannot be written (permissions, disk)
                     self.notify(f"Cannot reach the runner: {exc}", severity="error", timeout=10)
                     return

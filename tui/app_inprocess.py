@@ -17,7 +17,7 @@ from ..core.profile import Profile
 
 class RunnerLike(Protocol):
     def run(self) -> Any: ...
-    def request_skip(self) -> None: ...  # or (key: str | None = None): core.control.skip_handler
+    def request_skip(self, key: str | None = None) -> None: ...  # key: a cluster run's target
     def request_stop(self) -> None: ...
 
 
