@@ -313,34 +313,15 @@ def test_mle_tui_run_adaptive_end_to_end(tmp_path: Path, capsys: pytest.CaptureF
 
 # -- vLLM runtime (the fake server of tests/fake_vllm_server.py) --------------------------------
 
-FAKE = [sys.executable, str(Path(__file__).parent / "fake_vllm_server.py")]
 
 
 def test_vllm_early_stop_aborts_the_rest_and_returns_what_finished(tmp_path: Path) -> None:
-    from mle_tui.core.clock import WallClock
-    from mle_tui.core.dataset_types import Request
-    from mle_tui.core.runtimes.base import RuntimeContext
     from mle_tui.core.runtimes.vllm import VllmRuntime
+    from test_vllm_runtime import FAKE, _ctx, _profile
 
-    prof = decode_profile("""
-name = "t"
-task = "chat"
-runtime = "vllm"
-[model]
-id = "fake"
-weights = "dummy"
-[dataset]
-name = "synthetic"
-[sweep]
-max_num_seqs = 4
-[server]
-env = { FAKE_STARTUP_S = "0.2", FAKE_STEP_S = "0.01" }
-""", "t.toml")
-    reqs = [Request(id=i, prompt=f"p{i}", input_tokens=2, output_tokens=30) for i in range(40)]
     logs: list[str] = []
     done: list[int] = []
-    ctx = RuntimeContext(profile=prof, config=prof.configs()[0], requests=reqs, clock=WallClock(), gpu_indices=[0],
-                         run_dir=tmp_path, log_path=tmp_path / "c.log", on_log=logs.append)
+    ctx = _ctx(tmp_path, _profile({"FAKE_STARTUP_S": "0.2", "FAKE_STEP_S": "0.01"}), n=40, on_log=logs.append)
 
     def on_request(row) -> None:  # noqa: ANN001
         done.append(row.id)
@@ -361,6 +342,7 @@ def test_vllm_server_shared_across_max_num_seqs_is_checked_against_a_relaunch(tm
     from mle_tui.core.runtimes import vllm as vllm_mod
     from mle_tui.core.runtimes.vllm import VllmRuntime
     from mle_tui.core.store import RunStore
+    from test_vllm_runtime import FAKE
 
     prof = decode_profile("""
 name = "reuse-b"

@@ -32,7 +32,7 @@ from ..core.events import (
     SteadyUpdate,
 )
 
-from .live_adaptive import PRUNED, apply_pruned, unprune_all  # noqa: F401 - PRUNED re-exported
+from .live_adaptive import PRUNED, apply_pruned, gpu_time_text, unprune_all  # noqa: F401 - PRUNED re-exported
 from .live_nodes import NodeStates, cluster_eta_s
 from .fmt import METRIC_LABEL, fmt_duration, fmt_energy, fmt_latency, health_text, metric_label  # noqa: F401 - re-exported
 
@@ -375,8 +375,6 @@ class LiveState:
 
     def gpu_time_text(self) -> str:
         """"adaptive: measured 14, pruned 20 of 40, 26 GPU-min, grid ≈ 95 (3.7x)"."""
-        from .live_adaptive import gpu_time_text
-
         return gpu_time_text(self)
 
     def batches_text(self) -> str:
