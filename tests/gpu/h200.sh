@@ -5,7 +5,8 @@
 #
 #   bash tests/gpu/h200.sh stage N          copy .wh/part-N (carried) to /tmp/vp
 #   bash tests/gpu/h200.sh install          reassemble vLLM into /tmp/site, add .whl/*.whl
-#   bash tests/gpu/h200.sh sweep PROFILE NAME BUDGET_S   run/resume PROFILE into /tmp/h200/NAME
+#   bash tests/gpu/h200.sh sweep PROFILE NAME BUDGET_S [GPUS]   run/resume PROFILE into /tmp/h200/NAME
+#                                          (GPUS e.g. 1: side by side with a sweep on GPU 0)
 #   bash tests/gpu/h200.sh pack OUTDIR      run directories (traces included) as tarballs
 #   bash tests/gpu/h200.sh stage-ray N      copy .whr/part-N (carried: ray 2.60 cp312 split in two, deps)
 #   bash tests/gpu/h200.sh install-ray      rejoin and check the ray wheel, install it into /tmp/ray-site
@@ -48,7 +49,7 @@ install)
 sweep)
   cd "$REPO"
   nvidia-smi --query-gpu=index,power.limit --format=csv,noheader >> "/tmp/h200/$3-limits.txt"
-  PYTHONUNBUFFERED=1 python3 tests/gpu/run_budgeted.py "$2" "/tmp/h200/$3" --budget-s "$4" 2>&1 | tee -a "/tmp/h200/$3.log"
+  PYTHONUNBUFFERED=1 python3 tests/gpu/run_budgeted.py "$2" "/tmp/h200/$3" --budget-s "$4" ${5:+--gpus "$5"} 2>&1 | tee -a "/tmp/h200/$3.log"
   rc=${PIPESTATUS[0]}
   nvidia-smi --query-gpu=index,power.limit --format=csv,noheader >> "/tmp/h200/$3-limits.txt"
   echo "sweep exit $rc" | tee -a "/tmp/h200/$3.log" ;;

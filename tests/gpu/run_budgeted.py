@@ -6,7 +6,9 @@ run so far without its server start, plus the longest server start seen, or --se
 before any, when the next configuration needs a new server), and the next
 call resumes it into the same directory.
 
-    python tests/gpu/run_budgeted.py PROFILE OUT --budget-s 540 [--server-start-s 120]
+    python tests/gpu/run_budgeted.py PROFILE OUT --budget-s 540 [--server-start-s 120] [--gpus I,J]
+
+--gpus (as on `mle-tui run`) gives two sweeps their own GPUs of one node, side by side.
 
 Exit status: 0 all configurations done, 3 stopped for the budget (run again to resume),
 1 a configuration failed or the runner crashed, 2 bad input.
@@ -32,10 +34,15 @@ def main() -> int:
     ap.add_argument("out")
     ap.add_argument("--budget-s", type=float, default=540.0)
     ap.add_argument("--server-start-s", type=float, default=120.0)
+    ap.add_argument("--gpus", metavar="I,J", help="GPU indices for this sweep (overrides gpu.indices)")
     args = ap.parse_args()
     t0 = time.monotonic()
     try:
         profile = load_profile(args.profile)
+        if args.gpus is not None:
+            from mle_tui.tui.cli import _with_gpus
+
+            profile = _with_gpus(profile, args.gpus)
     except InputError as exc:
         print(f"mle-tui: {exc.line()}", file=sys.stderr)
         return 2
