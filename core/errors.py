@@ -19,6 +19,10 @@ class InputError(Exception):
         self.problem = problem
         super().__init__(self.line())
 
+    def __reduce__(self) -> tuple:
+        # pickled by its parts (Ray hands an agent's InputError to the driver this way)
+        return (type(self), (self.source, self.field, self.problem))
+
     def with_source(self, source: str) -> "InputError":
         """This error with ``source`` as its FILE part where it has none (a check deep in the
         core may not know the profile's path; its caller does)."""

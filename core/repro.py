@@ -18,7 +18,7 @@ import msgspec
 
 from .errors import InputError
 from .profile import Profile, decode_profile
-from .records import Manifest, Record
+from .records import Hardware, Manifest, Record
 
 #: Per-run server flags (with their value) that do not change the measurement.
 _PER_RUN_FLAGS = ("--host", "--port", "--api-key")
@@ -64,13 +64,23 @@ def limit_commands(record: Record) -> list[str]:
     limits = hw.power_limit_w
     if record.config.power_limit_w is None and not limits:
         return []
-    out = []
-    for n, index in enumerate(hw.gpu_indices):
+    out, names = [], device_names(hw)
+    for n, _index in enumerate(hw.gpu_indices):
         w = limits[n] if limits and n < len(limits) else record.config.power_limit_w
         if w is None:
             continue
-        out.append(f"sudo nvidia-smi -i {index} -pl {w:g}")
+        out.append(f"sudo nvidia-smi -i {names[n]} -pl {w:g}")
     return out
+
+
+def device_names(hw: Hardware) -> list[str]:
+    """The measured GPUs as nvidia-smi and CUDA_VISIBLE_DEVICES take them: UUIDs where the
+    record has all of them (indices count the GPUs the run saw, which a mask may have limited),
+    else the indices."""
+    uuids = hw.gpu_uuids or []
+    if len(uuids) == len(hw.gpu_indices) and all(uuids):
+        return [str(u) for u in uuids]
+    return [str(i) for i in hw.gpu_indices]
 
 
 def vllm_command(record: Record, profile: Profile, *, profile_dir: Path | None = None) -> list[str]:
@@ -109,7 +119,7 @@ def repro_command(record: Record, manifest: Manifest | None, *, run_dir: Path | 
     if profile is not None:
         env.update(profile.server.env)
     if hw.gpu_indices and "CUDA_VISIBLE_DEVICES" not in env:
-        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in hw.gpu_indices)
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(device_names(hw))
         env.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
     if record.runtime == "vllm" and profile is not None:
         words = vllm_command(record, profile, profile_dir=profile_dir)

@@ -140,12 +140,14 @@ class TaskRunner(SweepRunner):
         """Nothing to check: the task started its own server for its one configuration."""
 
 
-def task_gpu_indices(visible: str | None, uuids: list[str | None]) -> list[int] | None:
-    """NVML indices of the GPUs Slurm gave this task: ``CUDA_VISIBLE_DEVICES`` (indices or
-    UUIDs) against the UUIDs NVML lists in index order. None when NVML sees no more GPUs than
-    that (a job confined to its GPUs: every GPU it sees is its own) or nothing is set."""
+def task_visible_devices(visible: str | None, uuids: list[str | None]) -> str | None:
+    """The GPUs Slurm gave a task, as the CUDA_VISIBLE_DEVICES every part of mle-tui reads the
+    same way: NVML indices. Zeus counts GPUs through that mask (our index ``i`` is its ``i``-th
+    entry, :mod:`.power.visible`), so a mask of indices needs nothing (None), and one of UUIDs,
+    which Zeus cannot read, becomes their NVML indices (``uuids``: NVML's, in index order). None
+    when nothing is set. InputError for an entry that names no GPU here."""
     ids = [s.strip() for s in (visible or "").split(",") if s.strip()]
-    if not ids or len(uuids) <= len(ids):
+    if not ids or all(i.isdigit() for i in ids):
         return None
     by_uuid = {u: i for i, u in enumerate(uuids) if u}
     out = []
@@ -157,7 +159,7 @@ def task_gpu_indices(visible: str | None, uuids: list[str | None]) -> list[int] 
         else:
             raise InputError("CUDA_VISIBLE_DEVICES", "", f"{i!r} names no GPU NVML sees here; set gpu.indices "
                              "or --gpus")
-    return out
+    return ",".join(map(str, out))
 
 
 def nvml_uuids() -> list[str | None]:

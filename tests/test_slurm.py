@@ -120,18 +120,18 @@ def test_task_refuses_a_bad_index_or_another_profile(tmp_path, capsys) -> None:
 
 
 def test_task_gpus_from_cuda_visible_devices() -> None:
-    """The GPUs Slurm gave a task: CUDA_VISIBLE_DEVICES (indices or UUIDs) as NVML indices when
-    NVML sees more GPUs than those; nothing to choose when the job sees only its own."""
+    """The GPUs Slurm gave a task: a mask of NVML indices is read as it is (Zeus counts the GPUs
+    through it; the task's GPU 0 is the mask's first); one of UUIDs becomes NVML indices."""
     from mle_tui.core.errors import InputError
-    from mle_tui.core.slurm import task_gpu_indices
+    from mle_tui.core.slurm import task_visible_devices
 
     uuids = ["GPU-a", "GPU-b", "GPU-c", "GPU-d"]
-    assert task_gpu_indices("2,3", uuids) == [2, 3]
-    assert task_gpu_indices("GPU-d,GPU-b", uuids) == [3, 1]
-    assert task_gpu_indices("0", ["GPU-c"]) is None  # confined job: its one GPU is NVML's 0
-    assert task_gpu_indices("", uuids) is None and task_gpu_indices(None, uuids) is None
+    assert task_visible_devices("2,3", uuids) is None
+    assert task_visible_devices("GPU-d,GPU-b", uuids) == "3,1"
+    assert task_visible_devices("GPU-c", ["GPU-c"]) == "0"  # confined job: its one GPU is NVML's 0
+    assert task_visible_devices("", uuids) is None and task_visible_devices(None, uuids) is None
     try:
-        task_gpu_indices("MIG-x", uuids)
+        task_visible_devices("MIG-x", uuids)
     except InputError as exc:
         assert "MIG-x" in exc.line()
     else:

@@ -80,6 +80,17 @@ def test_repro_has_every_server_flag_env_and_a_limit_per_gpu():
         assert per_run not in cmd
 
 
+def test_repro_names_the_gpus_by_uuid_where_the_record_has_them():
+    # indices count the GPUs the run saw (a CUDA_VISIBLE_DEVICES mask); UUIDs name the devices
+    r = _vllm_record(indices=(0, 1))
+    r.hardware.gpu_uuids = ["GPU-aa", "GPU-bb"]
+    lines = repro_command(r, _manifest(VLLM_TOML)).splitlines()
+    assert lines[1:3] == ["sudo nvidia-smi -i GPU-aa -pl 400", "sudo nvidia-smi -i GPU-bb -pl 401"]
+    assert "CUDA_VISIBLE_DEVICES=GPU-aa,GPU-bb" in lines[3]
+    r.hardware.gpu_uuids = ["GPU-aa", None]  # one unknown: indices for all
+    assert "CUDA_VISIBLE_DEVICES=0,1" in repro_command(r, _manifest(VLLM_TOML))
+
+
 def test_repro_without_prefix_caching_flag_when_one_limit_and_no_limit_lines_when_untouched():
     toml = VLLM_TOML.replace("power_limit_w = [400, 700]", "")
     r = _vllm_record(limits=())

@@ -134,16 +134,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.task_index is not None:  # one task of an export-slurm array
         import functools
 
-        from mle_tui.core.slurm import TaskRunner, nvml_uuids, task_gpu_indices, task_out
+        from mle_tui.core.slurm import TaskRunner, nvml_uuids, task_out, task_visible_devices
 
         if not args.out or factory is not None:
             raise InputError("command line", "--task-index", "needs --out (the exported run directory) and no --ray")
         out = task_out(profile, str(path), out, args.task_index)
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-        if args.gpus is None and visible and not profile.gpu.simulated:
-            indices = task_gpu_indices(visible, nvml_uuids())
-            if indices:
-                profile = _with_gpus(profile, ",".join(map(str, indices)))
+        if visible and not profile.gpu.simulated:
+            # the task's GPUs are the ones it sees; a mask of UUIDs becomes NVML indices for Zeus
+            mapped = task_visible_devices(visible, nvml_uuids())
+            if mapped:
+                os.environ["CUDA_VISIBLE_DEVICES"] = mapped
+                os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
         factory = functools.partial(TaskRunner, index=args.task_index)
     if args.detached_child:
         try:

@@ -29,6 +29,7 @@ from ..events import Event, encode_event
 from ..gpu_setup import GpuSetup, check, gpu_pool, open_gpus
 from ..power.gpu_lock import host_name
 from ..power.select import open_power
+from ..power.visible import indices_of
 from ..profile import Profile
 from ..store import RunStore
 from ..sweep_prep import requests_for
@@ -41,8 +42,9 @@ STOP_GRACE_S = 60.0
 
 
 def assigned_gpu_indices(infos: list) -> list[int]:
-    """NVML indices of the GPUs Ray assigned to this actor (``ray.get_gpu_ids()``: indices or
-    UUIDs of the raylet's CUDA_VISIBLE_DEVICES); [] outside Ray or without an assignment."""
+    """Our indices (:mod:`..power.visible`) of the GPUs Ray assigned to this actor
+    (``ray.get_gpu_ids()``: entries of the raylet's CUDA_VISIBLE_DEVICES, which Ray also sets
+    for the actor); [] outside Ray or without an assignment."""
     try:
         import ray
 
@@ -50,8 +52,7 @@ def assigned_gpu_indices(infos: list) -> list[int]:
     except Exception:  # noqa: BLE001 - not in a Ray worker
         return []
     by_uuid = {str(g.uuid): g.index for g in infos if getattr(g, "uuid", None)}
-    out = [by_uuid[i] if i in by_uuid else int(i) for i in ids if i in by_uuid or i.isdigit()]
-    return sorted(set(out))
+    return indices_of(ids, by_uuid)
 
 
 def profile_for(profile: Profile, cfg: Config) -> Profile:

@@ -39,7 +39,7 @@ from ..sweep_prep import load_workload, open_run_dir, requests_for
 from .agent import NodeAgent
 from .nodes import NODE_LABEL, Node, NodesSource, cluster_nodes, lost_record  # noqa: F401 - NODE_LABEL re-exported
 from .queue import ConfigQueue, ServerGroups, next_for
-from .ray_env import import_ray
+from .ray_env import error_tail, import_ray
 
 #: How long agents may take to start (open GPUs, restore limits), s.
 AGENT_START_TIMEOUT_S = 300.0
@@ -183,8 +183,7 @@ class ClusterRunner:
                     raise InputError(self.profile_path or "", "cluster",
                                      f"node {node.name}: {cause.line()}") from None
                 # A node that died (or whose agent crashed) is left out of this sweep.
-                self._notes.append(f"node {node.name} left out: its agent did not start: "
-                                   f"{' '.join(str(cause).split())[:300]}")
+                self._notes.append(f"node {node.name} left out: its agent did not start: {error_tail(cause)}")
                 node.alive = False
                 self.nodes.remove(node)
         if not self.nodes:
@@ -403,3 +402,4 @@ class ClusterRunner:
         if self._lock is not None:
             self._lock.__exit__(None, None, None)
             self._lock = None
+

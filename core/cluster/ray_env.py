@@ -73,3 +73,10 @@ def import_ray(source: str = "", field: str = "cluster.ray_address"):  # noqa: A
     except ImportError as exc:
         raise InputError(source, field, f"Ray is not installed ({exc}); pip install 'mle-tui[ray]'") from None
     return ray
+
+
+def error_tail(exc: BaseException, limit: int = 300) -> str:
+    """The error a remote traceback ends with (Ray's text starts with its own frames)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    text = lines[-1] if lines else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"

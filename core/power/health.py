@@ -16,6 +16,8 @@ from collections.abc import Iterable
 
 import msgspec
 
+from .visible import nvml_device
+
 #: NVML clocks-event (throttle) reason bits -> short names (nvml.h, ``nvmlClocksEventReason*``).
 THROTTLE_BITS: dict[int, str] = {
     0x1: "idle",
@@ -208,7 +210,9 @@ def _read_nvml(indices: list[int], own: set[int] | None) -> list[HealthReading]:
     reasons_fn = (getattr(nv, "nvmlDeviceGetCurrentClocksEventReasons", None)
                   or getattr(nv, "nvmlDeviceGetCurrentClocksThrottleReasons", None))
     for i in indices:
-        h = _try(nv.nvmlDeviceGetHandleByIndex, i)
+        dev = nvml_device(i)  # our index counts the GPUs CUDA_VISIBLE_DEVICES shows (as Zeus does)
+        h = None if dev is None else _try(nv.nvmlDeviceGetHandleByIndex if isinstance(dev, int)
+                                          else nv.nvmlDeviceGetHandleByUUID, dev)
         if h is None:
             out.append(HealthReading(index=i))
             continue

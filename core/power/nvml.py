@@ -55,6 +55,16 @@ def _field_value(v: Any) -> float | None:
     return float(val.uiVal)
 
 
+def _uuid(pynvml: Any, handle: Any) -> str | None:
+    """The GPU's NVML UUID (``GPU-…``): the id of its power-limit state and lock, the same
+    whatever CUDA_VISIBLE_DEVICES this process has (indices are not)."""
+    try:
+        raw = pynvml.nvmlDeviceGetUUID(handle)
+    except Exception:  # noqa: BLE001 - an old driver: index-based ids then
+        return None
+    return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+
 class NvmlPowerSource:
     """Energy counter (Zeus, mJ -> J) and power fields (pynvml, mW -> W) of NVIDIA GPUs.
 
@@ -89,7 +99,7 @@ class NvmlPowerSource:
         out = []
         pynvml = self._pynvml
         for i in range(len(self._gpus)):
-            info = GpuInfo(index=i, name=str(self._gpus.get_name(i)))
+            info = GpuInfo(index=i, name=str(self._gpus.get_name(i)), uuid=_uuid(pynvml, self._handle(i)))
             try:
                 info.power_limit_w = self._gpus.get_power_management_limit(i) / 1000.0
                 lo, hi = self._gpus.get_power_management_limit_constraints(i)
@@ -195,6 +205,11 @@ class NvmlLimiter:
 
     def __init__(self) -> None:
         self._gpus = _gpus()
+
+    def gpu_uuid(self, index: int) -> str | None:
+        import pynvml
+
+        return _uuid(pynvml, self._gpus.gpus[index].handle)
 
     def get_limit_w(self, index: int) -> float:
         return self._gpus.get_power_management_limit(index) / 1000.0

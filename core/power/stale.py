@@ -168,6 +168,10 @@ def restore_stale_report(state_path: Path | None, limiter: PowerLimiter, *, forc
     by_id = {v: k for k, v in (gpu_ids or {}).items()}
     for state in sorted(state_dir.glob(f"{PREFIX}*.json")):
         gid = state.stem[len(PREFIX):]
+        if gid not in by_id and gpu_ids and gid.startswith(("GPU-", "MIG-")):
+            # a GPU this process does not see (CUDA_VISIBLE_DEVICES, one raylet per GPU): its
+            # index here would name another GPU; a process that sees it restores it
+            continue
         try:
             # A known UUID says where the GPU is now (indices can change across reboots).
             index = by_id[gid] if gid in by_id else int(json.loads(state.read_text()).get("index"))

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import InputError
+from ..power.visible import child_visible_devices
 from ..profile import Profile
 
 #: Files whose presence means a model directory carries its own tokenizer.
@@ -162,7 +163,8 @@ def server_env(profile: Profile, api_key: str, gpu_indices: list[int] | None, si
     env.update(profile.server.env)
     env.setdefault("PYTHONUNBUFFERED", "1")
     if gpu_indices and "CUDA_VISIBLE_DEVICES" not in profile.server.env and not simulated:
-        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in gpu_indices)
+        # our indices count the GPUs this process sees: the child gets their entries
+        env["CUDA_VISIBLE_DEVICES"] = child_visible_devices(gpu_indices)
         env["CUDA_DEVICE_ORDER"] = profile.server.env.get("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
     env["VLLM_API_KEY"] = api_key
     from ..cluster.ray_env import child_env  # vLLM imports Ray where installed (amdsmi guard)
