@@ -126,8 +126,8 @@ def test_h200_visual_chat_records_count_image_tokens_and_fall_with_batch() -> No
         assert ept[8] > ept[64] > ept[256]
 
 
-@pytest.mark.parametrize("name", ["h200-diffusers-modelscope-t2v", "h200-diffusers-svd-xt-10steps",
-                                  "h200-diffusers-svd-xt-10steps-b4"])
+@pytest.mark.parametrize("name", ["h200-diffusers-modelscope-t2v", "h200-diffusers-svd-xt",
+                                  "h200-diffusers-svd-xt-10steps", "h200-diffusers-svd-xt-10steps-b4"])
 def test_h200_video_records_follow_eq1_and_keep_ordered_phases(name: str) -> None:
     """Issue 10's video runs: J/video is the measured batches' energy over their videos (eq. 1),
     and every measured batch has encode < denoise < decode spans that add up to its energy."""
