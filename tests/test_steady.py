@@ -73,6 +73,37 @@ def test_online_opens_after_one_second_and_closes_when_queue_drains() -> None:
     assert det.finish() == Window(start_s=0.5, end_s=30.0)
 
 
+def test_window_opens_once_the_burst_is_admitted() -> None:
+    """N requests sent at once: the waiting queue still grows into the first saturated samples
+    (the API server taking them in, streaming and answering metrics late); the run starts at
+    the first saturated sample at which it has stopped growing."""
+    from mle_tui.core.measure.steady import MAX_ADMISSION_S
+
+    ts = [0.0, 0.5, 1.0, 1.5, 2.0, 2.5] + [3.0 + 0.5 * i for i in range(60)]
+    run = [0.0, 0.0, 127.0, 128.0, 127.0, 128.0] + [128.0] * 59 + [40.0]
+    wait = [0.0, 0.0, 1850.0, 1900.0, 1880.0, 1850.0] + [1800.0 - 25 * i for i in range(59)] + [0.0]
+    w = detect_offline("saturation", 128, ts, run, wait, [], [])
+    assert w is not None and w.start_s == 2.0 and w.end_s == ts[-2]
+    # a queue that peaked in the first saturated sample: the next one starts the run
+    wait2 = [0.0, 0.0, 1900.0, 1880.0, 1860.0, 1850.0] + wait[6:]
+    assert detect_offline("saturation", 128, ts, run, wait2, [], []).start_s == 1.5  # type: ignore[union-attr]
+    # no growth into the run (the queue was full before, or no queue): the first sample
+    wait3 = [1900.0] * 6 + wait[6:]
+    assert detect_offline("saturation", 128, ts, run, wait3, [], []).start_s == 1.0  # type: ignore[union-attr]
+    nan = float("nan")
+    assert detect_offline("saturation", 128, ts, run, [nan] * len(ts), [], []).start_s == 1.0  # type: ignore[union-attr]
+    # a queue that grows for good (arrivals above service): at most MAX_ADMISSION_S later
+    wait4 = [0.0, 0.0] + [100.0 * i for i in range(1, len(ts) - 1)]
+    run4 = [0.0, 0.0] + [128.0] * (len(ts) - 2)
+    w4 = detect_offline("saturation", 128, ts, run4, wait4, [], [])
+    assert w4 is not None and w4.start_s == 1.0 + MAX_ADMISSION_S
+    # online: the open window reports the moved start
+    det = SaturationDetector(128)
+    for t, r, q in zip(ts[:5], run[:5], wait[:5]):
+        det.feed(t, r, q)
+    assert det.feed(3.5, 128, 1775) == Window(start_s=2.0, end_s=None)
+
+
 def test_refill_dip_with_requests_waiting_does_not_split() -> None:
     ts = [i * 0.5 for i in range(100)]
     run = [8.0] * 100

@@ -36,7 +36,7 @@ from .timelines import batch_timeline, power_timeline
 from .trace import GPU_TIME_SINCE, Trace, unpack_us
 
 #: Bumped whenever a change to this module can move a figure of a record.
-ANALYSIS_VERSION = "3"
+ANALYSIS_VERSION = "4"
 #: Share of failed requests above which a configuration is invalid.
 MAX_FAILED_REQUEST_FRACTION = 0.01
 
