@@ -86,6 +86,25 @@ def test_two_gpu_runs_split_energy_per_gpu_and_report_the_idle_one() -> None:
     assert big and all(r.status == "ok" and r.config.num_gpus == 2 for r in big)
 
 
+def test_ray_two_node_run_has_the_one_gpu_runs_records_on_both_nodes() -> None:
+    """Issue 12 on a 2 x H200 node: the same sweep on one GPU and over two Ray nodes (one raylet
+    per GPU): the same configurations, all ok, each two-node record naming its node and a GPU
+    UUID of its own, energy per request within the runs' repeatability (10 %), and the wall
+    times the script logged (two nodes faster)."""
+    one = {r.config_key: r for r in RunStore(RECORDS / "h200x2-ray-1gpu").load_records()}
+    two = {r.config_key: r for r in RunStore(RECORDS / "h200x2-ray-2nodes").load_records()}
+    assert one.keys() == two.keys() and len(one) == 4
+    assert all(r.status == "ok" for r in [*one.values(), *two.values()])
+    assert {r.hardware.node for r in two.values()} == {"gpu0", "gpu1"}
+    by_node = {r.hardware.node: r.hardware.gpu_uuids[0] for r in two.values()}
+    assert len(set(by_node.values())) == 2 and all(u.startswith("GPU-") for u in by_node.values())
+    for k in one:
+        assert abs(two[k].energy_per_request_j / one[k].energy_per_request_j - 1) < 0.10, k
+    wall = {d: sum(json.loads(x)["wall_s"] for x in (RECORDS / d / "wall.jsonl").read_text().splitlines())
+            for d in ("h200x2-ray-1gpu", "h200x2-ray-2nodes")}
+    assert wall["h200x2-ray-2nodes"] < wall["h200x2-ray-1gpu"]
+
+
 @pytest.mark.parametrize("run_dir", TRACED, ids=lambda p: p.name)
 def test_reanalysing_a_shipped_run_reproduces_its_records(run_dir: Path, tmp_path: Path) -> None:
     """Every shipped record that has a trace is what the pure analysis makes of it (to 1e-9)."""
