@@ -199,6 +199,11 @@ def test_side_by_side_sweeps_are_recorded_as_neighbours(tmp_path: Path) -> None:
         held = held_by_others(state, {"gpu-0"})
         assert sorted(h["index"] for h in held) == [2, 3]
         assert neighbour_lines(state, {"gpu-0"}) == [f"run dir /runs/them (pid {os.getpid()}) on GPUs 2, 3"]
+        # a GPU locked by UUID is named by it: the holder's index counts the GPUs its mask shows
+        masked = GpuLock(state, "GPU-9b1f4ade-7605-c174", 0)
+        assert masked.try_acquire("/runs/masked")
+        assert f"run dir /runs/masked (pid {os.getpid()}) on GPU GPU-9b1f4ade" in neighbour_lines(state, {"gpu-0"})
+        masked.release()
     finally:
         for lk in (mine, other2, other3):
             lk.release()

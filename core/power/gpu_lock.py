@@ -243,11 +243,14 @@ def held_by_others(state_dir: Path, own_gids: set[str]) -> list[dict]:
 
 
 def neighbour_lines(state_dir: Path, own_gids: set[str]) -> list[str]:
-    """One line per other sweep on this host: ``run dir X (pid P) on GPUs 2, 3``."""
+    """One line per other sweep on this host: ``run dir X (pid P) on GPUs 2, 3``; GPUs known by
+    UUID are named by it (``GPU-9b1f4ade``): the holder's index counts the GPUs *it* sees."""
     by_holder: dict[tuple, list[str]] = {}
     for h in held_by_others(state_dir, own_gids):
         key = (h.get("run_dir") or "?", h.get("pid", "?"))
-        by_holder.setdefault(key, []).append(str(h.get("index", h.get("gpu_id"))))
+        gid = str(h.get("gpu_id", ""))
+        name = gid[:12] if gid.startswith(("GPU-", "MIG-")) else str(h.get("index", gid))
+        by_holder.setdefault(key, []).append(name)
     return [f"run dir {rd} (pid {pid}) on GPU{'s' * (len(g) > 1)} {', '.join(g)}"
             for (rd, pid), g in sorted(by_holder.items(), key=lambda kv: str(kv[0]))]
 
