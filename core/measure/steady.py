@@ -26,8 +26,9 @@ def saturation_threshold(max_num_seqs: int, tolerance: int = 1) -> float:
     return float(b - tol)
 
 
-#: The longest a run's start waits for the server to admit a burst (the queue to stop
-#: growing), s: an overloaded server whose queue grows for good starts its window this late.
+#: How long a run's start waits for the server to admit a burst (the queue to stop growing),
+#: s: an overloaded server whose queue grows for good starts its window at the first sample
+#: this long after its first saturated one.
 MAX_ADMISSION_S = 5.0
 
 
@@ -51,7 +52,7 @@ class SaturationDetector:
       waiting count (NaN) a dip ends the run after ``max_dip_s``.
     - A run opens once the server has **admitted its burst**: when the waiting queue grew into
       the run's first sample, the run starts at the first later saturated sample at which it
-      has stopped growing (at most :data:`MAX_ADMISSION_S` after the first). When a client sends
+      has stopped growing, or the first one :data:`MAX_ADMISSION_S` or more after the first. When a client sends
       its N requests at once, the API server spends up to a second taking them in; meanwhile it
       streams late and answers metrics late (on an H200 at B = 128 the first saturated sample
       showed ~4-8 k tokens the client had not received yet: 1-2.5 % of a 35 s window).
