@@ -38,7 +38,7 @@ from ..store import RunStore, atomic_write, decode_record, encode_record
 from ..sweep_prep import load_workload, open_run_dir, requests_for
 from .agent import NodeAgent
 from .nodes import NODE_LABEL, Node, NodesSource, cluster_nodes, lost_record  # noqa: F401 - NODE_LABEL re-exported
-from .queue import ConfigQueue, ServerGroups, next_for
+from .queue import ConfigQueue, ServerGroups, config_work, next_for
 from .ray_env import error_tail, import_ray
 
 #: How long agents may take to start (open GPUs, restore limits), s.
@@ -263,7 +263,9 @@ class ClusterRunner:
         skipped = [k for k in keys if k in done_before]
         counts = {"ok": 0, "failed": 0, "invalid": 0, "skipped": 0}
         attempts: dict[str, int] = {}
-        queue = ConfigQueue(((i, c) for i, c in enumerate(self._configs) if c.key() not in done_before), self._group)
+        work = config_work(self.profile, len(self._requests or []))
+        queue = ConfigQueue(((i, c) for i, c in enumerate(self._configs) if c.key() not in done_before), self._group,
+                            work)
         total = len(self._configs)
         self._events.open(self.store.live_path())
         try:
