@@ -114,7 +114,7 @@ class ClusterRunner:
         whether that needs a new server (False: its server's promised next configuration);
         None: nothing left for it, or no sweep running. For the driver's thread (a listener's
         callback), e.g. to drain before a configuration that would not fit a time budget."""
-        found = next((n for n in self.nodes if n.name == node), None)
+        found = next((n for n in self.nodes if n.name == node and n.alive), None)
         if found is None or self._queue is None:
             return None
         return upcoming(self.nodes, found, self._queue, self._group)
