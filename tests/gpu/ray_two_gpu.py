@@ -31,6 +31,8 @@ import sys
 import time
 from pathlib import Path
 
+T_START = time.monotonic()  # the budget counts from here (before the imports below)
+
 import msgspec
 
 from mle_tui.core.errors import InputError
@@ -82,7 +84,6 @@ class BudgetDrain:
 
 
 def main() -> int:
-    t_begin = time.monotonic()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("profile")
     ap.add_argument("out")
@@ -102,14 +103,13 @@ def main() -> int:
         print(f"mle-tui: {exc.line()}", file=sys.stderr)
         return 2
     printer = ProgressPrinter(sys.stderr)
-    budget = None
-    listener = printer
-    if args.budget_s is not None:
-        budget = BudgetDrain(args.budget_s, args.server_start_s, t_begin)
+    budget = BudgetDrain(args.budget_s, args.server_start_s, T_START) if args.budget_s is not None else None
 
-        def listener(e: Event) -> None:
-            printer(e)
+    def listener(e: Event) -> None:
+        printer(e)
+        if budget is not None:
             budget(e)
+
     cluster = None
     t0 = time.monotonic()
     try:
