@@ -60,3 +60,23 @@ class HoldFirstAttempt(SimRuntime):
             Path(self.marker).write_text(json.dumps({"node_id": node_id, "pid": os.getpid()}))
             ctx.cancel.wait()
         return super().run(ctx)
+
+
+class HoldUntilReleased(SimRuntime):
+    """The sim runtime, except that each configuration in ``keys`` (when its GPUs' limit is
+    set) writes ``marker_dir/KEY.json`` (its node's Ray id) and waits until the file
+    ``release`` exists (or it is cancelled), then runs normally."""
+
+    def __init__(self, keys: list[str], marker_dir: str, release: str) -> None:
+        super().__init__()
+        self.keys, self.marker_dir, self.release = set(keys), marker_dir, release
+
+    def run(self, ctx):  # noqa: ANN001, ANN201
+        if ctx.config.key() in self.keys:
+            import ray
+
+            node_id = ray.get_runtime_context().get_node_id()
+            Path(self.marker_dir, f"{ctx.config.key()}.json").write_text(json.dumps({"node_id": node_id}))
+            while not os.path.exists(self.release) and not ctx.cancel.wait(0.05):
+                pass
+        return super().run(ctx)

@@ -25,11 +25,11 @@ except InputError:
     pytest.skip("Ray is not installed (the mle-tui[ray] extra)", allow_module_level=True)
 
 import cluster_helpers  # noqa: E402
-from cluster_helpers import HoldFirstAttempt, sweep_profile  # noqa: E402
+from cluster_helpers import HoldFirstAttempt, HoldUntilReleased, sweep_profile  # noqa: E402
 from mle_tui.core.cluster.agent import NodeAgent  # noqa: E402
 from mle_tui.core.cluster.driver import NODE_LABEL, ClusterRunner  # noqa: E402
 from mle_tui.core.cluster.sim_device import read_device  # noqa: E402
-from mle_tui.core.events import ConfigFinished, ConfigStarted, PowerSample, decode_event  # noqa: E402
+from mle_tui.core.events import ConfigFinished, ConfigStarted, PowerSample, RunFinished, decode_event  # noqa: E402
 from mle_tui.core.runner import SweepRunner  # noqa: E402
 from mle_tui.core.store import RunStore  # noqa: E402
 from mle_tui.core.sweep_prep import load_workload  # noqa: E402
@@ -219,6 +219,60 @@ def test_skip_targets_one_configuration_the_other_node_goes_on(cluster, tmp_path
     assert [c.key() for c in runner.pending()] == [held]
     for node in ("w1", "w2"):
         assert set(read_device(tmp_path / "nodes" / node).values()) <= {700.0}
+
+
+def test_drain_finishes_the_running_ones_and_a_second_run_resumes_the_rest(cluster, tmp_path: Path) -> None:
+    """request_drain while both nodes run a configuration (held until released): both finish
+    and are written (drain, unlike stop, keeps them), nothing new starts, the run ends stopped
+    with the other six pending; a second ClusterRunner on the same directory runs exactly those
+    six, and the directory ends with every record once."""
+    profile = sweep_profile()
+    cfgs = profile.configs()
+    held = [cfgs[0].key(), cfgs[4].key()]  # the first of each server group (B = 8, B = 16)
+    assert [c.batch for c in cfgs] == [8] * 4 + [16] * 4
+    markers, release = tmp_path / "markers", tmp_path / "release"
+    markers.mkdir()
+    events: list = []
+    runner = ClusterRunner(profile, tmp_path / "run", node_dir_base=str(tmp_path / "nodes"), listener=events.append,
+                           runtime_factory=functools.partial(HoldUntilReleased, held, str(markers), str(release)))
+    out: dict = {}
+    thread = threading.Thread(target=lambda: out.update(summary=runner.run()), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 240
+    while len(list(markers.iterdir())) < 2:  # both nodes busy: nothing else can have started
+        assert time.monotonic() < deadline and thread.is_alive(), "the held configurations never started"
+        time.sleep(0.1)
+    runner.request_drain()
+    while not any("draining" in getattr(e, "line", "") for e in events):
+        assert time.monotonic() < deadline and thread.is_alive(), "no draining line"
+        time.sleep(0.05)
+    release.write_text("")
+    thread.join(timeout=300)
+    assert not thread.is_alive()
+    summary = out["summary"]
+    assert summary.stopped and (summary.completed, summary.failed) == (2, 0)
+    lines = [getattr(e, "line", "") for e in events]
+    assert "draining: 2 running configuration(s) finish, 6 stay queued" in lines
+    assert [e.stopped for e in events if isinstance(e, RunFinished)] == [True]
+    first = _records(tmp_path / "run")
+    assert sorted(first) == sorted(f"{k}.json" for k in held)
+    assert {r["status"] for r in first.values()} <= {"ok", "invalid"}
+    assert sorted(c.key() for c in runner.pending()) == sorted(c.key() for c in cfgs if c.key() not in held)
+    manifest = RunStore(tmp_path / "run").read_manifest()
+    assert manifest is not None and not manifest.finished
+    for node in ("w1", "w2"):
+        assert set(read_device(tmp_path / "nodes" / node).values()) <= {700.0}
+    # The second run resumes: the two written records are skipped, the six others run.
+    events2: list = []
+    again = ClusterRunner(profile, tmp_path / "run", node_dir_base=str(tmp_path / "nodes"), listener=events2.append)
+    summary2 = again.run()
+    assert not summary2.stopped and (summary2.completed, summary2.failed, summary2.skipped) == (6, 0, 2)
+    ran = sorted(e.key for e in events2 if isinstance(e, ConfigStarted))
+    assert ran == sorted(c.key() for c in cfgs if c.key() not in held)
+    final = _records(tmp_path / "run")
+    assert sorted(final) == sorted(f"{c.key()}.json" for c in cfgs)
+    assert all(final[name] == first[name] for name in first)  # the drained run's records, untouched
+    assert RunStore(tmp_path / "run").read_manifest().finished and not again.pending()
 
 
 DRIVER = """

@@ -11,7 +11,9 @@ A node lost during a configuration: a ``failed`` record ("node lost"), the confi
 requeued once on another node (the lost attempt's record is kept in ``attempts/``; the second
 loss makes it final), and the node named in ``run.json``'s ``nodes_to_restore``: its agent's
 next start restores the limit its state file holds. Stop: every agent stops (limits restored)
-and exits. A driver that dies stops polling: every agent's lease runs out, it stops and exits.
+and exits. Drain: the running configurations finish and are written, no new one starts, the
+rest stay pending (a later run on the same directory resumes them). A driver that dies stops
+polling: every agent's lease runs out, it stops and exits.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from ..store import RunStore, atomic_write, decode_record, encode_record
 from ..sweep_prep import load_workload, open_run_dir, requests_for
 from .agent import NodeAgent
 from .nodes import NODE_LABEL, Node, NodesSource, cluster_nodes, lost_record  # noqa: F401 - NODE_LABEL re-exported
-from .queue import ConfigQueue, ServerGroups, next_for
+from .queue import ConfigQueue, ServerGroups, config_work, next_for, upcoming
 from .ray_env import error_tail, import_ray
 
 #: How long agents may take to start (open GPUs, restore limits), s.
@@ -68,6 +70,8 @@ class ClusterRunner:
         self._configs = profile.configs()
         self._group = ServerGroups(profile)
         self._stop = threading.Event()
+        self._drain_req = threading.Event()
+        self._queue: ConfigQueue | None = None
         self._skip: set[str | None] = set()
         self._skip_lock = threading.Lock()
         self._lock: Any = None
@@ -98,6 +102,22 @@ class ClusterRunner:
     def request_stop(self) -> None:
         """Stop every node's configuration (limits restored) and the sweep. Thread-safe."""
         self._stop.set()
+
+    def request_drain(self) -> None:
+        """End the sweep after the configurations running now: they finish and are written
+        as usual, no new one starts, the rest stay pending (resumed by a later run on the same
+        directory); the run ends ``stopped`` when some were left. Thread-safe."""
+        self._drain_req.set()
+
+    def next_start(self, node: str) -> tuple[Config, bool] | None:
+        """The configuration the node named ``node`` would start next were it free now, and
+        whether that needs a new server (False: its server's promised next configuration);
+        None: nothing left for it, or no sweep running. For the driver's thread (a listener's
+        callback), e.g. to drain before a configuration that would not fit a time budget."""
+        found = next((n for n in self.nodes if n.name == node and n.alive), None)
+        if found is None or self._queue is None:
+            return None
+        return upcoming(self.nodes, found, self._queue, self._group)
 
     @property
     def requests(self) -> list[Request] | None:
@@ -263,7 +283,10 @@ class ClusterRunner:
         skipped = [k for k in keys if k in done_before]
         counts = {"ok": 0, "failed": 0, "invalid": 0, "skipped": 0}
         attempts: dict[str, int] = {}
-        queue = ConfigQueue(((i, c) for i, c in enumerate(self._configs) if c.key() not in done_before), self._group)
+        work = config_work(self.profile, len(self._requests or []))
+        queue = self._queue = ConfigQueue(
+            ((i, c) for i, c in enumerate(self._configs) if c.key() not in done_before), self._group, work)
+        drained = False
         total = len(self._configs)
         self._events.open(self.store.live_path())
         try:
@@ -276,8 +299,15 @@ class ClusterRunner:
                     self._emit(LogLine(line=f"node {n.name}: {note}"))
             while True:
                 self._act_on_requests()
+                if self._drain_req.is_set() and not drained:
+                    drained = True
+                    running = sum(1 for n in self.nodes if n.job is not None)
+                    queued = len(queue) + sum(len(n.reserved) for n in self.nodes)
+                    self._emit(LogLine(line=f"draining: {running} running configuration(s) finish, "
+                                            f"{queued} stay queued"))
                 for node in self.nodes:
-                    if node.alive and node.job is None and (queue or node.reserved) and not self._stop.is_set():
+                    if (node.alive and node.job is None and (queue or node.reserved) and not self._stop.is_set()
+                            and not drained):
                         index, cfg, nxt = next_for(self.nodes, node, queue, self._group)
                         ref = node.handle.run_config.remote(cfg, index, total, nxt)
                         node.job = (ref, index, cfg, time.time())
@@ -285,7 +315,7 @@ class ClusterRunner:
                 busy = [n for n in self.nodes if n.job is not None]
                 if not busy:
                     queue.extend(it for n in self.nodes for it in n.reserved)
-                    if queue and not self._stop.is_set():
+                    if queue and not (self._stop.is_set() or drained):
                         self._emit(LogLine(line=f"no node left to run {len(queue)} configuration(s)"))
                     break
                 ready, _ = ray.wait([n.job[0] for n in busy], num_returns=1, timeout=self.poll_s)
@@ -295,13 +325,14 @@ class ClusterRunner:
                         status = self._finish(node, queue, attempts)
                         if status in counts:
                             counts[status] += 1
-            stopped = self._stop.is_set()
+            stopped = self._stop.is_set() or (drained and bool(queue))
             if not (set(keys) - self.store.completed_keys()):
                 self._write_manifest(finished=True)
             self._emit(RunFinished(completed=counts["ok"] + counts["invalid"], failed=counts["failed"],
                                    invalid=counts["invalid"], stopped=stopped, skipped=counts["skipped"]))
         finally:
             self._events.close()
+            self._queue = None
         return RunSummary(run_dir=str(self.out_dir), completed=counts["ok"] + counts["invalid"],
                           failed=counts["failed"], invalid=counts["invalid"], skipped=len(skipped), stopped=stopped)
 

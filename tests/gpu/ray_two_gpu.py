@@ -7,6 +7,19 @@ pid), never with ``ray stop``.
 
     python tests/gpu/ray_two_gpu.py PROFILE OUT --local          # GPU 0 only
     python tests/gpu/ray_two_gpu.py PROFILE OUT --gpus 2         # two Ray nodes, one GPU each
+    python tests/gpu/ray_two_gpu.py PROFILE OUT --gpus 2 --budget-s 510 [--server-start-s 120]
+
+--budget-s (Ray only; one GPU: tests/gpu/run_budgeted.py), for machines whose commands are
+limited in time: counted from this script's start (the Ray cluster's start included; leave
+room for the end: servers stopped, Ray shut down). When a configuration finishes and the next
+one its node would start cannot finish within what is left (the longest configuration seen on
+any node without its server start, plus the longest server start seen, or --server-start-s
+before any, when it needs a new server; a node's next configuration of the same server needs
+none), the sweep drains: the running configurations finish and are written, nothing new
+starts. Run the same command again to resume the directory.
+
+Exit status: 0 all configurations done, 3 drained for the budget (run again to resume),
+1 a configuration failed or the sweep stopped otherwise, 2 bad input.
 """
 
 from __future__ import annotations
@@ -18,11 +31,56 @@ import sys
 import time
 from pathlib import Path
 
+T_START = time.monotonic()  # the budget counts from here (before the imports below)
+
 import msgspec
 
 from mle_tui.core.errors import InputError
+from mle_tui.core.events import ConfigFinished, ConfigStarted, Event, LogLine
 from mle_tui.core.profile import load_profile
 from mle_tui.tui.headless import ProgressPrinter
+
+
+class BudgetDrain:
+    """Listener that drains the cluster sweep before a configuration that would not fit in
+    ``budget_s`` counted from ``t0`` (see the module's text). ``runner`` (set before the run)
+    needs ``next_start(node)`` and ``request_drain()``."""
+
+    def __init__(self, budget_s: float, server_start_s: float, t0: float, *,
+                 clock=time.monotonic, out=sys.stderr) -> None:  # noqa: ANN001
+        self.budget_s, self.default_start_s, self.t0 = budget_s, server_start_s, t0
+        self.clock, self.out = clock, out
+        self.runner = None
+        self.slowest_s = 0.0  # the longest configuration seen, its server start excluded
+        self.start_s: float | None = None  # the longest server start seen
+        self.started: dict[str | None, float] = {}  # node -> its configuration's start
+        self.paid_s: dict[str | None, float] = {}  # node -> the server start it paid for
+        self.drained = False
+
+    def _say(self, now: float, text: str) -> None:
+        print(f"[{now - self.t0:6.0f} s] {text}", file=self.out, flush=True)
+
+    def __call__(self, e: Event) -> None:
+        now = self.clock()
+        if isinstance(e, ConfigStarted):
+            self.started[e.node], self.paid_s[e.node] = now, 0.0
+        elif isinstance(e, LogLine) and "ready after" in e.line and e.node in self.started:
+            ready_s = self.paid_s[e.node] = now - self.started[e.node]
+            self.start_s = max(self.start_s or 0.0, ready_s)
+        elif isinstance(e, ConfigFinished) and e.node in self.started:
+            took = now - self.started.pop(e.node)
+            self.slowest_s = max(self.slowest_s, took - self.paid_s.pop(e.node, 0.0))
+            nxt = None if self.drained else self.runner.next_start(e.node)
+            if nxt is None:
+                return
+            cfg, new_server = nxt
+            start_s = self.start_s if self.start_s is not None else self.default_start_s
+            need = self.slowest_s + (start_s if new_server else 0.0)
+            if now - self.t0 + need > self.budget_s:
+                self._say(now, f"draining for the budget: node {e.node} would start {cfg.key()} "
+                               f"(needs ~{need:.0f} s, {self.budget_s - (now - self.t0):.0f} s left)")
+                self.drained = True
+                self.runner.request_drain()
 
 
 def main() -> int:
@@ -31,13 +89,27 @@ def main() -> int:
     ap.add_argument("out")
     ap.add_argument("--local", action="store_true", help="one GPU (GPU 0), no Ray")
     ap.add_argument("--gpus", type=int, default=2, help="Ray nodes, one GPU each (default 2)")
+    ap.add_argument("--budget-s", type=float, help="drain before a configuration that would end past this "
+                    "(s from this script's start); exit 3 when drained")
+    ap.add_argument("--server-start-s", type=float, default=120.0,
+                    help="a server start's estimate before one is seen (default 120)")
     args = ap.parse_args()
+    if args.local and args.budget_s is not None:
+        print("mle-tui: --budget-s: with Ray only (one GPU: tests/gpu/run_budgeted.py)", file=sys.stderr)
+        return 2
     try:
         profile = load_profile(args.profile)
     except InputError as exc:
         print(f"mle-tui: {exc.line()}", file=sys.stderr)
         return 2
     printer = ProgressPrinter(sys.stderr)
+    budget = BudgetDrain(args.budget_s, args.server_start_s, T_START) if args.budget_s is not None else None
+
+    def listener(e: Event) -> None:
+        printer(e)
+        if budget is not None:
+            budget(e)
+
     cluster = None
     t0 = time.monotonic()
     try:
@@ -66,7 +138,9 @@ def main() -> int:
             cluster.wait_for_nodes()
             print(f"ray cluster up in {time.monotonic() - t0:.1f} s", file=sys.stderr)
             t0 = time.monotonic()
-            runner = ClusterRunner(profile, Path(args.out), profile_path=args.profile, listener=printer)
+            runner = ClusterRunner(profile, Path(args.out), profile_path=args.profile, listener=listener)
+            if budget is not None:
+                budget.runner = runner
         summary = runner.run()
     except InputError as exc:
         print(f"mle-tui: {exc.line()}", file=sys.stderr)
@@ -81,9 +155,13 @@ def main() -> int:
     line = {"mode": "local" if args.local else f"ray x{args.gpus}", "wall_s": round(wall_s, 1),
             "completed": summary.completed, "failed": summary.failed, "stopped": summary.stopped,
             "unix_s": time.time()}
+    if budget is not None:
+        line["drained_for_budget"] = budget.drained
     with open(f"{args.out.rstrip('/')}.wall.jsonl", "a") as fh:
         fh.write(json.dumps(line) + "\n")
     print(json.dumps(line))
+    if budget is not None and budget.drained and summary.stopped:
+        return 3
     return 0 if not (summary.failed or summary.stopped) else 1
 
 
