@@ -38,13 +38,11 @@ from ..records import ClusterNode
 from ..runner import RunSummary
 from ..store import RunStore, atomic_write, decode_record, encode_record
 from ..sweep_prep import load_workload, open_run_dir, requests_for
-from .agent import NodeAgent
+from .agents import shutdown_agents, start_agents
 from .nodes import NODE_LABEL, Node, NodesSource, cluster_nodes, lost_record  # noqa: F401 - NODE_LABEL re-exported
 from .queue import ConfigQueue, ServerGroups, config_work, next_for, upcoming
-from .ray_env import error_tail, import_ray
+from .ray_env import import_ray
 
-#: How long agents may take to start (open GPUs, restore limits), s.
-AGENT_START_TIMEOUT_S = 300.0
 
 
 class ClusterRunner:
@@ -179,36 +177,7 @@ class ClusterRunner:
         self._prepared = True
 
     def _start_agents(self, ray: Any, found: list[tuple[str, str, float]]) -> None:
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-        actor = ray.remote(NodeAgent)
-        req_ref = ray.put(self._requests)
-        tag = uuid.uuid4().hex[:6]
-        for name, node_id, num_gpus in found:
-            node_dir = str(Path(self._node_dir_base) / name) if self._node_dir_base else None
-            handle = actor.options(
-                name=f"mle-tui-{self.run_id}-{name}-{tag}", namespace="mle-tui", lifetime="detached",
-                max_concurrency=4, max_restarts=0, num_cpus=0, num_gpus=num_gpus,
-                scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
-            ).remote(self.profile, node=name, run_id=self.run_id, configs=self._configs, requests=req_ref,
-                     profile_path=self.profile_path or "", node_dir=node_dir, node_id=node_id, lease_s=self.lease_s,
-                     allow_simulated=self._allow_simulated, runtime_factory=self._runtime_factory)
-            self.nodes.append(Node(name, node_id, num_gpus, handle))
-        for node in list(self.nodes):
-            try:
-                node.info = ray.get(node.handle.info.remote(), timeout=AGENT_START_TIMEOUT_S)
-            except Exception as exc:  # noqa: BLE001 - the agent's InputError arrives wrapped
-                cause = getattr(exc, "cause", None) or exc
-                if isinstance(cause, InputError):  # bad input: the same on every node
-                    raise InputError(self.profile_path or "", "cluster",
-                                     f"node {node.name}: {cause.line()}") from None
-                # A node that died (or whose agent crashed) is left out of this sweep.
-                self._notes.append(f"node {node.name} left out: its agent did not start: {error_tail(cause)}")
-                node.alive = False
-                self.nodes.remove(node)
-        if not self.nodes:
-            raise InputError(self.profile_path or "", "cluster.ray_address",
-                             f"no node agent started ({'; '.join(self._notes[-3:])})")
+        start_agents(ray, found, self, self._notes)
 
     def _write_manifest(self, finished: bool) -> None:
         m = build_manifest(run_id=self.run_id, created_unix_s=self._created, profile=self.profile,
@@ -413,21 +382,8 @@ class ClusterRunner:
     # -- the end ----------------------------------------------------------------------------------
     def _shutdown_agents(self) -> None:
         """Stop every alive agent (limits restored, node released) and end it."""
-        ray = self._ray
-        if ray is None:
-            return
-        alive = [n for n in self.nodes if n.alive]
-        refs = [(n, n.handle.shutdown.remote()) for n in alive]
-        for node, ref in refs:
-            try:
-                ray.get(ref, timeout=120)
-            except Exception:  # noqa: BLE001 - a dead agent: its lease/state file cover it
-                pass
-            try:
-                ray.kill(node.handle)
-            except Exception:  # noqa: BLE001
-                pass
-            node.alive = False
+        if self._ray is not None:
+            shutdown_agents(self._ray, self.nodes)
 
     def _release(self) -> None:
         if self._lock is not None:
