@@ -8,6 +8,8 @@
 #   bash tests/gpu/h200.sh sweep PROFILE NAME BUDGET_S [GPUS]   run/resume PROFILE into /tmp/h200/NAME
 #                                          (GPUS e.g. 1: side by side with a sweep on GPU 0)
 #   bash tests/gpu/h200.sh pack OUTDIR      run directories (traces included) as tarballs
+#   bash tests/gpu/h200.sh unpack DIR       a previous machine's tarballs (carried DIR/*.tgz, e.g. .gpuruns/)
+#                                          back into /tmp/h200, to resume their sweeps
 #   bash tests/gpu/h200.sh stage-ray N      copy .whr/part-N (carried: ray 2.60 cp312 split in two, deps)
 #   bash tests/gpu/h200.sh install-ray      rejoin and check the ray wheel, install it into /tmp/ray-site
 #   bash tests/gpu/h200.sh ray PROFILE NAME MODE   tests/gpu/ray_two_gpu.py into /tmp/h200/NAME
@@ -67,6 +69,8 @@ ray)
   rc=${PIPESTATUS[0]}
   nvidia-smi --query-gpu=index,power.limit --format=csv,noheader >> "/tmp/h200/$3-limits.txt"
   echo "ray exit $rc" | tee -a "/tmp/h200/$3.log" ;;
+unpack)
+  mkdir -p /tmp/h200 && for f in "$REPO/$2"/*.tgz; do tar -C /tmp/h200 -xzf "$f" && echo "unpacked $f"; done ;;
 pack)
   for d in /tmp/h200/*/; do n=$(basename "$d"); tar -C /tmp/h200 -czf "$2/$n.tgz" "$n" "$n.log" "$n-limits.txt" $(cd /tmp/h200 && ls "$n.wall.jsonl" 2>/dev/null); done
   ls -la "$2" ;;
