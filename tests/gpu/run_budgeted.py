@@ -17,6 +17,7 @@ Exit status: 0 all configurations done, 3 stopped for the budget (run again to r
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -90,6 +91,11 @@ def main() -> int:
         print(f"mle-tui: {exc.line()}", file=sys.stderr)
         return 2
     print(f"summary: {summary}", flush=True)
+    # this call's wall time, as tests/gpu/ray_two_gpu.py logs it (a resumed sweep: sum the lines)
+    line = {"mode": "local", "wall_s": round(time.monotonic() - t0, 1), "completed": summary.completed,
+            "failed": summary.failed, "stopped": summary.stopped, "unix_s": time.time()}
+    with open(f"{args.out.rstrip('/')}.wall.jsonl", "a") as fh:
+        fh.write(json.dumps(line) + "\n")
     plan = getattr(runner, "plan", None)
     if plan is not None and plan.strategy == "adaptive":
         # (a stop for the budget after the search's last configuration costs one more short call:
