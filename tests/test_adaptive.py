@@ -417,3 +417,30 @@ def test_a_resumed_adaptive_run_reports_its_search_before_its_first_configuratio
                     e, (GpuTimeUpdate, ConfigStarted)) else None).run()
     assert "ConfigStarted" in seen
     assert seen.index("GpuTimeUpdate") < seen.index("ConfigStarted")
+
+
+def test_client_capped_reuse_that_cannot_hold_the_batch_says_why(tmp_path: Path) -> None:
+    """On an H200 a B = 64 run under a B = 512 server sat at a batch of 55-64 (each freed slot
+    waits for the client's next request) and found no window: the record says so, with the
+    batch it held and the setting to change; a run on its own server, or a good window, does not."""
+    from mle_tui.core.measure.analysis import analyse
+    from mle_tui.core.measure.trace import decode_trace
+    from mle_tui.core.runner import SweepRunner
+    from mle_tui.core.store import RunStore
+
+    prof = decode_profile(PROFILE.replace('"8..64 x2"', "32").replace("[300, 500, 700]", "[500]"), "t.toml")
+    SweepRunner(prof, tmp_path / "run", strategy="grid").run()
+    rec = RunStore(tmp_path / "run").load_records()[0]
+    trace = decode_trace((tmp_path / "run" / rec.analysis.trace).read_bytes())
+    shared = msgspec.structs.replace(trace, server_mode="started server with max_num_seqs 512, client "
+                                                        "concurrency capped at 32")
+    assert not any("client-capped" in r for r in analyse(shared).reasons)  # a good window: nothing to say
+    run = [r if r < 31 else (31.0 if i % 2 else 27.0) for i, r in enumerate(trace.batch.running)]
+    # client-capped: the server's queue is empty, so every dip below B - 1 ends the saturated run
+    dipping = msgspec.structs.replace(shared, batch=msgspec.structs.replace(
+        trace.batch, running=run, waiting=[0.0] * len(run)))
+    bad = analyse(dipping)
+    hint = [r for r in bad.reasons if "client-capped reuse" in r]
+    assert bad.status == "invalid" and len(hint) == 1 and "server.reuse_across_max_num_seqs = false" in hint[0]
+    own = msgspec.structs.replace(dipping, server_mode="")
+    assert not any("client-capped" in r for r in analyse(own).reasons)

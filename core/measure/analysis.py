@@ -250,6 +250,8 @@ def _account_llm(rec: Record, trace: Trace, ss: SteadySpec) -> None:
         extra.append("the GPU energy counter went backwards (reset) during the configuration")
     elif not math.isfinite(energy) or energy <= 0:
         extra.append("the power source reported no energy for the steady window")
+    hint = reuse_hint(trace, B, gates, extra)
+    warnings += [hint] if hint else []
     _finish_status(rec, gates, extra, warnings)
     if ept is not None and energy > 0 and mean_out is not None:
         rec.energy_per_token_j = ept
@@ -262,6 +264,23 @@ def _account_llm(rec: Record, trace: Trace, ss: SteadySpec) -> None:
         rec.throughput = Throughput(requests_per_s=finished / dur, output_tokens_per_s=tokens / dur)
     if we is not None and math.isfinite(we.integral_j):
         rec.energy_integral_j = we.integral_j
+
+
+def reuse_hint(trace: Trace, B: int, gates: list[Gate], extra: list[str]) -> str | None:
+    """Why a client-capped run on a shared server (``server.reuse_across_max_num_seqs``) found no
+    usable window: each freed slot waits for the client's next request, so a fast server's batch
+    sits below B where a server started with B would keep it full from its queue."""
+    if "client concurrency capped" not in trace.server_mode:
+        return None
+    if not extra and all(g.ok for g in gates if g.name in ("window_length", "mean_batch")):
+        return None
+    run = np.asarray(trace.batch.running, dtype=np.float64)
+    busy = run[run > 0]
+    if not busy.size:
+        return None
+    return (f"client-capped reuse held the running batch at {float(np.mean(busy)):.1f} of {B} on average (each "
+            "freed slot waits for the client's next request); measure this B on its own server "
+            "(server.reuse_across_max_num_seqs = false)")
 
 
 def token_gate(client: int, server: float, max_mismatch: float) -> Gate:
