@@ -1,0 +1,111 @@
+"""Finish then stop (drain): the runner finishes the configuration running now, starts no other
+and ends ``stopped``; the control channel's ``drain``; the run screen's ``f``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from mle_tui.core.events import ConfigStarted, LogLine
+from mle_tui.core.profile import decode_profile
+from mle_tui.core.runner import SweepRunner
+from mle_tui.core.runtimes.sim import SimRuntime
+from mle_tui.core.store import RunStore
+
+PROFILE = """
+name = "drain"
+task = "chat"
+runtime = "sim"
+[model]
+id = "sim/llama"
+weights = "dummy"
+[dataset]
+name = "synthetic"
+num_requests = 64
+repeats = 1
+seed = 1
+min_prompt_tokens = 32
+max_prompt_tokens = 256
+min_output_tokens = 64
+max_output_tokens = 256
+[sweep]
+max_num_seqs = "8, 16"
+power_limit_w = [300, 500]
+{extra}
+[gpu]
+simulated = true
+"""
+
+
+def drain_during(profile, out: Path, index: int):  # noqa: ANN001, ANN201
+    """Run ``profile`` into ``out``; drain while the configuration ``index`` (0-based) runs."""
+    holder: dict = {}
+    events: list = []
+
+    def listener(e) -> None:  # noqa: ANN001
+        events.append(e)
+        if isinstance(e, ConfigStarted) and e.index == index:
+            holder["runner"].request_drain()
+
+    runner = holder["runner"] = SweepRunner(profile, out, runtime=SimRuntime(), listener=listener)
+    return runner, runner.run(), events
+
+
+# -- the runner --------------------------------------------------------------------------------
+
+def test_drain_finishes_the_running_configuration_and_resume_runs_the_rest(tmp_path: Path) -> None:
+    profile = decode_profile(PROFILE.format(extra=""), "d.toml")
+    keys = [c.key() for c in profile.configs()]
+    assert len(keys) == 4
+    out = tmp_path / "run"
+    runner, s1, events = drain_during(profile, out, 1)  # during the 2nd of 4
+    assert s1.stopped and s1.completed == 2 and s1.failed == 0
+    store = RunStore(out)
+    recs = {r.config_key: r for r in store.load_records()}
+    assert set(recs) == set(keys[:2])
+    assert all(r.status in ("ok", "invalid") for r in recs.values())  # written normally, not skipped
+    assert recs[keys[1]].energy_per_request_j is not None
+    assert [c.key() for c in runner.pending()] == keys[2:]
+    assert [e.key for e in events if isinstance(e, ConfigStarted)] == keys[:2]
+    lines = [e.line for e in events if isinstance(e, LogLine)]
+    assert any(x.startswith("drain requested") for x in lines) and any(x.startswith("drained") for x in lines)
+    # power limits restored as on any end (the simulated GPU's original 700 W)
+    assert runner.source.get_limit_w(0) == 700.0
+    assert not store.read_manifest().finished
+    # a second run of the directory finishes the other two, rewriting nothing
+    mtimes = {k: store.find_record(k).stat().st_mtime_ns for k in keys[:2]}
+    ev2: list = []
+    s2 = SweepRunner(profile, out, runtime=SimRuntime(), listener=ev2.append).run()
+    assert not s2.stopped and s2.skipped == 2 and s2.completed == 2
+    assert [e.key for e in ev2 if isinstance(e, ConfigStarted)] == keys[2:]
+    assert store.completed_keys() == set(keys) and store.read_manifest().finished
+    assert {k: store.find_record(k).stat().st_mtime_ns for k in keys[:2]} == mtimes
+
+
+def test_drain_during_the_last_configuration_is_a_normal_end(tmp_path: Path) -> None:
+    profile = decode_profile(PROFILE.format(extra=""), "d.toml")
+    _, s, _ = drain_during(profile, tmp_path / "run", 3)
+    assert not s.stopped and s.completed == 4
+    assert RunStore(tmp_path / "run").read_manifest().finished
+
+
+def test_drain_of_an_adaptive_run_resumes_the_search(tmp_path: Path) -> None:
+    extra = '[target]\nmetric = "tpot"\nvalue = "20ms"'
+    profile = decode_profile(PROFILE.format(extra=extra), "d.toml")
+    out = tmp_path / "run"
+    holder: dict = {}
+
+    def listener(e) -> None:  # noqa: ANN001
+        if isinstance(e, ConfigStarted):
+            holder["runner"].request_drain()
+
+    runner = holder["runner"] = SweepRunner(profile, out, runtime=SimRuntime(), listener=listener,
+                                            strategy="adaptive")
+    s1 = runner.run()
+    assert s1.stopped and s1.completed == 1
+    log = json.loads((out / "adaptive.json").read_text())
+    assert not log["finished"]
+    assert runner.source.get_limit_w(0) == 700.0
+    s2 = SweepRunner(profile, out, runtime=SimRuntime(), strategy="adaptive").run()
+    assert not s2.stopped and s2.skipped == 1
+    assert json.loads((out / "adaptive.json").read_text())["finished"]
