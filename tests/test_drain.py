@@ -4,8 +4,10 @@ and ends ``stopped``; the control channel's ``drain``; the run screen's ``f``.""
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
+from mle_tui.core.control import CONTROL_NAME, ControlChannel, follow_control, start_control_thread
 from mle_tui.core.events import ConfigStarted, LogLine
 from mle_tui.core.profile import decode_profile
 from mle_tui.core.runner import SweepRunner
@@ -109,3 +111,83 @@ def test_drain_of_an_adaptive_run_resumes_the_search(tmp_path: Path) -> None:
     s2 = SweepRunner(profile, out, runtime=SimRuntime(), strategy="adaptive").run()
     assert not s2.stopped and s2.skipped == 1
     assert json.loads((out / "adaptive.json").read_text())["finished"]
+
+
+# -- the control channel -----------------------------------------------------------------------
+
+class Recorder:
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.drained = threading.Event()
+
+    def request_skip(self, key: str | None = None) -> None:
+        self.calls.append("skip")
+
+    def request_stop(self) -> None:
+        self.calls.append("stop")
+
+    def request_drain(self) -> None:
+        self.calls.append("drain")
+        self.drained.set()
+
+
+def test_drain_command_reaches_the_runner(tmp_path: Path) -> None:
+    ControlChannel(tmp_path).send("drain", to="tok")
+    line = json.loads((tmp_path / CONTROL_NAME).read_text())
+    assert line["cmd"] == "drain" and "key" not in line
+    rec = Recorder()
+    done = start_control_thread(tmp_path, rec, token="tok", since=0.0)
+    try:
+        assert rec.drained.wait(20)
+    finally:
+        done.set()
+    assert rec.calls == ["drain"]  # neither a stop nor a skip
+
+
+def test_drain_without_a_handler_is_ignored(tmp_path: Path) -> None:
+    ch = ControlChannel(tmp_path)
+    ch.send("drain")
+    ch.send("stop")
+    stops: list[int] = []
+    done = threading.Event()
+    done.set()  # one poll, then return
+    follow_control(ControlChannel(tmp_path, since=0.0), lambda k: None, lambda: stops.append(1), done, period_s=0.0)
+    assert stops == [1]
+
+
+def test_detached_handle_sends_drain(tmp_path: Path) -> None:
+    from mle_tui.tui.sweep_process import DetachedRun
+
+    DetachedRun(tmp_path, token="tok").request_drain()
+    msgs = ControlChannel(tmp_path, token="tok", since=0.0).poll_messages()
+    assert [(m.cmd, m.to) for m in msgs] == [("drain", "tok")]
+
+
+def test_headless_runner_obeys_drain_from_the_control_channel(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    """``mle-tui run --headless`` (and the app's detached child): the runner's control thread
+    hands ``drain`` to ``request_drain`` (a local SweepRunner or a ClusterRunner alike)."""
+    from mle_tui.core.runner import RunSummary
+    from mle_tui.tui.runner_main import run_headless
+
+    monkeypatch.setenv("MLE_TUI_STATE_DIR", str(tmp_path / "state"))
+    profile = decode_profile(PROFILE.format(extra=""), "d.toml")
+    out = tmp_path / "run"
+    made: list = []
+
+    class Runner(Recorder):
+        def __init__(self, profile, out_dir, **kw) -> None:  # noqa: ANN001, ANN003
+            super().__init__()
+            self.out_dir = Path(out_dir)
+            made.append(self)
+
+        def prepare(self) -> None:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+
+        def run(self) -> RunSummary:
+            ControlChannel(self.out_dir).send("drain")  # as the app does
+            got = self.drained.wait(20)
+            return RunSummary(run_dir=str(self.out_dir), completed=1, failed=0, invalid=0, skipped=0, stopped=got)
+
+    rc = run_headless(profile, out, profile_path=None, simulate=True, record_format="json", token=None,
+                      since=None, detached=False, runner_factory=Runner)
+    assert made[0].calls == ["drain"] and rc == 1  # stopped early: rerun to resume
