@@ -191,3 +191,117 @@ def test_headless_runner_obeys_drain_from_the_control_channel(tmp_path: Path, mo
     rc = run_headless(profile, out, profile_path=None, simulate=True, record_format="json", token=None,
                       since=None, detached=False, runner_factory=Runner)
     assert made[0].calls == ["drain"] and rc == 1  # stopped early: rerun to resume
+
+
+# -- the app: f on the run screen --------------------------------------------------------------
+
+async def test_f_asks_then_drains_and_the_header_says_so(tmp_path: Path) -> None:
+    import time
+
+    from mle_tui.tui.app import MleApp
+    from mle_tui.tui.modals import ConfirmScreen
+    from tui_fakes import FakeRunner, FrozenClock, no_gpu_probe, write_profile
+    from tui_text import screen_text
+
+    made: list = []
+
+    class DrainingFake(FakeRunner):
+        """FakeRunner with request_drain: the configuration running ends as usual, then the sweep."""
+
+        drains = 0
+
+        def request_drain(self) -> None:
+            self.drains += 1
+
+        def _run_config(self, index, total, c):  # noqa: ANN001, ANN202
+            status = super()._run_config(index, total, c)
+            if self.drains:
+                self._stop.set()
+            return status
+
+    def factory(profile, out_dir, listener, profile_path):  # noqa: ANN001, ANN202
+        made.append(DrainingFake(profile, out_dir, listener, profile_path, pause_at=(0, 2.0)))
+        return made[-1]
+
+    async def wait_for(pilot, cond, timeout_s: float = 20.0) -> None:  # noqa: ANN001
+        deadline = time.monotonic() + timeout_s
+        while not cond():
+            assert time.monotonic() < deadline, f"timed out waiting for {cond}"
+            await pilot.pause(0.05)
+
+    app = MleApp(profiles=[write_profile(tmp_path)], runner_factory=factory, gpu_probe=no_gpu_probe,
+                 now_s=FrozenClock(), runs_root=tmp_path / "runs", records_roots=[tmp_path / "runs"],
+                 cursor_blink=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("ctrl+r")
+        await wait_for(pilot, lambda: bool(made) and made[0].paused.is_set())
+        runner = made[0]
+        first = runner.configs()[0].key()
+        await pilot.press("f")  # asks first; "n" keeps the sweep running
+        assert isinstance(app.screen, ConfirmScreen) and "Finish the running configuration" in screen_text(app)
+        await pilot.press("n")
+        assert runner.drains == 0 and app.run_active
+        await pilot.press("f")
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("y")
+        assert runner.drains == 1
+        await wait_for(pilot, lambda: "FINISHING current configuration, then stopping" in screen_text(app))
+        assert "elapsed" in screen_text(app)  # the header keeps its timing at 80 columns
+        await pilot.press("f")  # a second f does not ask again
+        assert not isinstance(app.screen, ConfirmScreen) and runner.drains == 1
+        runner.resume.set()
+        await wait_for(pilot, lambda: not app.run_active)
+        assert app.live.rows[first].status in ("done", "invalid")  # finished normally, not skipped
+        assert all(r.status == "pending" for k, r in app.live.rows.items() if k != first)
+        assert app.run_summary.stopped and app.run_summary.completed == 1
+        await wait_for(pilot, lambda: "STOPPED 1 done" in screen_text(app))
+        assert "FINISHING" not in screen_text(app)
+
+
+async def test_f_drains_the_detached_runner_of_the_app(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    """The user's path: the app's detached runner process gets ``drain`` through control.jsonl,
+    finishes the configuration it runs and ends stopped; the other stays pending."""
+    import time
+
+    from mle_tui.core.shipped import profiles_dir
+    from mle_tui.tui.app import MleApp
+    from mle_tui.tui.detach_ui import AttachedRunScreen
+    from mle_tui.tui.modals import ConfirmScreen
+    from tui_fakes import FrozenClock, no_gpu_probe
+    from tui_text import screen_text
+
+    monkeypatch.setenv("MLE_TUI_STATE_DIR", str(tmp_path / "state"))
+    text = (profiles_dir() / "demo.toml").read_text()
+    for a, b in [("realtime = false", "realtime = true\ntime_scale = 4.0"),
+                 ('max_num_seqs = "8..128 x2"', "max_num_seqs = [64, 128]"),
+                 ("power_limit_w = [400, 700]", "power_limit_w = 700")]:
+        assert a in text
+        text = text.replace(a, b)
+    prof = tmp_path / "rt.toml"
+    prof.write_text(text)
+
+    async def settle(pilot, cond, timeout_s: float = 90.0) -> None:  # noqa: ANN001
+        deadline = time.monotonic() + timeout_s
+        while not cond():
+            assert time.monotonic() < deadline, f"timed out: {cond}"
+            await pilot.pause(0.05)
+
+    app = MleApp(profiles=[prof], gpu_probe=no_gpu_probe, now_s=FrozenClock(), runs_root=tmp_path / "runs",
+                 records_roots=[tmp_path / "runs"], cursor_blink=False, tick_s=0.1)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("ctrl+r")
+        assert isinstance(app.screen, AttachedRunScreen) and app.detached_run
+        run = app.run_dir
+        await settle(pilot, lambda: app.live.current == "mns64-tp1-pl700")
+        await pilot.press("f")
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("y")
+        lines = [json.loads(x) for x in (run / CONTROL_NAME).read_text().splitlines()]
+        assert [x["cmd"] for x in lines] == ["drain"]
+        await settle(pilot, lambda: "FINISHING current configuration, then stopping" in screen_text(app), 10)
+        await settle(pilot, lambda: not app.run_active)
+        assert app.run_error is None and app.live.finished is not None and app.live.finished.stopped
+        assert app.live.finished.completed == 1
+    store = RunStore(run)
+    assert store.completed_keys() == {"mns64-tp1-pl700"} and not store.read_manifest().finished
+    assert {r.config_key: r.status for r in store.load_records()}["mns64-tp1-pl700"] in ("ok", "invalid")
