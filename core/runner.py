@@ -306,8 +306,10 @@ class SweepRunner:
                 plan.observe(cfg, record)
                 self._emit(plan.event())
             stopped = self._flags.stop.is_set() or drained
-            if not stopped and not self._drain.is_set():  # a drain starts no measurement, this one neither
+            if not stopped and not self._drain.is_set():
                 self._verify_reuse(plan, pool)
+            elif not stopped and shared_batch(self.profile) is not None:  # a drain starts no measurement
+                self._emit(LogLine(line="server reuse check not run (drained); a later run of this directory runs it"))
             for line in plan.finish(stopped):
                 self._emit(LogLine(line=line))
             if not (set(keys) - self.store.completed_keys()) or (plan.done() and not stopped):
