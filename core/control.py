@@ -1,10 +1,12 @@
-"""The control channel of a run directory: skip/stop from any attached app to the runner.
+"""The control channel of a run directory: skip/stop/drain from any attached app to the runner.
 
 ``<run_dir>/control.jsonl`` is append-only; one JSON object per line::
 
     {"id": "9f1c…", "cmd": "skip", "to": "<runner token>" | null, "t": 1764441600.25, "pid": 4242,
      "key": "mns64-tp1-pl400"}
 
+``cmd``: ``skip`` (the running configuration), ``stop`` (the sweep, now) or ``drain`` (the
+running configuration(s) finish and are written, none starts after them, the sweep ends).
 ``key`` (skip only, optional): the configuration to skip — a cluster run skips it on whichever
 node runs it, the others go on. Without it (older senders, one-host runs): the running one(s).
 
@@ -35,7 +37,7 @@ from pathlib import Path
 import msgspec
 
 CONTROL_NAME = "control.jsonl"
-COMMANDS = ("skip", "stop")
+COMMANDS = ("skip", "stop", "drain")
 
 
 class ControlMessage(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -127,9 +129,11 @@ class ControlChannel:
 
 
 def follow_control(channel: ControlChannel, on_skip: Callable[[str | None], None], on_stop: Callable[[], None],
-                   done: threading.Event, period_s: float = 0.2) -> None:
+                   done: threading.Event, period_s: float = 0.2,
+                   on_drain: Callable[[], None] | None = None) -> None:
     """Poll ``channel`` every ``period_s`` until ``done`` is set; 'skip' → ``on_skip(key)``
-    (None: the running one(s)), 'stop' → ``on_stop()``. Run it in a daemon thread beside the sweep."""
+    (None: the running one(s)), 'stop' → ``on_stop()``, 'drain' → ``on_drain()`` (ignored
+    without one). Run it in a daemon thread beside the sweep."""
     while True:
         try:
             msgs = channel.poll_messages()
@@ -138,6 +142,9 @@ def follow_control(channel: ControlChannel, on_skip: Callable[[str | None], None
         for msg in msgs:
             if msg.cmd == "skip":
                 on_skip(msg.key)
+            elif msg.cmd == "drain":
+                if on_drain is not None:
+                    on_drain()
             else:
                 on_stop()
         if done.wait(period_s):
@@ -146,10 +153,11 @@ def follow_control(channel: ControlChannel, on_skip: Callable[[str | None], None
 
 def start_control_thread(run_dir: Path | str, runner, *, token: str | None = None,
                          since: float | None = None) -> threading.Event:
-    """Start :func:`follow_control` for ``runner`` (``request_skip(key)``/``request_stop``) in a
-    daemon thread; set the returned event to end it."""
+    """Start :func:`follow_control` for ``runner`` (``request_skip(key)``/``request_stop``/
+    ``request_drain``) in a daemon thread; set the returned event to end it."""
     done = threading.Event()
     channel = ControlChannel(run_dir, token=token, since=since)
     threading.Thread(target=follow_control, args=(channel, runner.request_skip, runner.request_stop, done),
+                     kwargs={"on_drain": getattr(runner, "request_drain", None)},
                      name="mle-tui-control", daemon=True).start()
     return done

@@ -5,7 +5,8 @@ The runner prepares the sweep (power source and checks in :mod:`.gpu_setup`, the
 the adaptive search of :mod:`.adaptive.plan`, which also stops configurations early) to
 :class:`.config_run.ConfigRun` (limit, sampler, runtime, trace, analysis, record). A RunFailure
 (crashed server, OOM) becomes a ``failed`` record and the sweep goes on; a skip gives a
-``skipped`` record that runs again on resume. SIGINT/SIGTERM/SIGHUP: the current configuration
+``skipped`` record that runs again on resume; a drain lets the running configuration finish and
+starts no other (the rest resume later). SIGINT/SIGTERM/SIGHUP: the current configuration
 is stopped, limits restored, child process groups killed, finished records kept.
 
 Every configuration runs on a fresh clock whose zero is the configuration's start; the power
@@ -49,7 +50,7 @@ class RunSummary(msgspec.Struct, kw_only=True):
     failed: int
     invalid: int
     skipped: int  # already done before this run (resume)
-    stopped: bool  # stopped early by request_stop or a signal
+    stopped: bool  # stopped early by request_stop, a signal, or request_drain with configurations left
 
 
 class SweepRunner:
@@ -98,6 +99,7 @@ class SweepRunner:
         self.strategy = strategy or profile.sweep.strategy
         self.plan: Plan | None = None
         self._flags = Flags()
+        self._drain = threading.Event()
         self._gpus: GpuSetup | None = None
         self._lock: Any = None
         self._notes: list[str] = []
@@ -144,6 +146,14 @@ class SweepRunner:
         child processes are killed at once (``kill_children`` where the runtime has it): the
         stopped configuration writes no record, so nothing of it is kept anyway."""
         self._flags.request_stop(self._runtime)
+
+    def request_drain(self) -> None:
+        """Finish the configuration running now (written as usual), start no other, end the
+        sweep: ``stopped`` when configurations are left (a later run on the same directory resumes
+        them, an adaptive search included). Thread-safe."""
+        if not self._drain.is_set():
+            self._drain.set()
+            self._emit(LogLine(line="drain requested: the running configuration finishes, then the sweep stops"))
 
     # -- preparation ---------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -270,8 +280,14 @@ class SweepRunner:
             if plan.strategy == "adaptive":  # a resumed search's pruned rows and ETA, before its first configuration
                 self._emit(plan.event())
             pool = gpu_pool(self.profile, self._gpus.source)  # type: ignore[union-attr]
+            drained = False  # a configuration was left for a later run by request_drain
             for cfg in plan:
                 if self._flags.stop.is_set():
+                    break
+                if self._drain.is_set():
+                    drained = True
+                    self._emit(LogLine(line="drained: the sweep stops here; the configurations left "
+                                            "resume on a later run of this directory"))
                     break
                 if self.store.find_record(cfg.key()) is not None:
                     plan.already_done(cfg)  # written meanwhile (or unreadable): never proposed again
@@ -289,9 +305,11 @@ class SweepRunner:
                 counts[record.status] += 1
                 plan.observe(cfg, record)
                 self._emit(plan.event())
-            stopped = self._flags.stop.is_set()
-            if not stopped:
+            stopped = self._flags.stop.is_set() or drained
+            if not stopped and not self._drain.is_set():
                 self._verify_reuse(plan, pool)
+            elif not stopped and shared_batch(self.profile) is not None:  # a drain starts no measurement
+                self._emit(LogLine(line="server reuse check not run (drained); a later run of this directory runs it"))
             for line in plan.finish(stopped):
                 self._emit(LogLine(line=line))
             if not (set(keys) - self.store.completed_keys()) or (plan.done() and not stopped):

@@ -261,6 +261,8 @@ class MleApp(RunControlMixin, DetachedRunsMixin, InProcessRunMixin, App[int]):
         if self.run_active:
             yield SystemCommand("Skip configuration", "Stop the current configuration, go on", self.action_skip_config)
             yield SystemCommand("Stop sweep", "Stop the sweep cleanly (limits restored)", self.action_stop_run)
+            yield SystemCommand("Finish then stop", "Let the running configuration finish, then stop the sweep",
+                                self.action_drain_run)
             yield SystemCommand("Show run", "Back to the live run", self.action_show_run)
         yield SystemCommand("Records", "Browse run directories and compare runs", self.action_records)
         yield SystemCommand("Setup", "Pick a profile and set up a sweep", self.action_setup)

@@ -1,5 +1,6 @@
-"""Skip, stop and quit while a sweep runs: the confirmations and what they send (the runner's
-``request_skip``/``request_stop``, in-process or through the run directory's control channel).
+"""Skip, stop, finish-then-stop (drain) and quit while a sweep runs: the confirmations and what
+they send (the runner's ``request_skip``/``request_stop``/``request_drain``, in-process or through
+the run directory's control channel).
 In a cluster run skip targets the configuration on the node the cluster view selects (``n``).
 A mixin of :class:`~.app.MleApp`."""
 
@@ -53,6 +54,42 @@ class RunControlMixin:
 
         self.push_screen(ConfirmScreen("Stop the sweep? The current configuration is stopped, power "
                                        "limits are restored, finished records are kept."), done)
+
+    def action_drain_run(self) -> None:
+        """Let the configuration(s) running now finish and be written, start no other, end the
+        sweep (limits restored; the rest resume on a later run of the directory)."""
+        if not self.run_active or self.runner is None:
+            return
+        live = self.live
+        if live is not None and (live.stopping or getattr(live, "draining", False)):
+            self.notify("The sweep is already stopping.", timeout=4)
+            return
+
+        def done(yes: bool | None) -> None:
+            if yes:
+                self.drain_run()
+
+        self.push_screen(ConfirmScreen(
+            "Finish the running configuration, then stop the sweep? It is measured and recorded as "
+            "usual, no other starts, power limits are restored; the rest resume on a later run of "
+            "this directory. (x stops at once.)", yes="Finish then stop", no="Keep running"), done)
+
+    def drain_run(self) -> None:
+        if not (self.run_active and self.runner is not None):
+            return
+        drain = getattr(self.runner, "request_drain", None)
+        if drain is None:
+            self.notify("This runner cannot finish then stop; x stops it.", severity="warning", timeout=8)
+            return
+        try:
+            drain()
+        except OSError as exc:  # the control channel cannot be written (permissions, disk)
+            self.notify(f"Cannot reach the runner: {exc}", severity="error", timeout=10)
+            return
+        if self.live is not None:
+            self.live.draining = True  # the run screen's header says so until the run ends
+            self.live.version += 1
+        self.notify("Finishing the running configuration, then stopping…")
 
     def stop_run(self) -> None:
         if self.run_active and self.runner is not None:

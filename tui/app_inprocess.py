@@ -19,6 +19,7 @@ class RunnerLike(Protocol):
     def run(self) -> Any: ...
     def request_skip(self, key: str | None = None) -> None: ...  # key: a cluster run's target
     def request_stop(self) -> None: ...
+    def request_drain(self) -> None: ...  # the running configuration finishes, then the sweep ends
 
 
 #: (profile, out_dir, listener, profile_path) -> runner

@@ -21,6 +21,7 @@ HELP_TEXT = """\
 
 [b]Run[/b]
   s   skip the current configuration (asks)    x   stop the sweep (asks)
+  f   finish the running configuration, then stop the sweep (asks)
   r   results of the configurations finished so far
   n   a cluster run: charts and header follow the next node
 

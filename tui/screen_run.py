@@ -39,6 +39,8 @@ class RunScreen(Screen):
     BINDINGS = [
         Binding("s", "skip", "Skip config"),
         Binding("x", "stop", "Stop sweep"),
+        # not in the footer (it is full at 80 columns): the help (?) and the command palette list it
+        Binding("f", "drain", "Finish then stop", show=False),
         Binding("r", "results", "Results"),
         Binding("l", "logs", "Server log"),
         Binding("m", "memory", "VRAM line"),
@@ -199,6 +201,8 @@ class RunScreen(Screen):
             f = live.finished
             word = "STOPPED" if f.stopped else "FINISHED"
             parts.append(f"■ {word} {f.completed} done ({f.invalid} invalid) {f.failed} failed · r results")
+        elif getattr(live, "draining", False) and not (live.stopping or self._attach_ended):  # the app's f
+            parts.append("◼ FINISHING current configuration, then stopping")
         elif self.tail is not None:
             parts.append("◉ ATTACHED" + (" (writer gone)" if self._attach_ended else ""))
         elif live.stopping:
@@ -393,6 +397,14 @@ class RunScreen(Screen):
                             severity="warning")
             return
         self.app.action_stop_run()
+
+    def action_drain(self) -> None:
+        """Finish the running configuration, then stop (asks); a run followed here or started by
+        this app (in-process or its detached runner)."""
+        if self.app.runner is None or not self.app.run_active:  # type: ignore[attr-defined]
+            self.app.notify("No runner is running this sweep.", severity="warning")
+            return
+        self.app.action_drain_run()  # type: ignore[attr-defined]
 
     def action_next_node(self) -> None:
         """The charts, header and steady line follow the next node of a cluster run."""

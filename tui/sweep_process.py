@@ -21,7 +21,7 @@ from ..core.runs_registry import RUNNER_LOG_NAME, live_runner, new_token, read_r
 
 
 class DetachedRun:
-    """Handle on a runner process (started here, or found running): skip, stop, alive."""
+    """Handle on a runner process (started here, or found running): skip, stop, drain, alive."""
 
     def __init__(self, run_dir: Path, *, token: str | None = None, proc: subprocess.Popen | None = None,
                  pid: int | None = None, created_dir: bool = False, launched_at: float | None = None) -> None:
@@ -48,6 +48,10 @@ class DetachedRun:
 
     def request_stop(self) -> None:
         self._send("stop")
+
+    def request_drain(self) -> None:
+        """The running configuration finishes and is written; the sweep ends after it."""
+        self._send("drain")
 
     def _send(self, cmd: str, key: str | None = None) -> None:
         if self.token is None:
