@@ -61,7 +61,7 @@ class RunControlMixin:
         if not self.run_active or self.runner is None:
             return
         live = self.live
-        if live is not None and (live.stopping or getattr(live, "draining", False)):
+        if live is not None and (live.stopping or live.draining):
             self.notify("The sweep is already stopping.", timeout=4)
             return
 

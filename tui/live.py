@@ -109,6 +109,8 @@ class LiveState:
         self.chart_version = 0
         self.events_applied = 0
         self.stopping = False
+        #: The app asked the runner to finish the running configuration, then stop (`f`).
+        self.draining = False
         #: The runner raised instead of returning (shown on the run screen).
         self.error: str | None = None
         #: Wall time the sweep ended (elapsed stops there).

@@ -201,7 +201,7 @@ class RunScreen(Screen):
             f = live.finished
             word = "STOPPED" if f.stopped else "FINISHED"
             parts.append(f"■ {word} {f.completed} done ({f.invalid} invalid) {f.failed} failed · r results")
-        elif getattr(live, "draining", False) and not (live.stopping or self._attach_ended):  # the app's f
+        elif live.draining and not (live.stopping or self._attach_ended):  # the app's f
             parts.append("◼ FINISHING current configuration, then stopping")
         elif self.tail is not None:
             parts.append("◉ ATTACHED" + (" (writer gone)" if self._attach_ended else ""))
