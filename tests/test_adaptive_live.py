@@ -82,6 +82,14 @@ def test_a_grid_run_is_unchanged() -> None:
     assert live.gpu_time_text() == "grid: 1/6 configs, 10 GPU-min"
 
 
+def test_eta_while_draining_counts_only_the_running_configuration() -> None:
+    live, wall = _started_after_a(0.0)
+    assert live.eta_s() == pytest.approx(50.0)  # 5 pending of 10 s each
+    live.apply(ConfigStarted(key="b", index=1, total=6, config=Config(max_num_seqs=8), label="b", num_requests=10))
+    live.draining = True  # the app's f: b finishes, nothing else starts
+    assert live.eta_s() == pytest.approx(10.0)
+
+
 def test_pruned_rows_replay_from_live_jsonl_on_attach(tmp_path: Path) -> None:
     live_jsonl = tmp_path / "live.jsonl"
     events = [RunStarted(run_id="r", run_dir=str(tmp_path), configs=KEYS, skipped=[], power_source="simulated",

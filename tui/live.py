@@ -330,14 +330,15 @@ class LiveState:
 
     def eta_s(self) -> float | None:
         """Remaining wall time: mean wall length of the configurations seen from start to end
-        × configurations left (adaptive: not the PRUNED ones), minus what the current one has
-        done (scaled by its progress).
+        × configurations left (adaptive: not the PRUNED ones; draining: none), minus what the
+        current one has done (scaled by its progress).
         Attached to a run (durations not seen live), the sweep's wall rate so far is used."""
         if self.nodes:
             return cluster_eta_s(self)
         if self.finished is not None or self.ended_at_s is not None:
             return 0.0
-        pending = sum(1 for r in self.rows.values() if r.status == PENDING)
+        # draining (the app's f): the running configuration is all that is left
+        pending = 0 if self.draining else sum(1 for r in self.rows.values() if r.status == PENDING)
         frac = self.current_fraction()
         now = self._now_s()
         if self._wall_durations_s:

@@ -156,10 +156,11 @@ def cluster_eta_s(live: LiveState) -> float | None:
 
     if live.finished is not None or live.ended_at_s is not None:
         return 0.0
-    pending = sum(1 for r in live.rows.values() if r.status == PENDING)
+    # draining (the app's f): only what runs now is left, and the nodes finish it side by side
+    pending = 0 if live.draining else sum(1 for r in live.rows.values() if r.status == PENDING)
     now = live._now_s()
     mean = sum(live._wall_durations_s) / len(live._wall_durations_s) if live._wall_durations_s else None
-    left, fracs, running = 0.0, 0.0, 0
+    left, fracs, running, longest = 0.0, 0.0, 0, 0.0
     for _ in live.nodes.each(live):
         if live.current is None:
             continue
@@ -168,10 +169,11 @@ def cluster_eta_s(live: LiveState) -> float | None:
         fracs += frac or 0.0
         span = max(0.0, now - live._config_wall_start_s) if live._config_wall_start_s is not None else 0.0
         if mean is not None:
-            left += span * (1.0 - frac) / frac if frac else max(0.0, mean - span)
+            node_left = span * (1.0 - frac) / frac if frac else max(0.0, mean - span)
+            left, longest = left + node_left, max(longest, node_left)
     width = max(1, len(live.nodes.order))
     if mean is not None:
-        return (pending * mean + left) / width
+        return longest if live.draining else (pending * mean + left) / width
     elapsed = live.elapsed_s()
     done = sum(1 for r in live.rows.values() if r.status in (DONE, FAILED, INVALID)) + fracs
     if elapsed is None or done <= 0:
