@@ -124,3 +124,27 @@ def test_headless_eta_counts_both_nodes(tmp_path) -> None:
     clock.t += 30.0
     assert abs(p.eta_s() - 30.0 / 1.5 * (len(profile.configs()) - 1.5)) < 1e-6
     assert p.status_line().startswith("w2 +1 [2/")
+
+
+def test_eta_while_draining_is_the_longest_node_remainder(tmp_path) -> None:
+    """f (finish then stop) on a cluster: the queue no longer counts, and the nodes finish what
+    they run side by side: the ETA is the longest of their remainders, not their sum."""
+    profile = _profile(tmp_path)
+    keys = [c.key() for c in profile.configs()]
+    clock = FrozenClock()
+    live = LiveState(now_s=clock)
+    for e in two_node_events(profile):
+        clock.t += 0.05  # wall time passes as events arrive
+        live.apply(e)
+    before = live.eta_s()
+    live.draining = True
+    after = live.eta_s()
+    assert before is not None and after is not None and 0 < after < before
+    lefts = []
+    for _ in live.nodes.each(live):  # each node's own remainder, by its progress
+        frac = live.current_fraction()
+        span = clock.t - live._config_wall_start_s
+        lefts.append(span * (1 - frac) / frac)
+    assert after == max(lefts) and after < sum(lefts)
+    live.rows[keys[3]].status = DONE  # the queue no longer matters
+    assert live.eta_s() == after
