@@ -41,7 +41,7 @@ from .profile import Profile
 from .runtimes.base import Runtime
 from .runtimes.server_reuse import shared_batch
 from .store import RunStore
-from .sweep_prep import load_workload, open_run_dir, requests_for
+from .sweep_prep import load_workload, open_run_dir, request_count, requests_for
 
 
 class RunSummary(msgspec.Struct, kw_only=True):
@@ -359,7 +359,8 @@ class SweepRunner:
     def _plan(self) -> Plan:
         """The grid, or the adaptive search, over the configurations without a record yet."""
         existing = self.store.scan({c.key() for c in self._configs}, heads=True).records
-        kw = dict(n_requests=lambda c: len(self._requests_for(c)), batches=self.profile.load.batches,
+        kw = dict(n_requests=lambda c: request_count(self.profile, len(self._requests or []), c),
+                  batches=self.profile.load.batches,
                   target_s=self.profile.target.value_s())
         if self.strategy == "adaptive":
             return AdaptivePlan(self._configs, existing, spec=self.profile.adaptive, run_dir=self.out_dir, **kw)

@@ -53,11 +53,19 @@ def load_workload(profile: Profile, profile_path: str | None, runtime: object | 
     return out
 
 
+def request_count(profile: Profile, num_base: int, cfg: Config) -> int:
+    """How many requests :func:`requests_for` gives the configuration from ``num_base`` loaded
+    ones: ``max(num_base, dataset.requests_per_seq x B)`` for LLM sweeps, else ``num_base``."""
+    k = profile.dataset.requests_per_seq
+    if not (k and profile.is_llm and num_base):
+        return num_base
+    return max(num_base, k * cfg.batch)
+
+
 def requests_for(profile: Profile, base: list[Request], cfg: Config) -> list[Request]:
     """The configuration's workload: the loaded requests, cycled up to
     ``dataset.requests_per_seq`` x B for LLM sweeps (ids renumbered, order kept)."""
-    k = profile.dataset.requests_per_seq
-    if not (k and profile.is_llm and base):
+    if not (profile.dataset.requests_per_seq and profile.is_llm and base):
         return base
-    n = max(len(base), k * cfg.batch)
+    n = request_count(profile, len(base), cfg)
     return [msgspec.structs.replace(base[i % len(base)], id=i) for i in range(n)]

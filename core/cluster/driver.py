@@ -37,7 +37,7 @@ from ..profile import Profile
 from ..records import ClusterNode
 from ..runner import RunSummary
 from ..store import RunStore, atomic_write, decode_record, encode_record
-from ..sweep_prep import load_workload, open_run_dir, requests_for
+from ..sweep_prep import load_workload, open_run_dir, request_count
 from .agents import shutdown_agents, start_agents
 from .nodes import NODE_LABEL, Node, NodesSource, cluster_nodes, lost_record  # noqa: F401 - NODE_LABEL re-exported
 from .queue import ConfigQueue, ServerGroups, config_work, next_for, upcoming
@@ -366,7 +366,7 @@ class ClusterRunner:
         why = type(exc).__name__
         record = lost_record(node, cfg, started, f"node lost: {node.name} ({why}) during the configuration",
                              run_id=self.run_id, profile=self.profile,
-                             num_requests=len(requests_for(self.profile, self._requests or [], cfg)))
+                             num_requests=request_count(self.profile, len(self._requests or []), cfg))
         if n < self.max_attempts and not self._stop.is_set():
             atomic_write(self.out_dir / "attempts" / f"{key}.lost-{n}.json", encode_record(record, "json"))
             queue.appendleft((index, cfg))

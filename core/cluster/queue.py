@@ -19,6 +19,7 @@ from typing import Any
 
 from ..config import Config
 from ..profile import Profile
+from ..sweep_prep import request_count
 from .nodes import Node
 
 
@@ -47,10 +48,7 @@ def config_work(profile: Profile, num_base: int) -> Callable[[Config], int]:
     """A configuration's work estimate: its number of requests, as
     :func:`..sweep_prep.requests_for` makes them from ``num_base`` loaded requests (without
     building the list)."""
-    k = profile.dataset.requests_per_seq
-    if not (k and profile.is_llm and num_base):
-        return lambda cfg: num_base
-    return lambda cfg: max(num_base, k * cfg.batch)
+    return lambda cfg: request_count(profile, num_base, cfg)
 
 
 class ConfigQueue:
@@ -85,9 +83,6 @@ class ConfigQueue:
 
     def __bool__(self) -> bool:
         return bool(self._buckets)
-
-    def work_left(self, group: object) -> int:
-        return self._left.get(group, 0)
 
     def first_group(self, avoid: set) -> object:
         """The group with the most work left among those not in ``avoid`` (else among all:
