@@ -26,6 +26,7 @@ from pathlib import Path
 
 from .errors import InputError
 from .manifest import build_manifest
+from .power.visible import visible_entries
 from .profile import Profile, decode_profile
 from .profile_checks import profiles_equal
 from .runner import SweepRunner
@@ -146,7 +147,7 @@ def task_visible_devices(visible: str | None, uuids: list[str | None]) -> str | 
     entry, :mod:`.power.visible`), so a mask of indices needs nothing (None), and one of UUIDs,
     which Zeus cannot read, becomes their NVML indices (``uuids``: NVML's, in index order). None
     when nothing is set. InputError for an entry that names no GPU here."""
-    ids = [s.strip() for s in (visible or "").split(",") if s.strip()]
+    ids = visible_entries({"CUDA_VISIBLE_DEVICES": visible or ""}) or []
     if not ids or all(i.isdigit() for i in ids):
         return None
     by_uuid = {u: i for i, u in enumerate(uuids) if u}
@@ -171,11 +172,12 @@ def nvml_uuids() -> list[str | None]:
     except Exception:  # noqa: BLE001 - no NVML: the power source reports it
         return []
     try:
+        from .power.nvml import nvml_uuid
+
         out: list[str | None] = []
         for i in range(pynvml.nvmlDeviceGetCount()):
             try:
-                u = pynvml.nvmlDeviceGetUUID(pynvml.nvmlDeviceGetHandleByIndex(i))
-                out.append(u.decode() if isinstance(u, bytes) else str(u))
+                out.append(nvml_uuid(pynvml, pynvml.nvmlDeviceGetHandleByIndex(i)))
             except Exception:  # noqa: BLE001
                 out.append(None)
         return out

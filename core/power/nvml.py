@@ -55,7 +55,7 @@ def _field_value(v: Any) -> float | None:
     return float(val.uiVal)
 
 
-def _uuid(pynvml: Any, handle: Any) -> str | None:
+def nvml_uuid(pynvml: Any, handle: Any) -> str | None:
     """The GPU's NVML UUID (``GPU-…``): the id of its power-limit state and lock, the same
     whatever CUDA_VISIBLE_DEVICES this process has (indices are not)."""
     try:
@@ -99,7 +99,7 @@ class NvmlPowerSource:
         out = []
         pynvml = self._pynvml
         for i in range(len(self._gpus)):
-            info = GpuInfo(index=i, name=str(self._gpus.get_name(i)), uuid=_uuid(pynvml, self._handle(i)))
+            info = GpuInfo(index=i, name=str(self._gpus.get_name(i)), uuid=nvml_uuid(pynvml, self._handle(i)))
             try:
                 info.power_limit_w = self._gpus.get_power_management_limit(i) / 1000.0
                 lo, hi = self._gpus.get_power_management_limit_constraints(i)
@@ -209,7 +209,7 @@ class NvmlLimiter:
     def gpu_uuid(self, index: int) -> str | None:
         import pynvml
 
-        return _uuid(pynvml, self._gpus.gpus[index].handle)
+        return nvml_uuid(pynvml, self._gpus.gpus[index].handle)
 
     def get_limit_w(self, index: int) -> float:
         return self._gpus.get_power_management_limit(index) / 1000.0
