@@ -32,12 +32,7 @@ class RunControlMixin:
         what = f"{target[1]} ({target[2]}) on node {node}" if target else "the current configuration"
 
         def done(yes: bool | None) -> None:
-            if yes and self.run_active and self.runner is not None:
-                try:
-                    self.runner.request_skip(key)
-                except OSError as exc:  # the control channel cannot be written (permissions, disk)
-                    self.notify(f"Cannot reach the runner: {exc}", severity="error", timeout=10)
-                    return
+            if yes and self.run_active and self.runner is not None and self._reach(self.runner.request_skip, key):
                 self.notify(f"Skipping {what}…")
 
         others = " The other nodes go on." if target else ""
@@ -81,10 +76,7 @@ class RunControlMixin:
         if drain is None:
             self.notify("This runner cannot finish then stop; x stops it.", severity="warning", timeout=8)
             return
-        try:
-            drain()
-        except OSError as exc:  # the control channel cannot be written (permissions, disk)
-            self.notify(f"Cannot reach the runner: {exc}", severity="error", timeout=10)
+        if not self._reach(drain):
             return
         if self.live is not None:
             self.live.draining = True  # the run screen's header says so until the run ends
@@ -92,14 +84,19 @@ class RunControlMixin:
         self.notify("Finishing the running configuration, then stopping…")
 
     def stop_run(self) -> None:
-        if self.run_active and self.runner is not None:
-            try:
-                self.runner.request_stop()
-            except OSError as exc:  # the control channel cannot be written (permissions, disk)
-                self.notify(f"Cannot reach the runner: {exc}", severity="error", timeout=10)
-                return
+        if self.run_active and self.runner is not None and self._reach(self.runner.request_stop):
             if self.live is not None:
                 self.live.stopping = True
+
+    def _reach(self, request, *args) -> bool:  # noqa: ANN001
+        """Call one of the runner's ``request_*``; False (and said) when the control channel
+        cannot be written (permissions, disk)."""
+        try:
+            request(*args)
+        except OSError as exc:
+            self.notify(f"Cannot reach the runner: {exc}", severity="error", timeout=10)
+            return False
+        return True
 
     async def action_quit(self) -> None:
         if self.detached_run:
