@@ -35,6 +35,8 @@ T_START = time.monotonic()  # the budget counts from here (before the imports be
 
 import msgspec
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from budget import StartEstimate, log_wall  # noqa: E402
 from mle_tui.core.errors import InputError
 from mle_tui.core.events import ConfigFinished, ConfigStarted, Event, LogLine
 from mle_tui.core.profile import load_profile
@@ -48,14 +50,19 @@ class BudgetDrain:
 
     def __init__(self, budget_s: float, server_start_s: float, t0: float, *,
                  clock=time.monotonic, out=sys.stderr) -> None:  # noqa: ANN001
-        self.budget_s, self.default_start_s, self.t0 = budget_s, server_start_s, t0
+        self.budget_s, self.t0 = budget_s, t0
         self.clock, self.out = clock, out
         self.runner = None
-        self.slowest_s = 0.0  # the longest configuration seen, its server start excluded
-        self.start_s: float | None = None  # the longest server start seen
-        self.started: dict[str | None, float] = {}  # node -> its configuration's start
-        self.paid_s: dict[str | None, float] = {}  # node -> the server start it paid for
+        self.estimate = StartEstimate(server_start_s)  # per node
         self.drained = False
+
+    @property
+    def slowest_s(self) -> float:
+        return self.estimate.slowest_s
+
+    @property
+    def start_s(self) -> float | None:
+        return self.estimate.start_s
 
     def _say(self, now: float, text: str) -> None:
         print(f"[{now - self.t0:6.0f} s] {text}", file=self.out, flush=True)
@@ -63,19 +70,15 @@ class BudgetDrain:
     def __call__(self, e: Event) -> None:
         now = self.clock()
         if isinstance(e, ConfigStarted):
-            self.started[e.node], self.paid_s[e.node] = now, 0.0
-        elif isinstance(e, LogLine) and "ready after" in e.line and e.node in self.started:
-            ready_s = self.paid_s[e.node] = now - self.started[e.node]
-            self.start_s = max(self.start_s or 0.0, ready_s)
-        elif isinstance(e, ConfigFinished) and e.node in self.started:
-            took = now - self.started.pop(e.node)
-            self.slowest_s = max(self.slowest_s, took - self.paid_s.pop(e.node, 0.0))
+            self.estimate.started(e.node, now)
+        elif isinstance(e, LogLine) and "ready after" in e.line:
+            self.estimate.ready(e.node, now)
+        elif isinstance(e, ConfigFinished) and self.estimate.finished(e.node, now) is not None:
             nxt = None if self.drained else self.runner.next_start(e.node)
             if nxt is None:
                 return
             cfg, new_server = nxt
-            start_s = self.start_s if self.start_s is not None else self.default_start_s
-            need = self.slowest_s + (start_s if new_server else 0.0)
+            need = self.estimate.need_s(new_server)
             if now - self.t0 + need > self.budget_s:
                 self._say(now, f"draining for the budget: node {e.node} would start {cfg.key()} "
                                f"(needs ~{need:.0f} s, {self.budget_s - (now - self.t0):.0f} s left)")
@@ -152,13 +155,8 @@ def main() -> int:
 
             ray.shutdown()
             cluster.shutdown()
-    line = {"mode": "local" if args.local else f"ray x{args.gpus}", "wall_s": round(wall_s, 1),
-            "completed": summary.completed, "failed": summary.failed, "stopped": summary.stopped,
-            "unix_s": time.time()}
-    if budget is not None:
-        line["drained_for_budget"] = budget.drained
-    with open(f"{args.out.rstrip('/')}.wall.jsonl", "a") as fh:
-        fh.write(json.dumps(line) + "\n")
+    extra = {"drained_for_budget": budget.drained} if budget is not None else {}
+    line = log_wall(args.out, "local" if args.local else f"ray x{args.gpus}", wall_s, summary, **extra)
     print(json.dumps(line))
     if budget is not None and budget.drained and summary.stopped:
         return 3

@@ -17,11 +17,12 @@ Exit status: 0 all configurations done, 3 stopped for the budget (run again to r
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from budget import StartEstimate, log_wall  # noqa: E402
 from mle_tui.core.errors import InputError
 from mle_tui.core.events import ConfigFinished, ConfigStarted, LogLine
 from mle_tui.core.profile import load_profile
@@ -48,25 +49,21 @@ def main() -> int:
         print(f"mle-tui: {exc.line()}", file=sys.stderr)
         return 2
     runner: SweepRunner | None = None
-    # "slowest": the longest configuration seen, server start excluded; "start_s": the longest
-    # server start seen (the next call's estimate when it needs one; --server-start-s before any)
-    state = {"start": t0, "slowest": 0.0, "start_s": None, "this_start_s": 0.0, "cfg": None,
-             "stopped_for_budget": False}
+    state = {"cfg": None, "stopped_for_budget": False}
+    estimate = StartEstimate(args.server_start_s)
 
     def listener(e) -> None:  # noqa: ANN001
         now = time.monotonic()
         if isinstance(e, ConfigStarted):
-            state["start"], state["cfg"], state["this_start_s"] = now, e.config, 0.0
+            state["cfg"] = e.config
+            estimate.started(None, now)
             print(f"[{now - t0:6.0f} s] start {e.key} ({e.index + 1}/{e.total})", flush=True)
         elif isinstance(e, LogLine) and ("ready after" in e.line or "reusing" in e.line):
             print(f"[{now - t0:6.0f} s] {e.line}", flush=True)
             if "ready after" in e.line:
-                ready_s = now - state["start"]  # the start as this configuration paid for it
-                state["this_start_s"] = ready_s
-                state["start_s"] = max(state["start_s"] or 0.0, ready_s)
+                estimate.ready(None, now)
         elif isinstance(e, ConfigFinished):
-            took = now - state["start"]
-            state["slowest"] = max(state["slowest"], took - state["this_start_s"])
+            took = estimate.finished(None, now) or 0.0
             epr = "-" if e.energy_per_request_j is None else f"{e.energy_per_request_j:.2f} J/req"
             print(f"[{now - t0:6.0f} s] {e.key}: {e.status} {epr} in {took:.0f} s {e.reasons[:2]}", flush=True)
             assert runner is not None
@@ -76,8 +73,7 @@ def main() -> int:
                 cur = state["cfg"]
                 # adaptive: the next configuration is chosen from this one's result; assume a new server
                 new = runner.strategy == "adaptive" or cur is None or server_key(nxt, profile) != server_key(cur, profile)
-                start_s = state["start_s"] if state["start_s"] is not None else args.server_start_s
-                need = state["slowest"] + (start_s if new else 0)
+                need = estimate.need_s(new)
                 if now - t0 + need > args.budget_s:
                     print(f"[{now - t0:6.0f} s] stopping for the budget before {nxt.key()} (needs ~{need:.0f} s)",
                           flush=True)
@@ -91,11 +87,7 @@ def main() -> int:
         print(f"mle-tui: {exc.line()}", file=sys.stderr)
         return 2
     print(f"summary: {summary}", flush=True)
-    # this call's wall time, as tests/gpu/ray_two_gpu.py logs it (a resumed sweep: sum the lines)
-    line = {"mode": "local", "wall_s": round(time.monotonic() - t0, 1), "completed": summary.completed,
-            "failed": summary.failed, "stopped": summary.stopped, "unix_s": time.time()}
-    with open(f"{args.out.rstrip('/')}.wall.jsonl", "a") as fh:
-        fh.write(json.dumps(line) + "\n")
+    log_wall(args.out, "local", time.monotonic() - t0, summary)  # this call's (a resumed sweep: sum the lines)
     plan = getattr(runner, "plan", None)
     if plan is not None and plan.strategy == "adaptive":
         # (a stop for the budget after the search's last configuration costs one more short call:
