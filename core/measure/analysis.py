@@ -33,7 +33,7 @@ from .latency import summarise
 from .phases import apply_phases
 from .steady import Window, detect_offline, evaluate_gates, saturation_detector
 from .timelines import batch_timeline, power_timeline
-from .trace import GPU_TIME_SINCE, Trace, unpack_us
+from .trace import CLIENT_CAPPED, GPU_TIME_SINCE, Trace, unpack_us
 
 #: Bumped whenever a change to this module can move a figure of a record.
 ANALYSIS_VERSION = "4"
@@ -270,7 +270,7 @@ def reuse_hint(trace: Trace, B: int, gates: list[Gate], extra: list[str]) -> str
     """Why a client-capped run on a shared server (``server.reuse_across_max_num_seqs``) found no
     usable window: each freed slot waits for the client's next request, so a fast server's batch
     sits below B where a server started with B would keep it full from its queue."""
-    if "client concurrency capped" not in trace.server_mode:
+    if CLIENT_CAPPED not in trace.server_mode:
         return None
     if not extra and all(g.ok for g in gates if g.name in ("window_length", "mean_batch")):
         return None

@@ -23,6 +23,9 @@ from .power_trace import PowerTrace
 TRACE_SCHEMA_VERSION = 4
 #: From this trace version on, records have ``gpu_time`` (older runs reanalyse to their records).
 GPU_TIME_SINCE = 4
+#: In ``server_mode``: the configuration ran on a server started for a larger max_num_seqs, the
+#: client capping its concurrency at B (``server.reuse_across_max_num_seqs``).
+CLIENT_CAPPED = "client concurrency capped"
 #: gzip level of trace files: level 5 gives most of level 9's size at a third of its time.
 GZIP_LEVEL = 5
 

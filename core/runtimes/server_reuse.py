@@ -7,6 +7,7 @@ relaunched server (``verify/``) and reports both."""
 from __future__ import annotations
 
 from ..config import Config
+from ..measure.trace import CLIENT_CAPPED
 from ..profile import Profile
 
 
@@ -35,5 +36,5 @@ def server_mode(profile: Profile, cfg: Config, reused: bool) -> str:
     shared = shared_batch(profile)
     if shared is not None:
         return (f"{'reused' if reused else 'started'} server with max_num_seqs {shared}, "
-                f"client concurrency capped at {cfg.batch}")
+                f"{CLIENT_CAPPED} at {cfg.batch}")
     return "reused across power limits" if reused else ""
