@@ -224,16 +224,10 @@ async def test_app_detaches_and_a_new_app_reattaches_and_stops(tmp_path, monkeyp
     from mle_tui.tui.app import MleApp
     from mle_tui.tui.detach_ui import AttachedRunScreen, QuitScreen, RunningSweepsScreen
     from mle_tui.tui.modals import ConfirmScreen
-    from tui_fakes import FrozenClock, no_gpu_probe
+    from tui_fakes import FrozenClock, no_gpu_probe, wait_for
 
     monkeypatch.chdir(tmp_path)
     prof = realtime_demo(tmp_path, time_scale=2.0)
-
-    async def settle(pilot, cond, timeout_s=60.0):
-        deadline = time.monotonic() + timeout_s
-        while not cond():
-            assert time.monotonic() < deadline, f"timed out: {cond}"
-            await pilot.pause(0.05)
 
     app = MleApp(profiles=[prof], gpu_probe=no_gpu_probe, now_s=FrozenClock(), runs_root=tmp_path / "runs",
                  records_roots=[tmp_path / "runs"], cursor_blink=False, tick_s=0.1)
@@ -241,11 +235,11 @@ async def test_app_detaches_and_a_new_app_reattaches_and_stops(tmp_path, monkeyp
         await pilot.press("ctrl+r")
         assert isinstance(app.screen, AttachedRunScreen) and app.detached_run
         run = app.run_dir
-        await settle(pilot, lambda: app.live.current is not None)
+        await wait_for(pilot, lambda: app.live.current is not None, 60.0)
         await pilot.press("q")
         assert isinstance(app.screen, QuitScreen)
         await pilot.press("d")
-        await settle(pilot, lambda: not app.is_running, 20)
+        await wait_for(pilot, lambda: not app.is_running, 20)
     assert app.left_running == run
     handle = DetachedRun.find(run)
     assert handle is not None and handle.alive()
@@ -253,14 +247,14 @@ async def test_app_detaches_and_a_new_app_reattaches_and_stops(tmp_path, monkeyp
         app2 = MleApp(profiles=[prof], gpu_probe=no_gpu_probe, now_s=FrozenClock(), cursor_blink=False,
                       tick_s=0.1, offer_reattach=True)
         async with app2.run_test(size=(100, 30)) as pilot:
-            await settle(pilot, lambda: isinstance(app2.screen, RunningSweepsScreen))
+            await wait_for(pilot, lambda: isinstance(app2.screen, RunningSweepsScreen), 60.0)
             await pilot.press("enter")
             assert isinstance(app2.screen, AttachedRunScreen) and app2.run_active
-            await settle(pilot, lambda: app2.live.current is not None)
+            await wait_for(pilot, lambda: app2.live.current is not None, 60.0)
             await pilot.press("x")
             assert isinstance(app2.screen, ConfirmScreen)
             await pilot.press("y")
-            await settle(pilot, lambda: not app2.run_active, 60)
+            await wait_for(pilot, lambda: not app2.run_active, 60)
             assert app2.live.finished is not None and app2.live.finished.stopped
             assert app2.run_error is None
     finally:

@@ -196,11 +196,9 @@ def test_headless_runner_obeys_drain_from_the_control_channel(tmp_path: Path, mo
 # -- the app: f on the run screen --------------------------------------------------------------
 
 async def test_f_asks_then_drains_and_the_header_says_so(tmp_path: Path) -> None:
-    import time
-
     from mle_tui.tui.app import MleApp
     from mle_tui.tui.modals import ConfirmScreen
-    from tui_fakes import FakeRunner, FrozenClock, no_gpu_probe, write_profile
+    from tui_fakes import FakeRunner, FrozenClock, no_gpu_probe, wait_for, write_profile
     from tui_text import screen_text
 
     made: list = []
@@ -222,12 +220,6 @@ async def test_f_asks_then_drains_and_the_header_says_so(tmp_path: Path) -> None
     def factory(profile, out_dir, listener, profile_path):  # noqa: ANN001, ANN202
         made.append(DrainingFake(profile, out_dir, listener, profile_path, pause_at=(0, 2.0)))
         return made[-1]
-
-    async def wait_for(pilot, cond, timeout_s: float = 20.0) -> None:  # noqa: ANN001
-        deadline = time.monotonic() + timeout_s
-        while not cond():
-            assert time.monotonic() < deadline, f"timed out waiting for {cond}"
-            await pilot.pause(0.05)
 
     app = MleApp(profiles=[write_profile(tmp_path)], runner_factory=factory, gpu_probe=no_gpu_probe,
                  now_s=FrozenClock(), runs_root=tmp_path / "runs", records_roots=[tmp_path / "runs"],
@@ -261,13 +253,11 @@ async def test_f_asks_then_drains_and_the_header_says_so(tmp_path: Path) -> None
 async def test_f_drains_the_detached_runner_of_the_app(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
     """The user's path: the app's detached runner process gets ``drain`` through control.jsonl,
     finishes the configuration it runs and ends stopped; the other stays pending."""
-    import time
-
     from mle_tui.core.shipped import profiles_dir
     from mle_tui.tui.app import MleApp
     from mle_tui.tui.detach_ui import AttachedRunScreen
     from mle_tui.tui.modals import ConfirmScreen
-    from tui_fakes import FrozenClock, no_gpu_probe
+    from tui_fakes import FrozenClock, no_gpu_probe, wait_for
     from tui_text import screen_text
 
     monkeypatch.setenv("MLE_TUI_STATE_DIR", str(tmp_path / "state"))
@@ -280,26 +270,20 @@ async def test_f_drains_the_detached_runner_of_the_app(tmp_path: Path, monkeypat
     prof = tmp_path / "rt.toml"
     prof.write_text(text)
 
-    async def settle(pilot, cond, timeout_s: float = 90.0) -> None:  # noqa: ANN001
-        deadline = time.monotonic() + timeout_s
-        while not cond():
-            assert time.monotonic() < deadline, f"timed out: {cond}"
-            await pilot.pause(0.05)
-
     app = MleApp(profiles=[prof], gpu_probe=no_gpu_probe, now_s=FrozenClock(), runs_root=tmp_path / "runs",
                  records_roots=[tmp_path / "runs"], cursor_blink=False, tick_s=0.1)
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.press("ctrl+r")
         assert isinstance(app.screen, AttachedRunScreen) and app.detached_run
         run = app.run_dir
-        await settle(pilot, lambda: app.live.current == "mns64-tp1-pl700")
+        await wait_for(pilot, lambda: app.live.current == "mns64-tp1-pl700", 90.0)
         await pilot.press("f")
         assert isinstance(app.screen, ConfirmScreen)
         await pilot.press("y")
         lines = [json.loads(x) for x in (run / CONTROL_NAME).read_text().splitlines()]
         assert [x["cmd"] for x in lines] == ["drain"]
-        await settle(pilot, lambda: "FINISHING current configuration, then stopping" in screen_text(app), 10)
-        await settle(pilot, lambda: not app.run_active)
+        await wait_for(pilot, lambda: "FINISHING current configuration, then stopping" in screen_text(app), 10)
+        await wait_for(pilot, lambda: not app.run_active, 90.0)
         assert app.run_error is None and app.live.finished is not None and app.live.finished.stopped
         assert app.live.finished.completed == 1
     store = RunStore(run)

@@ -27,18 +27,10 @@ from mle_tui.tui.screen_results import ResultsScreen
 from mle_tui.tui.screen_run import RunScreen
 from mle_tui.tui.screen_setup import SetupScreen
 from tui_fakes import (DIFFUSION_TOML, FakeLimiter, FakeRunner, FrozenClock, fake_factory, h100_probe,
-                       no_gpu_probe, write_profile)
+                       no_gpu_probe, wait_for, write_profile)
 from tui_text import screen_text
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-async def wait_for(pilot, cond, timeout_s: float = 20.0, step_s: float = 0.05) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {cond}")
-        await pilot.pause(step_s)
 
 
 async def drained(pilot, app) -> None:

@@ -9,6 +9,7 @@ import random
 import signal
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import msgspec
@@ -437,3 +438,12 @@ def fake_factory(**kw):
 
     factory.made = made  # type: ignore[attr-defined]
     return factory
+
+
+async def wait_for(pilot, cond, timeout_s: float = 20.0, step_s: float = 0.05) -> None:  # noqa: ANN001
+    """Let a Textual pilot run until ``cond()`` holds; AssertionError after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {cond}")
+        await pilot.pause(step_s)
