@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 from collections.abc import Iterable
 
 import msgspec
@@ -372,15 +373,24 @@ def gpu_summary(rec: RecordHead) -> str | None:
             if sh:
                 parts[-1] += f", shares {min(sh):.1%}–{max(sh):.1%}"
     elif per and per[0].utilisation_pct is not None:
-        parts.append(f"GPU {per[0].index}: {per[0].utilisation_pct:.0f}% util")
+        node = f"{rec.hardware.node} " if rec.hardware.node else ""
+        parts.append(f"{node}GPU {per[0].index}: {per[0].utilisation_pct:.0f}% util")
     if rec.idle_gpus:
         ws = [g.avg_power_w for g in rec.idle_gpus if g.avg_power_w is not None]
         drawn = f" drew {sum(ws):.0f} W" if ws else ""
         parts.append(f"node's other {len(rec.idle_gpus)} GPU{'s' * (len(rec.idle_gpus) != 1)} "
                      f"({', '.join(str(g.index) for g in rec.idle_gpus)}){drawn}, not in this energy")
     if rec.neighbours:
-        parts.append("side by side with " + ", ".join(rec.neighbours))
+        parts.append("side by side with " + ", ".join(_neighbour(rec.run_id, n) for n in rec.neighbours))
     return " · ".join(parts) if parts else None
+
+
+def _neighbour(run_id: str, line: str) -> str:
+    """A neighbour line as the operator reads it: another node of the *same* cluster sweep on
+    this host (its agent's scratch run directory ``.../<node>/scratch/<run_id>``) is named as
+    that node, not as a foreign sweep; the record keeps the raw line."""
+    m = re.match(rf"run dir .*/([^/]+)/scratch/{re.escape(run_id)} \(pid \d+\) on (.+)$", line)
+    return f"this sweep's node {m.group(1)} on the same host ({m.group(2)})" if m else line
 
 
 def _w(v: float | None) -> str:

@@ -86,14 +86,15 @@ def test_two_gpu_runs_split_energy_per_gpu_and_report_the_idle_one() -> None:
     assert big and all(r.status == "ok" and r.config.num_gpus == 2 for r in big)
 
 
-def test_ray_two_node_run_has_the_one_gpu_runs_records_on_both_nodes() -> None:
+@pytest.mark.parametrize(("pair", "n"), [("h200x2-ray", 4), ("h200x2-ray4", 8)])
+def test_ray_two_node_run_has_the_one_gpu_runs_records_on_both_nodes(pair: str, n: int) -> None:
     """Issue 12 on a 2 x H200 node: the same sweep on one GPU and over two Ray nodes (one raylet
     per GPU): the same configurations, all ok, each two-node record naming its node and a GPU
     UUID of its own, energy per request within the runs' repeatability (10 %), and the wall
     times the script logged (two nodes faster)."""
-    one = {r.config_key: r for r in RunStore(RECORDS / "h200x2-ray-1gpu").load_records()}
-    two = {r.config_key: r for r in RunStore(RECORDS / "h200x2-ray-2nodes").load_records()}
-    assert one.keys() == two.keys() and len(one) == 4
+    one = {r.config_key: r for r in RunStore(RECORDS / f"{pair}-1gpu").load_records()}
+    two = {r.config_key: r for r in RunStore(RECORDS / f"{pair}-2nodes").load_records()}
+    assert one.keys() == two.keys() and len(one) == n
     assert all(r.status == "ok" for r in [*one.values(), *two.values()])
     assert {r.hardware.node for r in two.values()} == {"gpu0", "gpu1"}
     by_node = {r.hardware.node: r.hardware.gpu_uuids[0] for r in two.values()}
@@ -101,8 +102,20 @@ def test_ray_two_node_run_has_the_one_gpu_runs_records_on_both_nodes() -> None:
     for k in one:
         assert abs(two[k].energy_per_request_j / one[k].energy_per_request_j - 1) < 0.10, k
     wall = {d: sum(json.loads(x)["wall_s"] for x in (RECORDS / d / "wall.jsonl").read_text().splitlines())
-            for d in ("h200x2-ray-1gpu", "h200x2-ray-2nodes")}
-    assert wall["h200x2-ray-2nodes"] < wall["h200x2-ray-1gpu"]
+            for d in (f"{pair}-1gpu", f"{pair}-2nodes")}
+    assert wall[f"{pair}-2nodes"] < wall[f"{pair}-1gpu"]
+
+
+def test_report_names_the_same_sweeps_other_node_as_such() -> None:
+    """On a two-node run on one host each record's neighbour is the sweep's other node: the
+    report names it as that node, and each record's GPU line names its own node."""
+    from mle_tui.core.report import gpu_summary
+
+    for r in RunStore(RECORDS / "h200x2-ray4-2nodes").load_records():
+        other = ({"gpu0", "gpu1"} - {r.hardware.node}).pop()
+        line = gpu_summary(r)
+        assert line is not None and line.startswith(f"{r.hardware.node} GPU 0:")
+        assert f"this sweep's node {other} on the same host" in line and "scratch" not in line
 
 
 @pytest.mark.parametrize("run_dir", TRACED, ids=lambda p: p.name)
