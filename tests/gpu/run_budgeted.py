@@ -75,7 +75,9 @@ def main() -> int:
                 new = runner.strategy == "adaptive" or cur is None or server_key(nxt, profile) != server_key(cur, profile)
                 need = estimate.need_s(new)
                 if now - t0 + need > args.budget_s:
-                    print(f"[{now - t0:6.0f} s] stopping for the budget before {nxt.key()} (needs ~{need:.0f} s)",
+                    # adaptive: the search picks its next point when it starts it; pending() is grid order
+                    what = "the search's next configuration" if runner.strategy == "adaptive" else nxt.key()
+                    print(f"[{now - t0:6.0f} s] stopping for the budget before {what} (needs ~{need:.0f} s)",
                           flush=True)
                     state["stopped_for_budget"] = True
                     runner.request_stop()
