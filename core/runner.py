@@ -16,6 +16,7 @@ source is moved onto it (``use_clock``), so all times in a record are relative t
 from __future__ import annotations
 
 import signal
+import socket
 import threading
 import time
 import uuid
@@ -38,6 +39,7 @@ from .gpu_setup import GpuSetup, check, gpu_pool, open_gpus
 from .manifest import build_manifest
 from .power.base import PowerLimiter, PowerSource
 from .profile import Profile
+from .resume_check import check_resume_hardware
 from .runtimes.base import Runtime
 from .runtimes.server_reuse import shared_batch
 from .store import RunStore
@@ -192,6 +194,9 @@ class SweepRunner:
                          sim_gpus=self._sim_gpus, limits_state_path=self._limits_state_path, profile_path=src)
         self._gpus = gpus
         self.power_message, self.power_kind, self.simulated = gpus.message, gpus.kind, gpus.simulated
+        if manifest is not None:  # a resume: the same GPU model and power source, or refused
+            self._notes += check_resume_hardware(manifest, gpus.kind, socket.gethostname(), gpus.source.gpus(),
+                                                 gpu_pool(profile, gpus.source), str(self.store.manifest_path))
         if self._runtime is None:
             from .runtimes import get_runtime
 
