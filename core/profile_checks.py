@@ -191,3 +191,25 @@ def profiles_equal(a: "Profile", b: "Profile") -> bool:
     axes compared as the values they expand to (``tensor_parallel = "1"`` equals ``1``,
     ``power_limit_w = "400, 700"`` equals ``[400, 700]``). Used to accept a resume."""
     return _normal(a) == _normal(b)
+
+
+def profile_differences(before: "Profile", now: "Profile", most: int = 3) -> list[str]:
+    """Where two profiles differ as :func:`profiles_equal` compares them: ``field: old → new``
+    for the first ``most`` fields (dotted paths), so a refused resume says what changed."""
+    out: list[str] = []
+
+    def walk(a: Any, b: Any, path: str) -> None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            for k in sorted(set(a) | set(b), key=str):
+                walk(a.get(k), b.get(k), f"{path}.{k}" if path else str(k))
+        elif a != b:
+            out.append(f"{path}: {_shown(a)} → {_shown(b)}")
+
+    walk(_normal(before), _normal(now), "")
+    return out[:most] + ([f"{len(out) - most} more"] if len(out) > most else [])
+
+
+def _shown(v: Any) -> str:
+    text = "none" if v is None else repr(v)
+    return text if len(text) <= 40 else text[:37] + "..."
+

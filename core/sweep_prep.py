@@ -15,7 +15,7 @@ from .config import Config
 from .dataset_types import Request
 from .errors import InputError
 from .profile import Profile, decode_profile
-from .profile_checks import profiles_equal
+from .profile_checks import profile_differences, profiles_equal
 from .records import Manifest
 from .store import RunStore
 
@@ -31,7 +31,8 @@ def open_run_dir(store: RunStore, profile: Profile) -> Manifest | None:
         before = decode_profile(manifest.profile_toml, f"{store.manifest_path} (profile_toml)")
         if not profiles_equal(before, profile):
             raise InputError(str(store.manifest_path), "profile_toml",
-                             "this run directory was started with a different profile; use another --out "
+                             f"this run directory was started with a different profile "
+                             f"({'; '.join(profile_differences(before, profile))}); use another --out "
                              "directory (or the same profile to resume)")
     return manifest
 

@@ -228,6 +228,7 @@ def test_resume_with_other_profile_is_input_error(tmp_path: Path) -> None:
     with pytest.raises(InputError) as ei:
         SweepRunner(llm_profile("16", num=64, repeats=1), tmp_path / "run", runtime=SimRuntime()).run()
     assert "different profile" in ei.value.problem
+    assert "sweep.max_num_seqs: [8.0] → [16.0]" in ei.value.problem  # it says what changed
 
 
 class CrashingRuntime:
