@@ -275,6 +275,39 @@ def test_drain_finishes_the_running_ones_and_a_second_run_resumes_the_rest(clust
     assert RunStore(tmp_path / "run").read_manifest().finished and not again.pending()
 
 
+
+def test_a_cluster_run_resumes_a_directory_a_local_run_began(cluster, tmp_path: Path) -> None:
+    """A sweep begun on one GPU without Ray (drained after two configurations) is finished over
+    the cluster: the cluster run skips the two, runs the six others, and leaves every record once
+    (the way a long grid is carried from a one-GPU slice to two Ray nodes)."""
+    profile = sweep_profile()
+    cfgs = profile.configs()
+    local: SweepRunner | None = None
+    finished: list[str] = []
+
+    def drain_after_two(e: object) -> None:
+        if isinstance(e, ConfigFinished):
+            finished.append(e.key)
+            if len(finished) == 2 and local is not None:
+                local.request_drain()
+
+    local = SweepRunner(profile, tmp_path / "run", listener=drain_after_two)
+    first = local.run()
+    assert first.stopped and first.completed == 2
+    before = _records(tmp_path / "run")
+    events: list = []
+    again = ClusterRunner(profile, tmp_path / "run", node_dir_base=str(tmp_path / "nodes"), listener=events.append)
+    summary = again.run()
+    assert not summary.stopped and (summary.completed, summary.failed, summary.skipped) == (6, 0, 2)
+    assert sorted(e.key for e in events if isinstance(e, ConfigStarted)) == sorted(
+        c.key() for c in cfgs if f"{c.key()}.json" not in before)
+    final = _records(tmp_path / "run")
+    assert sorted(final) == sorted(f"{c.key()}.json" for c in cfgs)
+    assert all(final[name] == before[name] for name in before)
+    assert {final[n]["hardware"]["node"] for n in final if n not in before} <= {"w1", "w2"}
+    assert RunStore(tmp_path / "run").read_manifest().finished
+
+
 DRIVER = """
 import functools, sys
 sys.path.insert(0, {tests!r})
