@@ -1,6 +1,6 @@
 """Run screen: live power and batch charts on one time axis with the steady window, sweep
 progress, log tail, elapsed time and ETA. The same screen follows a run started elsewhere
-(``attach``) by tailing its ``live.jsonl``."""
+(``attach``) by tailing its ``live.jsonl``. The text it shows is made in :mod:`.run_text`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -21,18 +20,12 @@ from ..core.events import HealthSample
 from ..core.procgroup import pid_alive
 from .attach import LiveTail
 from .charts import BatchChart, PowerChart, TimeData, power_legend, shared_x_range
-from .live import (DONE, EARLIER, FAILED, INVALID, PENDING, RUNNING, LiveState, fmt_duration, fmt_energy,
-                   health_text)
-from .live_adaptive import PRUNED, eta_text, position_text
-from .live_nodes import fractions
+from .live import PENDING, RUNNING, LiveState, health_text
+from .run_text import SYMBOL, batch_legend, progress_text, status_text, steady_text  # noqa: F401 (SYMBOL: detach_ui)
 
 #: Chart builds take at most 1/CHART_DUTY of the time (the redraw interval stretches beyond
 #: the 0.25 s tick when a build is slow, e.g. on a loaded 2-core machine).
 CHART_DUTY = 8.0
-
-SYMBOL = {DONE: ("✓", "green"), RUNNING: ("▶", "bold yellow"), PENDING: ("·", "dim"),
-          FAILED: ("✗", "red"), INVALID: ("!", "magenta"), EARLIER: ("↺", "green"),
-          PRUNED: ("–", "dim")}  # excluded by the adaptive search (never measured)
 
 
 class RunScreen(Screen):
@@ -191,67 +184,13 @@ class RunScreen(Screen):
         return True
 
     def _update_status(self) -> None:
-        """Status word, elapsed and ETA first (an 80-column terminal keeps them), then the
-        configuration, its progress and the run id."""
-        live = self.live
-        parts = []
-        if live.error is not None:
-            parts.append(f"✗ RUN FAILED: {live.error} · r results")
-        elif live.finished is not None:
-            f = live.finished
-            word = "STOPPED" if f.stopped else "FINISHED"
-            parts.append(f"■ {word} {f.completed} done ({f.invalid} invalid) {f.failed} failed · r results")
-        elif live.draining and not (live.stopping or self._attach_ended):  # the app's f
-            parts.append("◼ FINISHING current configuration, then stopping")
-        elif self.tail is not None:
-            parts.append("◉ ATTACHED" + (" (writer gone)" if self._attach_ended else ""))
-        elif live.stopping:
-            parts.append("◼ STOPPING…")
-        else:
-            parts.append("▶ RUNNING")
-        timing = f"elapsed {fmt_duration(live.elapsed_s())}"
-        if live.finished is None and live.error is None and live.ended_at_s is None:
-            timing += f" ETA {eta_text(live)}"
-        parts.append(timing)
-        if live.simulated:
-            parts.append("SIMULATED")
-        if live.config_started is not None and live.finished is None and live.current:
-            cs = live.config_started
-            where = f"{live.nodes.selected}: " if live.nodes.selected else ""
-            parts.append(where + " ".join(p for p in (position_text(live), cs.label) if p))
-            parts.append(live.counter_text())
-        parts.append(live.gpu_time_text())
-        if live.run_id:
-            parts.append(live.run_id)
-        text = " · ".join(p for p in parts if p)
+        text = status_text(self.live, attached=self.tail is not None, attach_ended=self._attach_ended)
         if text != self._status_text:
             self._status_text = text
             self.query_one("#run-status", Static).update(text, layout=False)
 
     def _update_progress(self) -> None:
-        live = self.live
-        text = Text()
-        counts = live.counts()
-        head = " ".join(f"{SYMBOL[k][0]}{v}" for k, v in sorted(counts.items()) if k in SYMBOL)
-        text.append(f"Sweep {head}\n", style="bold")
-        fracs = fractions(live) if live.nodes else None
-        for row in sorted(live.rows.values(), key=lambda r: r.index):
-            sym, style = SYMBOL.get(row.status, ("?", ""))
-            label = row.label or row.key
-            frac = None if row.status != RUNNING else fracs.get(row.key) if fracs is not None else live.current_fraction()
-            if frac is not None:
-                extra = f"{int(100 * frac)}%"
-            elif row.energy_per_request_j is not None:
-                extra = fmt_energy(row.energy_per_request_j)
-            elif row.status in (FAILED, INVALID) and row.reasons:
-                extra = row.reasons[0][:14]
-            elif row.status == PRUNED and row.reasons:  # the rule: "latency bound", "energy bound"
-                extra = row.reasons[0].split(":")[0][:14]
-            else:
-                extra = ""
-            text.append(f"{sym} ", style=style)
-            text.append(f"{label[:16]:<16} ")
-            text.append(f"{extra}\n", style="dim" if row.status in (PENDING, PRUNED) else "")
+        text = progress_text(self.live)
         if text.plain != self._progress_text:
             self._progress_text = text.plain
             self.query_one("#progress", Static).update(text)
@@ -267,25 +206,7 @@ class RunScreen(Screen):
         w.update(nodes_text(self.live))
 
     def _update_steady(self) -> None:
-        live = self.live
-        s = live.steady
-        B = live.config_started.config.batch if live.config_started else None
-        if live.diffusion and live.current is not None:
-            text = live.batches_text()
-        elif live.current is None and s is None:
-            text = "steady state: —"
-        elif s is None:
-            text = f"steady state: not yet (waiting for the running batch to saturate at B={B})"
-        else:
-            end = f"{s.end_s:.1f} s ({s.end_s - s.start_s:.1f} s)" if s.end_s is not None else "open"
-            text = f"steady {s.start_s:.1f} s → {end}"
-            if s.mean_batch is not None:
-                text += f" · mean batch {s.mean_batch:.1f}/{B}"
-            if s.energy_per_token_j is not None:
-                text += f" · {s.energy_per_token_j:.3g} J/token"
-            gates = live.steady_gates_text()
-            if gates:
-                text += f" · gates {gates}"
+        text = steady_text(self.live)
         if text != self._steady_text:
             self._steady_text = text
             self.query_one("#steady", Static).update(text, layout=False)
@@ -337,13 +258,7 @@ class RunScreen(Screen):
         live = self.live
         started = live.config_started
         pl = power_legend(d, started.power_limit_w if started is not None else None, self.show_memory)
-        bl = "Batch: ⣿ running"
-        if d.running is not None and len(d.running):
-            bl += f" {d.running[-1]:.0f} · waiting {d.waiting[-1]:.0f} (right axis)"
-        if d.max_num_seqs:
-            bl += f" · ─ B={d.max_num_seqs}"
-        if d.steady_start_s is not None:
-            bl += " · ··· steady"
+        bl = batch_legend(d)
         if (pl, bl) != self._legend_text[:2]:
             self._legend_text = (pl, bl, self._legend_text[2])
             self.query_one("#power-legend", Static).update(pl, layout=False)
