@@ -1,7 +1,9 @@
 """Benchmark profiles: TOML decoded by msgspec into validated Structs.
 
 A bad profile raises :class:`~mle_tui.core.errors.InputError` naming the file, the field path
-and the problem; the CLI prints that one line and exits with status 2.
+and the problem; the CLI prints that one line and exits with status 2. The sections of the
+measurement method (``[steady_state]``, ``[target]``, ``[cost]``) and the duration syntax are in
+:mod:`.profile_method`, and import from here too.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import msgspec
 from .adaptive.spec import AdaptiveSpec, Strategy
 from .config import Config
 from .errors import InputError
+from .profile_method import (CostSpec, LatencyMetric, Section, SteadyRule, SteadySpec,  # noqa: F401 (re-exported)
+                             TargetSpec, parse_duration_s)
 from .sweep import SweepSyntaxError, parse_axis
 
 Runtime = Literal["vllm", "transformers", "diffusers", "sim"]
@@ -24,8 +28,6 @@ Task = Literal["chat", "code", "text-to-image", "visual-chat", "text-to-video", 
 #: Diffusion tasks whose output is a video (eq. 1 per video), and all diffusion tasks (eq. 1).
 VIDEO_TASKS = ("text-to-video", "image-to-video")
 DIFFUSION_TASKS = ("text-to-image", *VIDEO_TASKS)
-LatencyMetric = Literal["tpot", "ttft", "itl", "e2e", "batch_latency"]
-SteadyRule = Literal["saturation", "request-count"]
 AxisValue = int | float | str | list[int | float | str]
 
 #: The latency metric each task is judged by (paper §3.3).
@@ -40,36 +42,8 @@ DEFAULT_METRIC: dict[str, LatencyMetric] = {
 #: Tasks served by an LLM engine (iteration-level batching, eq. 2).
 LLM_TASKS = ("chat", "code", "visual-chat")
 
-_DURATION = re.compile(r"^\s*(?P<v>\d+(?:\.\d+)?)\s*(?P<u>ms|s|min)?\s*$")
 
-
-def parse_duration_s(value: float | int | str) -> float:
-    """``"100ms"``, ``"5s"``, ``"2min"`` (or a number of seconds, from code) -> seconds. A string
-    without a unit is ambiguous: ValueError, as for anything else that is not a duration."""
-    if isinstance(value, bool):
-        raise ValueError("expected a duration such as 100ms or 5s")
-    if isinstance(value, (int, float)):
-        if value <= 0 or not math.isfinite(value):
-            raise ValueError("a duration must be a positive number of seconds")
-        return float(value)
-    m = _DURATION.match(value)
-    if m is None:
-        raise ValueError(f"cannot parse duration {value!r}: use e.g. 100ms, 5s, 2min")
-    if not m["u"]:
-        raise ValueError(f"{value.strip()!r} is ambiguous: give a unit, e.g. {m['v']}ms or {m['v']}s")
-    v = float(m["v"])
-    unit = m["u"]
-    seconds = v / 1000.0 if unit == "ms" else v * 60.0 if unit == "min" else v
-    if seconds <= 0:
-        raise ValueError("a duration must be positive")
-    return seconds
-
-
-class _Base(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    pass
-
-
-class ModelSpec(_Base):
+class ModelSpec(Section):
     #: Hugging Face id or local directory.
     id: str
     #: ``pretrained`` loads real weights; ``dummy`` builds the real architecture with random
@@ -85,7 +59,7 @@ class ModelSpec(_Base):
             raise ValueError("model id must not be empty")
 
 
-class DatasetSpec(_Base):
+class DatasetSpec(Section):
     #: ``sharegpt``, ``humaneval``, ``partiprompts``, ``jsonl`` or ``synthetic``.
     #: ``synthetic-images`` (visual chat): seeded synthetic images with ShareGPT prompts.
     name: Literal["sharegpt", "humaneval", "partiprompts", "jsonl", "synthetic", "synthetic-images"]
@@ -119,7 +93,7 @@ class DatasetSpec(_Base):
     first_frames: Literal["synthetic"] | None = None
 
 
-class SweepSpec(_Base):
+class SweepSpec(Section):
     """Sweep axes. Each takes a number, a list, or a range such as ``"8..256 x2"``."""
 
     max_num_seqs: AxisValue | None = None
@@ -185,7 +159,7 @@ def _parse_resolution(text: str) -> tuple[int, int] | None:
     return int(m[1]), int(m[2])
 
 
-class ServerSpec(_Base):
+class ServerSpec(Section):
     """vLLM server options (ignored by in-process runtimes except where noted)."""
 
     max_model_len: Annotated[int, msgspec.Meta(ge=16)] | None = None
@@ -208,7 +182,7 @@ class ServerSpec(_Base):
     reuse_across_max_num_seqs: bool = False
 
 
-class LoadSpec(_Base):
+class LoadSpec(Section):
     #: Requests per second; ``inf`` (default) submits everything at t = 0 (the paper's setting).
     request_rate: float = math.inf
     #: Gamma shape for arrivals (1.0 = Poisson).
@@ -224,57 +198,7 @@ class LoadSpec(_Base):
             raise ValueError("request_rate: must be positive (inf = all at once)")
 
 
-class SteadySpec(_Base):
-    rule: SteadyRule = "saturation"
-    min_window_s: Annotated[float, msgspec.Meta(ge=0)] = 20.0
-    min_batch_fraction: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.85
-    max_energy_per_token_j: Annotated[float, msgspec.Meta(gt=0)] = 100.0
-    max_cap_fraction: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.30
-    #: Saturation rule: ``running >= max_num_seqs - saturation_tolerance`` counts as saturated
-    #: (capped at B // 4, so B <= 3 must be reached exactly).
-    saturation_tolerance: Annotated[int, msgspec.Meta(ge=0)] = 1
-    #: A dip below saturation while requests wait is a refill; it splits the window only as a
-    #: stall: the server's token counter frozen for ``max_dip_s`` or the dip longer than
-    #: ``max_refill_s``. Only the longest run is kept, with a warning giving the dropped share.
-    max_dip_s: Annotated[float, msgspec.Meta(gt=0)] = 1.0
-    max_refill_s: Annotated[float, msgspec.Meta(gt=0)] = 5.0
-    #: Gate: window tokens by the client vs the server's counter, relative difference.
-    max_token_mismatch: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.01
-    #: Window tokens from: "auto" (the client's timeline where it is exact -- per-chunk usage,
-    #: per-token timestamps -- else the server's counter where reported, else the client's),
-    #: "server" (the server's counter wherever reported), "client" (the client's timeline
-    #: always: what mle-tui did before analysis version 2).
-    token_count: Literal["auto", "server", "client"] = "auto"
-    #: Gate (several GPUs): each GPU of the configuration must average at least this share of
-    #: the busiest one's power over the window (a GPU left idle by a wrong device mapping).
-    #: 0 disables it.
-    min_gpu_power_ratio: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.5
-    #: Gate: each GPU's mean utilisation over the window (NVML, where read), percent. 0 disables it.
-    min_gpu_utilisation_pct: Annotated[float, msgspec.Meta(ge=0, le=100)] = 5.0
-
-
-class TargetSpec(_Base):
-    metric: LatencyMetric | None = None
-    #: ``"100ms"``, ``"5s"``, ``"2min"``: a unit is required (a bare number is refused as ambiguous).
-    value: float | int | str | None = None
-
-    def __post_init__(self) -> None:
-        if isinstance(self.value, str):
-            try:
-                parse_duration_s(self.value)
-            except ValueError as exc:
-                raise ValueError(f"value: {exc}") from None
-
-    def value_s(self) -> float | None:
-        return None if self.value is None else parse_duration_s(self.value)
-
-
-class CostSpec(_Base):
-    electricity_usd_per_kwh: Annotated[float, msgspec.Meta(ge=0)] = 0.12
-    carbon_g_per_kwh: Annotated[float, msgspec.Meta(ge=0)] = 400.0
-
-
-class GpuSpec(_Base):
+class GpuSpec(Section):
     #: GPU indices to use (first ``tensor_parallel × pipeline_parallel`` of them per config).
     indices: list[Annotated[int, msgspec.Meta(ge=0)]] | None = None
     #: Allow the simulated GPU when no NVML GPU can be read.
@@ -283,7 +207,7 @@ class GpuSpec(_Base):
     simulated: bool = False
 
 
-class SimSpec(_Base):
+class SimSpec(Section):
     """Parameters of the simulated GPU and the ``sim`` runtime (a test double and demo)."""
 
     gpu_name: str = "Simulated H100 SXM"
@@ -302,7 +226,7 @@ class SimSpec(_Base):
     idle_gpus: list[Annotated[int, msgspec.Meta(ge=0)]] = []
 
 
-class OutputSpec(_Base):
+class OutputSpec(Section):
     """What a run keeps besides records and traces."""
 
     #: Diffusion: save every measured batch's images / videos under ``media/<config>/`` in the
@@ -310,7 +234,7 @@ class OutputSpec(_Base):
     save_media: bool = False
 
 
-class ClusterSpec(_Base):
+class ClusterSpec(Section):
     """Where the sweep runs (not what it measures: a resume may move it). Empty: this host."""
 
     #: Ray cluster address (``auto``: the cluster this host belongs to; ``HOST:PORT``); or
@@ -321,7 +245,7 @@ class ClusterSpec(_Base):
     lease_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0
 
 
-class Profile(_Base):
+class Profile(Section):
     name: str
     task: Task
     runtime: Runtime
