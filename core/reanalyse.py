@@ -15,7 +15,7 @@ import msgspec
 from .errors import InputError
 from .measure.analysis import analyse
 from .measure.trace import Trace, decode_trace
-from .profile import SteadySpec
+from .profile_method import SteadySpec
 from .records import Record
 from .store import RunStore, atomic_write, encode_record
 

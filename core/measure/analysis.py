@@ -21,7 +21,7 @@ import msgspec
 import numpy as np
 
 from ..image_tokens import prompt_token_shares
-from ..profile import SteadySpec
+from ..profile_method import SteadySpec
 from ..records import (FORMULAS, Accounting, AnalysisInfo, Gate, Record, RequestRow, SteadyState,
                        Throughput)
 from . import accounting as acc

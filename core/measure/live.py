@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable
 
 from ..events import SteadyUpdate
-from ..profile import SteadySpec
+from ..profile_method import SteadySpec
 from .steady import RequestCountDetector, SaturationDetector, Window
 
 #: An open window is re-reported at most this often (run-clock seconds).

@@ -13,7 +13,7 @@ import msgspec
 import numpy as np
 
 from ..config import Config
-from ..profile import CostSpec, SteadySpec
+from ..profile_method import CostSpec, SteadySpec
 from ..records import BatchRow, EarlyStop, Hardware, RequestRow
 from .power_trace import PowerTrace
 
