@@ -365,7 +365,3 @@ def load_profile(path: str | Path) -> Profile:
     p = Path(path)
     data = read_input(p, what="profile file", max_bytes=4 * 2**20, missing="no such profile file")
     return decode_profile(data, str(p))
-
-
-def encode_profile(profile: Profile) -> bytes:
-    return msgspec.toml.encode(profile)
