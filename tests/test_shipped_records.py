@@ -109,7 +109,7 @@ def test_ray_two_node_run_has_the_one_gpu_runs_records_on_both_nodes(pair: str, 
 def test_report_names_the_same_sweeps_other_node_as_such() -> None:
     """On a two-node run on one host each record's neighbour is the sweep's other node: the
     report names it as that node, and each record's GPU line names its own node."""
-    from mle_tui.core.report import gpu_summary
+    from mle_tui.core.record_gpus import gpu_summary
 
     for r in RunStore(RECORDS / "h200x2-ray4-2nodes").load_records():
         other = ({"gpu0", "gpu1"} - {r.hardware.node}).pop()

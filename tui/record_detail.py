@@ -7,7 +7,7 @@ import numpy as np
 from rich.text import Text
 
 from ..core.records import Record
-from ..core.report import gpu_summary, under_used
+from ..core.record_gpus import gpu_summary, under_used
 from .charts import TimeData, shared_x_range
 from .live import fmt_energy, fmt_latency, metric_label
 
