@@ -4,8 +4,7 @@ whether the GPU was the bottleneck at all."""
 
 from __future__ import annotations
 
-import re
-
+from .measure.neighbours import neighbour_text
 from .records import RecordHead
 
 #: Below both, a GPU is "not the bottleneck": mean NVML utilisation (% of time a kernel ran) and
@@ -57,16 +56,8 @@ def gpu_summary(rec: RecordHead) -> str | None:
         parts.append(f"node's other {len(rec.idle_gpus)} GPU{'s' * (len(rec.idle_gpus) != 1)} "
                      f"({', '.join(str(g.index) for g in rec.idle_gpus)}){drawn}, not in this energy")
     if rec.neighbours:
-        parts.append("side by side with " + ", ".join(_neighbour(rec.run_id, n) for n in rec.neighbours))
+        parts.append("side by side with " + ", ".join(neighbour_text(rec.run_id, n) for n in rec.neighbours))
     return " · ".join(parts) if parts else None
-
-
-def _neighbour(run_id: str, line: str) -> str:
-    """A neighbour line as the operator reads it: another node of the *same* cluster sweep on
-    this host (its agent's scratch run directory ``.../<node>/scratch/<run_id>``) is named as
-    that node, not as a foreign sweep; the record keeps the raw line."""
-    m = re.match(rf"run dir .*/([^/]+)/scratch/{re.escape(run_id)} \(pid \d+\) on (.+)$", line)
-    return f"this sweep's node {m.group(1)} on the same host ({m.group(2)})" if m else line
 
 
 def _w(v: float | None) -> str:

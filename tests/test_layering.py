@@ -43,7 +43,7 @@ def test_the_contract_catches_ui_imports(tmp_path: Path) -> None:
 
 
 PURE = ("analysis.py", "trace.py", "energy.py", "steady.py", "timelines.py", "accounting.py", "latency.py",
-        "power_trace.py")
+        "power_trace.py", "neighbours.py")
 NOT_FROM_ANALYSIS = ("mle_tui.core.runner", "mle_tui.core.config_run", "mle_tui.core.runtimes",
                      "mle_tui.core.power", "mle_tui.core.gpu_setup", "mle_tui.core.store", "mle_tui.tui",
                      "mle_tui.core.measure.sampler", "mle_tui.core.measure.live", "threading", "time",

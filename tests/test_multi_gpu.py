@@ -217,6 +217,14 @@ def test_neighbours_reach_the_record(tmp_path: Path) -> None:
     again = analyse(trace)
     assert again.neighbours == trace.neighbours and again.status == rec.status
     assert any("another mle-tui sweep on this host" in r for r in again.reasons)
+    # The same cluster sweep's other node on this host (its agent's scratch run directory) is
+    # named as that node, not as another sweep; another run id's scratch stays a foreign sweep.
+    trace.neighbours = [f"run dir /s/cluster/gpu1/scratch/{trace.run_id} (pid 7) on GPU GPU-9df681c0",
+                        "run dir /s/cluster/gpu1/scratch/0123456789ab (pid 8) on GPU GPU-11111111"]
+    again = analyse(trace)
+    warns = [r for r in again.reasons if "at the same time" in r]
+    assert warns[0].startswith("warning: this sweep's node gpu1 ran on the same host at the same time (GPU GPU-9df681c0)")
+    assert warns[1].startswith("warning: another mle-tui sweep on this host") and "0123456789ab" in warns[1]
 
 
 def test_utilisation_needs_three_samples_inside_the_window() -> None:

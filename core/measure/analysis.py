@@ -30,6 +30,7 @@ from .energy import window_energy_j
 from .gputime import gpu_time_split
 from .latency import stats as latency_stats
 from .latency import summarise
+from .neighbours import neighbour_warning
 from .phases import apply_phases
 from .steady import Window, detect_offline, evaluate_gates, saturation_detector
 from .timelines import batch_timeline, power_timeline
@@ -83,7 +84,7 @@ def analyse(trace: Trace, steady: SteadySpec | None = None, *, source: str = "li
         _account_diffusion(rec, trace, steady)
     apply_phases(rec, trace)
     rec.reasons += [f"warning: {w}" for w in trace.warnings]
-    rec.reasons += [f"warning: another mle-tui sweep on this host at the same time: {n}" for n in trace.neighbours]
+    rec.reasons += [neighbour_warning(rec.run_id, n) for n in trace.neighbours]
     rec.accounting = _accounting(trace, rec.energy_per_request_j)
     rec.gpu_time = gpu_time_split(rec) if trace.schema_version >= GPU_TIME_SINCE else None
     return rec
