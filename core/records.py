@@ -1,6 +1,7 @@
 """The record schema: one msgspec record per configuration, plus a run manifest.
 
-Everything that crosses a module boundary or reaches disk is a Struct defined here.
+Everything that crosses a module boundary or reaches disk is a Struct defined here (the
+hardware Structs in :mod:`.hardware`, re-exported here).
 Units are in the field names (``_s``, ``_w``, ``_j``). Times inside a record are seconds
 relative to the configuration's start (``Record.started_unix_s``).
 """
@@ -12,13 +13,13 @@ from typing import Literal
 import msgspec
 
 from .config import Config
+from .hardware import ClusterNode, GpuInfo, Hardware, PowerSourceKind, _S  # noqa: F401 - re-exported
 
 #: 2: analysis info, token cross-check and dropped share in steady_state, status "skipped".
 #: 3: per-GPU split, the node's idle GPUs, neighbours.
 SCHEMA_VERSION = 3
 
 Status = Literal["ok", "invalid", "failed", "skipped"]
-PowerSourceKind = Literal["nvml", "simulated"]
 
 #: vLLM ``bench serve`` definitions, stated next to every exported metric.
 FORMULAS: dict[str, str] = {
@@ -32,10 +33,6 @@ FORMULAS: dict[str, str] = {
     "energy_per_request_diffusion": "E_batch / B (ML.ENERGY eq. 1)",
     "tdp_estimate": "TDP * number of GPUs * time (the estimate the paper shows overestimates)",
 }
-
-
-class _S(msgspec.Struct, kw_only=True, omit_defaults=False):
-    pass
 
 
 class LatencyStats(_S, kw_only=True):
@@ -182,23 +179,6 @@ class SteadyState(_S, kw_only=True):
         return self.end_s - self.start_s
 
 
-class Hardware(_S, kw_only=True):
-    power_source: PowerSourceKind
-    gpu_names: list[str]
-    gpu_indices: list[int]
-    tdp_w: float
-    #: Power limit enforced during the configuration, read back from the device, per GPU.
-    power_limit_w: list[float] | None = None
-    #: Limit that was in place before and was restored afterwards, per GPU.
-    original_power_limit_w: list[float] | None = None
-    #: Host name of the node the configuration ran on.
-    host: str | None = None
-    #: NVML UUIDs of the configuration's GPUs (None where the source has none: simulated GPU).
-    gpu_uuids: list[str | None] | None = None
-    #: Cluster runs (``--ray``): the node's name in the cluster (None on the local path).
-    node: str | None = None
-
-
 class GpuEnergy(_S, kw_only=True):
     """One GPU's part: over the record's window (the steady window; the measured batches for
     diffusion). For the configuration's GPUs the energies sum to the record's; for the node's
@@ -248,6 +228,8 @@ class PromptTokens(_S, kw_only=True):
     image_source: str | None = None
     #: How the split is made.
     method: str = ""
+
+
 class EarlyStop(_S, kw_only=True):
     """A configuration stopped once its answer was known (adaptive sweep): the 95 % interval
     of energy per token over ``blocks`` batch-means blocks was ``ci_rel`` (half-width / mean)
@@ -352,18 +334,6 @@ class Record(RecordHead, kw_only=True):
     phases: list[PhaseSpan] = []
 
 
-class GpuInfo(_S, kw_only=True):
-    index: int
-    name: str
-    power_limit_w: float | None = None
-    min_power_limit_w: float | None = None
-    max_power_limit_w: float | None = None
-    default_power_limit_w: float | None = None
-    memory_total_mib: float | None = None
-    #: NVML UUID (``GPU-…``); None for the simulated GPU. Power-limit ownership is per UUID.
-    uuid: str | None = None
-
-
 class Manifest(_S, kw_only=True):
     """``run.json``: what a run directory was measured on and with."""
 
@@ -387,14 +357,7 @@ class Manifest(_S, kw_only=True):
     finished: bool = False
     #: Cluster runs (``--ray``): the nodes the sweep ran on, and those lost while they may
     #: have held a changed power limit (their agent restores it on its next start).
-    nodes: list["ClusterNode"] = []
+    nodes: list[ClusterNode] = []
     nodes_to_restore: list[str] = []
 
 
-class ClusterNode(_S, kw_only=True):
-    """One node of a cluster run (``Manifest.nodes``)."""
-
-    name: str
-    host: str
-    node_id: str
-    gpus: list[GpuInfo] = []
