@@ -5,7 +5,7 @@ An LLM runtime for machines without vLLM. Per configuration: ``max_requests_per_
 per-token timestamps recorded by transformers give TTFT, TPOT, ITL and E2E with vLLM ``bench
 serve``'s definitions (:func:`mle_tui.core.measure.latency.request_row`); running and waiting requests
 are read from the scheduler at 10 Hz into the same batch trace the vLLM runtime produces, so the
-steady-state rules apply unchanged. Its numbers are labelled ``transformers`` in every record:
+steady-state rules apply unchanged (:mod:`.transformers_cb_drive` runs a configuration's workload). Its numbers are labelled ``transformers`` in every record:
 untuned, it is far slower than vLLM.
 
 ``weights = "dummy"`` builds the real architecture from a config (a directory with config.json,
@@ -24,30 +24,22 @@ from typing import Any
 from ..dataset_types import Request
 from ..dummy_init import describe, init_dummy_, place_
 from ..errors import InputError, RunFailure
-from ..measure.latency import request_row
-from ..records import RequestRow
-from .base import BatchSample, RuntimeContext, RuntimeResult
+from .base import RuntimeContext, RuntimeResult
 from .inprocess import (
     RealTime,
     RunLog,
     as_run_failure,
     drive_sim,
     free_accelerator_memory,
-    is_oom,
     load_shape,
     one_gpu_setup,
 )
+from .transformers_cb_drive import SAMPLE_PERIOD_S, drive  # noqa: F401 - SAMPLE_PERIOD_S re-exported
 
-#: Scheduler sampling period, s (10 Hz like the vLLM runtime's trace).
-SAMPLE_PERIOD_S = 0.1
 #: Lowest token id of random prompts (skips the special ids vocabularies start with).
 _FIRST_RANDOM_ID = 10
 #: KV-cache page size on CPU (tokens); GPUs use transformers' default.
 _CPU_PAGE_SIZE = 64
-
-
-def _request_key(rid: int) -> str:
-    return f"r{rid}"
 
 
 class _Loaded:
@@ -244,7 +236,7 @@ class TransformersRuntime:
                 mgr.warmup()
             rt = RealTime(ctx.clock)
             mgr.start()
-            return self._drive(ctx, rt, mgr, reqs, prompts, out_lens, eos, B, log)
+            return drive(ctx, rt, mgr, reqs, prompts, out_lens, eos, B, log)
         except (InputError, RunFailure):
             raise
         except Exception as exc:
@@ -259,153 +251,3 @@ class TransformersRuntime:
                     pass
             free_accelerator_memory()
             log.close()
-
-    def _arrivals(self, ctx: RuntimeContext, n: int) -> list[float]:
-        """Submission offsets, s: all 0 for ``request_rate = inf``, else gamma inter-arrivals
-        with shape ``burstiness`` and mean 1 / rate (as ``vllm bench serve``)."""
-        load = ctx.profile.load
-        if load.request_rate == float("inf"):
-            return [0.0] * n
-        rng = random.Random(ctx.profile.dataset.seed)
-        theta = 1.0 / (load.request_rate * load.burstiness)
-        t, out = 0.0, []
-        for _ in range(n):
-            out.append(t)
-            t += rng.gammavariate(load.burstiness, theta)
-        return out
-
-    def _drive(
-        self, ctx: RuntimeContext, rt: RealTime, mgr: Any, reqs: list[Request], prompts: list[list[int]],
-        out_lens: list[int], eos: Any, B: int, log: RunLog,
-    ) -> RuntimeResult:
-        dummy = ctx.profile.model.weights == "dummy"
-        arrivals = self._arrivals(ctx, len(reqs))
-        cap = ctx.profile.load.max_concurrency or len(reqs)
-        stall_s = ctx.profile.server.stall_timeout_s
-        by_key = {_request_key(r.id): i for i, r in enumerate(reqs)}
-        start = rt.now_s()
-        next_sub = 0
-        outstanding = 0
-        first_seen: set[str] = set()
-        rows: list[RequestRow | None] = [None] * len(reqs)
-        gaps: list[float] = []
-        token_times: list[float] = []
-        done = 0
-        errors: list[str] = []
-        tokens_total = 0
-        last_progress = time.perf_counter()
-        next_sample = rt.now_s()
-        peak_running = 0
-
-        def submit_due() -> None:
-            nonlocal next_sub, outstanding
-            now = rt.now_s() - start
-            while next_sub < len(reqs) and arrivals[next_sub] <= now and outstanding < cap:
-                i = next_sub
-                mgr.add_request(
-                    prompts[i], request_id=_request_key(reqs[i].id), max_new_tokens=out_lens[i],
-                    record_timestamps=True, streaming=False, eos_token_id=-1 if dummy else eos,
-                )
-                next_sub += 1
-                outstanding += 1
-
-        def sample() -> None:
-            nonlocal peak_running
-            bp = mgr.batch_processor
-            running = waiting = 0
-            if bp is not None:
-                sched = bp.scheduler
-                try:
-                    active = list(sched.active_requests.values())
-                    running = len(active)
-                    waiting = len(sched.waiting_requests)
-                except RuntimeError:  # changed size while copying: skip this sample's first tokens
-                    active = []
-                    running = len(sched.active_requests)
-                    waiting = len(sched.waiting_requests)
-                for state in active:
-                    stamps = state.timestamps
-                    if stamps and state.request_id not in first_seen:
-                        first_seen.add(state.request_id)
-                        ctx.on_first_token(int(state.request_id[1:]), rt.to_run(stamps[0]))
-            waiting += mgr.input_queue.qsize()
-            peak_running = max(peak_running, running)
-            t = rt.now_s()
-            ctx.on_batch(BatchSample(t_s=t, running=float(running), waiting=float(waiting)))
-            drive_sim(ctx, running / B)
-
-        submit_due()
-        while done < len(reqs):
-            if ctx.cancel.is_set():
-                raise RunFailure("stopped by request")
-            now = rt.now_s()
-            if now >= next_sample:
-                sample()
-                next_sample += SAMPLE_PERIOD_S
-                if next_sample < now:
-                    next_sample = now + SAMPLE_PERIOD_S
-            submit_due()
-            out = mgr.get_result(timeout=max(0.005, min(SAMPLE_PERIOD_S, next_sample - rt.now_s())))
-            if out is None:
-                if not mgr.is_running() and mgr.output_router.output_queue.empty():
-                    fatal = mgr.background_thread_status.fatal_error
-                    if fatal is not None and is_oom(fatal):
-                        raise RunFailure(f"CUDA out of memory at max_num_seqs {B}") from fatal
-                    raise RunFailure(
-                        f"transformers generation loop stopped with {len(reqs) - done} requests left"
-                        + (f": {type(fatal).__name__}: {fatal}" if fatal is not None else "")
-                    )
-                if time.perf_counter() - last_progress > stall_s:
-                    raise RunFailure(f"transformers generation stalled for {stall_s:.0f} s")
-                continue
-            if not out.is_finished():
-                continue
-            last_progress = time.perf_counter()
-            i = by_key.get(out.request_id)
-            if i is None:
-                continue
-            req = reqs[i]
-            stamps = [rt.to_run(t) for t in (out.timestamps or [])]
-            if out.request_id not in first_seen and stamps:
-                first_seen.add(out.request_id)
-                ctx.on_first_token(req.id, stamps[0])
-            n_out = len(out.generated_tokens)
-            stamps = stamps[: max(1, n_out)]
-            ok = out.error is None
-            if not ok:
-                errors.append(str(out.error))
-                fatal = mgr.background_thread_status.fatal_error
-                if "out of memory" in str(out.error).lower() or (fatal is not None and is_oom(fatal)):
-                    raise RunFailure(f"CUDA out of memory at max_num_seqs {B}")
-            row, req_gaps = request_row(
-                id=req.id, send_s=rt.to_run(out.created_time), chunk_times_s=stamps if ok else [],
-                input_tokens=len(prompts[i]), output_tokens=n_out if ok else 0,
-                # As the vLLM runtime: with EOS disabled the length is prescribed, not a cap hit.
-                hit_cap=(not dummy) and n_out >= out_lens[i], ok=ok, error=None if ok else str(out.error),
-            )
-            rows[i] = row
-            gaps.extend(req_gaps)
-            if ok:
-                token_times.extend(stamps)
-            tokens_total += n_out if ok else 0
-            done += 1
-            outstanding -= 1
-            ctx.on_request(row)
-            submit_due()
-        sample()
-        elapsed = rt.now_s() - start
-        log.line(
-            f"{done} requests, {tokens_total} output tokens in {elapsed:.2f} s "
-            f"({tokens_total / elapsed if elapsed > 0 else 0:.1f} tokens/s), peak running {peak_running}"
-            + (f", {len(errors)} failed: {errors[0]}" if errors else "")
-        )
-        token_times.sort()
-        return RuntimeResult(
-            requests=[r for r in rows if r is not None],
-            itl_gaps_s=gaps,
-            token_times_s=token_times,
-            token_counts_exact=True,
-            server_output_tokens=tokens_total,
-            log_tail=log.tail(),
-            batch_source=f"transformers scheduler {1 / SAMPLE_PERIOD_S:.0f} Hz",
-        )
