@@ -13,8 +13,6 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-import msgspec
-
 from ..core.events import (
     BatchProgress,
     BatchSampleEvent,
@@ -32,6 +30,7 @@ from ..core.events import (
     SteadyUpdate,
 )
 
+from .live_rows import DONE, EARLIER, FAILED, INVALID, PENDING, RUNNING, SKIPPED, ConfigRow  # noqa: F401 - re-exported
 from .live_adaptive import PRUNED, apply_pruned, gpu_time_text, unprune_all  # noqa: F401 - PRUNED re-exported
 from .live_nodes import NodeStates, cluster_eta_s
 from .fmt import METRIC_LABEL, fmt_duration, fmt_energy, fmt_latency, health_text, metric_label  # noqa: F401 - re-exported
@@ -49,23 +48,6 @@ def _series(channels: int, capacity: int) -> DecimatingSeries:
 #: The runner's per-batch log line (diffusion), folded into batch progress until the runner
 #: emits :class:`BatchProgress` itself.
 _BATCH_LINE = re.compile(r"^batch (\d+)( \(warm-up\))?: ([0-9.]+) s, ([0-9.]+) J$")
-
-#: Display status of a configuration in the progress list.
-PENDING, RUNNING, DONE, FAILED, INVALID, EARLIER = "pending", "running", "done", "failed", "invalid", "earlier"
-#: Skipped by the user: not a failure; resume runs it again.
-SKIPPED = "skipped"
-
-
-class ConfigRow(msgspec.Struct, kw_only=True):
-    key: str
-    index: int
-    label: str = ""
-    status: str = PENDING
-    energy_per_request_j: float | None = None
-    latency_value_s: float | None = None
-    reasons: list[str] = []
-    #: Length of the configuration on the run clock, s (first to last sample).
-    duration_s: float | None = None
 
 
 class LiveState:

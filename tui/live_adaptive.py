@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from ..core.adaptive.gputime import fmt_num, gpu_time_unit
 from ..core.events import GpuTimeUpdate
 from .fmt import fmt_duration
+from .live_rows import PENDING
 
 if TYPE_CHECKING:
     from .live import LiveState
@@ -22,8 +23,6 @@ PRUNED = "pruned"
 def apply_pruned(live: LiveState, e: GpuTimeUpdate) -> None:
     """Mark the configurations the search excludes now; one it no longer excludes (a bound
     dropped when a measurement broke its rule) is pending again."""
-    from .live import PENDING
-
     if e.strategy != "adaptive":
         return
     live.adaptive = True
@@ -37,8 +36,6 @@ def apply_pruned(live: LiveState, e: GpuTimeUpdate) -> None:
 
 def unprune_all(live: LiveState) -> None:
     """A new sweep in the same directory (resume): the search decides again."""
-    from .live import PENDING
-
     live.adaptive = False
     for row in live.rows.values():
         if row.status == PRUNED:

@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from .live_rows import DONE, FAILED, INVALID, PENDING
+
 if TYPE_CHECKING:
     from .live import LiveState
 
@@ -152,8 +154,6 @@ def cluster_eta_s(live: LiveState) -> float | None:
     """Remaining wall time over the nodes: work left (configurations pending × mean wall
     length, plus what each node's running one has left) shared by the nodes; before any
     configuration was seen from start to end, the sweep's rate so far."""
-    from .live import DONE, FAILED, INVALID, PENDING
-
     if live.finished is not None or live.ended_at_s is not None:
         return 0.0
     # draining (the app's f): only what runs now is left, and the nodes finish it side by side
