@@ -32,7 +32,8 @@ from ..core.events import (
 
 from .live_rows import DONE, EARLIER, FAILED, INVALID, PENDING, RUNNING, SKIPPED, ConfigRow  # noqa: F401 - re-exported
 from .live_adaptive import PRUNED, apply_pruned, gpu_time_text, unprune_all  # noqa: F401 - PRUNED re-exported
-from .live_nodes import NodeStates, cluster_eta_s
+from .live_eta import eta_s
+from .live_nodes import NodeStates
 from .fmt import METRIC_LABEL, fmt_duration, fmt_energy, fmt_latency, health_text, metric_label  # noqa: F401 - re-exported
 
 if TYPE_CHECKING:
@@ -311,40 +312,8 @@ class LiveState:
         return dict(out)
 
     def eta_s(self) -> float | None:
-        """Remaining wall time: mean wall length of the configurations seen from start to end
-        × configurations left (adaptive: not the PRUNED ones; draining: none), minus what the
-        current one has done (scaled by its progress).
-        Attached to a run (durations not seen live), the sweep's wall rate so far is used."""
-        if self.nodes:
-            return cluster_eta_s(self)
-        if self.finished is not None or self.ended_at_s is not None:
-            return 0.0
-        # draining (the app's f): the running configuration is all that is left
-        pending = 0 if self.draining else sum(1 for r in self.rows.values() if r.status == PENDING)
-        frac = self.current_fraction()
-        now = self._now_s()
-        if self._wall_durations_s:
-            durations = list(self._wall_durations_s)
-            span = max(0.0, now - self._config_wall_start_s) if (
-                self.current is not None and self._config_wall_start_s is not None) else 0.0
-            mean = sum(durations) / len(durations)
-            if frac:
-                current_left = span * (1.0 - frac) / frac
-            else:
-                current_left = max(0.0, mean - span) if self.current is not None else 0.0
-            return pending * mean + current_left
-        if self.current is not None and self._config_wall_start_s is not None and frac:
-            # First configuration seen live: extrapolate from its own progress.
-            span = max(0.0, now - self._config_wall_start_s)
-            per_config = span / frac
-            return per_config * (1.0 - frac) + pending * per_config
-        # Attached: configurations finished in this sweep so far, over the elapsed wall time.
-        elapsed = self.elapsed_s()
-        done = sum(1 for r in self.rows.values() if r.status in (DONE, FAILED, INVALID)) + (frac or 0.0)
-        if elapsed is None or done <= 0:
-            return None
-        per_config = elapsed / done
-        return per_config * (pending + (1.0 - frac if frac is not None else 1.0 if self.current else 0.0))
+        """Remaining wall time (:func:`.live_eta.eta_s`)."""
+        return eta_s(self)
 
     def counter_text(self) -> str:
         """The header's counter: requests, or measured batches and images for diffusion."""

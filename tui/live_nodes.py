@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from .live_rows import DONE, FAILED, INVALID, PENDING
+from .live_eta import cluster_eta_s  # noqa: F401 - re-exported
 
 if TYPE_CHECKING:
     from .live import LiveState
@@ -148,34 +148,3 @@ def fractions(live: LiveState) -> dict[str, float | None]:
         if live.current is not None:
             out[live.current] = live.current_fraction()
     return out
-
-
-def cluster_eta_s(live: LiveState) -> float | None:
-    """Remaining wall time over the nodes: work left (configurations pending × mean wall
-    length, plus what each node's running one has left) shared by the nodes; before any
-    configuration was seen from start to end, the sweep's rate so far."""
-    if live.finished is not None or live.ended_at_s is not None:
-        return 0.0
-    # draining (the app's f): only what runs now is left, and the nodes finish it side by side
-    pending = 0 if live.draining else sum(1 for r in live.rows.values() if r.status == PENDING)
-    now = live._now_s()
-    mean = sum(live._wall_durations_s) / len(live._wall_durations_s) if live._wall_durations_s else None
-    left, fracs, running, longest = 0.0, 0.0, 0, 0.0
-    for _ in live.nodes.each(live):
-        if live.current is None:
-            continue
-        running += 1
-        frac = live.current_fraction()
-        fracs += frac or 0.0
-        span = max(0.0, now - live._config_wall_start_s) if live._config_wall_start_s is not None else 0.0
-        if mean is not None:
-            node_left = span * (1.0 - frac) / frac if frac else max(0.0, mean - span)
-            left, longest = left + node_left, max(longest, node_left)
-    width = max(1, len(live.nodes.order))
-    if mean is not None:
-        return longest if live.draining else (pending * mean + left) / width
-    elapsed = live.elapsed_s()
-    done = sum(1 for r in live.rows.values() if r.status in (DONE, FAILED, INVALID)) + fracs
-    if elapsed is None or done <= 0:
-        return None
-    return elapsed / done * (pending + running - fracs)
