@@ -341,7 +341,9 @@ def test_cli_report_plot_and_compare(tmp_path, demo_dir):
     lines = proc.stdout.splitlines()
     assert lines[0].startswith(f"{VLLM}: recommended mns256-tp1-pl400")
     assert lines[1].startswith(f"{demo_dir}: SIMULATED: recommended")
-    assert lines[2] == f"wrote {cmp_out / 'compare.png'}"
+    assert lines[2] == f"{demo_dir.name} vs {VLLM.name}: {demo_dir.name} is SIMULATED, {VLLM.name} measured"
+    assert any(x.startswith("  different recommendation: ") for x in lines[3:-1])
+    assert lines[-1] == f"wrote {cmp_out / 'compare.png'}"
     assert Image.open(cmp_out / "compare.png").text["Command"].startswith(f"mle-tui compare {VLLM} {demo_dir}")
     one_dir = cli("compare", str(VLLM))
     assert one_dir.returncode == 2 and "two or more run directories" in one_dir.stderr

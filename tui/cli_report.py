@@ -208,9 +208,10 @@ def cmd_reanalyse(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    """Each run's recommendation on a line; with ``--plot``, their fronts on one chart. The
-    first run's metric (or ``--metric``) is used for both; the target is ``--target`` or the
-    first run's profile's."""
+    """Each run's recommendation on a line, then each later run against the first (shared
+    configurations, the recommendations, GPU time: :mod:`mle_tui.core.run_compare`); with ``--plot``, their
+    fronts on one chart. The first run's metric (or ``--metric``) is used for both; the target
+    is ``--target`` or the first run's profile's."""
     fmt = _plot_format(args)
     if len(args.dirs) < 2:
         raise InputError("command line", "DIR", "compare needs two or more run directories")
@@ -224,6 +225,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
     for d, run in zip(dirs, runs):
         rep = run.report()
         print(f"{d}: {'SIMULATED: ' if rep.simulated else ''}{rep.message}")
+    from mle_tui.core.run_compare import compare_lines
+
+    names = [Path(d).name for d in dirs]
+    if len(set(names)) < len(names):  # two runs named alike: their paths
+        names = [str(d) for d in dirs]
+    for n, run in zip(names[1:], runs[1:]):
+        for line in compare_lines(names[0], first.report(), n, run.report()):
+            print(line)
     if args.plot:
         from mle_tui.core.figures import render_compare, report_command
 
