@@ -253,22 +253,15 @@ async def test_f_asks_then_drains_and_the_header_says_so(tmp_path: Path) -> None
 async def test_f_drains_the_detached_runner_of_the_app(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
     """The user's path: the app's detached runner process gets ``drain`` through control.jsonl,
     finishes the configuration it runs and ends stopped; the other stays pending."""
-    from mle_tui.core.shipped import profiles_dir
     from mle_tui.tui.app import MleApp
     from mle_tui.tui.detach_ui import AttachedRunScreen
     from mle_tui.tui.modals import ConfirmScreen
+    from test_detach import realtime_demo
     from tui_fakes import FrozenClock, no_gpu_probe, wait_for
     from tui_text import screen_text
 
     monkeypatch.setenv("MLE_TUI_STATE_DIR", str(tmp_path / "state"))
-    text = (profiles_dir() / "demo.toml").read_text()
-    for a, b in [("realtime = false", "realtime = true\ntime_scale = 4.0"),
-                 ('max_num_seqs = "8..128 x2"', "max_num_seqs = [64, 128]"),
-                 ("power_limit_w = [400, 700]", "power_limit_w = 700")]:
-        assert a in text
-        text = text.replace(a, b)
-    prof = tmp_path / "rt.toml"
-    prof.write_text(text)
+    prof = realtime_demo(tmp_path, time_scale=4.0)
 
     app = MleApp(profiles=[prof], gpu_probe=no_gpu_probe, now_s=FrozenClock(), runs_root=tmp_path / "runs",
                  records_roots=[tmp_path / "runs"], cursor_blink=False, tick_s=0.1)
