@@ -20,8 +20,8 @@ def _names(gpus: list[GpuInfo], pool: list[int]) -> set[str]:
 def check_resume_hardware(before: Manifest, power_kind: str, host: str, gpus: list[GpuInfo], pool: list[int],
                           manifest_path: str) -> list[str]:
     """Notes for the run log when ``before`` (the run directory's manifest) was measured on
-    other GPUs or another host than now; InputError (naming ``run.json``'s field) when the
-    GPU model or the power source kind differs."""
+    other GPUs or another host than now (``host`` "" : not compared, e.g. a cluster's driver);
+    InputError (naming ``run.json``'s field) when the GPU model or the power source kind differs."""
     if before.power_source != power_kind and "simulated" in (before.power_source, power_kind):
         raise InputError(manifest_path, "power_source",
                          f"this run directory was measured with {before.power_source} power and this run "
@@ -41,3 +41,10 @@ def check_resume_hardware(before: Manifest, power_kind: str, host: str, gpus: li
     if before.host and host and before.host != host:
         notes.append(f"resuming on host {host}; this run started on {before.host} (each record names its host)")
     return notes
+
+
+def cluster_pool_gpus(infos: list[dict]) -> list[GpuInfo]:
+    """The GPUs a cluster sweep runs on: each node agent's pool (its ``info()``), for
+    :func:`check_resume_hardware` on the driver."""
+    return [g for info in infos for g in info.get("gpus", []) if g.index in set(info.get("pool", []))]
+

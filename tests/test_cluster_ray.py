@@ -279,7 +279,8 @@ def test_drain_finishes_the_running_ones_and_a_second_run_resumes_the_rest(clust
 def test_a_cluster_run_resumes_a_directory_a_local_run_began(cluster, tmp_path: Path) -> None:
     """A sweep begun on one GPU without Ray (drained after two configurations) is finished over
     the cluster: the cluster run skips the two, runs the six others, and leaves every record once
-    (the way a long grid is carried from a one-GPU slice to two Ray nodes)."""
+    (the way a long grid is carried from a one-GPU slice to two Ray nodes). Nodes of another GPU
+    model are refused first, as on one host."""
     profile = sweep_profile()
     cfgs = profile.configs()
     local: SweepRunner | None = None
@@ -295,6 +296,17 @@ def test_a_cluster_run_resumes_a_directory_a_local_run_began(cluster, tmp_path: 
     first = local.run()
     assert first.stopped and first.completed == 2
     before = _records(tmp_path / "run")
+    # Nodes of another GPU model than the run began on are refused, before anything is written.
+    manifest_path = tmp_path / "run" / "run.json"
+    good = manifest_path.read_bytes()
+    m = json.loads(good)
+    m["gpus"] = [{**g, "name": "Other GPU 9000"} for g in m["gpus"]]
+    manifest_path.write_text(json.dumps(m))
+    with pytest.raises(InputError) as ei:
+        ClusterRunner(profile, tmp_path / "run", node_dir_base=str(tmp_path / "nodes")).run()
+    assert ei.value.field == "gpus" and "Other GPU 9000" in ei.value.problem
+    assert _records(tmp_path / "run") == before and json.loads(manifest_path.read_bytes()) == m
+    manifest_path.write_bytes(good)
     events: list = []
     again = ClusterRunner(profile, tmp_path / "run", node_dir_base=str(tmp_path / "nodes"), listener=events.append)
     summary = again.run()

@@ -35,6 +35,7 @@ from ..events import ConfigFinished, Event, LogLine, RunFinished, RunStarted, de
 from ..manifest import build_manifest
 from ..profile import Profile
 from ..records import ClusterNode
+from ..resume_check import check_resume_hardware, cluster_pool_gpus
 from ..runner import RunSummary
 from ..store import RunStore, atomic_write, decode_record, encode_record
 from ..sweep_prep import load_workload, open_run_dir, request_count
@@ -171,6 +172,10 @@ class ClusterRunner:
         self._restore_before = [n for n in self._restore_before if n not in {x.name for x in self.nodes}]
         first = self.nodes[0].info
         self.power_kind, self.simulated = first["kind"], any(n.info["simulated"] for n in self.nodes)
+        if manifest is not None:  # a resume (also of a one-host run): the same GPU model and power source
+            gpus = cluster_pool_gpus([n.info for n in self.nodes])
+            self._notes += check_resume_hardware(manifest, self.power_kind, "", gpus, sorted({g.index for g in gpus}),
+                                                 str(self.store.manifest_path))
         self.power_message = f"Ray cluster: {len(self.nodes)} node(s), " + "; ".join(
             f"{n.name}: {n.info['message']}" for n in self.nodes)
         self._write_manifest(finished=False)
