@@ -11,10 +11,9 @@ from .errors import InputError
 from .records import GpuInfo, Manifest
 
 
-def _names(gpus: list[GpuInfo], pool: list[int]) -> set[str]:
-    """The GPU models of the sweep's pool (all GPUs listed when none of the pool is)."""
-    used = [g for g in gpus if g.index in set(pool)] or gpus
-    return {g.name for g in used}
+def _in_pool(gpus: list[GpuInfo], pool: list[int]) -> list[GpuInfo]:
+    indices = set(pool)
+    return [g for g in gpus if g.index in indices]
 
 
 def check_resume_hardware(before: Manifest, power_kind: str, host: str, gpus: list[GpuInfo], pool: list[int],
@@ -26,15 +25,16 @@ def check_resume_hardware(before: Manifest, power_kind: str, host: str, gpus: li
         raise InputError(manifest_path, "power_source",
                          f"this run directory was measured with {before.power_source} power and this run "
                          f"would add {power_kind} records to it; use another --out directory")
-    was, now = _names(before.gpus, pool), _names(gpus, pool)
+    used_was, used_now = _in_pool(before.gpus, pool), _in_pool(gpus, pool)
+    # the GPU models of the sweep's pool (all GPUs listed when none of the pool is)
+    was, now = {g.name for g in used_was or before.gpus}, {g.name for g in used_now or gpus}
     if was and now and was != now:
         raise InputError(manifest_path, "gpus",
                          f"this run directory was measured on {', '.join(sorted(was))} and this machine's GPUs "
                          f"are {', '.join(sorted(now))}: records of two GPU models would share one Pareto front; "
                          "use another --out directory")
     notes = []
-    uuids_was = {g.uuid for g in before.gpus if g.uuid and g.index in set(pool)}
-    uuids_now = {g.uuid for g in gpus if g.uuid and g.index in set(pool)}
+    uuids_was, uuids_now = {g.uuid for g in used_was if g.uuid}, {g.uuid for g in used_now if g.uuid}
     if uuids_was and uuids_now and uuids_was != uuids_now:
         notes.append(f"resuming on other GPUs than this run started on ({', '.join(sorted(u[:12] for u in uuids_was))} "
                      f"→ {', '.join(sorted(u[:12] for u in uuids_now))}, same model): each record names its GPU")
