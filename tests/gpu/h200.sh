@@ -13,6 +13,7 @@
 #                                          call is then not split: a resumed run restarts its server)
 #   bash tests/gpu/h200.sh wait NAME S      wait up to S s for NAME's "sweep exit"/"ray exit" line; show the
 #                                          log's tail; exit 0 when it ended, 4 while it still runs
+#   bash tests/gpu/h200.sh drain NAME       a one-host sweep NAME stops after its running configuration (exit 3)
 #   bash tests/gpu/h200.sh unpack DIR       a previous machine's tarballs (carried DIR/*.tgz, e.g. .gpuruns/)
 #                                          back into /tmp/h200, to resume their sweeps
 #   bash tests/gpu/h200.sh stage-ray N      copy .whr/part-N (carried: ray 2.60 cp312 split in two, deps)
@@ -74,17 +75,22 @@ ray)
   rc=${PIPESTATUS[0]}
   nvidia-smi --query-gpu=index,power.limit --format=csv,noheader >> "/tmp/h200/$3-limits.txt"
   echo "ray exit $rc" | tee -a "/tmp/h200/$3.log" ;;
+drain)
+  touch "/tmp/h200/$2.drain" && echo "drain: $2 stops after its running configuration" ;;
 detach)
   shift
+  # wait reads the log from here on (an unpacked or resumed run's log already holds an exit line)
+  cat "/tmp/h200/$3.log" 2>/dev/null | wc -l > "/tmp/h200/$3.from"
   setsid nohup bash "$0" "$@" > "/tmp/h200/$3.out" 2>&1 < /dev/null &
   echo "detached: $1 $3 (pid $!)" ;;
 wait)
   t0=$(date +%s)
-  until grep -q -E '^(sweep|ray) exit' "/tmp/h200/$2.log" 2>/dev/null; do
+  from=$(cat "/tmp/h200/$2.from" 2>/dev/null || echo 0)
+  until tail -n "+$((from + 1))" "/tmp/h200/$2.log" 2>/dev/null | grep -q -E '^(sweep|ray) exit'; do
     if [ $(( $(date +%s) - t0 )) -ge "$3" ]; then tail -n 12 "/tmp/h200/$2.log" 2>/dev/null | cut -c1-240; echo "$2 still running"; exit 4; fi
     sleep 5
   done
-  tail -n 12 "/tmp/h200/$2.log" | cut -c1-240; cat "/tmp/h200/$2.wall.jsonl" 2>/dev/null ;;
+  tail -n 12 "/tmp/h200/$2.log" | cut -c1-240; cat "/tmp/h200/$2.wall.jsonl" 2>/dev/null; true ;;
 unpack)
   mkdir -p /tmp/h200 && for f in "$REPO/$2"/*.tgz; do tar -C /tmp/h200 -xzf "$f" && echo "unpacked $f"; done ;;
 pack)

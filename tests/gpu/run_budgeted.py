@@ -10,6 +10,10 @@ call resumes it into the same directory.
 
 --gpus (as on `mle-tui run`) gives two sweeps their own GPUs of one node, side by side.
 
+A file OUT.drain (``h200.sh drain NAME``) stops the sweep after the configuration running now,
+as the budget does: to hand its GPU on, e.g. to resume the directory over two Ray nodes once
+the GPU beside it is free. It is removed when a call starts.
+
 Exit status: 0 all configurations done, 3 stopped for the budget (run again to resume),
 1 a configuration failed or the runner crashed, 2 bad input.
 """
@@ -39,6 +43,8 @@ def main() -> int:
     ap.add_argument("--gpus", metavar="I,J", help="GPU indices for this sweep (overrides gpu.indices)")
     args = ap.parse_args()
     t0 = time.monotonic()
+    drain = Path(args.out + ".drain")
+    drain.unlink(missing_ok=True)
     try:
         profile = load_profile(args.profile)
         if args.gpus is not None:
@@ -74,7 +80,11 @@ def main() -> int:
                 # adaptive: the next configuration is chosen from this one's result; assume a new server
                 new = runner.strategy == "adaptive" or cur is None or server_key(nxt, profile) != server_key(cur, profile)
                 need = estimate.need_s(new)
-                if now - t0 + need > args.budget_s:
+                if drain.exists():
+                    print(f"[{now - t0:6.0f} s] stopping on {drain.name} before the next configuration", flush=True)
+                    state["stopped_for_budget"] = True
+                    runner.request_stop()
+                elif now - t0 + need > args.budget_s:
                     # adaptive: the search picks its next point when it starts it; pending() is grid order
                     what = "the search's next configuration" if runner.strategy == "adaptive" else nxt.key()
                     print(f"[{now - t0:6.0f} s] stopping for the budget before {what} (needs ~{need:.0f} s)",
