@@ -340,6 +340,7 @@ class ConfigRun:
             power=sampler.trace() if sampler is not None and len(sampler) else None,
             batch_source=res.batch_source, itl_gaps_us=pack_us(res.itl_gaps_s), token_times_s=res.token_times_s,
             token_counts=res.token_counts, token_counts_exact=getattr(res, "token_counts_exact", False),
+            aborted_tokens_in_timeline=getattr(res, "aborted_tokens_in_timeline", False),
             server_output_tokens=res.server_output_tokens,
             requests=list(res.requests), batches=list(res.batches),
             log_tail=list(failure[1]) if failure is not None else list(res.log_tail),

@@ -266,6 +266,21 @@ def test_early_stopped_record_is_comparable_and_reanalyses_identically(tmp_path:
     again = analyse(trace, source="live", trace_file=a.analysis.trace)
     assert msgspec.json.encode(again) == msgspec.json.encode(a)
     assert a.gpu_time is not None and a.gpu_time.total_gpu_s == pytest.approx(a.duration_s)
+    # the client timeline holds the aborted requests' tokens: it counts the window, checked
+    # against the server's counter
+    assert trace.aborted_tokens_in_timeline and a.steady_state.token_source == "client timeline"
+    assert any(x.name == "token_count" for x in a.steady_state.gates)
+    # a vLLM trace from before 2026-11-30 lacks them: the server's counter counts the window
+    # and there is nothing exact to check it against
+    old = msgspec.structs.replace(trace, aborted_tokens_in_timeline=False)
+    legacy = analyse(old, source="live", trace_file=a.analysis.trace)
+    assert legacy.steady_state.token_source.startswith("server counter (the client timeline lacks")
+    assert legacy.steady_state.tokens == round(legacy.steady_state.server_tokens)
+    assert not any(x.name == "token_count" for x in legacy.steady_state.gates) and legacy.status == "ok"
+    # ... and without a server counter such a window cannot be counted: invalid, said why
+    blind = msgspec.structs.replace(old, batch=msgspec.structs.replace(old.batch, generation_tokens_total=None))
+    rec = analyse(blind, source="live", trace_file=a.analysis.trace)
+    assert rec.status == "invalid" and any("aborted at the early stop" in x for x in rec.reasons)
 
 
 def test_mle_tui_run_adaptive_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -333,6 +348,10 @@ def test_vllm_early_stop_aborts_the_rest_and_returns_what_finished(tmp_path: Pat
     res = rt.run(ctx)
     assert 8 <= len(res.requests) < 40 and all(r.ok for r in res.requests)
     assert any("stopped early" in line and "requests aborted" in line for line in logs)
+    # the aborted requests' tokens so far are in the timeline (the server counted at least those)
+    finished = sum(r.output_tokens for r in res.requests)
+    assert res.aborted_tokens_in_timeline and res.token_counts_exact
+    assert finished < sum(res.token_counts) <= res.server_output_tokens
     assert rt._server is None and rt.process_groups.pgids() == []
 
 

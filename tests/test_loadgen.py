@@ -287,3 +287,34 @@ async def test_a_request_in_one_chunk_has_tpot_zero() -> None:
     r = res.rows[0]
     assert r.ok and r.output_tokens == 3 and r.ttft_s == r.e2e_s and r.tpot_s == 0.0 and r.itl_count == 0
     assert res.chunk_tokens[0] == [3] and bundling(res).requests == 1
+
+
+async def test_early_stop_keeps_the_aborted_streams_tokens(fake_server) -> None:
+    """An early stop aborts the requests in flight; the tokens they had received stay in the
+    timeline (the window's client count would otherwise be short by the batch in flight, as
+    on the H200 on 2026-11-30: 0.7-7 % under the server's counter)."""
+    import threading
+
+    url, key = fake_server
+    stop = threading.Event()
+    progress = LoadProgress()
+
+    async def stopper() -> None:
+        while progress.chunks < 60:
+            await asyncio.sleep(0.005)
+        stop.set()
+
+    s = LoadSettings(base_url=url, model="m", api_key=key, ignore_eos=True)
+    task = asyncio.create_task(stopper())
+    res = await run_load(_reqs(12, out=400), s, WallClock(), progress=progress, stop=stop)
+    await task
+    assert stop.is_set() and len(res.rows) < 12  # 4 slots of 400-token requests: none had finished
+    aborted = res.aborted_chunk_times_s
+    assert 0 < len(aborted) <= 4 and not set(aborted) & {r.id for r in res.rows}
+    assert res.aborted_exact == len(aborted)  # the fake sends usage with every chunk
+    for rid, times in aborted.items():
+        n = sum(res.aborted_chunk_tokens[rid])
+        assert times == sorted(times) and 0 < n < 400 + rid % 3 and len(times) == n
+    times, counts = token_timeline(res)
+    assert sum(counts) == res.output_tokens + sum(sum(c) for c in res.aborted_chunk_tokens.values())
+    assert sum(counts) >= 60

@@ -213,8 +213,15 @@ def _account_llm(rec: Record, trace: Trace, ss: SteadySpec) -> None:
     client = client_tokens_between(trace, ok_rows, t0, t1)
     server = server_tokens_between(trace, t0, t1)
     exact = trace.token_counts_exact and trace.token_times_s is not None
-    if server is not None and (ss.token_count == "server" or (ss.token_count == "auto" and not exact)):
-        tokens_f, source = server, "server counter"
+    # an early-stopped trace whose client timeline lacks the aborted requests' tokens (vLLM
+    # traces before 2026-11-30) undercounts the window by the tokens in flight at the stop
+    short = trace.early_stop is not None and not trace.aborted_tokens_in_timeline
+    if short and server is None:
+        extra.append("the client timeline lacks the tokens of the requests aborted at the early stop, "
+                     "and the server reported no token counter to count the window by")
+    if server is not None and (short or ss.token_count == "server" or (ss.token_count == "auto" and not exact)):
+        tokens_f, source = server, ("server counter (the client timeline lacks the requests aborted at the "
+                                    "early stop)" if short else "server counter")
     elif trace.token_times_s is not None:
         tokens_f = float(client)
         source = "client timeline" if trace.token_counts_exact else "client chunks"
@@ -237,7 +244,7 @@ def _account_llm(rec: Record, trace: Trace, ss: SteadySpec) -> None:
         min_window_s=ss.min_window_s, min_batch_fraction=ss.min_batch_fraction,
         max_energy_per_token_j=ss.max_energy_per_token_j, max_cap_fraction=ss.max_cap_fraction,
     )
-    if server is not None and exact:
+    if server is not None and exact and not short:
         gates.append(token_gate(client, server, ss.max_token_mismatch))
     rec.per_gpu, rec.idle_gpus, gpu_gate, idle_note = gpu_figures.figures(
         trace, ss, [(t0, t1)], [we] if we is not None else None)

@@ -63,6 +63,9 @@ class RuntimeResult(msgspec.Struct, kw_only=True):
     bundled_tokens: int | None = None
     #: How the server was run (``RecordHead.server_mode``); "" for one server per configuration.
     server_mode: str = ""
+    #: The timeline holds the tokens an early stop's aborted requests had received (they were
+    #: generated in the steady window like any other).
+    aborted_tokens_in_timeline: bool = False
 
 
 class GpuLoad(Protocol):

@@ -34,7 +34,6 @@ import functools
 import math
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import httpx
 import msgspec
@@ -44,6 +43,10 @@ from ..clock import Clock
 from ..dataset_types import ImageRef, Request
 from ..measure.latency import request_row
 from ..records import RequestRow
+from .sse_stream import SseStream, aborted_streams, chunk_token_counts
+
+__all__ = ["LoadProgress", "LoadResult", "LoadSettings", "arrival_offsets_s", "build_payload", "chunk_token_counts",
+           "run_load"]
 
 STREAM_OPTIONS = {"include_usage": True, "continuous_usage_stats": True}
 
@@ -80,6 +83,13 @@ class LoadResult(msgspec.Struct, kw_only=True):
     chunk_tokens: dict[int, list[int]] = {}
     #: Ok requests whose every token-bearing chunk carried usage (exact per-chunk counts).
     exact_requests: int = 0
+    #: An early stop's aborted requests (no row): the times of the token-bearing chunks each
+    #: had received, and their tokens. Their tokens were generated in the window like any
+    #: other; a window count without them is short by the batch's tokens in flight.
+    aborted_chunk_times_s: dict[int, list[float]] = {}
+    aborted_chunk_tokens: dict[int, list[int]] = {}
+    #: Aborted requests whose every chunk carried usage (exact counts).
+    aborted_exact: int = 0
 
     @property
     def output_tokens(self) -> int:
@@ -164,24 +174,6 @@ class _Prepared:
         self.req, self.http, self.max_tokens = req, http, max_tokens
 
 
-class _Usage(msgspec.Struct):
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-
-
-class _Choice(msgspec.Struct):
-    finish_reason: str | None = None
-
-
-class _Chunk(msgspec.Struct):
-    """The parts of a streamed chunk we read (the text is skipped, not decoded)."""
-
-    choices: list[_Choice] | None = None
-    usage: _Usage | None = None
-    error: Any = None
-
-
-_chunk_decoder = msgspec.json.Decoder(_Chunk)
 _encoder = msgspec.json.Encoder()
 
 
@@ -198,65 +190,6 @@ def prepare(client: httpx.AsyncClient, requests: Sequence[Request], s: LoadSetti
     return out
 
 
-def chunk_token_counts(deltas: list[int | None], output_tokens: int) -> list[int]:
-    """Tokens per token-bearing chunk from the per-chunk usage deltas (None: the chunk carried no
-    usage, counted as 1), made to sum to ``output_tokens``: a shortfall goes to the last chunk, an
-    excess is taken from the last chunks."""
-    counts = [1 if d is None else max(0, d) for d in deltas]
-    if not counts:
-        return counts
-    diff = output_tokens - sum(counts)
-    if diff > 0:
-        counts[-1] += diff
-    i = len(counts) - 1
-    while diff < 0 and i >= 0:
-        take = min(counts[i], -diff)
-        counts[i] -= take
-        diff += take
-        i -= 1
-    return counts
-
-
-class _Stream:
-    """One response's events as they are read: token-chunk times, per-chunk usage deltas,
-    the last usage, finish reason and error."""
-
-    __slots__ = ("rid", "on_first_token", "progress", "times", "deltas", "prev", "usage", "finish", "error")
-
-    def __init__(self, rid: int, on_first_token: Callable[[int, float], None], progress: LoadProgress) -> None:
-        self.rid, self.on_first_token, self.progress = rid, on_first_token, progress
-        self.times: list[float] = []
-        self.deltas: list[int | None] = []
-        self.prev = 0
-        self.usage: _Usage | None = None
-        self.finish: str | None = None
-        self.error: str | None = None
-
-    def event(self, payload: bytes, now: float) -> bool:
-        """Take one ``data:`` payload received by ``now``; True when the stream is over."""
-        if payload == b"[DONE]":
-            return True
-        chunk = _chunk_decoder.decode(payload)
-        if chunk.error is not None and not chunk.choices:
-            err = chunk.error
-            self.error = str(err.get("message", err) if isinstance(err, dict) else err)
-            return True
-        if chunk.choices:
-            if not self.times:
-                self.on_first_token(self.rid, now)
-            self.times.append(now)
-            self.progress.chunks += 1
-            self.progress.last_chunk_s = now
-            self.finish = chunk.choices[0].finish_reason or self.finish
-            ct = chunk.usage.completion_tokens if chunk.usage is not None else None
-            self.deltas.append(None if ct is None else ct - self.prev)
-            if ct is not None:
-                self.prev = ct
-        if chunk.usage is not None:
-            self.usage = chunk.usage
-        return False
-
-
 async def _one(
     client: httpx.AsyncClient,
     p: _Prepared,
@@ -264,9 +197,10 @@ async def _one(
     clock: Clock,
     progress: LoadProgress,
     on_first_token: Callable[[int, float], None],
+    inflight: dict[int, SseStream],
 ) -> tuple[RequestRow, list[float], list[float], list[int], bool]:
     req = p.req
-    st = _Stream(req.id, on_first_token, progress)
+    st = inflight[req.id] = SseStream(req.id, on_first_token, progress)  # left there if cancelled
     send_s = clock.now_s()
     progress.sent += 1
     try:
@@ -287,6 +221,7 @@ async def _one(
             await resp.aclose()
     except (httpx.HTTPError, msgspec.DecodeError, OSError) as exc:
         st.error = f"{type(exc).__name__}: {exc}".strip().rstrip(":") or type(exc).__name__
+    del inflight[req.id]
     error, usage = st.error, st.usage
     if error is None and usage is None:
         error = "stream ended without usage"
@@ -348,6 +283,7 @@ async def run_load(
     times: dict[int, list[float]] = {}
     tokens: dict[int, list[int]] = {}
     exact = [0]
+    inflight: dict[int, SseStream] = {}
     loop = asyncio.get_running_loop()
     t0 = loop.time()
 
@@ -357,9 +293,9 @@ async def run_load(
             await asyncio.sleep(delay)
         if sem is not None:
             async with sem:
-                out = await _one(client, p, settings, clock, progress, on_first_token)
+                out = await _one(client, p, settings, clock, progress, on_first_token, inflight)
         else:
-            out = await _one(client, p, settings, clock, progress, on_first_token)
+            out = await _one(client, p, settings, clock, progress, on_first_token, inflight)
         row, req_gaps, req_times, req_tokens, req_exact = out
         rows.append(row)
         progress.finished += 1
@@ -387,5 +323,8 @@ async def run_load(
         if own:
             await client.aclose()
     rows.sort(key=lambda r: r.id)
+    cut_times, cut_tokens, cut_exact = aborted_streams(inflight)
     return LoadResult(rows=rows, itl_gaps_s=gaps, chunk_times_s=times, chunk_tokens=tokens,
-                      exact_requests=exact[0])
+                      exact_requests=exact[0], aborted_chunk_times_s=cut_times,
+                      aborted_chunk_tokens=cut_tokens, aborted_exact=cut_exact)
+

@@ -125,6 +125,7 @@ class SimRuntime:
             token_times_s=truth.iter_end_s,
             token_counts=truth.iter_tokens,
             token_counts_exact=True,
+            aborted_tokens_in_timeline=True,  # the scheduler's own timeline: every token generated
             server_mode=mode,
         )
 

@@ -204,9 +204,11 @@ class VllmRuntime:
                 token_counts=counts,
                 bundled_requests=bund.requests if n_ok else None,
                 bundled_tokens=bund.tokens if n_ok else None,
-                # Every ok request's chunks carried usage: the timeline is exact (the window's
-                # count, checked against the server's counter); else the counter counts.
-                token_counts_exact=bool(n_ok) and bund.exact_requests == n_ok,
+                # Every ok (and aborted) request's chunks carried usage: the timeline is exact
+                # (the window's count, checked against the server's counter); else the counter counts.
+                token_counts_exact=(bool(n_ok) and bund.exact_requests == n_ok
+                                    and load.aborted_exact == len(load.aborted_chunk_times_s)),
+                aborted_tokens_in_timeline=True,
                 server_mode=server_mode(profile, cfg, reused),
             )
             nxt = ctx.next_config

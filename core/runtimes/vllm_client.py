@@ -42,15 +42,16 @@ class Bundling(msgspec.Struct, frozen=True):
 
 
 def token_timeline(load: LoadResult) -> tuple[list[float], list[int]]:
-    """Output tokens of the ok requests binned to TOKEN_BIN_S (bins ceil'd, so a token is never
-    booked before it arrived), each chunk's tokens at the time the chunk arrived."""
+    """Output tokens of the ok requests, and of those an early stop aborted (what each had
+    received), binned to TOKEN_BIN_S (bins ceil'd, so a token is never booked before it
+    arrived), each chunk's tokens at the time the chunk arrived."""
     bins: dict[int, int] = collections.Counter()
-    for row in load.rows:
-        times = load.chunk_times_s.get(row.id)
-        if not row.ok or not times:
+    streams = [(load.chunk_times_s.get(row.id), load.chunk_tokens.get(row.id)) for row in load.rows if row.ok]
+    streams += [(t, load.aborted_chunk_tokens.get(rid)) for rid, t in load.aborted_chunk_times_s.items()]
+    for times, counts in streams:
+        if not times:
             continue
-        counts = load.chunk_tokens.get(row.id) or [1] * len(times)
-        for t, n in zip(times, counts):
+        for t, n in zip(times, counts or [1] * len(times)):
             if n:
                 bins[math.ceil(t / TOKEN_BIN_S)] += n
     keys = sorted(k for k, n in bins.items() if n > 0)
