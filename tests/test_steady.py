@@ -277,3 +277,12 @@ def test_gates_pass_and_fail_at_their_thresholds() -> None:
     assert "energy_per_token" not in _gates(energy_per_token_j=None)
     assert "token_cap" not in _gates(cap_fraction=None)
     assert "6.79" in _gates(mean_batch=6.79)["mean_batch"].message
+
+
+def test_window_gate_message_never_reads_as_its_threshold() -> None:
+    """On the H200 (2026-11-30) a 19.99-s window was reported as "steady window 20.0 s < 20 s"."""
+    assert _gates(window_s=19.99)["window_length"].message == "steady window 19.99 s < 20 s"
+    assert _gates(window_s=19.9996)["window_length"].message == "steady window 20.000 s < 20 s"
+    assert _gates(window_s=20.04)["window_length"].message == "steady window 20.04 s >= 20 s"
+    assert _gates(window_s=20.0)["window_length"].message == "steady window 20.0 s >= 20 s"
+    assert _gates(window_s=31.26)["window_length"].message == "steady window 31.3 s >= 20 s"

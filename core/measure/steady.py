@@ -261,6 +261,17 @@ def _finite(x: float | None) -> bool:
     return x is not None and math.isfinite(x)
 
 
+def _beside(value: float, threshold: float) -> str:
+    """``value`` to one decimal, or to as many more (up to 3) as it takes not to read as the
+    threshold it misses or passes ("19.98 s < 20 s", not "20.0 s < 20 s")."""
+    if not _finite(value):
+        return f"{value}"
+    for d in (1, 2, 3):
+        if value == threshold or round(value, d) != round(threshold, d):
+            break
+    return f"{value:.{d}f}"
+
+
 def evaluate_gates(
     *,
     window_s: float,
@@ -281,7 +292,7 @@ def evaluate_gates(
     ok = _finite(window_s) and window_s >= min_window_s
     gates.append(Gate(
         name="window_length", ok=ok, value=window_s if _finite(window_s) else None, threshold=min_window_s,
-        message=f"steady window {window_s:.1f} s {'>=' if ok else '<'} {min_window_s:g} s",
+        message=f"steady window {_beside(window_s, min_window_s)} s {'>=' if ok else '<'} {min_window_s:g} s",
     ))
     need = min_batch_fraction * max_num_seqs
     ok = _finite(mean_batch) and mean_batch >= need
