@@ -149,6 +149,44 @@ def test_pruning_never_drops_the_true_optimum() -> None:
     assert checked >= 50
 
 
+def test_the_neighbour_check_waits_until_the_bisections_row_is_searched() -> None:
+    """The bisection ends on a B that meets the target (its server is up): that row's power
+    limits come next, on the same server, and the check of the B past the first one over the
+    target comes last, not in between (on the H200, 2026-11-30: B = 128's server started twice)."""
+    bs, pls = [16, 32, 64, 128, 256, 512], [300, 400, 500, 600, 700]
+    lat = {(b, p): 0.01 * b / 128 * (700 / p) ** 0.5 for b in bs for p in pls}
+    energy = {(b, p): 100.0 / b ** 0.5 * (1 + ((p - 500) / 400) ** 2) for b in bs for p in pls}
+    search = AdaptiveSearch([Config(max_num_seqs=b, power_limit_w=p) for b in bs for p in pls], 0.011)
+    order = []
+    while (cfg := search.next()) is not None:
+        order.append((cfg.max_num_seqs, cfg.power_limit_w))
+        key = order[-1]
+        search.observe(cfg, Obs(ok=True, energy_j=energy[key], latency_s=lat[key]))
+    assert order[:3] == [(64, 700), (256, 700), (128, 700)]  # bisection at the highest limit
+    assert order[3][0] == 128  # then B = 128's other limits, its server kept
+    assert order[-1] == (512, 700)  # the neighbour check: over the target, as B = 256
+    runs = [b for k, (b, _) in enumerate(order) if k == 0 or order[k - 1][0] != b]
+    assert runs.count(128) == 1  # B = 128's server started once
+    grid = min((e, k) for k, e in energy.items() if lat[k] <= 0.011)[1]
+    assert grid == (128, 600) and search.best()[1] == Config(max_num_seqs=128, power_limit_w=600).key()
+
+
+def test_a_broken_latency_row_keeps_its_own_bounds_only() -> None:
+    """A row whose latency does not fall with the power limit stops bounding through itself;
+    another row's latency bound across limits still holds (the check compared a power-limit
+    index with the broken rows' B indices)."""
+    bs, pls = [16, 32, 64], [300, 400, 500]
+    cfg = {(b, p): Config(max_num_seqs=b, power_limit_w=p) for b in bs for p in pls}
+    search = AdaptiveSearch(list(cfg.values()), 0.010)
+    search.observe(cfg[(64, 300)], Obs(ok=True, energy_j=5.0, latency_s=0.005))
+    search.observe(cfg[(64, 400)], Obs(ok=True, energy_j=5.0, latency_s=0.008))  # slower at a higher limit
+    assert any("latency not falling with the power limit at B=64" in n for n in search.notes)
+    search.observe(cfg[(16, 500)], Obs(ok=True, energy_j=9.0, latency_s=0.020))  # over the target
+    pruned = search.pruned_now()
+    assert pruned[cfg[(16, 400)].key()].startswith("latency bound: B=16 500 W is over the target")
+    assert pruned[cfg[(16, 300)].key()].startswith("latency bound: B=16 500 W")
+
+
 def test_an_unstable_batch_drops_every_larger_batch() -> None:
     cfgs = [Config(max_num_seqs=b, power_limit_w=p) for b in (32, 64, 128) for p in (400, 700)]
     search = AdaptiveSearch(cfgs, 1.0)

@@ -150,7 +150,9 @@ class AdaptiveSearch:
                 if not (o.ok and o.latency_s is not None and o.latency_s > T * (1 + self.spec.latency_tolerance)
                         and a <= i and b >= j):
                     continue
-                if (b == j or b not in g.lat_row_broken and a not in g.lat_row_broken) and (
+                # via (a, j): row a's latency falls with the limit from j up to b, and column
+                # j's rises with B from a up to i
+                if (b == j or a not in g.lat_row_broken) and (
                         a == i or j not in g.lat_col_broken and a not in g.lat_outlier_rows):
                     return (f"latency bound: {g.name(a, b)} is over the target ({o.latency_s:.4g} s), so a B as "
                             "large or larger at a limit as low or lower is too")
@@ -223,29 +225,46 @@ class AdaptiveSearch:
     def next(self) -> Config | None:
         for g in self.groups:
             cand = self.candidates(g)
-            if not cand:
-                continue
-            ij = self._bisect(g, cand) if not g.bisected else None
-            if ij is None:
-                g.bisected = True
+            ij = None
+            if not g.bisected:
+                ij = self._bisect(g, cand) if cand else None
+                g.bisected = ij is None
+            if ij is None and cand:
                 ij = self._pick(g, cand)
-            return g.cell[ij]
+            if ij is None:
+                # last (a server of its own, whenever it runs; the server of the bisection's
+                # last B is kept for that row's power limits meanwhile). If it breaks the
+                # latency rule, the bounds resting on it go and their configurations come back.
+                ij = self._neighbour_check(g)
+            if ij is not None:
+                return g.cell[ij]
         return None
 
-    def _bisect(self, g: _Group, cand: list[tuple[int, int]]) -> tuple[int, int] | None:
-        """Bisection over B at the highest power limit for the largest B that meets the target."""
+    def _bracket(self, g: _Group) -> tuple[int, int]:
+        """At the highest power limit: the largest B measured to meet the target, and the
+        smallest larger one measured over it (-1 / m: none)."""
         top = g.n - 1
         col = {i: o for (i, j), o in g.obs.items() if j == top}
         lo = max((i for i, o in col.items() if self.feasible(o)), default=-1)
         hi = min((i for i, o in col.items() if i > lo and not self.feasible(o)), default=g.m)
+        return lo, hi
+
+    def _bisect(self, g: _Group, cand: list[tuple[int, int]]) -> tuple[int, int] | None:
+        """Bisection over B at the highest power limit for the largest B that meets the target."""
+        lo, hi = self._bracket(g)
         if hi - lo <= 1:
-            # neighbour check: the B past the first one over the target must be over it too
-            nxt = hi + 1
-            if hi < g.m and nxt < g.m and (nxt, top) not in g.obs and g.obs[(hi, top)].ok:
-                return (nxt, top)
             return None
         mid = (lo + hi) // 2
-        return (mid, top) if (mid, top) in cand else None
+        return (mid, g.n - 1) if (mid, g.n - 1) in cand else None
+
+    def _neighbour_check(self, g: _Group) -> tuple[int, int] | None:
+        """The B past the first one over the target (at the highest limit) must be over it too."""
+        top = g.n - 1
+        lo, hi = self._bracket(g)
+        nxt = hi + 1
+        if g.bisected and hi < g.m and nxt < g.m and (nxt, top) not in g.obs and g.obs[(hi, top)].ok:
+            return (nxt, top)
+        return None
 
     def _pick(self, g: _Group, cand: list[tuple[int, int]]) -> tuple[int, int]:
         """Grid fallbacks first (broken columns/rows), then the highest row with candidates:
