@@ -7,14 +7,14 @@
 #   bash tests/gpu/h200.sh install          reassemble vLLM into /tmp/site, add .whl/*.whl
 #   bash tests/gpu/h200.sh sweep PROFILE NAME BUDGET_S [GPUS]   run/resume PROFILE into /tmp/h200/NAME
 #                                          (GPUS e.g. 1: side by side with a sweep on GPU 0)
-#   bash tests/gpu/h200.sh pack OUTDIR      run directories (traces included) as tarballs
+#   bash tests/gpu/h200.sh pack OUTDIR      run directories (traces included) as tarballs (over 15 MB: in parts)
 #   bash tests/gpu/h200.sh detach sweep|ray PROFILE NAME ...   the same, in a new process session: it outlives
 #                                          the device call while the machine is held (a run longer than one
 #                                          call is then not split: a resumed run restarts its server)
 #   bash tests/gpu/h200.sh wait NAME S      wait up to S s for NAME's "sweep exit"/"ray exit" line; show the
 #                                          log's tail; exit 0 when it ended, 4 while it still runs
 #   bash tests/gpu/h200.sh drain NAME       a one-host sweep NAME stops after its running configuration (exit 3)
-#   bash tests/gpu/h200.sh unpack DIR       a previous machine's tarballs (carried DIR/*.tgz, e.g. .gpuruns/)
+#   bash tests/gpu/h200.sh unpack DIR       a previous machine's tarballs (carried DIR/*.tgz[.partNN], e.g. .gpuruns/)
 #                                          back into /tmp/h200, to resume their sweeps
 #   bash tests/gpu/h200.sh stage-ray N      copy .whr/part-N (carried: ray 2.60 cp312 split in two, deps)
 #   bash tests/gpu/h200.sh install-ray      rejoin and check the ray wheel, install it into /tmp/ray-site
@@ -92,9 +92,14 @@ wait)
   done
   tail -n 12 "/tmp/h200/$2.log" | cut -c1-240; cat "/tmp/h200/$2.wall.jsonl" 2>/dev/null; true ;;
 unpack)
-  mkdir -p /tmp/h200 && for f in "$REPO/$2"/*.tgz; do tar -C /tmp/h200 -xzf "$f" && echo "unpacked $f"; done ;;
+  mkdir -p /tmp/h200
+  for f in "$REPO/$2"/*.tgz; do [ -e "$f" ] && tar -C /tmp/h200 -xzf "$f" && echo "unpacked $f"; done
+  for f in "$REPO/$2"/*.tgz.part00; do [ -e "$f" ] && cat "${f%00}"* | tar -C /tmp/h200 -xz && echo "unpacked ${f%.part00}"; done
+  true ;;
 pack)
-  for d in /tmp/h200/*/; do n=$(basename "$d"); tar -C /tmp/h200 -czf "$2/$n.tgz" "$n" "$n.log" "$n-limits.txt" $(cd /tmp/h200 && ls "$n.wall.jsonl" 2>/dev/null); done
+  # one tarball per run directory; one over 15 MB (what a device call returns per file) in 15-MB parts
+  for d in /tmp/h200/*/; do n=$(basename "$d"); tar -C /tmp/h200 -czf "$2/$n.tgz" "$n" "$n.log" "$n-limits.txt" $(cd /tmp/h200 && ls "$n.wall.jsonl" 2>/dev/null)
+    if [ "$(stat -c %s "$2/$n.tgz")" -gt 15000000 ]; then split -b 15000000 -d "$2/$n.tgz" "$2/$n.tgz.part" && rm "$2/$n.tgz"; fi; done
   ls -la "$2" ;;
 *) sed -n '2,25p' "$0"; exit 2 ;;
 esac
