@@ -226,6 +226,47 @@ def _head(b: int, p: int, *, start: float, warm: float, window: float, rest: flo
     return r
 
 
+def test_grid_estimate_carries_the_power_limits_slowdown_to_rows_never_measured_there() -> None:
+    """What an adaptive run measures (one B row over the limits, one limit over B) and a TPOT
+    separable in B and the limit: the model recovers every other configuration's TPOT, where
+    the nearest measured configuration's TPOT (the estimate before 2026-11-30) was 2.5x short
+    for B = 512 at 250 W on the H200."""
+    from mle_tui.core.adaptive.grid_estimate import TpotModel
+
+    bs, pls = [16, 32, 64, 128, 256, 512], list(range(250, 701, 50))
+
+    def tpot(b: int, p: int) -> float:
+        return 0.004 * (b / 16) ** 0.4 * (700 / p) ** 0.8
+
+    cross = [(128, p) for p in pls] + [(b, 700) for b in bs]
+    model = TpotModel([(b, p, tpot(b, p)) for b, p in set(cross)])
+    for b in bs:
+        for p in pls:
+            assert model.tpot_s(b, p) == pytest.approx(tpot(b, p), rel=1e-6), (b, p)
+    # beyond what was measured: extended from the nearest two, never falling with B or rising
+    # with the limit (noise that says otherwise is held flat)
+    corner = TpotModel([(64, 700, 0.010), (128, 700, 0.009), (64, 400, 0.020), (128, 400, 0.018)])
+    assert corner.tpot_s(512, 700) == pytest.approx(corner.tpot_s(128, 700))
+    assert corner.tpot_s(128, 250) > corner.tpot_s(128, 400) > corner.tpot_s(128, 700)
+    assert corner.tpot_s(128, None) == pytest.approx(corner.tpot_s(128, 700))  # default limit: the top
+    assert TpotModel([(64, 700, 0.01)]).tpot_s(256, 300) == pytest.approx(0.01)  # one point: flat
+
+
+def test_gpu_time_estimate_of_the_grid_uses_the_tpot_model() -> None:
+    cfgs = [Config(max_num_seqs=b, power_limit_w=p) for b in (8, 16) for p in (400, 700)]
+    # measured: B = 8 at both limits (twice as slow at 400 W), B = 16 at 700 W only
+    part = [_head(8, 700, start=60, warm=0, window=100, rest=0, tpot=0.01),
+            _head(8, 400, start=0.5, warm=0, window=200, rest=0, tpot=0.02),
+            _head(16, 700, start=60, warm=0, window=60, rest=0, tpot=0.012)]
+    ga = account(part, cfgs, n_requests=lambda c: 100, strategy="adaptive")
+    runs = {"mns8-tp1-pl700": 100.0, "mns8-tp1-pl400": 200.5, "mns16-tp1-pl700": 60.0}  # a kept server: its 0.5 s is run
+    waves = {k: 100 / b * 100 * t for k, b, t in (("mns8-tp1-pl700", 8, 0.01), ("mns8-tp1-pl400", 8, 0.02),
+                                                 ("mns16-tp1-pl700", 16, 0.012))}
+    overrun = sorted(runs[k] / waves[k] for k in runs)[1]
+    b16_400 = 100 / 16 * 100 * (0.012 * 2) * overrun  # B = 16's TPOT, doubled as B = 8's was at 400 W
+    assert ga.grid_estimate_gpu_s == pytest.approx(2 * 60 + sum(runs.values()) + b16_400)
+
+
 def test_gpu_time_accounting_sums_phases_and_estimates_the_grid() -> None:
     cfgs = [Config(max_num_seqs=b, power_limit_w=p) for b in (8, 16) for p in (400, 700)]
     full = [_head(8, 400, start=60, warm=5, window=100, rest=10), _head(8, 700, start=0.5, warm=5, window=80, rest=10),

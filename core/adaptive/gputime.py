@@ -5,15 +5,12 @@ Spent time is measured: each record's :class:`~..records.GpuTimeSplit` (its dura
 configuration's clock times its GPU count). The full grid's cost is an estimate, labelled so:
 the grid order (servers reused across power limits, as the vLLM runtime does), each server
 start at the mean start measured in this run (0 where none was measured, e.g. the simulator),
-each configuration's run as measured where it ran to the end, else ``N/B x mean output tokens
-x TPOT`` (the time of N/B waves of B requests; diffusion: the measured batches' latency) of
-itself or its nearest measured neighbour, times the median overrun of the configurations that
-ran to the end.
+and each configuration's run as measured where it ran to the end, else as
+:mod:`.grid_estimate` models it.
 """
 
 from __future__ import annotations
 
-import math
 import statistics
 from collections.abc import Callable
 
@@ -21,9 +18,8 @@ import msgspec
 
 from ..config import Config
 from ..records import RecordHead
+from .grid_estimate import run_estimates
 
-#: Run-time overrun over the wave model where nothing ran to the end to calibrate it.
-DEFAULT_OVERRUN = 1.2
 
 
 class RunGpuTime(msgspec.Struct, kw_only=True):
@@ -57,25 +53,6 @@ def _server(cfg: Config) -> tuple:
     return (cfg.batch, cfg.tensor_parallel, cfg.pipeline_parallel, cfg.num_inference_steps, cfg.width, cfg.height)
 
 
-def _unit_s(r: RecordHead, n_requests: int, batches: int, batch: int | None = None) -> float | None:
-    """The wave model's run time of ``n_requests`` requests in waves of ``batch`` (default
-    ``r``'s B) at ``r``'s TPOT and mean output (diffusion: ``batches`` x r's batch latency)."""
-    if r.latency.tpot is not None and r.latency.tpot.mean_s and r.mean_output_tokens:
-        return n_requests / max(1, batch or r.config.batch) * r.mean_output_tokens * r.latency.tpot.mean_s
-    bl = r.latency.batch_latency
-    if bl is not None and bl.mean_s:
-        return batches * bl.mean_s
-    return None
-
-
-def _distance(a: Config, b: Config) -> float:
-    d = abs(math.log2(a.batch) - math.log2(b.batch))
-    d += abs((a.power_limit_w or 0) - (b.power_limit_w or 0)) / 100.0
-    d += 10.0 * ((a.tensor_parallel, a.pipeline_parallel, a.num_inference_steps, a.width)
-                 != (b.tensor_parallel, b.pipeline_parallel, b.num_inference_steps, b.width))
-    return d
-
-
 def account(records: list[RecordHead], configs: list[Config], *, n_requests: Callable[[Config], int],
             batches: int = 1, strategy: str = "grid") -> RunGpuTime:
     """The run's GPU time from its records; ``configs`` is the whole grid in grid order."""
@@ -102,31 +79,16 @@ def account(records: list[RecordHead], configs: list[Config], *, n_requests: Cal
             full[r.config_key] = total - (start if started else 0.0)
     if not by_key:
         return out
+    runs = run_estimates(list(by_key.values()), full, configs, n_requests=n_requests, batches=batches)
+    if runs is None:
+        return out
     start_s = statistics.fmean(starts) if starts else 0.0
-    overruns = []
-    for key, run in full.items():
-        r = by_key[key]
-        u = _unit_s(r, r.num_requests, batches)
-        if u:
-            overruns.append(run / (u * max(1, r.config.num_gpus)))
-    overrun = statistics.median(overruns) if overruns else DEFAULT_OVERRUN
-    usable = [r for r in by_key.values() if _unit_s(r, max(1, r.num_requests), batches)]
     est, prev = 0.0, None
-    for c in configs:
-        k = max(1, c.num_gpus)
+    for c in configs:  # grid order: a server per group, kept across power limits
         if _server(c) != prev:
-            est += start_s if starts else 0.0
+            est += start_s
             prev = _server(c)
-        key = c.key()
-        if key in full:
-            est += full[key]
-            continue
-        # itself where measured (stopped early), else the nearest measured configuration's
-        # TPOT / batch latency stands in (the waves scale with N/B already)
-        near = min(usable, key=lambda r: _distance(r.config, c)) if usable else None
-        if near is None:
-            return out
-        est += k * (_unit_s(near, n_requests(c), batches, c.batch) or 0.0) * overrun
+        est += runs[c.key()]
     out.grid_estimate_gpu_s = est
     return out
 
