@@ -89,8 +89,8 @@ class Trace(msgspec.Struct, kw_only=True):
     #: per-token timestamps); False when tokens merged into one chunk were booked at its end.
     token_counts_exact: bool = False
     #: The timeline holds the tokens an early stop's aborted requests had received. False in
-    #: vLLM traces written before 2026-11-30: the requests in flight at the stop are missing
-    #: from it, so the analysis counts an early-stopped window by the server's counter.
+    #: traces written before 2026-11-30 (vLLM's lacked the requests in flight at the stop), so
+    #: the analysis counts such an early-stopped window by the server's counter.
     aborted_tokens_in_timeline: bool = False
     #: Output tokens the server counted over the configuration.
     server_output_tokens: int | None = None
