@@ -426,7 +426,8 @@ def test_vllm_early_stop_aborts_the_rest_and_returns_what_finished(tmp_path: Pat
     rt = VllmRuntime(launcher=FAKE, metrics_period_s=0.05)
     res = rt.run(ctx)
     assert 8 <= len(res.requests) < 40 and all(r.ok for r in res.requests)
-    assert any("stopped early" in line and "requests aborted" in line for line in logs)
+    assert any("stopped early" in line and "requests aborted" in line and "tokens so far kept" in line
+               for line in logs)
     # the aborted requests' tokens so far are in the timeline (the server counted at least those)
     finished = sum(r.output_tokens for r in res.requests)
     assert res.aborted_tokens_in_timeline and res.token_counts_exact

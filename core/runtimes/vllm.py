@@ -187,7 +187,10 @@ class VllmRuntime:
             bund = bundling(load)
             n_ok = sum(r.ok for r in load.rows)
             if ctx.stop_early.is_set():
-                ctx.on_log(f"mle-tui: stopped early: {len(requests) - len(load.rows)} requests aborted")
+                kept = sum(sum(c) for c in load.aborted_chunk_tokens.values())
+                ctx.on_log(f"mle-tui: stopped early: {len(requests) - len(load.rows)} requests aborted "
+                           f"({len(load.aborted_chunk_times_s)} of them in flight, their {kept} tokens so far "
+                           "kept in the timeline)")
             ctx.on_log(f"mle-tui: {n_ok}/{len(load.rows)} requests ok, {load.output_tokens} output tokens "
                        f"(server counted {server_tokens}); {bund.requests} requests had chunks of several "
                        f"tokens ({bund.tokens} tokens); per-chunk usage for {bund.exact_requests}/{n_ok}")
