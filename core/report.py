@@ -64,6 +64,8 @@ class ReportRow(msgspec.Struct, kw_only=True):
     #: "57% busy, 324 of 400 W" when the GPUs were neither busy nor near their limit over the
     #: window (see :func:`.record_gpus.under_used`): something else bounded the server.
     under_used: str | None = None
+    #: The measured GPUs' UUIDs (empty: not known, e.g. simulated).
+    gpu_uuids: list[str] = []
 
 
 class Report(msgspec.Struct, kw_only=True):
@@ -143,6 +145,7 @@ def _row(r: Record, metric: str, price: float | None, carbon: float | None) -> R
         image_source=r.prompt_tokens.image_source if r.prompt_tokens is not None else None,
         gpus=gpu_summary(r) if (len(r.per_gpu) > 1 or r.idle_gpus or r.neighbours) else None,
         under_used=under_used(r) if r.status == "ok" else None,
+        gpu_uuids=[u for u in r.hardware.gpu_uuids or [] if u],
     )
 
 

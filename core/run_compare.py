@@ -35,7 +35,8 @@ def compare_lines(base_name: str, base: Report, name: str, other: Report) -> lis
     if shared:
         d = [b[k].energy_per_request_j / a[k].energy_per_request_j - 1.0 for k in shared]  # type: ignore[operator]
         lines.append(f"{name} vs {base_name}: {len(shared)} configuration{'s' * (len(shared) != 1)} in both, "
-                     f"J/request {_pct(min(d))} to {_pct(max(d))} (median {_pct(statistics.median(d))})")
+                     f"J/request {_pct(min(d))} to {_pct(max(d))} (median {_pct(statistics.median(d))})"
+                     + _units(shared, a, b))
     ra, rb = base.recommended, other.recommended
     if ra is not None and rb is not None:
         if ra.key == rb.key:
@@ -60,3 +61,15 @@ def compare_lines(base_name: str, base: Report, name: str, other: Report) -> lis
                      f"{name} {fmt_num(gb.spent_gpu_s / unit_s)} {unit} ({gb.measured} measured): "
                      f"{base_name} / {name} = {ga.spent_gpu_s / gb.spent_gpu_s:.2f}x")
     return lines
+
+
+def _units(shared: list[str], a: dict[str, ReportRow], b: dict[str, ReportRow]) -> str:
+    """How many of the shared configurations ran on other GPUs (by UUID) in the two runs: one
+    GPU against another of the same model differs by a few percent under a binding power limit
+    (two H200s, 2026-11-30), which is then part of the spread."""
+    known = [k for k in shared if a[k].gpu_uuids and b[k].gpu_uuids]
+    other = [k for k in known if set(a[k].gpu_uuids) != set(b[k].gpu_uuids)]
+    if not other:
+        return "; on the same GPUs" if known else ""
+    return (f"; {'all' if len(other) == len(shared) else f'{len(other)} of them'} on other GPUs "
+            "(one GPU against another is part of the spread)")

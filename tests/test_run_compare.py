@@ -46,6 +46,21 @@ def test_different_recommendations_say_what_the_others_pick_measured_here() -> N
     assert unseen == ["  different recommendation: grid a (10 J/request), x b (9 J/request); grid did not measure it"]
 
 
+
+def test_shared_configurations_on_other_gpus_are_said() -> None:
+    one, two = ["GPU-1"], ["GPU-2"]
+    base = _report([_row("a", 10.0, 15.0, gpu_uuids=one), _row("b", 9.0, 19.0, gpu_uuids=one)], "b")
+    same = _report([_row("a", 10.2, 15.0, gpu_uuids=one), _row("b", 9.1, 19.0, gpu_uuids=one)], "b")
+    mixed = _report([_row("a", 10.2, 15.0, gpu_uuids=two), _row("b", 9.1, 19.0, gpu_uuids=one)], "b")
+    other = _report([_row("a", 10.2, 15.0, gpu_uuids=two), _row("b", 9.1, 19.0, gpu_uuids=two)], "b")
+    assert compare_lines("g", base, "x", same)[0].endswith("; on the same GPUs")
+    assert compare_lines("g", base, "x", mixed)[0].endswith("; 1 of them on other GPUs (one GPU against another "
+                                                            "is part of the spread)")
+    assert compare_lines("g", base, "x", other)[0].endswith("; all on other GPUs (one GPU against another is part "
+                                                            "of the spread)")
+    assert compare_lines("g", _report([_row("a", 10.0, 15.0)], "a"), "x", other)[0].endswith("(median +2.0%)")
+
+
 def test_cli_compares_the_shipped_one_gpu_and_two_node_runs() -> None:
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
     out = subprocess.run([sys.executable, "-m", "mle_tui.tui.cli", "compare", "records/h200x2-ray4-1gpu",
@@ -54,5 +69,7 @@ def test_cli_compares_the_shipped_one_gpu_and_two_node_runs() -> None:
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert lines[2].startswith("h200x2-ray4-2nodes vs h200x2-ray4-1gpu: 8 configurations in both, J/request −6.5% to +4.9%")
+    # the one-GPU run used GPU 0; the two nodes ran half the configurations on GPU 1
+    assert lines[2].endswith("(median +1.4%); 4 of them on other GPUs (one GPU against another is part of the spread)")
     assert lines[3] == "  same recommendation (mns192-tp1-pl400): 7.628 and 7.55 J/request"
     assert lines[4].startswith("  GPU time: h200x2-ray4-1gpu 13 GPU-min (8 measured), h200x2-ray4-2nodes 13 GPU-min")
