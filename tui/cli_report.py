@@ -217,21 +217,22 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise InputError("command line", "DIR", "compare needs two or more run directories")
     dirs = [_run_dir(d) for d in args.dirs]
     first = _load_run(dirs[0], args.target, args.metric)
-    metric = first.report().metric
+    first_rep = first.report()
+    metric = first_rep.metric
     target = args.target
     runs = [first] + [_load_run(d, target, metric) for d in dirs[1:]]
     for run in runs[1:]:
         run.target_s = first.target_s
-    for d, run in zip(dirs, runs):
-        rep = run.report()
+    reports = [first_rep] + [run.report() for run in runs[1:]]  # each built once (its GPU-time account too)
+    for d, rep in zip(dirs, reports):
         print(f"{d}: {'SIMULATED: ' if rep.simulated else ''}{rep.message}")
     from mle_tui.core.run_compare import compare_lines
 
     names = [Path(d).name for d in dirs]
     if len(set(names)) < len(names):  # two runs named alike: their paths
         names = [str(d) for d in dirs]
-    for n, run in zip(names[1:], runs[1:]):
-        for line in compare_lines(names[0], first.report(), n, run.report()):
+    for n, rep in zip(names[1:], reports[1:]):
+        for line in compare_lines(names[0], first_rep, n, rep):
             print(line)
     if args.plot:
         from mle_tui.core.figures import render_compare, report_command
