@@ -235,8 +235,7 @@ async def _one(
     )
     if req.images:
         row = image_row(row, req, usage.prompt_tokens if usage is not None else None)
-    exact = bool(st.deltas) and all(d is not None for d in st.deltas)
-    return row, gaps, st.times, chunk_token_counts(st.deltas, output_tokens), exact
+    return row, gaps, st.times, chunk_token_counts(st.deltas, output_tokens), st.exact
 
 
 def image_row(row: RequestRow, req: Request, prompt_tokens: int | None) -> RequestRow:

@@ -67,6 +67,11 @@ class SseStream:
         self.finish: str | None = None
         self.error: str | None = None
 
+    @property
+    def exact(self) -> bool:
+        """Every token-bearing chunk so far carried usage (exact per-chunk counts)."""
+        return bool(self.deltas) and all(d is not None for d in self.deltas)
+
     def event(self, payload: bytes, now: float) -> bool:
         """Take one ``data:`` payload received by ``now``; True when the stream is over."""
         if payload == b"[DONE]":
@@ -102,8 +107,7 @@ def aborted_streams(inflight: dict[int, SseStream]) -> tuple[dict[int, list[floa
     for rid, st in inflight.items():
         if not st.times:
             continue
-        known = all(d is not None for d in st.deltas)
         times[rid] = list(st.times)
-        tokens[rid] = chunk_token_counts(st.deltas, st.prev if known else len(st.times))
-        exact += known
+        tokens[rid] = chunk_token_counts(st.deltas, st.prev if st.exact else len(st.times))
+        exact += st.exact
     return times, tokens, exact
