@@ -212,4 +212,3 @@ def profile_differences(before: "Profile", now: "Profile", most: int = 3) -> lis
 def _shown(v: Any) -> str:
     text = "none" if v is None else repr(v)
     return text if len(text) <= 40 else text[:37] + "..."
-

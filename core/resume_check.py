@@ -46,5 +46,4 @@ def check_resume_hardware(before: Manifest, power_kind: str, host: str, gpus: li
 def cluster_pool_gpus(infos: list[dict]) -> list[GpuInfo]:
     """The GPUs a cluster sweep runs on: each node agent's pool (its ``info()``), for
     :func:`check_resume_hardware` on the driver."""
-    return [g for info in infos for g in info.get("gpus", []) if g.index in set(info.get("pool", []))]
-
+    return [g for info in infos for g in _in_pool(info.get("gpus", []), info.get("pool", []))]
