@@ -18,7 +18,7 @@ import msgspec
 
 from ..config import Config
 from ..records import RecordHead
-from .grid_estimate import run_estimates
+from .grid_estimate import run_estimates, shape
 
 
 
@@ -50,7 +50,7 @@ def _split(r: RecordHead) -> tuple[float, float, float, float, float]:
 
 
 def _server(cfg: Config) -> tuple:
-    return (cfg.batch, cfg.tensor_parallel, cfg.pipeline_parallel, cfg.num_inference_steps, cfg.width, cfg.height)
+    return (cfg.batch, *shape(cfg))
 
 
 def account(records: list[RecordHead], configs: list[Config], *, n_requests: Callable[[Config], int],

@@ -62,7 +62,7 @@ class TpotModel:
         self.ps = sorted({_p(p) for _, p, _ in points})
         y = [(b, _p(p), math.log(t)) for b, p, t in points]
         u = {b: statistics.fmean(v for bb, _, v in y if bb == b) for b in self.bs}
-        v = dict.fromkeys(self.ps, 0.0)
+        v: dict[float, float] = {}
         for _ in range(FIT_SWEEPS):
             v = {p: statistics.fmean(val - u[b] for b, pp, val in y if pp == p) for p in self.ps}
             top = v[self.ps[-1]]
