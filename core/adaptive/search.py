@@ -254,13 +254,13 @@ class AdaptiveSearch:
         lo, hi = self._bracket(g)
         if hi - lo <= 1:
             return None
-        mid = (lo + hi) // 2
-        return (mid, g.n - 1) if (mid, g.n - 1) in cand else None
+        ij = ((lo + hi) // 2, g.n - 1)
+        return ij if ij in cand else None
 
     def _neighbour_check(self, g: _Group) -> tuple[int, int] | None:
         """The B past the first one over the target (at the highest limit) must be over it too."""
         top = g.n - 1
-        lo, hi = self._bracket(g)
+        _, hi = self._bracket(g)
         nxt = hi + 1
         if g.bisected and hi < g.m and nxt < g.m and (nxt, top) not in g.obs and g.obs[(hi, top)].ok:
             return (nxt, top)
