@@ -7,7 +7,8 @@ record, to the last bit.
 LLM (ML.ENERGY eq. 2): the steady window (saturation or request-count rule), its energy from
 the counters (:func:`.energy.window_energy_j`), its output tokens from the server's counter
 interpolated at the window edges where the runtime reports one (else the client's timeline),
-cross-checked against the client count, the gates, latency statistics, throughput and the
+cross-checked against the client count, the gates (among them: the client's output kept pace
+with the GPU, :mod:`.output_lag`), latency statistics, throughput and the
 derived figures. Diffusion (eq. 1): each measured batch's energy over its CUDA-synchronised
 bracket, per image.
 """
@@ -31,13 +32,14 @@ from .gputime import gpu_time_split
 from .latency import stats as latency_stats
 from .latency import summarise
 from .neighbours import neighbour_warning
+from .output_lag import OutputLag, lag_gate, output_lag
 from .phases import apply_phases
 from .steady import Window, detect_offline, evaluate_gates, saturation_detector
 from .timelines import batch_timeline, power_timeline
 from .trace import CLIENT_CAPPED, GPU_TIME_SINCE, Trace, unpack_us
 
 #: Bumped whenever a change to this module can move a figure of a record.
-ANALYSIS_VERSION = "4"
+ANALYSIS_VERSION = "5"
 #: Share of failed requests above which a configuration is invalid.
 MAX_FAILED_REQUEST_FRACTION = 0.01
 
@@ -246,6 +248,8 @@ def _account_llm(rec: Record, trace: Trace, ss: SteadySpec) -> None:
     )
     if server is not None and exact and not short:
         gates.append(token_gate(client, server, ss.max_token_mismatch))
+    lag = _output_lag(trace, rows, ok_rows)
+    gates += [lag_gate(lag)] if lag is not None else []
     rec.per_gpu, rec.idle_gpus, gpu_gate, idle_note = gpu_figures.figures(
         trace, ss, [(t0, t1)], [we] if we is not None else None)
     gates += [gpu_gate] if gpu_gate is not None else []
@@ -272,6 +276,17 @@ def _account_llm(rec: Record, trace: Trace, ss: SteadySpec) -> None:
         rec.throughput = Throughput(requests_per_s=finished / dur, output_tokens_per_s=tokens / dur)
     if we is not None and math.isfinite(we.integral_j):
         rec.energy_integral_j = we.integral_j
+
+
+def _output_lag(trace: Trace, rows: list[RequestRow], ok_rows: list[RequestRow]) -> OutputLag | None:
+    """How long the client's tokens kept coming after the GPU went idle; None for an early stop
+    (it aborts with work still queued, so its end shows nothing) or where it cannot be told."""
+    power = trace.power
+    if trace.early_stop is not None or power is None or not trace.hardware.tdp_w:
+        return None
+    return output_lag(power, min((r.send_s for r in rows), default=None),
+                      max((r.end_s for r in ok_rows if r.end_s is not None), default=None),
+                      trace.hardware.tdp_w * len(power.gpu_indices))
 
 
 def reuse_hint(trace: Trace, B: int, gates: list[Gate], extra: list[str]) -> str | None:

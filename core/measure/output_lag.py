@@ -1,0 +1,107 @@
+"""Did the output the client received keep pace with the GPU? (pure)
+
+The steady window, its tokens and the latencies are read on the client's side of the server (its
+token timeline, the server's metrics), its energy on the GPU's. The two agree while the server
+streams out tokens as fast as the GPU makes them. vLLM's API server is one Python process: past
+about 12 k streamed tokens/s on an H200 (Llama-3.1-8B at max_num_seqs 256 and 700 W, or 512 at
+any limit, or TP = 2) it falls behind its engine, which has every request queued and runs ahead.
+The GPU then finishes the workload and idles while the client still receives tokens -- for 48 s
+of a 210-s run at B = 512 -- so a window on the client's clock holds fewer tokens than the GPU
+made in it, and energy per token comes out high by the ratio of the two rates.
+
+The lag shows at the end of a run that ran to its end: the client's last token arrives ``lag_s``
+after the GPU's power fell to idle. With the lag growing from about zero as the backlog builds,
+``lag_s / busy_s`` estimates how much slower the output ran than the GPU. An early-stopped run
+aborts with work still queued, so its end shows nothing (:func:`output_lag` returns None).
+"""
+
+from __future__ import annotations
+
+import msgspec
+import numpy as np
+
+from ..records import Gate
+from .power_trace import PowerTrace
+
+#: Lag allowed as a share of the GPU's busy time (the token gate's tolerance) ...
+MAX_LAG_FRACTION = 0.01
+#: ... and at least this, s: a run that keeps pace ends within 0.2 s of its GPU on the H200 and
+#: H100 traces (10 Hz power fields, the last token's chunk); the lagging ones lag 2.3 s or more.
+LAG_FLOOR_S = 1.0
+#: Idle power: this percentile of the configuration's samples (each trace holds a few idle
+#: seconds around its load: 1-8 % of the samples on the shipped runs, when a lag adds more) ...
+IDLE_PERCENTILE = 1.0
+#: ... of at least this many samples, and at most this share of the GPUs' TDP (idle H100/H200s
+#: draw 10-18 %; a trace whose lowest samples are load -- no idle seen -- says nothing).
+MIN_SAMPLES = 100
+MAX_IDLE_TDP_FRACTION = 0.25
+#: The GPU counts as working above idle + this share of (median load power - idle).
+BUSY_LEVEL = 0.25
+#: Load must sit this far above idle for the two to be told apart, W.
+MIN_LOAD_ABOVE_IDLE_W = 30.0
+#: The GPU's last busy sample is sought up to this long after the client's last token, s.
+AFTER_END_S = 1.0
+
+
+class OutputLag(msgspec.Struct, kw_only=True, frozen=True):
+    """When the GPU went idle against when the client's last token arrived (run clock, s)."""
+
+    idle_w: float
+    load_w: float
+    gpu_end_s: float
+    output_end_s: float
+    #: output_end_s - gpu_end_s (negative: the GPU was still busy at the client's last token).
+    lag_s: float
+    #: From the first request sent to gpu_end_s.
+    busy_s: float
+
+    @property
+    def fraction(self) -> float:
+        return self.lag_s / self.busy_s
+
+    @property
+    def allowed_s(self) -> float:
+        return max(LAG_FLOOR_S, MAX_LAG_FRACTION * self.busy_s)
+
+
+def output_lag(power: PowerTrace | None, first_send_s: float | None, last_end_s: float | None,
+               tdp_w: float | None) -> OutputLag | None:
+    """The lag of a run that ran to its end, from its GPUs' summed instant power (``tdp_w``: their
+    summed TDP); None where it cannot be told (no power or TDP, too few samples, no idle seen, load
+    not above idle, no GPU work seen)."""
+    if power is None or not power.t_s or not power.instant_w or first_send_s is None or last_end_s is None \
+            or not tdp_w:
+        return None
+    t = np.asarray(power.t_s, dtype=np.float64)
+    p = np.sum(np.asarray(power.instant_w, dtype=np.float64), axis=0)
+    ok = np.isfinite(p)
+    t, p = t[ok], p[ok]
+    during = p[(t >= first_send_s) & (t <= last_end_s)]
+    if p.size < MIN_SAMPLES or not during.size:
+        return None
+    idle_w = float(np.percentile(p, IDLE_PERCENTILE))
+    load_w = float(np.median(during))
+    if idle_w > MAX_IDLE_TDP_FRACTION * tdp_w or load_w - idle_w < MIN_LOAD_ABOVE_IDLE_W:
+        return None
+    level = idle_w + BUSY_LEVEL * (load_w - idle_w)
+    busy = t[(p > level) & (t >= first_send_s) & (t <= last_end_s + AFTER_END_S)]
+    if not busy.size or busy[-1] <= first_send_s:
+        return None
+    gpu_end = float(busy[-1])
+    return OutputLag(idle_w=idle_w, load_w=load_w, gpu_end_s=gpu_end, output_end_s=last_end_s,
+                     lag_s=last_end_s - gpu_end, busy_s=gpu_end - first_send_s)
+
+
+def lag_gate(lag: OutputLag) -> Gate:
+    """``output_lag``: the client's last token came at most ``allowed_s`` after the GPU went idle."""
+    ok = lag.lag_s <= lag.allowed_s
+    if ok:
+        msg = (f"the client's last token came {max(lag.lag_s, 0.0):.1f} s after the GPU went idle "
+               f"(<= {lag.allowed_s:.1f} s)")
+    else:
+        msg = (f"the client's last token came {lag.lag_s:.1f} s after the GPU went idle ({lag.fraction:.1%} of its "
+               f"{lag.busy_s:.0f} s of work; > {lag.allowed_s:.1f} s): the server's output, not the GPU, set the pace "
+               "(vLLM's API server streaming behind its engine), so the window's tokens are not what the GPU made "
+               "in it and energy per token reads high; measure a smaller max_num_seqs, or try more API server "
+               "processes (server.extra_args = [\"--api-server-count\", \"4\"])")
+    return Gate(name="output_lag", ok=ok, value=lag.lag_s, threshold=lag.allowed_s, message=msg)

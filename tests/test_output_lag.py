@@ -1,0 +1,99 @@
+"""The output-lag gate: a record is invalid when the client's last token came well after the GPU
+went idle (vLLM's API server streaming behind its engine), not when the two end together."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+import numpy as np
+import pytest
+
+from mle_tui.core.measure.analysis import analyse
+from mle_tui.core.measure.output_lag import LAG_FLOOR_S, lag_gate, output_lag
+from mle_tui.core.measure.power_trace import PowerTrace
+from mle_tui.core.measure.trace import decode_trace
+from mle_tui.core.runner import SweepRunner
+from mle_tui.core.runtimes.sim import SimRuntime
+from mle_tui.core.store import RunStore
+from test_runner_sim import llm_profile
+
+
+def _power(segments: list[tuple[float, float, float]], gpus: int = 1, noise_w: float = 5.0) -> PowerTrace:
+    """10 Hz instant power over (start, end, watts) segments, split evenly over ``gpus``."""
+    rng = np.random.default_rng(0)
+    t = np.arange(0.0, segments[-1][1], 0.1)
+    w = np.zeros_like(t)
+    for a, b, watts in segments:
+        w[(t >= a) & (t < b)] = watts
+    w = w + rng.normal(0.0, noise_w, t.size)
+    return PowerTrace(gpu_indices=list(range(gpus)), t_s=t.tolist(), instant_w=[(w / gpus).tolist()] * gpus)
+
+
+def test_a_gpu_idle_while_tokens_still_arrive_is_a_lag_of_that_length() -> None:
+    # the GPU works 2-60 s, then idles; the client's last token comes at 75 s (B = 512 on an H200)
+    pt = _power([(0, 2, 124), (2, 60, 600), (60, 80, 124)])
+    lag = output_lag(pt, first_send_s=2.0, last_end_s=75.0, tdp_w=700.0)
+    assert lag is not None
+    assert lag.gpu_end_s == pytest.approx(60.0, abs=0.15) and lag.lag_s == pytest.approx(15.0, abs=0.15)
+    assert lag.busy_s == pytest.approx(58.0, abs=0.15) and lag.fraction == pytest.approx(15 / 58, rel=0.02)
+    assert 100 < lag.idle_w < 140 and 590 < lag.load_w < 610
+    g = lag_gate(lag)
+    assert g.name == "output_lag" and not g.ok and g.severity == "error"
+    assert f"{lag.lag_s:.1f} s after the GPU went idle ({lag.fraction:.1%} of its 58 s of work" in g.message
+    assert "--api-server-count" in g.message
+
+
+def test_a_run_that_keeps_pace_passes_even_with_a_low_power_tail() -> None:
+    # the last requests decode alone at 250 W for 3 s (a 250-W cap's ramp-down) and end with it
+    pt = _power([(0, 1, 80), (1, 40, 600), (40, 43, 250), (43, 45, 124)])
+    lag = output_lag(pt, first_send_s=1.0, last_end_s=43.0, tdp_w=700.0)
+    assert lag is not None and abs(lag.lag_s) < 0.2
+    assert lag_gate(lag).ok
+    # on two GPUs (TP = 2) the summed power tells the same
+    lag2 = output_lag(_power([(0, 1, 250), (1, 40, 1200), (40, 45, 250)], gpus=2), 1.0, 40.0, 1400.0)
+    assert lag2 is not None and lag_gate(lag2).ok
+
+
+def test_the_allowance_is_a_share_of_the_work_with_a_floor() -> None:
+    short = output_lag(_power([(0, 2, 124), (2, 30, 600), (30, 33, 124)]), 2.0, 30.0 + 0.9, 700.0)
+    assert short is not None and short.allowed_s == LAG_FLOOR_S and lag_gate(short).ok
+    long = output_lag(_power([(0, 2, 124), (2, 302, 600), (302, 306, 124)]), 2.0, 302.0 + 2.5, 700.0)
+    assert long is not None and long.allowed_s == pytest.approx(3.0, abs=0.01) and lag_gate(long).ok
+    late = output_lag(_power([(0, 2, 124), (2, 302, 600), (302, 310, 124)]), 2.0, 302.0 + 3.5, 700.0)
+    assert late is not None and not lag_gate(late).ok
+
+
+def test_nothing_is_said_without_power_an_idle_level_or_a_load_above_it() -> None:
+    lagging = _power([(0, 2, 124), (2, 60, 600), (60, 80, 124)])
+    assert output_lag(lagging, 2.0, 75.0, 700.0) is not None
+    assert output_lag(None, 0.0, 10.0, 700.0) is None
+    assert output_lag(lagging, 2.0, 75.0, None) is None  # no TDP: what idle is cannot be told
+    assert output_lag(_power([(0, 5, 124)]), 0.0, 4.0, 700.0) is None  # too few samples
+    assert output_lag(_power([(0, 60, 130)]), 1.0, 50.0, 700.0) is None  # no load to tell from idle
+    assert output_lag(_power([(0, 60, 600)]), None, 50.0, 700.0) is None
+    # no idle sample at all: the lowest samples are a ramp-down's load, not idle -- nothing said
+    ramp = _power([(0, 40, 600), (40, 42, 340)])
+    assert output_lag(ramp, 0.0, 42.0, 700.0) is None
+
+
+def test_a_simulated_run_keeps_pace_and_a_lagging_copy_of_its_trace_is_invalid(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    SweepRunner(llm_profile("16", num=160), out, runtime=SimRuntime()).run()
+    rec = RunStore(out).load_records()[0]
+    assert rec.status == "ok"  # the simulated load fills its trace: no idle seen, nothing said
+    assert all(g.ok for g in rec.steady_state.gates)
+    # the same trace with the GPU idle (75 W) over the last 30 % of the load: the client's tokens
+    # kept coming after the GPU had stopped -- invalid, and the reason says so
+    trace = decode_trace((out / rec.analysis.trace).read_bytes())
+    ends = [r.end_s for r in trace.requests if r.ok]
+    s0, e0 = min(r.send_s for r in trace.requests), max(ends)
+    cut = e0 - 0.3 * (e0 - s0)
+    pw = trace.power
+    inst = [[75.0 if t > cut else w for t, w in zip(pw.t_s, row)] for row in pw.instant_w]
+    lagging = msgspec.structs.replace(trace, power=msgspec.structs.replace(pw, instant_w=inst))
+    bad = analyse(lagging)
+    assert bad.status == "invalid"
+    assert any("after the GPU went idle" in r for r in bad.reasons)
+    g = {x.name: x for x in bad.steady_state.gates}["output_lag"]
+    assert g.value == pytest.approx(e0 - cut, abs=0.25)
