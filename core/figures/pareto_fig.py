@@ -11,12 +11,16 @@ Frontier, recommendation and fastest come from :func:`mle_tui.core.report.build_
 
 from __future__ import annotations
 
+import textwrap
+
 from ..pareto import fmt_duration
 from ..records import Record
 from ..report import METRIC_NAMES, Report, ReportRow, build_report
 from .style import PALETTE, FigureContext, energy_label, latency_scale, new_figure, stamp, styled
 
 TITLE = "Time–energy Pareto front"
+#: Characters per line of a not-ok configuration's reason under the axes (wrapped, not cut off).
+REASON_WIDTH = 150
 
 
 def _xy(rows: list[ReportRow], scale: float) -> tuple[list[float], list[float]]:
@@ -141,7 +145,7 @@ def _reasons_note(fig, rep: Report) -> None:
         drawn = "" if plotted(r) else " (not drawn: no latency/energy)"
         handles.append(Line2D([], [], ls="none", marker="o", markerfacecolor="none",
                               markeredgecolor=PALETTE[0] if plotted(r) else "#999999"))
-        labels.append(f"{r.label}: {r.status}: {reasons}{drawn}")
+        labels.append(textwrap.fill(f"{r.label}: {r.status}: {reasons}{drawn}", REASON_WIDTH))
     leg = fig.legend(handles, labels, loc="outside lower center", ncols=1, fontsize=7, frameon=False,
                      title="Not on the frontier (hollow markers)", title_fontsize=7)
     leg.set_gid("reasons")

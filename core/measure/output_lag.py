@@ -3,11 +3,12 @@
 The steady window, its tokens and the latencies are read on the client's side of the server (its
 token timeline, the server's metrics), its energy on the GPU's. The two agree while the server
 streams out tokens as fast as the GPU makes them. vLLM's API server is one Python process: past
-about 12 k streamed tokens/s on an H200 (Llama-3.1-8B at max_num_seqs 256 and 700 W, or 512 at
-any limit, or TP = 2) it falls behind its engine, which has every request queued and runs ahead.
-The GPU then finishes the workload and idles while the client still receives tokens -- for 48 s
-of a 210-s run at B = 512 -- so a window on the client's clock holds fewer tokens than the GPU
-made in it, and energy per token comes out high by the ratio of the two rates.
+some 12-18 k streamed tokens/s (it varied from run to run on the H200 nodes: Llama-3.1-8B at
+max_num_seqs 256 from 400 W up, 512 at every limit, TP = 2 at 256) it falls behind its engine,
+which has every request queued and runs ahead. The GPU then finishes the workload and idles while
+the client still receives tokens -- for 48 s of a 213-s run at B = 512 -- so a window on the
+client's clock holds fewer tokens than the GPU made in it, and energy per token reads high by
+about the ratio of the two rates.
 
 The lag shows at the end of a run that ran to its end: the client's last token arrives ``lag_s``
 after the GPU's power fell to idle. With the lag growing from about zero as the backlog builds,
