@@ -165,6 +165,12 @@ class ServerSpec(Section):
     max_model_len: Annotated[int, msgspec.Meta(ge=16)] | None = None
     gpu_memory_utilization: Annotated[float, msgspec.Meta(gt=0, le=1)] | None = None
     enforce_eager: bool = False
+    #: vLLM API server processes in front of the one engine (``vllm serve --api-server-count``).
+    #: One Python process streams, counts and logs every token; past some 12-18 k tokens/s on an
+    #: H200 it falls behind its engine, and the record fails its ``output_lag`` gate. More than
+    #: one launches ``vllm serve`` (the only entry point that starts them) instead of the
+    #: ``vllm.entrypoints.openai.api_server`` module.
+    api_server_count: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
     extra_args: list[str] = []
     env: dict[str, str] = {}
     startup_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 900.0

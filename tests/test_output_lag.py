@@ -41,7 +41,7 @@ def test_a_gpu_idle_while_tokens_still_arrive_is_a_lag_of_that_length() -> None:
     g = lag_gate(lag)
     assert g.name == "output_lag" and not g.ok and g.severity == "error"
     assert f"{lag.lag_s:.1f} s after the GPU went idle ({lag.fraction:.1%} of its 58 s of work" in g.message
-    assert "--api-server-count" in g.message
+    assert "server.api_server_count" in g.message
 
 
 def test_a_run_that_keeps_pace_passes_even_with_a_low_power_tail() -> None:

@@ -236,6 +236,20 @@ extra_args = ["--seed", "7"]""")
                          use_console_script=True)
     assert cmd[:3] == ["vllm", "serve", "org/m"] and "--skip-tokenizer-init" in cmd
     assert "--enforce-eager" not in cmd and "--max-model-len" not in cmd
+    assert "--api-server-count" not in cmd
+
+
+def test_several_api_servers_launch_vllm_serve(tmp_path: Path) -> None:
+    """The api_server module runs one API server whatever --api-server-count says (vLLM 0.26's
+    __main__ calls run_server); `vllm serve` is the entry point that starts several."""
+    prof = _profile(server="api_server_count = 3")
+    kw = dict(model="org/m", max_num_seqs=4, tensor_parallel=1, pipeline_parallel=1, port=1, tokenizer=None,
+              skip_tokenizer_init=True, python="py")
+    cmd = server_command(prof, use_console_script=False, **kw)
+    assert cmd[:7] == ["py", "-m", "vllm.entrypoints.cli.main", "serve", "org/m", "--api-server-count", "3"]
+    assert "--model" not in cmd and "--port" in cmd
+    assert server_command(prof, use_console_script=True, **kw)[:5] == [
+        "vllm", "serve", "org/m", "--api-server-count", "3"]
 
 
 def test_tokenizer_detection_and_model_resolution(tmp_path: Path, monkeypatch) -> None:
@@ -504,6 +518,16 @@ def test_extra_args_may_not_set_host_port_or_key(tmp_path: Path, arg: str) -> No
     line = str(exc.value)
     assert line.startswith("p.toml: server.extra_args: " + arg.split("=")[0]) and "\n" not in line
     vllm_mod.check_server_args(_profile(server='extra_args = ["--seed", "1", "--hf-token-x"]'))  # fine
+
+
+@pytest.mark.parametrize("arg", ["--api-server-count", "--api_server_count=4", "--api-s"])
+def test_extra_args_name_the_field_that_sets_the_api_server_count(arg: str) -> None:
+    from mle_tui.core.errors import InputError
+
+    with pytest.raises(InputError) as exc:
+        vllm_mod.check_server_args(_profile(server=f'extra_args = ["{arg}", "4"]'), source="p.toml")
+    line = str(exc.value)
+    assert line.startswith("p.toml: server.extra_args: ") and line.endswith("set server.api_server_count instead")
 
 
 def test_api_key_is_in_no_file_of_the_run_directory(tmp_path: Path, monkeypatch) -> None:

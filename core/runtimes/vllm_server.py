@@ -34,7 +34,9 @@ LOG_TAIL_LINES = 50
 
 
 #: Server flags mle-tui sets itself; ``server.extra_args`` may not set them.
-RESERVED_FLAGS = ("--host", "--port", "--api-key")
+RESERVED_FLAGS = ("--host", "--port", "--api-key", "--api-server-count")
+#: ... and the profile field that sets one of them, where there is one.
+FLAG_FIELDS = {"--api-server-count": "server.api_server_count"}
 
 
 MASK = "***"
@@ -105,8 +107,12 @@ def server_command(
         head = [*launcher, "--model", model]
     elif use_console_script:
         head = ["vllm", "serve", model]
+    elif s.api_server_count > 1:  # the api_server module runs one API server whatever the flag says
+        head = [python, "-m", "vllm.entrypoints.cli.main", "serve", model]
     else:
         head = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", model]
+    if s.api_server_count > 1:
+        head += ["--api-server-count", str(s.api_server_count)]
     cmd = [
         *head,
         "--host", "127.0.0.1", "--port", str(port),
@@ -151,6 +157,9 @@ def check_server_args(profile: Profile, source: str = "profile") -> None:
     :class:`InputError` otherwise."""
     for arg in profile.server.extra_args:
         name = reserved_flag(arg)
+        if name in FLAG_FIELDS:
+            raise InputError(source, "server.extra_args",
+                             f"{arg.split('=', 1)[0]} is set by mle-tui ({name}); set {FLAG_FIELDS[name]} instead")
         if name is not None:
             raise InputError(source, "server.extra_args",
                              f"{arg.split('=', 1)[0]} is set by mle-tui ({name}); remove it")
