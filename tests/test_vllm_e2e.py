@@ -176,6 +176,34 @@ def test_sweep_on_a_real_vllm_server(workload, tmp_path: Path) -> None:
     print(f"\nvLLM e2e sweep wall time {wall_s:.0f} s; " + "; ".join(report))
 
 
+def test_two_api_server_processes_through_vllm_serve(workload, tmp_path: Path) -> None:
+    """server.api_server_count = 2 launches `vllm serve --api-server-count 2` (through
+    core/runtimes/vllm_serve.py, as the CPU build has no `vllm` package metadata): two API server
+    processes in front of one engine, whose /metrics (prometheus multiprocess mode) still give the
+    running batch and an output-token counter equal to the client's count."""
+    profile, requests = workload
+    server = msgspec.structs.replace(profile.server, api_server_count=2)
+    sweep = msgspec.structs.replace(profile.sweep, max_num_seqs=[8])
+    profile = msgspec.structs.replace(profile, server=server, sweep=sweep)
+    requests = requests[:160]
+    rt = _Tracking()
+    before = children_of_me()
+    runner = SweepRunner(profile, tmp_path / "run", profile_path=str(PROFILE), runtime=rt, requests=requests)
+    summary = runner.run()
+    assert summary.completed == 1 and summary.failed == 0, summary
+    rec = runner.store.load_records()[0]
+    log = runner.store.log_path(rec.config_key).read_text()
+    head = log.splitlines()[0]
+    assert "vllm_serve.py" in head and "--api-server-count 2" in head
+    assert "Started 2 API server processes" in log
+    client_tokens = sum(r.output_tokens for r in rec.requests)
+    assert len(rec.requests) == len(requests) and all(r.ok for r in rec.requests)
+    assert rec.server_output_tokens == client_tokens == sum(q.output_tokens for q in requests)
+    assert 0 < max(rec.batch_timeline.running) <= 8 and rec.batch_timeline.source.startswith("vllm /metrics")
+    assert rec.status in ("ok", "invalid"), rec.reasons
+    _assert_gone(rt.started_pgids, before)
+
+
 def test_killed_server_is_a_failed_record_and_the_sweep_goes_on(workload, tmp_path: Path) -> None:
     profile, requests = workload
     rt = _Tracking()

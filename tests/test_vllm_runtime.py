@@ -19,6 +19,7 @@ from mle_tui.core.errors import InputError, RunFailure
 from mle_tui.core.procgroup import group_alive
 from mle_tui.core.profile import decode_profile
 from mle_tui.core.runtimes import vllm as vllm_mod
+from mle_tui.core.runtimes import vllm_server
 from mle_tui.core.runtimes.base import RuntimeContext
 from mle_tui.core.runtimes.vllm import VllmRuntime, resolve_model, server_command
 
@@ -246,7 +247,8 @@ def test_several_api_servers_launch_vllm_serve(tmp_path: Path) -> None:
     kw = dict(model="org/m", max_num_seqs=4, tensor_parallel=1, pipeline_parallel=1, port=1, tokenizer=None,
               skip_tokenizer_init=True, python="py")
     cmd = server_command(prof, use_console_script=False, **kw)
-    assert cmd[:7] == ["py", "-m", "vllm.entrypoints.cli.main", "serve", "org/m", "--api-server-count", "3"]
+    assert cmd[:5] == ["py", str(vllm_server.SERVE_SCRIPT), "org/m", "--api-server-count", "3"]
+    assert vllm_server.SERVE_SCRIPT.is_file()
     assert "--model" not in cmd and "--port" in cmd
     assert server_command(prof, use_console_script=True, **kw)[:5] == [
         "vllm", "serve", "org/m", "--api-server-count", "3"]

@@ -33,6 +33,9 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json",
 LOG_TAIL_LINES = 50
 
 
+#: ``vllm serve`` for a vLLM of any distribution name (several API servers need it).
+SERVE_SCRIPT = Path(__file__).with_name("vllm_serve.py")
+
 #: Server flags mle-tui sets itself; ``server.extra_args`` may not set them.
 RESERVED_FLAGS = ("--host", "--port", "--api-key", "--api-server-count")
 #: ... and the profile field that sets one of them, where there is one.
@@ -108,7 +111,7 @@ def server_command(
     elif use_console_script:
         head = ["vllm", "serve", model]
     elif s.api_server_count > 1:  # the api_server module runs one API server whatever the flag says
-        head = [python, "-m", "vllm.entrypoints.cli.main", "serve", model]
+        head = [python, str(SERVE_SCRIPT), model]
     else:
         head = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", model]
     if s.api_server_count > 1:
