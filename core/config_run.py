@@ -159,7 +159,7 @@ class ConfigRun:
 
     def _on_batch(self, s: BatchSample) -> None:
         self.rec.batch(s.t_s, s.running, s.waiting, s.kv_cache_usage, s.preemptions_total,
-                       s.generation_tokens_total)
+                       s.generation_tokens_total, s.itl_sum_s, s.itl_count)
         live = s.t_s - self._last_batch >= LIVE_MIN_INTERVAL_S
         if live:
             self._last_batch = s.t_s

@@ -173,6 +173,12 @@ class SteadyState(_S, kw_only=True):
     client_tokens: int | None = None
     #: Share of the saturated span outside the window (a stall split it), in [0, 1).
     dropped_fraction: float | None = None
+    #: Mean inter-token gap over the window by vLLM's engine-stamped histogram, s; and how much
+    #: slower the client received tokens than the engine made them: (mean batch / client tokens
+    #: per s) / engine_itl_s. Recorded, not gated: an early-stopped run's only sign of an API
+    #: server behind its engine (measure/output_lag.py), to be calibrated on GPU runs.
+    engine_itl_s: float | None = None
+    client_pace_ratio: float | None = None
 
     @property
     def duration_s(self) -> float:

@@ -68,6 +68,9 @@ class Engine:
         self.waiting: list[dict] = []
         self.running: list[dict] = []
         self.generation_tokens = 0
+        #: inter-token-latency histogram (sum s, count), stamped by the engine loop as vLLM's is
+        self.itl_sum_s = 0.0
+        self.itl_count = 0
         self.prompt_tokens = 0
         self.success = 0
         threading.Thread(target=self.loop, daemon=True).start()
@@ -86,7 +89,12 @@ class Engine:
                 while self.waiting and len(self.running) < self.max_num_seqs:
                     self.running.append(self.waiting.pop(0))
                 done = []
+                now = time.monotonic()
                 for r in self.running:
+                    if r["n"] > 0:
+                        self.itl_sum_s += now - r["t"]
+                        self.itl_count += 1
+                    r["t"] = now
                     r["n"] += 1
                     self.generation_tokens += 1
                     r["left"] -= 1
@@ -124,6 +132,12 @@ class Engine:
                 "# TYPE vllm:generation_tokens_total counter",
                 f"vllm:generation_tokens_total{lab} {float(self.generation_tokens)}",
                 f"vllm:generation_tokens_created{lab} 1.7e+09",
+                "# HELP vllm:inter_token_latency_seconds Histogram of inter-token latency in seconds.",
+                "# TYPE vllm:inter_token_latency_seconds histogram",
+                f'vllm:inter_token_latency_seconds_bucket{{engine="0",le="+Inf",model_name="fake"}} {float(self.itl_count)}',
+                f"vllm:inter_token_latency_seconds_count{lab} {float(self.itl_count)}",
+                f"vllm:inter_token_latency_seconds_sum{lab} {self.itl_sum_s}",
+                f"vllm:inter_token_latency_seconds_created{lab} 1.7e+09",
                 "# HELP vllm:prompt_tokens_total Number of prefill tokens processed.",
                 "# TYPE vllm:prompt_tokens_total counter",
                 f"vllm:prompt_tokens_total{lab} {float(self.prompt_tokens)}",

@@ -97,3 +97,48 @@ def test_a_simulated_run_keeps_pace_and_a_lagging_copy_of_its_trace_is_invalid(t
     assert any("after the GPU went idle" in r for r in bad.reasons)
     g = {x.name: x for x in bad.steady_state.gates}["output_lag"]
     assert g.value == pytest.approx(e0 - cut, abs=0.25)
+
+
+def test_the_engine_stamped_gap_and_the_clients_pace_against_it_are_recorded(tmp_path: Path) -> None:
+    """Against the fake vLLM server (an engine step every 10 ms, its inter-token histogram stamped
+    by the engine loop as vLLM's is): the window's engine gap is at least the step, and the client
+    receives tokens at about the engine's pace (Little's law over the running batch)."""
+    import sys
+
+    from mle_tui.core.profile import decode_profile
+    from mle_tui.core.runtimes.base import Request
+    from mle_tui.core.runtimes.vllm import VllmRuntime
+
+    fake = [sys.executable, str(Path(__file__).parent / "fake_vllm_server.py")]
+    prof = decode_profile("""
+name = "pace"
+task = "chat"
+runtime = "vllm"
+[model]
+id = "fake"
+weights = "dummy"
+[dataset]
+name = "synthetic"
+[sweep]
+max_num_seqs = 4
+[steady_state]
+min_window_s = 0.3
+[server]
+env = { FAKE_STARTUP_S = "0.1", FAKE_STEP_S = "0.01" }
+[gpu]
+simulated = true
+""", "pace.toml")
+    reqs = [Request(id=i, prompt=f"p{i}", input_tokens=2, output_tokens=30) for i in range(40)]
+    out = tmp_path / "run"
+    summary = SweepRunner(prof, out, runtime=VllmRuntime(launcher=fake, metrics_period_s=0.05), requests=reqs,
+                          allow_simulated=True).run()
+    assert summary.failed == 0
+    ss = RunStore(out).load_records()[0].steady_state
+    assert ss.engine_itl_s is not None and ss.engine_itl_s >= 0.01
+    assert ss.client_pace_ratio is not None and 0.5 < ss.client_pace_ratio < 2.0, ss
+    print(f"engine gap {ss.engine_itl_s * 1e3:.2f} ms, client pace {ss.client_pace_ratio:.3f}")
+    # a trace without the histogram (vLLM traces before schema 5, other runtimes) records neither
+    trace = decode_trace((out / RunStore(out).load_records()[0].analysis.trace).read_bytes())
+    old = msgspec.structs.replace(trace, batch=msgspec.structs.replace(trace.batch, itl_sum_s=None, itl_count=None))
+    again = analyse(old).steady_state
+    assert again.engine_itl_s is None and again.client_pace_ratio is None

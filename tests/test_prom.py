@@ -39,6 +39,13 @@ vllm:request_generation_tokens_bucket{engine="0",le="1.0",model_name="m"} 0.0
 vllm:request_generation_tokens_bucket{engine="0",le="+Inf",model_name="m"} 5.0
 vllm:request_generation_tokens_count{engine="0",model_name="m"} 5.0
 vllm:request_generation_tokens_sum{engine="0",model_name="m"} 999.0
+# HELP vllm:inter_token_latency_seconds Histogram of inter-token latency in seconds.
+# TYPE vllm:inter_token_latency_seconds histogram
+vllm:inter_token_latency_seconds_bucket{engine="0",le="0.01",model_name="m"} 3000.0
+vllm:inter_token_latency_seconds_bucket{engine="0",le="+Inf",model_name="m"} 4000.0
+vllm:inter_token_latency_seconds_count{engine="0",model_name="m"} 4000.0
+vllm:inter_token_latency_seconds_sum{engine="0",model_name="m"} 52.5
+vllm:inter_token_latency_seconds_created{engine="0",model_name="m"} 1.7957874368743474e+09
 """
 
 
@@ -49,6 +56,8 @@ def test_parse_vllm_032_names() -> None:
     assert snap.kv_cache_usage == 0.25
     assert snap.preemptions_total == 3.0
     assert snap.generation_tokens_total == 4321.0  # not _created, not the histogram
+    # the engine-stamped inter-token latencies: the histogram's sum and count, not its buckets
+    assert snap.itl_sum_s == 52.5 and snap.itl_count == 4000.0
 
 
 def test_parse_sums_engines_and_averages_kv() -> None:
@@ -63,10 +72,14 @@ def test_parse_sums_engines_and_averages_kv() -> None:
             out.append('vllm:kv_cache_usage_perc{engine="1",model_name="m"} 0.75')
         if line.startswith('vllm:generation_tokens_total{engine="0"'):
             out.append('vllm:generation_tokens_total{engine="1",model_name="m"} 79.0')
+        if line.startswith('vllm:inter_token_latency_seconds_sum{engine="0"'):
+            out.append('vllm:inter_token_latency_seconds_sum{engine="1",model_name="m"} 7.5')
+            out.append('vllm:inter_token_latency_seconds_count{engine="1",model_name="m"} 1000.0')
     snap = parse_metrics("\n".join(out) + "\n")
     assert snap.running == 12.0
     assert snap.kv_cache_usage == pytest.approx(0.5)
     assert snap.generation_tokens_total == 4400.0
+    assert snap.itl_sum_s == 60.0 and snap.itl_count == 5000.0
 
 
 def test_parse_untyped_total_and_old_kv_name() -> None:
@@ -83,6 +96,7 @@ def test_parse_untyped_total_and_old_kv_name() -> None:
 def test_parse_missing_metrics_are_none() -> None:
     snap = parse_metrics("# nothing here\nprocess_cpu_seconds_total 1.0\n")
     assert snap.running is None and snap.generation_tokens_total is None
+    assert snap.itl_sum_s is None and snap.itl_count is None
 
 
 class _Gpu:

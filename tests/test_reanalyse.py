@@ -86,7 +86,7 @@ def test_trace_holds_everything_at_full_resolution(tmp_path: Path) -> None:
     (rec,) = RunStore(out).load_records()
     (path,) = traces_of(out).values()
     trace = decode_trace(path.read_bytes())
-    assert trace.config_key == rec.config_key and trace.schema_version == TRACE_SCHEMA_VERSION == 4
+    assert trace.config_key == rec.config_key and trace.schema_version == TRACE_SCHEMA_VERSION == 5
     assert len(trace.requests) == len(rec.requests) == 96
     assert trace.power is not None and len(trace.power.t_s) >= len(rec.power_timeline.t_s)
     assert trace.power.counter_t_s and len(trace.power.counter_j) == 1

@@ -201,6 +201,10 @@ def test_two_api_server_processes_through_vllm_serve(workload, tmp_path: Path) -
     assert rec.server_output_tokens == client_tokens == sum(q.output_tokens for q in requests)
     assert 0 < max(rec.batch_timeline.running) <= 8 and rec.batch_timeline.source.startswith("vllm /metrics")
     assert rec.status in ("ok", "invalid"), rec.reasons
+    # the engine-stamped inter-token histogram comes through the filtered scrape too
+    assert rec.steady_state.engine_itl_s is not None and rec.steady_state.engine_itl_s > 0
+    print(f"\ntwo API servers: {rec.status}, engine gap {rec.steady_state.engine_itl_s * 1e3:.1f} ms, "
+          f"client pace {rec.steady_state.client_pace_ratio}")
     _assert_gone(rt.started_pgids, before)
 
 

@@ -32,7 +32,7 @@ from .gputime import gpu_time_split
 from .latency import stats as latency_stats
 from .latency import summarise
 from .neighbours import neighbour_warning
-from .output_lag import OutputLag, lag_gate, output_lag
+from .output_lag import OutputLag, counter_between, engine_pace, lag_gate, output_lag
 from .phases import apply_phases
 from .steady import Window, detect_offline, evaluate_gates, saturation_detector
 from .timelines import batch_timeline, power_timeline
@@ -127,18 +127,7 @@ def window_of(trace: Trace, steady: SteadySpec) -> tuple[Window | None, float | 
 def server_tokens_between(trace: Trace, t0_s: float, t1_s: float) -> float | None:
     """Output tokens by the server's own counter over [t0, t1], linearly interpolated between
     the batch samples around each edge; None without a counter covering the window."""
-    gen = trace.batch.generation_tokens_total
-    if gen is None:
-        return None
-    t = np.asarray(trace.batch.t_s, dtype=np.float64)
-    g = np.asarray(gen, dtype=np.float64)
-    ok = np.isfinite(g)
-    t, g = t[ok], g[ok]
-    if len(t) < 2 or t[0] > t0_s or t[-1] < t1_s:
-        return None
-    order = np.argsort(t, kind="stable")
-    t, g = t[order], g[order]
-    return float(np.interp(t1_s, t, g) - np.interp(t0_s, t, g))
+    return counter_between(trace.batch.t_s, trace.batch.generation_tokens_total, t0_s, t1_s)
 
 
 def client_tokens_between(trace: Trace, ok_rows: list[RequestRow], t0_s: float, t1_s: float) -> int:
@@ -254,10 +243,12 @@ def _account_llm(rec: Record, trace: Trace, ss: SteadySpec) -> None:
         trace, ss, [(t0, t1)], [we] if we is not None else None)
     gates += [gpu_gate] if gpu_gate is not None else []
     warnings += [idle_note] if idle_note else []
+    itl, pace = engine_pace(trace.batch.t_s, trace.batch.itl_sum_s, trace.batch.itl_count, t0, t1, mean_batch, tokens)
     rec.steady_state = SteadyState(
         rule=rule, start_s=t0, end_s=t1, energy_j=energy if math.isfinite(energy) else 0.0, tokens=tokens,
         mean_batch=mean_batch if math.isfinite(mean_batch) else 0.0, requests_finished=finished, gates=gates,
-        token_source=source, server_tokens=server, client_tokens=client, dropped_fraction=dropped)
+        token_source=source, server_tokens=server, client_tokens=client, dropped_fraction=dropped,
+        engine_itl_s=itl, client_pace_ratio=pace)
     if we is not None and we.counter_reset:
         extra.append("the GPU energy counter went backwards (reset) during the configuration")
     elif not math.isfinite(energy) or energy <= 0:

@@ -93,6 +93,40 @@ def output_lag(power: PowerTrace | None, first_send_s: float | None, last_end_s:
                      lag_s=last_end_s - gpu_end, busy_s=gpu_end - first_send_s)
 
 
+def counter_between(t_s: list[float], values: list[float] | None, t0_s: float, t1_s: float) -> float | None:
+    """A cumulative server series' increase over [t0, t1], interpolated between the samples
+    around each edge; None without samples covering the window."""
+    if values is None:
+        return None
+    t = np.asarray(t_s, dtype=np.float64)
+    v = np.asarray(values, dtype=np.float64)
+    ok = np.isfinite(v)
+    t, v = t[ok], v[ok]
+    if len(t) < 2 or t.min() > t0_s or t.max() < t1_s:
+        return None
+    order = np.argsort(t, kind="stable")
+    t, v = t[order], v[order]
+    return float(np.interp(t1_s, t, v) - np.interp(t0_s, t, v))
+
+
+def engine_pace(t_s: list[float], itl_sum_s: list[float] | None, itl_count: list[float] | None, t0_s: float,
+                t1_s: float, mean_batch: float, tokens: int) -> tuple[float | None, float | None]:
+    """The window's mean engine-stamped inter-token gap (vLLM's histogram), s, and the client's
+    pace against it: each of ``mean_batch`` running requests gets a token every mean_batch /
+    (tokens / window) s on the client's side (Little's law), over the engine's gap. About 1
+    while the server keeps pace (requests in prefill hold it a little above); (None, None) when
+    the server reports no histogram."""
+    dsum = counter_between(t_s, itl_sum_s, t0_s, t1_s)
+    dcount = counter_between(t_s, itl_count, t0_s, t1_s)
+    if dsum is None or not dcount or dcount <= 0 or dsum <= 0:
+        return None, None
+    itl = dsum / dcount
+    dur = t1_s - t0_s
+    if not (tokens > 0 and dur > 0 and np.isfinite(mean_batch) and mean_batch > 0):
+        return itl, None
+    return itl, (mean_batch / (tokens / dur)) / itl
+
+
 def lag_gate(lag: OutputLag) -> Gate:
     """``output_lag``: the client's last token came at most ``allowed_s`` after the GPU went idle."""
     ok = lag.lag_s <= lag.allowed_s

@@ -24,6 +24,8 @@ class TraceRecorder:
         self.kv: list[float | None] = []
         self.preempt: list[float | None] = []
         self.gen_tokens: list[float | None] = []
+        self.itl_sum: list[float | None] = []
+        self.itl_count: list[float | None] = []
         self.first_token_s: list[float] = []
         self.finish_s: list[float] = []
         self.rows: list[RequestRow] = []
@@ -36,7 +38,8 @@ class TraceRecorder:
 
     # -- what runtimes call ------------------------------------------------------------------
     def batch(self, t_s: float, running: float, waiting: float, kv: float | None = None,
-              preempt: float | None = None, gen_tokens: float | None = None) -> None:
+              preempt: float | None = None, gen_tokens: float | None = None, itl_sum_s: float | None = None,
+              itl_count: float | None = None) -> None:
         with self.lock:
             self.batch_t.append(t_s)
             self.running.append(running)
@@ -44,6 +47,8 @@ class TraceRecorder:
             self.kv.append(kv)
             self.preempt.append(preempt)
             self.gen_tokens.append(gen_tokens)
+            self.itl_sum.append(itl_sum_s)
+            self.itl_count.append(itl_count)
 
     def utilisation(self, t_s: float, pct: list[float | None]) -> None:
         """GPU utilisation of the configuration's GPUs (in their order), percent; None unread."""
@@ -90,7 +95,8 @@ class TraceRecorder:
 
         return BatchTrace(t_s=list(self.batch_t), running=list(self.running), waiting=list(self.waiting),
                           kv_cache_usage=column(self.kv), preemptions_total=column(self.preempt),
-                          generation_tokens_total=column(self.gen_tokens))
+                          generation_tokens_total=column(self.gen_tokens), itl_sum_s=column(self.itl_sum),
+                          itl_count=column(self.itl_count))
 
     def freeze(self, **fields) -> Trace:  # noqa: ANN003 - the Trace's own fields
         """The Trace: what was recorded plus ``fields`` (identity, hardware, power, the

@@ -20,7 +20,8 @@ from .power_trace import PowerTrace
 #: 2: ITL gaps packed as 100-ns integers (1 held float32 seconds).
 #: 3: the node's other GPUs (``idle_power``), GPU utilisation samples, neighbours.
 #: 4: early stop and server mode (adaptive sweep); its records carry the GPU-time split.
-TRACE_SCHEMA_VERSION = 4
+#: 5: vLLM's engine-stamped inter-token-latency histogram (sum, count) beside the batch samples.
+TRACE_SCHEMA_VERSION = 5
 #: From this trace version on, records have ``gpu_time`` (older runs reanalyse to their records).
 GPU_TIME_SINCE = 4
 #: In ``server_mode``: the configuration ran on a server started for a larger max_num_seqs, the
@@ -41,6 +42,9 @@ class BatchTrace(msgspec.Struct, kw_only=True):
     preemptions_total: list[float] | None = None
     #: The server's own output-token counter (vLLM ``generation_tokens_total``).
     generation_tokens_total: list[float] | None = None
+    #: vLLM's inter-token-latency histogram, sum (s) and count: engine-stamped gaps.
+    itl_sum_s: list[float] | None = None
+    itl_count: list[float] | None = None
 
 
 class Mark(msgspec.Struct, kw_only=True):

@@ -31,6 +31,11 @@ class BatchSample(msgspec.Struct, kw_only=True):
     kv_cache_usage: float | None = None
     preemptions_total: float | None = None
     generation_tokens_total: float | None = None
+    #: vLLM's inter-token-latency histogram (``vllm:inter_token_latency_seconds``): sum, s, and
+    #: count. Its gaps are stamped by the engine, so they keep the GPU's pace where the API
+    #: server streams behind it (see measure/output_lag.py).
+    itl_sum_s: float | None = None
+    itl_count: float | None = None
 
 
 class RuntimeResult(msgspec.Struct, kw_only=True):

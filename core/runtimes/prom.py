@@ -39,11 +39,16 @@ VLLM_METRICS: dict[str, str] = {
 }
 
 
-#: Sample names asked for with ``name[]`` (what :data:`VLLM_METRICS` reads).
+#: Histogram family -> snapshot field prefix (its ``_sum`` and ``_count`` series are read).
+VLLM_HISTOGRAMS: dict[str, str] = {"vllm:inter_token_latency_seconds": "itl"}
+
+#: Sample names asked for with ``name[]`` (what :data:`VLLM_METRICS` and
+#: :data:`VLLM_HISTOGRAMS` read).
 SAMPLE_NAMES: tuple[str, ...] = (
     "vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc",
     "vllm:gpu_cache_usage_perc", "vllm:num_preemptions_total", "vllm:generation_tokens_total",
     "vllm:prompt_tokens_total", "vllm:request_success_total",
+    "vllm:inter_token_latency_seconds_sum", "vllm:inter_token_latency_seconds_count",
 )
 
 
@@ -66,6 +71,9 @@ class MetricsSnapshot(msgspec.Struct, kw_only=True):
     generation_tokens_total: float | None = None
     prompt_tokens_total: float | None = None
     request_success_total: float | None = None
+    #: Inter-token-latency histogram (engine-stamped gaps): sum, s, and count.
+    itl_sum_s: float | None = None
+    itl_count: float | None = None
 
 
 def _family_key(name: str) -> str:
@@ -83,6 +91,13 @@ def parse_metrics(text: str) -> MetricsSnapshot:
     sums: dict[str, float] = {}
     counts: dict[str, int] = {}
     for family in text_string_to_metric_families(text):
+        hist = VLLM_HISTOGRAMS.get(family.name) if family.type == "histogram" else None
+        if hist is not None:
+            for sample in family.samples:
+                field = {family.name + "_sum": f"{hist}_sum_s", family.name + "_count": f"{hist}_count"}.get(sample.name)
+                if field is not None:
+                    sums[field] = sums.get(field, 0.0) + float(sample.value)
+            continue
         field = VLLM_METRICS.get(_family_key(family.name))
         if field is None:
             continue
@@ -177,6 +192,8 @@ class PromPoller:
             kv_cache_usage=snap.kv_cache_usage,
             preemptions_total=snap.preemptions_total,
             generation_tokens_total=snap.generation_tokens_total,
+            itl_sum_s=snap.itl_sum_s,
+            itl_count=snap.itl_count,
         )
         for gpu in self._sim_gpus:
             gpu.set_load(min(1.0, running / self._max_num_seqs))
