@@ -103,34 +103,15 @@ def test_the_engine_stamped_gap_and_the_clients_pace_against_it_are_recorded(tmp
     """Against the fake vLLM server (an engine step every 10 ms, its inter-token histogram stamped
     by the engine loop as vLLM's is): the window's engine gap is at least the step, and the client
     receives tokens at about the engine's pace (Little's law over the running batch)."""
-    import sys
-
-    from mle_tui.core.profile import decode_profile
     from mle_tui.core.runtimes.base import Request
     from mle_tui.core.runtimes.vllm import VllmRuntime
+    from test_vllm_runtime import FAKE, _profile
 
-    fake = [sys.executable, str(Path(__file__).parent / "fake_vllm_server.py")]
-    prof = decode_profile("""
-name = "pace"
-task = "chat"
-runtime = "vllm"
-[model]
-id = "fake"
-weights = "dummy"
-[dataset]
-name = "synthetic"
-[sweep]
-max_num_seqs = 4
-[steady_state]
-min_window_s = 0.3
-[server]
-env = { FAKE_STARTUP_S = "0.1", FAKE_STEP_S = "0.01" }
-[gpu]
-simulated = true
-""", "pace.toml")
+    prof = _profile({"FAKE_STARTUP_S": "0.1", "FAKE_STEP_S": "0.01"},
+                    extra="[steady_state]\nmin_window_s = 0.3\n[gpu]\nsimulated = true")
     reqs = [Request(id=i, prompt=f"p{i}", input_tokens=2, output_tokens=30) for i in range(40)]
     out = tmp_path / "run"
-    summary = SweepRunner(prof, out, runtime=VllmRuntime(launcher=fake, metrics_period_s=0.05), requests=reqs,
+    summary = SweepRunner(prof, out, runtime=VllmRuntime(launcher=FAKE, metrics_period_s=0.05), requests=reqs,
                           allow_simulated=True).run()
     assert summary.failed == 0
     ss = RunStore(out).load_records()[0].steady_state
