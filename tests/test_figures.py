@@ -24,7 +24,7 @@ from mle_tui.core.errors import InputError  # noqa: E402
 from mle_tui.core.figures import render_compare, render_run, report_command  # noqa: E402
 from mle_tui.core.figures.compare import compare_figure  # noqa: E402
 from mle_tui.core.figures.energy_batch import energy_batch_figure, series_of  # noqa: E402
-from mle_tui.core.figures.pareto_fig import pareto_figure  # noqa: E402
+from mle_tui.core.figures.pareto_fig import REASON_WIDTH, pareto_figure  # noqa: E402
 from mle_tui.core.figures.style import context_for  # noqa: E402
 from mle_tui.core.figures.timeline import timeline_figure  # noqa: E402
 from mle_tui.core.pareto import recommend  # noqa: E402
@@ -119,9 +119,11 @@ def test_pareto_front_draws_the_core_frontier_and_recommendation(which, demo_dir
         assert points(hollow) == {pt(r, metric) for r in drawable}
         assert len(hollow.get_facecolors()) == 0 and len(hollow.get_edgecolors()) > 0
     if bad:
-        note = " | ".join(t.get_text() for t in one(fig, "reasons").get_texts())
+        texts = [t.get_text() for t in one(fig, "reasons").get_texts()]
+        assert all(len(line) <= REASON_WIDTH for t in texts for line in t.split("\n"))  # wrapped, not cut off
+        flat = " | ".join(" ".join(t.split()) for t in texts)
         for r in bad:
-            assert r.config.label() in note and r.reasons[0] in note
+            assert r.config.label() in flat and " ".join(r.reasons[0].split()) in flat
     else:
         assert not by_gid(fig, "reasons")
     head = title(fig)
