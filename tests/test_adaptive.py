@@ -187,6 +187,39 @@ def test_a_broken_latency_row_keeps_its_own_bounds_only() -> None:
     assert pruned[cfg[(16, 300)].key()].startswith("latency bound: B=16 500 W")
 
 
+def test_a_record_that_lagged_the_gpu_bounds_latency_but_not_energy() -> None:
+    """Invalid by the output-lag gate alone, a record's latency is what the client saw: it prunes
+    a B as large or larger at a limit as low or lower like an ok one; its energy is never the
+    best and bounds nothing. Any other failed gate takes its latency too."""
+    from record_factory import llm_record
+
+    from mle_tui.core.adaptive.plan import obs_of
+    from mle_tui.core.records import Gate, SteadyState
+
+    bs, pls = [128, 256, 512], [400, 550, 700]
+    cfg = {(b, p): Config(max_num_seqs=b, power_limit_w=p) for b in bs for p in pls}
+
+    def record(*failed: str):  # noqa: ANN202
+        gates = [Gate(name=n, ok=False, value=1.0, threshold=0.5, message=f"{n} failed") for n in failed]
+        ss = SteadyState(rule="saturation", start_s=0.0, end_s=60.0, energy_j=1.0, tokens=1, mean_batch=512.0,
+                         gates=gates)
+        return msgspec.structs.replace(llm_record(512, 550, tpot_s=0.0385, energy_j=7.1), status="invalid",
+                                       steady_state=ss, reasons=[g.message for g in gates])
+
+    lagged = obs_of(record("output_lag"))
+    assert not lagged.ok and lagged.latency_valid and lagged.latency_known
+    assert not obs_of(record("output_lag", "window_length")).latency_valid
+    assert not obs_of(record("token_count")).latency_valid
+    search = AdaptiveSearch(list(cfg.values()), 0.020)
+    search.observe(cfg[(512, 550)], lagged)
+    pruned = search.pruned_now()
+    assert pruned[cfg[(512, 400)].key()].startswith("latency bound: B=512 550 W is over the target")
+    assert cfg[(512, 700)].key() not in pruned and search.best() is None
+    plain = AdaptiveSearch(list(cfg.values()), 0.020)
+    plain.observe(cfg[(512, 550)], msgspec.structs.replace(lagged, latency_valid=False))
+    assert cfg[(512, 400)].key() not in plain.pruned_now()
+
+
 def test_an_unstable_batch_drops_every_larger_batch() -> None:
     cfgs = [Config(max_num_seqs=b, power_limit_w=p) for b in (32, 64, 128) for p in (400, 700)]
     search = AdaptiveSearch(cfgs, 1.0)

@@ -42,11 +42,15 @@ class AdaptiveLog(msgspec.Struct, kw_only=True):
 
 def obs_of(r: RecordHead) -> Obs:
     """A record as the search sees it. ``unstable``: the running batch stayed under
-    min_batch_fraction x B (the gate ML.ENERGY drops every larger B of the model and GPU on)."""
+    min_batch_fraction x B (the gate ML.ENERGY drops every larger B of the model and GPU on).
+    ``latency_valid``: invalid by the output-lag gate alone (the client's latency stands)."""
     gates = r.steady_state.gates if r.steady_state is not None else []
     unstable = r.status == "invalid" and any(g.name == "mean_batch" and not g.ok for g in gates)
+    errors = [g for g in gates if not g.ok and g.severity == "error"]
+    lag_only = (r.status == "invalid" and bool(errors) and all(g.name == "output_lag" for g in errors)
+                and sum(1 for x in r.reasons if not x.startswith("warning:")) == len(errors))
     return Obs(ok=r.status == "ok", energy_j=r.energy_per_request_j, latency_s=r.latency_value_s,
-               failed=unstable)
+               failed=unstable, latency_valid=lag_only)
 
 
 class Plan:

@@ -43,6 +43,14 @@ class Obs(msgspec.Struct, kw_only=True, frozen=True):
     #: Unstable (running batch under min_batch_fraction x B): every larger B is dropped too,
     #: at every power limit (ML.ENERGY's rule).
     failed: bool = False
+    #: Not ok, but its latency is what the client saw (invalid only because the server's output
+    #: lagged the GPU, which spoils energy per token, not latency): it bounds latency as an ok
+    #: observation does, and nothing else.
+    latency_valid: bool = False
+
+    @property
+    def latency_known(self) -> bool:
+        return (self.ok or self.latency_valid) and self.latency_s is not None
 
 
 def group_key(cfg: Config) -> Config:
@@ -147,7 +155,7 @@ class AdaptiveSearch:
             for (a, b), o in g.obs.items():
                 # only a clear miss prunes: within latency_tolerance of the target, measurement
                 # noise decides, and the neighbours get their own chance as in the grid
-                if not (o.ok and o.latency_s is not None and o.latency_s > T * (1 + self.spec.latency_tolerance)
+                if not (o.latency_known and o.latency_s > T * (1 + self.spec.latency_tolerance)  # type: ignore[operator]
                         and a <= i and b >= j):
                     continue
                 # via (a, j): row a's latency falls with the limit from j up to b, and column
