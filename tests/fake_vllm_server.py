@@ -17,6 +17,9 @@ Behaviour knobs through the environment:
 * ``FAKE_EOS_AFTER``: with real weights (no ``ignore_eos``), stop after this many tokens.
 * ``FAKE_BUNDLE``: send tokens in chunks of this many (a busy API server merging outputs).
 * ``FAKE_NO_FILTER=1``: ``/metrics/`` answers 404 (a server without the ``name[]`` filter).
+* ``FAKE_API_TOKEN_S``: an API server streaming behind its engine: every token written takes this
+  long of one writer shared by all streams (vLLM's one API server process), while the engine
+  runs ahead with the requests it holds; its metrics stay the engine's.
 
 Visual chat: chat messages whose content is a list of parts are counted as vLLM does for the
 served model's family (``model_type`` of ``--model``'s config.json): the model directory's chat
@@ -260,6 +263,8 @@ def main() -> None:
         if args.api_key is None:
             args.api_key = os.environ["VLLM_API_KEY"]
     bundle = max(1, int(os.environ.get("FAKE_BUNDLE", "1")))
+    api_token_s = float(os.environ.get("FAKE_API_TOKEN_S", "0"))
+    api_writer = threading.Lock()
     time.sleep(float(os.environ.get("FAKE_STARTUP_S", "0.3")))
     if mode == "exit_startup":
         print("fake vllm: RuntimeError: simulated startup crash", flush=True)
@@ -369,6 +374,9 @@ def main() -> None:
                     chunk = {"id": "c", "choices": [],
                              "usage": {"prompt_tokens": n_prompt, "completion_tokens": value,
                                        "total_tokens": n_prompt + value}}
+                if api_token_s > 0 and kind == "tok":
+                    with api_writer:
+                        time.sleep(api_token_s * len(text))
                 try:
                     self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
                     if kind == "end":

@@ -123,3 +123,29 @@ def test_the_engine_stamped_gap_and_the_clients_pace_against_it_are_recorded(tmp
     old = msgspec.structs.replace(trace, batch=msgspec.structs.replace(trace.batch, itl_sum_s=None, itl_count=None))
     again = analyse(old).steady_state
     assert again.engine_itl_s is None and again.client_pace_ratio is None
+
+
+def test_a_server_streaming_behind_its_engine_fails_the_gate_and_shows_in_the_pace(tmp_path: Path) -> None:
+    """The whole path against the fake vLLM server whose one API writer streams at 3 ms a token
+    while its engine makes 8 tokens every 5 ms (as vLLM's API server fell behind on the H200):
+    the engine finishes, the simulated GPU it drives goes idle, the client keeps receiving for
+    seconds -- the record is invalid by output_lag, and the client's pace against the
+    engine-stamped gap shows the same lag."""
+    from mle_tui.core.runtimes.base import Request
+    from mle_tui.core.runtimes.vllm import VllmRuntime
+    from test_vllm_runtime import FAKE, _profile
+
+    env = {"FAKE_STARTUP_S": "0.1", "FAKE_STEP_S": "0.005", "FAKE_API_TOKEN_S": "0.003"}
+    prof = _profile(env, extra="[steady_state]\nmin_window_s = 0.3\n[gpu]\nsimulated = true")
+    prof = msgspec.structs.replace(prof, sweep=msgspec.structs.replace(prof.sweep, max_num_seqs=8))
+    reqs = [Request(id=i, prompt=f"p{i}", input_tokens=2, output_tokens=30) for i in range(120)]
+    out = tmp_path / "run"
+    SweepRunner(prof, out, runtime=VllmRuntime(launcher=FAKE, metrics_period_s=0.05), requests=reqs,
+                allow_simulated=True).run()
+    rec = RunStore(out).load_records()[0]
+    gate = {g.name: g for g in rec.steady_state.gates}["output_lag"]
+    # 3,600 tokens: the engine needs >= 2.25 s, the API writer >= 10.8 s
+    assert rec.status == "invalid" and not gate.ok and gate.value > 5.0
+    assert any("after the GPU went idle" in r for r in rec.reasons)
+    assert rec.steady_state.client_pace_ratio is not None and rec.steady_state.client_pace_ratio > 2.0
+    print(f"lag {gate.value:.1f} s, client pace {rec.steady_state.client_pace_ratio:.2f}")

@@ -36,7 +36,10 @@ IDLE_PERCENTILE = 1.0
 #: draw 10-18 %; a trace whose lowest samples are load -- no idle seen -- says nothing).
 MIN_SAMPLES = 100
 MAX_IDLE_TDP_FRACTION = 0.25
-#: The GPU counts as working above idle + this share of (median load power - idle).
+#: Load power: this percentile of the samples while requests were out (not the median: where
+#: the lag is long, most of that time is idle) ...
+LOAD_PERCENTILE = 90.0
+#: ... and the GPU counts as working above idle + this share of (load - idle).
 BUSY_LEVEL = 0.25
 #: Load must sit this far above idle for the two to be told apart, W.
 MIN_LOAD_ABOVE_IDLE_W = 30.0
@@ -81,7 +84,7 @@ def output_lag(power: PowerTrace | None, first_send_s: float | None, last_end_s:
     if p.size < MIN_SAMPLES or not during.size:
         return None
     idle_w = float(np.percentile(p, IDLE_PERCENTILE))
-    load_w = float(np.median(during))
+    load_w = float(np.percentile(during, LOAD_PERCENTILE))
     if idle_w > MAX_IDLE_TDP_FRACTION * tdp_w or load_w - idle_w < MIN_LOAD_ABOVE_IDLE_W:
         return None
     level = idle_w + BUSY_LEVEL * (load_w - idle_w)
