@@ -138,8 +138,8 @@ def lag_gate(lag: OutputLag) -> Gate:
                f"(<= {lag.allowed_s:.1f} s)")
     else:
         msg = (f"the client's last token came {lag.lag_s:.1f} s after the GPU went idle ({lag.fraction:.1%} of its "
-               f"{lag.busy_s:.0f} s of work; > {lag.allowed_s:.1f} s): the server's output, not the GPU, set the pace "
-               "(vLLM's API server streaming behind its engine), so the window's tokens are not what the GPU made "
-               "in it and energy per token reads high; measure a smaller max_num_seqs, or run more API server "
-               "processes (server.api_server_count)")
+               f"{lag.busy_s:.0f} s of work; > {lag.allowed_s:.1f} s): the output, not the GPU, set the pace "
+               "(vLLM's API server streaming behind its engine, or this client reading behind it on a busy host), "
+               "so the window's tokens are not what the GPU made in it and energy per token reads high; measure a "
+               "smaller max_num_seqs, or run more API server processes (server.api_server_count)")
     return Gate(name="output_lag", ok=ok, value=lag.lag_s, threshold=lag.allowed_s, message=msg)
