@@ -155,8 +155,8 @@ class AdaptiveSearch:
             for (a, b), o in g.obs.items():
                 # only a clear miss prunes: within latency_tolerance of the target, measurement
                 # noise decides, and the neighbours get their own chance as in the grid
-                if not (o.latency_known and o.latency_s > T * (1 + self.spec.latency_tolerance)  # type: ignore[operator]
-                        and a <= i and b >= j):
+                if not (o.latency_known and a <= i and b >= j
+                        and o.latency_s > T * (1 + self.spec.latency_tolerance)):  # type: ignore[operator]
                     continue
                 # via (a, j): row a's latency falls with the limit from j up to b, and column
                 # j's rises with B from a up to i

@@ -326,4 +326,3 @@ async def run_load(
     return LoadResult(rows=rows, itl_gaps_s=gaps, chunk_times_s=times, chunk_tokens=tokens,
                       exact_requests=exact[0], aborted_chunk_times_s=cut_times,
                       aborted_chunk_tokens=cut_tokens, aborted_exact=cut_exact)
-

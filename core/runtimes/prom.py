@@ -93,10 +93,11 @@ def parse_metrics(text: str) -> MetricsSnapshot:
     for family in text_string_to_metric_families(text):
         hist = VLLM_HISTOGRAMS.get(family.name) if family.type == "histogram" else None
         if hist is not None:
+            fields = {f"{family.name}_sum": f"{hist}_sum_s", f"{family.name}_count": f"{hist}_count"}
             for sample in family.samples:
-                field = {family.name + "_sum": f"{hist}_sum_s", family.name + "_count": f"{hist}_count"}.get(sample.name)
-                if field is not None:
-                    sums[field] = sums.get(field, 0.0) + float(sample.value)
+                if sample.name in fields:
+                    key = fields[sample.name]
+                    sums[key] = sums.get(key, 0.0) + float(sample.value)
             continue
         field = VLLM_METRICS.get(_family_key(family.name))
         if field is None:
