@@ -286,3 +286,13 @@ def test_window_gate_message_never_reads_as_its_threshold() -> None:
     assert _gates(window_s=20.04)["window_length"].message == "steady window 20.04 s >= 20 s"
     assert _gates(window_s=20.0)["window_length"].message == "steady window 20.0 s >= 20 s"
     assert _gates(window_s=31.26)["window_length"].message == "steady window 31.3 s >= 20 s"
+
+
+def test_a_window_of_exactly_min_window_s_passes_whatever_its_rounding() -> None:
+    """An early stop ends the window at start + n blocks: on the H200 (2026-11-30) a stop at
+    20 s read (t0 + 20.0) - t0 = 19.999999999998 and the record was invalid, "20.000 s < 20 s"."""
+    for t0 in (0.1, 123.456, 1234.5678, 98765.4321):
+        window_s = (t0 + 10 * 2.0) - t0
+        gate = _gates(window_s=window_s)["window_length"]
+        assert gate.ok, (t0, window_s, gate.message)
+    assert not _gates(window_s=20.0 - 1e-3)["window_length"].ok  # a real millisecond short still fails
