@@ -166,11 +166,18 @@ class ServerSpec(Section):
     gpu_memory_utilization: Annotated[float, msgspec.Meta(gt=0, le=1)] | None = None
     enforce_eager: bool = False
     #: vLLM API server processes in front of the one engine (``vllm serve --api-server-count``).
-    #: One Python process streams, counts and logs every token; past some 12-18 k tokens/s on an
-    #: H200 it falls behind its engine, and the record fails its ``output_lag`` gate. More than
-    #: one launches ``vllm serve`` (the only entry point that starts them) instead of the
-    #: ``vllm.entrypoints.openai.api_server`` module.
+    #: More than one launches ``vllm serve`` (the only entry point that starts them) instead of
+    #: the ``vllm.entrypoints.openai.api_server`` module. On the H200 (2026-11-30) four did not
+    #: keep the output up with the GPU at B = 256 (one of them carried the streams); see
+    #: ``stream_interval``.
     api_server_count: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
+    #: Output tokens per streamed chunk (``--stream-interval``; the first token goes at once, the
+    #: last with the finish). Streaming a chunk per token costs the API server and this client
+    #: Python work per token; past some 12-14 k tokens/s on an H200 (Llama-3.1-8B, B >= 256) the
+    #: output fell seconds behind the GPU and the record failed its ``output_lag`` gate; 8 kept
+    #: pace at B = 512. TTFT and TPOT stay exact (first and last token); per-token gaps inside a
+    #: chunk are not seen, so inter-token latency reads per chunk.
+    stream_interval: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 1
     extra_args: list[str] = []
     env: dict[str, str] = {}
     startup_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 900.0

@@ -17,9 +17,12 @@ Behaviour knobs through the environment:
 * ``FAKE_EOS_AFTER``: with real weights (no ``ignore_eos``), stop after this many tokens.
 * ``FAKE_BUNDLE``: send tokens in chunks of this many (a busy API server merging outputs).
 * ``FAKE_NO_FILTER=1``: ``/metrics/`` answers 404 (a server without the ``name[]`` filter).
-* ``FAKE_API_TOKEN_S``: an API server streaming behind its engine: every token written takes this
-  long of one writer shared by all streams (vLLM's one API server process), while the engine
-  runs ahead with the requests it holds; its metrics stay the engine's.
+* ``FAKE_API_TOKEN_S``: an API server streaming behind its engine: every chunk written takes this
+  long of one writer shared by all streams (vLLM's one API server process: its work is per
+  chunk), while the engine runs ahead with the requests it holds; its metrics stay the engine's.
+
+``--stream-interval N`` as vLLM's: a chunk every N tokens, the first token at once, the last
+with the finish.
 
 Visual chat: chat messages whose content is a list of parts are counted as vLLM does for the
 served model's family (``model_type`` of ``--model``'s config.json): the model directory's chat
@@ -253,6 +256,7 @@ def main() -> None:
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--api-key", default=None)
     ap.add_argument("--max-num-seqs", type=int, default=8)
+    ap.add_argument("--stream-interval", type=int, default=1)
     args, _unknown = ap.parse_known_args()
     mode = os.environ.get("FAKE_MODE", "normal")
     print(f"fake vllm: argv={sys.argv[1:]}", flush=True)
@@ -262,7 +266,7 @@ def main() -> None:
         print(f"fake vllm: env VLLM_API_KEY={os.environ['VLLM_API_KEY']!r}", flush=True)
         if args.api_key is None:
             args.api_key = os.environ["VLLM_API_KEY"]
-    bundle = max(1, int(os.environ.get("FAKE_BUNDLE", "1")))
+    bundle = max(1, int(os.environ.get("FAKE_BUNDLE", "1")), args.stream_interval)
     api_token_s = float(os.environ.get("FAKE_API_TOKEN_S", "0"))
     api_writer = threading.Lock()
     time.sleep(float(os.environ.get("FAKE_STARTUP_S", "0.3")))
@@ -359,8 +363,8 @@ def main() -> None:
                 kind, value = q.get()
                 if kind == "tok":
                     pending += 1
-                    if pending < bundle and value is None:
-                        continue  # merge this token with the next ones
+                    if pending < bundle and value is None and (n_sent > 0 or args.stream_interval == 1):
+                        continue  # merge this token with the next ones (a stream interval sends the first at once)
                     n_sent += pending
                     text = "x" * pending
                     pending = 0
@@ -376,7 +380,7 @@ def main() -> None:
                                        "total_tokens": n_prompt + value}}
                 if api_token_s > 0 and kind == "tok":
                     with api_writer:
-                        time.sleep(api_token_s * len(text))
+                        time.sleep(api_token_s)
                 try:
                     self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
                     if kind == "end":

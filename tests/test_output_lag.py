@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from mle_tui.core.measure.analysis import analyse
-from mle_tui.core.measure.output_lag import LAG_FLOOR_S, lag_gate, output_lag
+from mle_tui.core.measure.output_lag import LAG_FLOOR_S, MAX_CLIENT_PACE, lag_gate, output_lag, pace_gate
 from mle_tui.core.measure.power_trace import PowerTrace
 from mle_tui.core.measure.trace import decode_trace
 from mle_tui.core.runner import SweepRunner
@@ -41,7 +41,7 @@ def test_a_gpu_idle_while_tokens_still_arrive_is_a_lag_of_that_length() -> None:
     g = lag_gate(lag)
     assert g.name == "output_lag" and not g.ok and g.severity == "error"
     assert f"{lag.lag_s:.1f} s after the GPU went idle ({lag.fraction:.1%} of its 58 s of work" in g.message
-    assert "server.api_server_count" in g.message
+    assert "server.stream_interval" in g.message
 
 
 def test_a_run_that_keeps_pace_passes_even_with_a_low_power_tail() -> None:
@@ -149,3 +149,55 @@ def test_a_server_streaming_behind_its_engine_fails_the_gate_and_shows_in_the_pa
     assert any("after the GPU went idle" in r for r in rec.reasons)
     assert rec.steady_state.client_pace_ratio is not None and rec.steady_state.client_pace_ratio > 2.0
     print(f"lag {gate.value:.1f} s, client pace {rec.steady_state.client_pace_ratio:.2f}")
+    # had the run stopped early (the output_lag gate cannot tell then), client_pace says it
+    from mle_tui.core.records import EarlyStop
+
+    trace = decode_trace((out / rec.analysis.trace).read_bytes())
+    ss = rec.steady_state
+    es = EarlyStop(t_s=ss.end_s, window_start_s=ss.start_s, blocks=5, block_s=(ss.end_s - ss.start_s) / 5,
+                   ci_rel=0.01, ci_target=0.02, energy_per_token_j=1.0)
+    again = analyse(msgspec.structs.replace(trace, early_stop=es))
+    gates = {g.name: g for g in again.steady_state.gates}
+    assert "output_lag" not in gates and not gates["client_pace"].ok and again.status == "invalid"
+
+
+def test_a_stream_interval_lets_the_same_server_keep_pace(tmp_path: Path) -> None:
+    """The lagging fake of the test above (its API writer: 3 ms a chunk) with server.stream_interval
+    = 16: a chunk carries up to 16 tokens (the first goes alone), the writer keeps up with the
+    engine, the client's last token comes with the GPU's work -- as --stream-interval 8 did for
+    B = 256 and 512 on the H200 -- and the client still counts every token."""
+    from mle_tui.core.runtimes.base import Request
+    from mle_tui.core.runtimes.vllm import VllmRuntime
+    from test_vllm_runtime import FAKE, _profile
+
+    env = {"FAKE_STARTUP_S": "0.1", "FAKE_STEP_S": "0.005", "FAKE_API_TOKEN_S": "0.003"}
+    prof = _profile(env, server="stream_interval = 16",
+                    extra="[steady_state]\nmin_window_s = 0.3\n[gpu]\nsimulated = true")
+    prof = msgspec.structs.replace(prof, sweep=msgspec.structs.replace(prof.sweep, max_num_seqs=8))
+    # 24,000 tokens: >= 15 s of engine work, so the 10 Hz power trace holds the output_lag gate's 100 samples
+    reqs = [Request(id=i, prompt=f"p{i}", input_tokens=2, output_tokens=40) for i in range(600)]
+    out = tmp_path / "run"
+    SweepRunner(prof, out, runtime=VllmRuntime(launcher=FAKE, metrics_period_s=0.05), requests=reqs,
+                allow_simulated=True).run()
+    store = RunStore(out)
+    rec = store.load_records()[0]
+    assert "--stream-interval 16" in store.log_path(rec.config_key).read_text().splitlines()[0]
+    gate = {g.name: g for g in rec.steady_state.gates}["output_lag"]
+    assert gate.ok, gate.message
+    assert sum(r.output_tokens for r in rec.requests) == 600 * 40 == rec.server_output_tokens
+    # chunks of up to 16 tokens, the first alone: 4 chunks a request, not 40
+    trace = decode_trace((out / rec.analysis.trace).read_bytes())
+    print(f"lag {gate.value:.2f} s, client pace {rec.steady_state.client_pace_ratio}, "
+          f"{len(trace.token_times_s or [])} token-bearing chunks")
+    assert trace.token_times_s is not None and len(trace.token_times_s) <= 600 * 4
+
+
+def test_the_pace_gate_reads_the_h200_runs_as_they_were() -> None:
+    """client_pace (early-stopped windows): the H200 runs of 2026-11-30 that kept pace read
+    0.994-1.001, the lagging ones 1.034 (1.6 s behind) to 1.357 (38 s behind)."""
+    for kept in (0.9941, 0.9977, 1.0007):
+        assert pace_gate(kept).ok
+    for lagged in (1.0336, 1.0711, 1.3569):
+        g = pace_gate(lagged)
+        assert not g.ok and g.name == "client_pace" and g.threshold == MAX_CLIENT_PACE
+        assert f"{lagged:.3f}x slower" in g.message and "server.stream_interval" in g.message

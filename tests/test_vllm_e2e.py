@@ -183,9 +183,11 @@ def test_two_api_server_processes_through_vllm_serve(workload, tmp_path: Path) -
     """server.api_server_count = 2 launches `vllm serve --api-server-count 2` (through
     core/runtimes/vllm_serve.py, as the CPU build has no `vllm` package metadata): two API server
     processes in front of one engine, whose /metrics (prometheus multiprocess mode) still give the
-    running batch and an output-token counter equal to the client's count."""
+    running batch and an output-token counter equal to the client's count. With
+    server.stream_interval = 4 (--stream-interval: a chunk every 4 tokens, the first at once) the
+    client still counts every token from the chunks' usage."""
     profile, requests = workload
-    server = msgspec.structs.replace(profile.server, api_server_count=2)
+    server = msgspec.structs.replace(profile.server, api_server_count=2, stream_interval=4)
     sweep = msgspec.structs.replace(profile.sweep, max_num_seqs=[8])
     profile = msgspec.structs.replace(profile, server=server, sweep=sweep)
     requests = requests[:160]
@@ -197,7 +199,7 @@ def test_two_api_server_processes_through_vllm_serve(workload, tmp_path: Path) -
     rec = runner.store.load_records()[0]
     log = runner.store.log_path(rec.config_key).read_text()
     head = log.splitlines()[0]
-    assert "vllm_serve.py" in head and "--api-server-count 2" in head
+    assert "vllm_serve.py" in head and "--api-server-count 2" in head and "--stream-interval 4" in head
     assert "Started 2 API server processes" in log
     client_tokens = sum(r.output_tokens for r in rec.requests)
     assert len(rec.requests) == len(requests) and all(r.ok for r in rec.requests)

@@ -254,6 +254,16 @@ def test_several_api_servers_launch_vllm_serve(tmp_path: Path) -> None:
         "vllm", "serve", "org/m", "--api-server-count", "3"]
 
 
+def test_stream_interval_goes_to_the_server_only_when_above_one() -> None:
+    """server.stream_interval = N passes --stream-interval N (vLLM's default, 1, passes nothing)."""
+    kw = dict(model="org/m", max_num_seqs=4, tensor_parallel=1, pipeline_parallel=1, port=1, tokenizer=None,
+              skip_tokenizer_init=True, python="py", use_console_script=False)
+    cmd = server_command(_profile(server="stream_interval = 8"), **kw)
+    i = cmd.index("--stream-interval")
+    assert cmd[i + 1] == "8" and cmd.count("--stream-interval") == 1
+    assert "--stream-interval" not in server_command(_profile(), **kw)
+
+
 def test_tokenizer_detection_and_model_resolution(tmp_path: Path, monkeypatch) -> None:
     prof_dir = tmp_path / "profiles"
     prof_dir.mkdir()
@@ -522,14 +532,17 @@ def test_extra_args_may_not_set_host_port_or_key(tmp_path: Path, arg: str) -> No
     vllm_mod.check_server_args(_profile(server='extra_args = ["--seed", "1", "--hf-token-x"]'))  # fine
 
 
-@pytest.mark.parametrize("arg", ["--api-server-count", "--api_server_count=4", "--api-s"])
-def test_extra_args_name_the_field_that_sets_the_api_server_count(arg: str) -> None:
+@pytest.mark.parametrize(("arg", "field"), [
+    ("--api-server-count", "api_server_count"), ("--api_server_count=4", "api_server_count"),
+    ("--api-s", "api_server_count"), ("--stream-interval", "stream_interval"),
+    ("--stream_interval=8", "stream_interval"), ("--stream-i", "stream_interval")])
+def test_extra_args_name_the_field_that_sets_the_flag(arg: str, field: str) -> None:
     from mle_tui.core.errors import InputError
 
     with pytest.raises(InputError) as exc:
         vllm_mod.check_server_args(_profile(server=f'extra_args = ["{arg}", "4"]'), source="p.toml")
     line = str(exc.value)
-    assert line.startswith("p.toml: server.extra_args: ") and line.endswith("set server.api_server_count instead")
+    assert line.startswith("p.toml: server.extra_args: ") and line.endswith(f"set server.{field} instead")
 
 
 def test_api_key_is_in_no_file_of_the_run_directory(tmp_path: Path, monkeypatch) -> None:

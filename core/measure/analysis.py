@@ -32,14 +32,14 @@ from .gputime import gpu_time_split
 from .latency import stats as latency_stats
 from .latency import summarise
 from .neighbours import neighbour_warning
-from .output_lag import OutputLag, counter_between, engine_pace, lag_gate, output_lag
+from .output_lag import OutputLag, counter_between, engine_pace, lag_gate, output_lag, pace_gate
 from .phases import apply_phases
 from .steady import Window, detect_offline, evaluate_gates, saturation_detector
 from .timelines import batch_timeline, power_timeline
 from .trace import CLIENT_CAPPED, GPU_TIME_SINCE, Trace, unpack_us
 
 #: Bumped whenever a change to this module can move a figure of a record.
-ANALYSIS_VERSION = "5"
+ANALYSIS_VERSION = "6"  # 6: window_length tolerates float rounding; client_pace gates early-stopped windows
 #: Share of failed requests above which a configuration is invalid.
 MAX_FAILED_REQUEST_FRACTION = 0.01
 
@@ -244,6 +244,8 @@ def _account_llm(rec: Record, trace: Trace, ss: SteadySpec) -> None:
     gates += [gpu_gate] if gpu_gate is not None else []
     warnings += [idle_note] if idle_note else []
     itl, pace = engine_pace(trace.batch.t_s, trace.batch.itl_sum_s, trace.batch.itl_count, t0, t1, mean_batch, tokens)
+    if trace.early_stop is not None and pace is not None:  # output_lag cannot tell there
+        gates.append(pace_gate(pace))
     rec.steady_state = SteadyState(
         rule=rule, start_s=t0, end_s=t1, energy_j=energy if math.isfinite(energy) else 0.0, tokens=tokens,
         mean_batch=mean_batch if math.isfinite(mean_batch) else 0.0, requests_finished=finished, gates=gates,

@@ -13,7 +13,13 @@ about the ratio of the two rates.
 The lag shows at the end of a run that ran to its end: the client's last token arrives ``lag_s``
 after the GPU's power fell to idle. With the lag growing from about zero as the backlog builds,
 ``lag_s / busy_s`` estimates how much slower the output ran than the GPU. An early-stopped run
-aborts with work still queued, so its end shows nothing (:func:`output_lag` returns None).
+aborts with work still queued, so its end shows nothing (:func:`output_lag` returns None); there
+the client's pace against vLLM's engine-stamped inter-token gap tells instead (:func:`pace_gate`).
+
+On the H200 (2026-11-30) the per-chunk work set the pace: the sweep's own process (load generator,
+one Python process) and vLLM's API server each sat at 100 % of a core at ~14 k chunks/s. Four API
+server processes did not help (the streams landed on one of them); ``--stream-interval 8``
+(``server.stream_interval``) did: B = 256 and 512 at 700 W kept pace, pace 1.000 and 0.999.
 """
 
 from __future__ import annotations
@@ -45,6 +51,12 @@ BUSY_LEVEL = 0.25
 MIN_LOAD_ABOVE_IDLE_W = 30.0
 #: The GPU's last busy sample is sought up to this long after the client's last token, s.
 AFTER_END_S = 1.0
+#: An early-stopped window is invalid when the client received tokens this much slower than the
+#: engine made them: on the H200 runs that kept pace read 0.994-1.001, the lagging ones 1.034-1.357.
+MAX_CLIENT_PACE = 1.02
+#: What to change when the output falls behind.
+REMEDY = ("set server.stream_interval (e.g. 8: vLLM streams a chunk every 8 tokens, the first at once), or "
+          "measure a smaller max_num_seqs")
 
 
 class OutputLag(msgspec.Struct, kw_only=True, frozen=True):
@@ -140,6 +152,18 @@ def lag_gate(lag: OutputLag) -> Gate:
         msg = (f"the client's last token came {lag.lag_s:.1f} s after the GPU went idle ({lag.fraction:.1%} of its "
                f"{lag.busy_s:.0f} s of work; > {lag.allowed_s:.1f} s): the output, not the GPU, set the pace "
                "(vLLM's API server streaming behind its engine, or this client reading behind it on a busy host), "
-               "so the window's tokens are not what the GPU made in it and energy per token reads high; measure a "
-               "smaller max_num_seqs, or run more API server processes (server.api_server_count)")
+               f"so the window's tokens are not what the GPU made in it and energy per token reads high; {REMEDY}")
     return Gate(name="output_lag", ok=ok, value=lag.lag_s, threshold=lag.allowed_s, message=msg)
+
+
+def pace_gate(pace: float) -> Gate:
+    """``client_pace``, for an early-stopped window (where :func:`output_lag` cannot tell): the
+    client received tokens at most ``MAX_CLIENT_PACE`` times slower than the engine made them."""
+    ok = pace <= MAX_CLIENT_PACE
+    if ok:
+        msg = f"the client received tokens at {pace:.3f}x the engine's inter-token gap (<= {MAX_CLIENT_PACE:g})"
+    else:
+        msg = (f"the client received tokens {pace:.3f}x slower than the engine made them (> {MAX_CLIENT_PACE:g}): "
+               f"the output, not the GPU, set the pace, so the window's tokens are not what the GPU made in it; "
+               f"{REMEDY}")
+    return Gate(name="client_pace", ok=ok, value=pace, threshold=MAX_CLIENT_PACE, message=msg)

@@ -37,9 +37,9 @@ LOG_TAIL_LINES = 50
 SERVE_SCRIPT = Path(__file__).with_name("vllm_serve.py")
 
 #: Server flags mle-tui sets itself; ``server.extra_args`` may not set them.
-RESERVED_FLAGS = ("--host", "--port", "--api-key", "--api-server-count")
+RESERVED_FLAGS = ("--host", "--port", "--api-key", "--api-server-count", "--stream-interval")
 #: ... and the profile field that sets one of them, where there is one.
-FLAG_FIELDS = {"--api-server-count": "server.api_server_count"}
+FLAG_FIELDS = {"--api-server-count": "server.api_server_count", "--stream-interval": "server.stream_interval"}
 
 
 MASK = "***"
@@ -133,6 +133,8 @@ def server_command(
         cmd += ["--dtype", profile.model.dtype]
     if s.enforce_eager:
         cmd.append("--enforce-eager")
+    if s.stream_interval > 1:
+        cmd += ["--stream-interval", str(s.stream_interval)]
     if tokenizer:
         cmd += ["--tokenizer", tokenizer]
     elif skip_tokenizer_init:
