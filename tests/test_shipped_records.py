@@ -197,3 +197,29 @@ def test_report_names_the_configurations_whose_gpu_was_not_the_bottleneck() -> N
     rows = {r["key"]: r for r in json.loads(out.stdout)["rows"]}
     assert rows["bs1-steps50-tp1-pl700"]["under_used"].startswith("54% busy, 368 of 700 W")
     assert rows["bs4-steps50-tp1-pl700"]["under_used"] is None
+
+
+def test_h200_a_chunk_every_8_tokens_kept_pace_where_one_per_token_did_not() -> None:
+    """Issue 11's H200 finding (records/README.md, output lag): Llama-3.1-8B at B = 256 and 512,
+    700 W, streamed 8 tokens a chunk, kept pace with the GPU (output_lag within 0.1 s, the client
+    at the engine's pace), where the same B = 256 at 700 W streamed a token a chunk lagged and read
+    higher energy; four API server processes lagged at 450 W and kept pace only at 300 W."""
+    def gates(rec):
+        return {g.name: g for g in rec.steady_state.gates}
+
+    si8 = {r.config_key: r for r in RunStore(RECORDS / "h200-vllm-llama3.1-8b-stream-interval").load_records()}
+    assert set(si8) == {"mns256-tp1-pl700", "mns512-tp1-pl700"}
+    for r in si8.values():
+        lag = gates(r)["output_lag"]
+        assert r.status == "ok" and lag.ok and abs(lag.value) < 0.1, lag.message
+        assert 0.99 <= r.steady_state.client_pace_ratio <= 1.01
+    one = {r.config_key: r for r in RunStore(RECORDS / "h200-vllm-llama3.1-8b-dummy").load_records()}
+    lagged = one["mns256-tp1-pl700"]
+    assert lagged.status == "invalid" and not gates(lagged)["output_lag"].ok
+    assert lagged.energy_per_request_j > 1.15 * si8["mns256-tp1-pl700"].energy_per_request_j
+    assert lagged.latency_value_s > 1.15 * si8["mns256-tp1-pl700"].latency_value_s
+    api4 = {r.config_key: r for r in RunStore(RECORDS / "h200-vllm-llama3.1-8b-api4").load_records()}
+    assert gates(api4["mns256-tp1-pl300"])["output_lag"].ok and api4["mns256-tp1-pl300"].status == "ok"
+    slow = api4["mns256-tp1-pl450"]
+    assert not gates(slow)["output_lag"].ok and gates(slow)["output_lag"].value > 10
+    assert slow.steady_state.client_pace_ratio > 1.2
