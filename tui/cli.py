@@ -5,7 +5,7 @@
     mle-tui                                  the app
     mle-tui run PROFILE [--out DIR] [--headless] [--simulate] [--format json|msgpack] [--gpus I,J]
                 [--adaptive] [--ray ADDRESS]
-    mle-tui report DIR [--target VALUE] [--metric M] [--json] [--csv FILE]
+    mle-tui report DIR [DIR ...] [--target VALUE] [--metric M] [--json] [--csv FILE]
                        [--plot OUT_DIR [--format png|svg] [--timelines all|recommended|none]]
     mle-tui reanalyse DIR [--rule saturation|request-count] [--min-window-s S] [--set KEY=VALUE]...
                           [--out DIR | --replace]
@@ -284,7 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
     sl.set_defaults(func=cmd_export_slurm)
 
     rep = sub.add_parser("report", help="Pareto table and recommendation of a run directory")
-    rep.add_argument("dir", metavar="DIR")
+    rep.add_argument("dirs", metavar="DIR", nargs="+",
+                     help="a run directory; several: their records as one front (a grid measured in parts; a "
+                          "configuration in more than one is taken from the last)")
     rep.add_argument("--target", metavar="VALUE", help="latency target, e.g. 100ms, 5s (default: the profile's)")
     rep.add_argument("--metric", metavar="M", help="tpot, ttft, itl, e2e or batch_latency (default: the task's)")
     rep.add_argument("--json", action="store_true", help="JSON on stdout")

@@ -145,18 +145,20 @@ def cmd_report(args: argparse.Namespace) -> int:
     fmt = _plot_format(args)
     if args.timelines != "all" and not args.plot:
         raise InputError("command line", "--timelines", "applies to --plot OUT_DIR")
-    run_dir = _run_dir(args.dir)
+    dirs = [_run_dir(d) for d in args.dirs]
+    run_dir = dirs[0]
     if args.csv:
         from mle_tui.core.safe_io import check_output_file
 
         check_output_file(Path(args.csv), "--csv")
     run = _load_run(run_dir, args.target, args.metric, full=bool(args.plot))
+    pooled = _pool(run, dirs, args) if len(dirs) > 1 else None
     report = run.report()
     if args.plot:
         from mle_tui.core.figures import render_run, report_command
 
         out = _plot_dir(args.plot)
-        command = report_command([args.dir], args.plot, fmt, args.target, args.metric, args.timelines)
+        command = report_command(list(args.dirs), args.plot, fmt, args.target, args.metric, args.timelines)
         try:
             written = render_run(run.records, run.manifest, out, target_s=run.target_s, metric=report.metric,
                                  fmt=fmt, command=command, timelines=args.timelines)
@@ -174,12 +176,35 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.json:
         sys.stdout.write(to_json(report).decode() + "\n")
     elif not args.csv and not args.plot:
-        print(render_text(report, title=f"Pareto report: {run_dir}"))
+        title = f"Pareto report: {run_dir}" if pooled is None else f"Pareto report: {len(dirs)} run directories pooled"
+        print(render_text(report, title=title))
+        for line in pooled or []:
+            print(line)
     elif args.csv:
         print(f"wrote {args.csv} ({len(report.rows)} rows)")
     for line in report.problems:
         _fail(line)
     return 2 if report.problems else 0
+
+
+def _pool(run: _Run, dirs: list[Path], args: argparse.Namespace) -> list[str]:
+    """Make ``run`` (the first directory's) hold the records of all ``dirs`` as one front
+    (:mod:`mle_tui.core.run_pool`), at its target and metric (the parts must share the task); the lines to print under the table:
+    what each directory gave, which configurations a later one replaced, each one's GPU time."""
+    from mle_tui.core.adaptive.account import sweep_account, sweep_lines
+    from mle_tui.core.run_pool import pool_records
+
+    runs = [run] + [_load_run(d, args.target, args.metric, full=bool(args.plot)) for d in dirs[1:]]
+    pooled = pool_records([(str(d), r.records) for d, r in zip(dirs, runs)])
+    lines = ["Pooled:"] + [f"  {n}" for n in pooled.notes]
+    for d, r in zip(dirs, runs):
+        acc = sweep_account(d, r.records, r.manifest)
+        if acc is not None:
+            lines.append(f"  {d}: {sweep_lines(acc)[0]}")
+    run.records = pooled.records
+    run.problems = [p for r in runs for p in r.problems]
+    run.run_dir = None  # one directory's sweep account does not describe the pool
+    return lines
 
 
 def cmd_reanalyse(args: argparse.Namespace) -> int:
