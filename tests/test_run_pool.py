@@ -71,3 +71,26 @@ def test_report_pools_shipped_h200_runs_and_refuses_a_diffusion_run() -> None:
     assert bad.returncode == 2 and bad.stdout == ""
     err = bad.stderr.strip().splitlines()
     assert len(err) == 1 and "h100-diffusers-sd2.1-dummy: records:" in err[0], bad.stderr
+
+
+def test_compare_takes_a_run_measured_in_parts_as_one(tmp_path: Path) -> None:
+    """`compare GRID+ROWS OTHER`: the first run pooled from two directories; its GPU time is that
+    of the configurations in the pool. A directory whose own name has a + is itself."""
+    dummy, si8 = RECORDS / "h200-vllm-llama3.1-8b-dummy", RECORDS / "h200-vllm-llama3.1-8b-stream-interval"
+    out = subprocess.run([sys.executable, "-m", "mle_tui.tui.cli", "compare", f"{dummy}+{si8}", str(dummy),
+                          "--target", "20ms"], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith(f"{dummy}+{si8}: recommended mns256-tp1-pl700")
+    pooled = "h200-vllm-llama3.1-8b-dummy+h200-vllm-llama3.1-8b-stream-interval"
+    assert any(line.startswith(f"  different recommendation: {pooled} mns256-tp1-pl700") for line in lines), lines
+    gpu = next(line for line in lines if line.startswith("  GPU time: "))
+    assert f"{pooled} " in gpu and "(9 measured)" in gpu  # 8 + 2, one configuration in both
+    from mle_tui.tui.cli_report import _run_group
+
+    plus = tmp_path / "a+b"
+    (plus / "records").mkdir(parents=True)
+    assert _run_group(str(plus)) == [plus]
+    with pytest.raises(InputError) as exc:
+        _run_group(f"{dummy}+{tmp_path / 'missing'}")
+    assert "no such run directory" in str(exc.value)

@@ -309,7 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
     ra.set_defaults(func=cmd_reanalyse)
 
     cmp_ = sub.add_parser("compare", help="two (or more) runs' recommendations, and their fronts on one chart")
-    cmp_.add_argument("dirs", metavar="DIR", nargs="+")
+    cmp_.add_argument("dirs", metavar="DIR", nargs="+",
+                      help="a run directory, or DIR+DIR: one run measured in parts, pooled (as `report DIR DIR`)")
     cmp_.add_argument("--target", metavar="VALUE", help="latency target (default: the first run's profile's)")
     cmp_.add_argument("--metric", metavar="M", help="latency metric for both runs (default: the first run's)")
     _plot_args(cmp_, "write compare.png (or .svg) with both fronts into OUT_DIR; needs matplotlib")

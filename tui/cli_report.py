@@ -43,6 +43,7 @@ class _Run:
         #: Records left out (corrupt, newer schema, not in the run's profile), one line each.
         self.problems = list(problems)
         self.run_dir: Path | None = None  # set by _load_run: the sweep account is read from it
+        self.account = None  # a pool's (_pool): used instead of reading one from run_dir
 
     def report(self):
         from mle_tui.core.report import build_report
@@ -52,7 +53,9 @@ class _Run:
         rep = build_report(self.records, self.target_s, self.metric,
                            price_usd_per_kwh=self.price, carbon_g_per_kwh=self.carbon,
                            problems=self.problems)
-        if self.run_dir is not None:
+        if self.account is not None:
+            rep.sweep = self.account
+        elif self.run_dir is not None:
             rep.sweep = sweep_account(self.run_dir, self.records, self.manifest,
                                       rep.recommended.key if rep.recommended else None)
         return rep
@@ -152,7 +155,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
         check_output_file(Path(args.csv), "--csv")
     run = _load_run(run_dir, args.target, args.metric, full=bool(args.plot))
-    pooled = _pool(run, dirs, args) if len(dirs) > 1 else None
+    pooled = _pool(run, dirs, args.target, args.metric, bool(args.plot)) if len(dirs) > 1 else None
     report = run.report()
     if args.plot:
         from mle_tui.core.figures import render_run, report_command
@@ -187,23 +190,33 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 2 if report.problems else 0
 
 
-def _pool(run: _Run, dirs: list[Path], args: argparse.Namespace) -> list[str]:
+def _pool(run: _Run, dirs: list[Path], target: str | None, metric: str | None, full: bool = False) -> list[str]:
     """Make ``run`` (the first directory's) hold the records of all ``dirs`` as one front
-    (:mod:`mle_tui.core.run_pool`), at its target and metric (the parts must share the task); the lines to print under the table:
-    what each directory gave, which configurations a later one replaced, each one's GPU time."""
-    from mle_tui.core.adaptive.account import sweep_account, sweep_lines
+    (:mod:`mle_tui.core.run_pool`), at its target and metric (the parts must share the task), with
+    the GPU time of the configurations in it; the lines to print under the table: what each
+    directory gave, which configurations a later one replaced, each one's own GPU time."""
+    from mle_tui.core.adaptive.account import SweepAccount, sweep_account, sweep_lines
+    from mle_tui.core.adaptive.gputime import account, summary_line
+    from mle_tui.core.profile import decode_profile
     from mle_tui.core.run_pool import pool_records
 
-    runs = [run] + [_load_run(d, args.target, args.metric, full=bool(args.plot)) for d in dirs[1:]]
+    runs = [run] + [_load_run(d, target, metric, full=full) for d in dirs[1:]]
     pooled = pool_records([(str(d), r.records) for d, r in zip(dirs, runs)])
     lines = ["Pooled:"] + [f"  {n}" for n in pooled.notes]
+    configs: dict[str, object] = {}
     for d, r in zip(dirs, runs):
         acc = sweep_account(d, r.records, r.manifest)
         if acc is not None:
             lines.append(f"  {d}: {sweep_lines(acc)[0]}")
+        if r.manifest is not None and r.manifest.profile_toml:
+            for c in decode_profile(r.manifest.profile_toml, str(d / "run.json")).configs():
+                configs.setdefault(c.key(), c)
     run.records = pooled.records
     run.problems = [p for r in runs for p in r.problems]
     run.run_dir = None  # one directory's sweep account does not describe the pool
+    # the pool's GPU time: that of the configurations in it (a replaced one's time is not the grid's)
+    gt = account(list(pooled.records), list(configs.values()), n_requests=lambda c: 0)
+    run.account = SweepAccount(strategy="grid", gpu_time=gt, summary=summary_line(gt))
     return lines
 
 
@@ -232,6 +245,21 @@ def cmd_reanalyse(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_group(text: str) -> list[Path]:
+    """A compare argument: a run directory, or several joined by ``+`` (one run measured in parts,
+    pooled as ``report DIR DIR`` pools them); a directory whose own name has a ``+`` is itself."""
+    if "+" not in text or Path(text).expanduser().is_dir():
+        return [_run_dir(text)]
+    return [_run_dir(part) for part in text.split("+")]
+
+
+def _load_group(dirs: list[Path], target: str | None, metric: str | None) -> _Run:
+    run = _load_run(dirs[0], target, metric)
+    if len(dirs) > 1:
+        _pool(run, dirs, target, metric)
+    return run
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     """Each run's recommendation on a line, then each later run against the first (shared
     configurations, the recommendations, GPU time: :mod:`mle_tui.core.run_compare`); with ``--plot``, their
@@ -240,12 +268,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
     fmt = _plot_format(args)
     if len(args.dirs) < 2:
         raise InputError("command line", "DIR", "compare needs two or more run directories")
-    dirs = [_run_dir(d) for d in args.dirs]
-    first = _load_run(dirs[0], args.target, args.metric)
+    groups = [_run_group(d) for d in args.dirs]
+    dirs = [Path(d) for d in args.dirs]
+    first = _load_group(groups[0], args.target, args.metric)
     first_rep = first.report()
     metric = first_rep.metric
     target = args.target
-    runs = [first] + [_load_run(d, target, metric) for d in dirs[1:]]
+    runs = [first] + [_load_group(g, target, metric) for g in groups[1:]]
     for run in runs[1:]:
         run.target_s = first.target_s
     reports = [first_rep] + [run.report() for run in runs[1:]]  # each built once (its GPU-time account too)
@@ -253,7 +282,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         print(f"{d}: {'SIMULATED: ' if rep.simulated else ''}{rep.message}")
     from mle_tui.core.run_compare import compare_lines
 
-    names = [Path(d).name for d in dirs]
+    names = ["+".join(p.name for p in g) for g in groups]
     if len(set(names)) < len(names):  # two runs named alike: their paths
         names = [str(d) for d in dirs]
     for n, rep in zip(names[1:], reports[1:]):
