@@ -135,6 +135,10 @@ def check_profile(p: "Profile") -> None:
     if p.target.metric is not None and p.target.metric not in metrics_for_task(p.task):
         raise ValueError(f"target.metric: a {p.task} task has no {p.target.metric} data "
                          f"(one of {', '.join(metrics_for_task(p.task))})")
+    if p.target.metric == "itl" and p.server.stream_interval > 1:
+        raise ValueError(f"target.metric: itl is read between streamed chunks, and with server.stream_interval = "
+                         f"{p.server.stream_interval} a chunk carries up to {p.server.stream_interval} tokens; "
+                         "use tpot (exact per token) or stream_interval = 1")
     if isinstance(p.target.value, (int, float)) and not isinstance(p.target.value, bool):
         v = p.target.value
         raise ValueError(f"target.value: {v!r} is ambiguous: give a unit, e.g. \"{v:g}ms\" or \"{v:g}s\"")

@@ -51,6 +51,22 @@ def test_every_shipped_profile_validates_and_expands(path):
         assert all(c.batch_size and c.num_inference_steps for c in configs)
 
 
+GPU_PROFILES = sorted((REPO / "profiles" / "gpu").glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", GPU_PROFILES, ids=[p.stem for p in GPU_PROFILES])
+def test_every_gpu_profile_validates_and_its_server_flags_pass(path):
+    """The GPU-node profiles (run by hand on leased GPUs) load, expand, and set no flag mle-tui
+    owns through server.extra_args (e.g. --stream-interval, which server.stream_interval sets)."""
+    from mle_tui.core.runtimes.vllm_server import check_server_args
+
+    profile = load_profile(path)
+    keys = [c.key() for c in profile.configs()]
+    assert keys and len(set(keys)) == len(keys)
+    if profile.runtime == "vllm":
+        check_server_args(profile, str(path))
+
+
 def test_paper_defaults():
     llama = load_profile(REPO / "profiles" / "llama3.1-8b-chat.toml")
     assert (llama.runtime, llama.task, llama.dataset.name) == ("vllm", "chat", "sharegpt")
@@ -124,6 +140,10 @@ def _error(text: str, source: str = "p.toml") -> InputError:
         ('value = "100ms"', 'value = "fast"', "target.value", "cannot parse duration"),
         ('task = "chat"\n', "", "(top level)", "missing required field task"),
         ('[sweep]\nmax_num_seqs = "8..128 x2"', "[sweep]", "sweep.max_num_seqs", "required"),
+        # the inter-token gap read between chunks of up to 8 tokens is no latency target
+        ('metric = "tpot"\nvalue = "100ms"', 'metric = "itl"\nvalue = "100ms"\n[server]\nstream_interval = 8',
+         "target.metric",
+         "a chunk carries up to 8 tokens; use tpot"),
     ],
 )
 def test_bad_profile_one_line_names_field(old, new, field, words):
