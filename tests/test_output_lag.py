@@ -201,3 +201,6 @@ def test_the_pace_gate_reads_the_h200_runs_as_they_were() -> None:
         g = pace_gate(lagged)
         assert not g.ok and g.name == "client_pace" and g.threshold == MAX_CLIENT_PACE
         assert f"{lagged:.3f}x slower" in g.message and "server.stream_interval" in g.message
+        assert g.severity == "error"
+    # calibrated on text prompts: for visual chat (image prefills count as running) it only warns
+    assert pace_gate(1.0711, "visual-chat").severity == "warning" and not pace_gate(1.0711, "visual-chat").ok

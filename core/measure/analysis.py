@@ -245,7 +245,7 @@ def _account_llm(rec: Record, trace: Trace, ss: SteadySpec) -> None:
     warnings += [idle_note] if idle_note else []
     itl, pace = engine_pace(trace.batch.t_s, trace.batch.itl_sum_s, trace.batch.itl_count, t0, t1, mean_batch, tokens)
     if trace.early_stop is not None and pace is not None:  # output_lag cannot tell there
-        gates.append(pace_gate(pace))
+        gates.append(pace_gate(pace, trace.task))
     rec.steady_state = SteadyState(
         rule=rule, start_s=t0, end_s=t1, energy_j=energy if math.isfinite(energy) else 0.0, tokens=tokens,
         mean_batch=mean_batch if math.isfinite(mean_batch) else 0.0, requests_finished=finished, gates=gates,
