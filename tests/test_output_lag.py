@@ -9,6 +9,7 @@ import msgspec
 import numpy as np
 import pytest
 
+from mle_tui.core.events import LogLine
 from mle_tui.core.measure.analysis import analyse
 from mle_tui.core.measure.output_lag import LAG_FLOOR_S, MAX_CLIENT_PACE, lag_gate, output_lag, pace_gate
 from mle_tui.core.measure.power_trace import PowerTrace
@@ -140,8 +141,10 @@ def test_a_server_streaming_behind_its_engine_fails_the_gate_and_shows_in_the_pa
     prof = msgspec.structs.replace(prof, sweep=msgspec.structs.replace(prof.sweep, max_num_seqs=8))
     reqs = [Request(id=i, prompt=f"p{i}", input_tokens=2, output_tokens=30) for i in range(120)]
     out = tmp_path / "run"
-    SweepRunner(prof, out, runtime=VllmRuntime(launcher=FAKE, metrics_period_s=0.05), requests=reqs,
-                allow_simulated=True).run()
+    # the live pace over 1-s spans (the engine is saturated for ~2 s here; a real run's span is 10 s)
+    lines: list[str] = []
+    SweepRunner(prof, out, runtime=VllmRuntime(launcher=FAKE, metrics_period_s=0.05, pace_span_s=1.0), requests=reqs,
+                allow_simulated=True, listener=lambda e: lines.append(e.line) if isinstance(e, LogLine) else None).run()
     rec = RunStore(out).load_records()[0]
     gate = {g.name: g for g in rec.steady_state.gates}["output_lag"]
     # 3,600 tokens: the engine needs >= 2.25 s, the API writer >= 10.8 s
@@ -149,6 +152,9 @@ def test_a_server_streaming_behind_its_engine_fails_the_gate_and_shows_in_the_pa
     assert any("after the GPU went idle" in r for r in rec.reasons)
     assert rec.steady_state.client_pace_ratio is not None and rec.steady_state.client_pace_ratio > 2.0
     print(f"lag {gate.value:.1f} s, client pace {rec.steady_state.client_pace_ratio:.2f}")
+    # and the operator was told while it ran, once (the live view's log)
+    told = [line for line in lines if "slower than vLLM's engine made them" in line]
+    assert len(told) == 1 and "server.stream_interval" in told[0], lines[-5:]
     # had the run stopped early (the output_lag gate cannot tell then), client_pace says it
     from mle_tui.core.records import EarlyStop
 
@@ -204,3 +210,31 @@ def test_the_pace_gate_reads_the_h200_runs_as_they_were() -> None:
         assert g.severity == "error"
     # calibrated on text prompts: for visual chat (image prefills count as running) it only warns
     assert pace_gate(1.0711, "visual-chat").severity == "warning" and not pace_gate(1.0711, "visual-chat").ok
+
+
+def test_the_live_pace_warns_once_when_the_client_falls_behind_and_not_before() -> None:
+    """LivePace over synthetic samples: a full batch of 64 with an 8-ms engine gap makes 8,000
+    tokens/s; a client receiving them all reads pace 1.0 (no warning), one receiving 6,000/s
+    reads 1.33 and is told once; a ramp (batch below 85 % of B) and a histogram-less server say
+    nothing."""
+    from mle_tui.core.runtimes.base import BatchSample
+    from mle_tui.core.runtimes.live_pace import LivePace
+
+    def feed(p: LivePace, client_tok_s: float, running: float = 64, seconds: float = 30, itl: bool = True) -> list:
+        out = []
+        for k in range(int(seconds * 10)):  # samples and client counts every 0.1 s
+            t = k * 0.1
+            p.on_batch(BatchSample(t_s=t, running=running, waiting=0, itl_sum_s=(t * 8000 * 0.008) if itl else None,
+                                   itl_count=(t * 8000) if itl else None))
+            if (w := p.tick(t, int(client_tok_s * t))) is not None:
+                out.append((t, w))
+        return out
+
+    kept = LivePace(64)
+    assert feed(kept, 8000) == [] and kept.pace == pytest.approx(1.0, abs=0.01)
+    behind = LivePace(64)
+    told = feed(behind, 6000)
+    assert len(told) == 1 and 10.0 <= told[0][0] <= 10.5 and behind.pace == pytest.approx(4 / 3, rel=0.01)
+    assert "1.33x slower" in told[0][1] and "server.stream_interval" in told[0][1]
+    assert feed(LivePace(64), 6000, running=40) == []  # not a full batch: ramp-up or -down
+    assert feed(LivePace(64), 6000, itl=False) == []  # no engine histogram: nothing to compare with

@@ -99,12 +99,14 @@ class LoadResult(msgspec.Struct, kw_only=True):
 class LoadProgress:
     """Live counters of a running load (read by a watchdog; written on the event loop)."""
 
-    __slots__ = ("sent", "finished", "chunks", "last_chunk_s")
+    __slots__ = ("sent", "finished", "chunks", "tokens", "last_chunk_s")
 
     def __init__(self) -> None:
         self.sent = 0
         self.finished = 0
         self.chunks = 0
+        #: Output tokens received (each chunk's usage delta; one for a chunk without usage).
+        self.tokens = 0
         self.last_chunk_s: float | None = None
 
 

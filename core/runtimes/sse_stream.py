@@ -90,6 +90,7 @@ class SseStream:
             self.finish = chunk.choices[0].finish_reason or self.finish
             ct = chunk.usage.completion_tokens if chunk.usage is not None else None
             self.deltas.append(None if ct is None else ct - self.prev)
+            self.progress.tokens += 1 if ct is None else max(0, ct - self.prev)
             if ct is not None:
                 self.prev = ct
         if chunk.usage is not None:

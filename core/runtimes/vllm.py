@@ -37,6 +37,8 @@ from ..pdeathsig import wrap as wrap_pdeathsig
 from ..procgroup import ProcessGroups, kill_group
 from ..profile import Profile
 from .base import RuntimeContext, RuntimeResult
+from .live_pace import SPAN_S as PACE_SPAN_S
+from .live_pace import LivePace
 from .loadgen import LoadResult, LoadSettings
 from .server_reuse import client_cap, server_batch, server_mode
 from .vllm_client import WATCH_PERIOD_S, Watch, bundling, drive, token_timeline
@@ -118,11 +120,9 @@ class VllmRuntime:
 
     def __init__(self, *, python: str | None = None, launcher: list[str] | None = None,
                  kill_grace_s: float = 5.0, metrics_period_s: float = METRICS_PERIOD_S,
-                 profile_dir: str | Path | None = None) -> None:
-        self.python = python or sys.executable
-        self.launcher = launcher
-        self.kill_grace_s = kill_grace_s
-        self.metrics_period_s = metrics_period_s
+                 profile_dir: str | Path | None = None, pace_span_s: float = PACE_SPAN_S) -> None:
+        self.python, self.launcher, self.kill_grace_s = python or sys.executable, launcher, kill_grace_s
+        self.metrics_period_s, self.pace_span_s = metrics_period_s, pace_span_s  # live_pace.py's span
         self.process_groups = ProcessGroups()
         #: Filled while a configuration runs: the server's pgid and URL (tests, diagnostics).
         self.current_pgid: int | None = None
@@ -335,10 +335,13 @@ class VllmRuntime:
         requests: list[Request],
     ) -> tuple[LoadResult, int | None]:
         stall_s = ctx.profile.server.stall_timeout_s
+        pace = LivePace(ctx.config.batch, span_s=self.pace_span_s)  # the output behind the engine, told live
 
         def watch(w: Watch) -> None:
             if ctx.cancel.is_set():
                 raise _Cancelled
+            if (warning := pace.tick(ctx.clock.now_s(), w.progress.tokens)) is not None:
+                ctx.on_log(warning)
             code = proc.poll()
             if code is not None:
                 raise RunFailure(self._exit_reason(code, "during the run"), log.lines())
@@ -360,7 +363,7 @@ class VllmRuntime:
 
         load, server_tokens, poller = await drive(
             settings, requests, ctx.clock, max_num_seqs=ctx.config.batch,
-            metrics_period_s=self.metrics_period_s, on_batch=ctx.on_batch,
+            metrics_period_s=self.metrics_period_s, on_batch=pace.feeding(ctx.on_batch),
             on_first_token=ctx.on_first_token, on_request=ctx.on_request, sim_gpus=ctx.sim_gpus,
             watch=watch, after_load=after_load, stop=ctx.stop_early)
         kind = "filtered" if poller.filtered else "unfiltered"
