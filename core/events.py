@@ -103,6 +103,10 @@ class PhaseMark(_E, tag="phase"):
     node: str | None = None  # the cluster node it comes from (None: one host)
 
 
+#: A LogLine the operator should see even without the log panel (headless progress prints it).
+WARNING_PREFIX = "mle-tui: warning: "
+
+
 class LogLine(_E, tag="log"):
     line: str
     node: str | None = None  # the cluster node it comes from (None: one host)

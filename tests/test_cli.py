@@ -252,6 +252,22 @@ def test_progress_pipe_prints_one_line_per_config():
     assert lines[2].endswith("ETA 22s")
 
 
+def test_progress_prints_the_runs_warnings_and_not_its_other_log_lines():
+    """A live warning (the client falling behind vLLM's engine) reaches a headless or detached
+    operator; the server's own log lines do not."""
+    clock, out = FakeClock(), io.StringIO()
+    p = ProgressPrinter(out, clock=clock)
+    p(_started())
+    p(_cfg(0))
+    p(ev.LogLine(line="INFO: engine step"))
+    p(ev.LogLine(line=f"{ev.WARNING_PREFIX}over the last 10 s the client received tokens 1.12x slower"))
+    p(ev.LogLine(line=f"{ev.WARNING_PREFIX}\x1b[31mred", node="node-2"))
+    lines = out.getvalue().splitlines()
+    assert lines[1] == "mle-tui: warning: over the last 10 s the client received tokens 1.12x slower"
+    assert lines[2].startswith("node-2: mle-tui: warning: ") and "\x1b" not in lines[2]
+    assert not any("engine step" in line for line in lines)
+
+
 def test_progress_tty_redraws_in_place_and_throttles():
     clock, out = FakeClock(), TtyBuffer()
     p = ProgressPrinter(out, clock=clock)

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from textual.widgets import Button, DataTable, Input, Static
 
+from mle_tui.core import events as ev
 from mle_tui.core.events import SteadyUpdate
 from mle_tui.core.profile import load_profile
 from mle_tui.core.runtimes.base import BatchSample, RuntimeContext, RuntimeResult
@@ -381,6 +382,13 @@ async def test_attach_follows_a_run_started_elsewhere(tmp_path, monkeypatch):
         text = screen_text(app)
         assert "ATTACHED" in text and "SIMULATED" in text and "2/6 B=8 700 W" in text
         assert "✓ B=8 400 W" in text  # finished before we attached
+        # a run's warning (the client behind vLLM's engine) comes as a toast too, once
+        app.live.apply(ev.LogLine(line=f"{ev.WARNING_PREFIX}the client received tokens 1.12x slower"))
+        run.sync(force=True)
+        run.sync(force=True)
+        await pilot.pause()
+        toasts = [n.message for n in app._notifications]
+        assert toasts.count("the client received tokens 1.12x slower") == 1, toasts
         power = run.query_one("#power", PowerChart)
         assert len(power.data.per_gpu_w) == 2 and power.data.steady_start_s is not None
         plain = chart_text(power)

@@ -20,6 +20,7 @@ from ..core.events import (
     ConfigStarted,
     Event,
     GpuTimeUpdate,
+    WARNING_PREFIX,
     HealthSample,
     LogLine,
     PhaseMark,
@@ -75,6 +76,8 @@ class LiveState:
         self.log: collections.deque[str] = collections.deque(maxlen=log_lines)
         #: Log lines received in total (the screen writes the ones it has not seen).
         self.log_count = 0
+        #: The run's warnings for the operator (``events.WARNING_PREFIX`` lines), as received.
+        self.warnings: list[str] = []
         self.finished: RunFinished | None = None
         #: The sweep's GPU time after the last configuration (issue 11).
         self.gpu_time: GpuTimeUpdate | None = None
@@ -146,6 +149,8 @@ class LiveState:
         elif isinstance(event, LogLine):
             self.log.append(event.line if event.node is None else f"{event.node}: {event.line}")
             self.log_count += 1
+            if event.line.startswith(WARNING_PREFIX):
+                self.warnings.append(event.line if event.node is None else f"{event.node}: {event.line}")
             if self.diffusion:
                 self._fold_batch_line(event.line)
         elif isinstance(event, HealthSample):

@@ -16,7 +16,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Log, Static
 
-from ..core.events import HealthSample
+from ..core.events import WARNING_PREFIX, HealthSample
 from ..core.procgroup import pid_alive
 from .attach import LiveTail
 from .charts import BatchChart, PowerChart, TimeData, power_legend, shared_x_range
@@ -50,6 +50,7 @@ class RunScreen(Screen):
         self._seen_version = -1
         self._seen_chart = -1
         self._log_seen = 0
+        self._warned = 0
         self._status_text = ""
         self._progress_text = ""
         self._steady_text = ""
@@ -219,6 +220,9 @@ class RunScreen(Screen):
         if new > 0:
             log.write_lines(lines[-min(new, len(lines)):])
             self._log_seen = live.log_count
+        for warning in live.warnings[self._warned:]:  # a toast too: the log scrolls on
+            self.app.notify(warning.removeprefix(WARNING_PREFIX), title="Warning", severity="warning", timeout=30)
+        self._warned = len(live.warnings)
 
     def _update_charts(self) -> None:
         live = self.live

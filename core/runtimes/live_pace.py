@@ -16,6 +16,7 @@ import bisect
 import threading
 from collections.abc import Callable
 
+from ..events import WARNING_PREFIX
 from ..measure.output_lag import REMEDY
 from .base import BatchSample
 
@@ -90,7 +91,7 @@ class LivePace:
         self.pace = (mean_running / (toks / dt_client)) / itl_s
         if self.pace <= self.warn_pace:
             return None
-        self.warned = (f"mle-tui: over the last {self.span_s:.0f} s the client received tokens {self.pace:.2f}x slower "
+        self.warned = (f"{WARNING_PREFIX}over the last {self.span_s:.0f} s the client received tokens {self.pace:.2f}x slower "
                        f"than vLLM's engine made them (a batch of {mean_running:.0f}, {toks / dt_client:,.0f} tokens/s "
                        f"received, engine gap {itl_s * 1e3:.1f} ms): the output, not the GPU, sets the pace and this "
                        f"configuration's record will fail its output_lag gate; {REMEDY}")
