@@ -39,7 +39,7 @@ from .timelines import batch_timeline, power_timeline
 from .trace import CLIENT_CAPPED, GPU_TIME_SINCE, Trace, unpack_us
 
 #: Bumped whenever a change to this module can move a figure of a record.
-ANALYSIS_VERSION = "6"  # 6: window_length tolerates float rounding; client_pace gates early-stopped windows
+ANALYSIS_VERSION = "7"  # 6: client_pace gates early-stopped windows; 7: window_length allows 5 ms of poll jitter
 #: Share of failed requests above which a configuration is invalid.
 MAX_FAILED_REQUEST_FRACTION = 0.01
 
