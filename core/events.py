@@ -111,6 +111,20 @@ class LogLine(_E, tag="log"):
     line: str
     node: str | None = None  # the cluster node it comes from (None: one host)
 
+    @property
+    def shown(self) -> str:
+        """The line as shown to the operator: its node first, on a cluster run."""
+        return self.line if self.node is None else f"{self.node}: {self.line}"
+
+    @property
+    def warning(self) -> str | None:
+        """A warning for the operator (:data:`WARNING_PREFIX`), without the prefix, its node
+        first; None for other lines."""
+        if not self.line.startswith(WARNING_PREFIX):
+            return None
+        text = self.line.removeprefix(WARNING_PREFIX)
+        return text if self.node is None else f"{self.node}: {text}"
+
 
 class ConfigFinished(_E, tag="config_finished"):
     key: str

@@ -266,6 +266,10 @@ def test_progress_prints_the_runs_warnings_and_not_its_other_log_lines():
     assert lines[1] == "mle-tui: warning: over the last 10 s the client received tokens 1.12x slower"
     assert lines[2].startswith("node-2: mle-tui: warning: ") and "\x1b" not in lines[2]
     assert not any("engine step" in line for line in lines)
+    # what the app's toast shows: the warning without its prefix, its node first
+    assert ev.LogLine(line=f"{ev.WARNING_PREFIX}slower", node="node-2").warning == "node-2: slower"
+    assert ev.LogLine(line=f"{ev.WARNING_PREFIX}slower").warning == "slower"
+    assert ev.LogLine(line="INFO: engine step").warning is None
 
 
 def test_progress_tty_redraws_in_place_and_throttles():

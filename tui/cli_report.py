@@ -43,6 +43,7 @@ class _Run:
         #: Records left out (corrupt, newer schema, not in the run's profile), one line each.
         self.problems = list(problems)
         self.run_dir: Path | None = None  # set by _load_run: the sweep account is read from it
+        self.profile = None  # the run's profile (run.json), set by _load_run where it has one
         self.account = None  # a pool's (_pool): used instead of reading one from run_dir
 
     def report(self):
@@ -110,7 +111,7 @@ def _load_run(run_dir: Path, target: str | None, metric: str | None, full: bool 
     price = profile.cost.electricity_usd_per_kwh if profile else None
     carbon = profile.cost.carbon_g_per_kwh if profile else None
     run = _Run(records, manifest, target_s, metric, price, carbon, scan.problems)
-    run.run_dir = run_dir
+    run.run_dir, run.profile = run_dir, profile
     return run
 
 
@@ -197,7 +198,6 @@ def _pool(run: _Run, dirs: list[Path], target: str | None, metric: str | None, f
     directory gave, which configurations a later one replaced, each one's own GPU time."""
     from mle_tui.core.adaptive.account import SweepAccount, sweep_account, sweep_lines
     from mle_tui.core.adaptive.gputime import account, summary_line
-    from mle_tui.core.profile import decode_profile
     from mle_tui.core.run_pool import pool_records
 
     runs = [run] + [_load_run(d, target, metric, full=full) for d in dirs[1:]]
@@ -208,9 +208,8 @@ def _pool(run: _Run, dirs: list[Path], target: str | None, metric: str | None, f
         acc = sweep_account(d, r.records, r.manifest)
         if acc is not None:
             lines.append(f"  {d}: {sweep_lines(acc)[0]}")
-        if r.manifest is not None and r.manifest.profile_toml:
-            for c in decode_profile(r.manifest.profile_toml, str(d / "run.json")).configs():
-                configs.setdefault(c.key(), c)
+        for c in r.profile.configs() if r.profile is not None else []:
+            configs.setdefault(c.key(), c)
     run.records = pooled.records
     run.problems = [p for r in runs for p in r.problems]
     run.run_dir = None  # one directory's sweep account does not describe the pool

@@ -118,8 +118,8 @@ class ProgressPrinter:
             self.done, self.req_total, self.unit = event.done, event.total, "req"
             self._draw()
         elif isinstance(event, ev.LogLine):
-            if event.line.startswith(ev.WARNING_PREFIX):
-                self._line(event.line if event.node is None else f"{event.node}: {event.line}")
+            if event.warning is not None:
+                self._line(event.shown)
             elif self.unit == "batches" and self.in_config and _BATCH_LINE.match(event.line):
                 self.done = min(self.done + 1, self.req_total)
                 self._draw()

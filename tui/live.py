@@ -20,7 +20,6 @@ from ..core.events import (
     ConfigStarted,
     Event,
     GpuTimeUpdate,
-    WARNING_PREFIX,
     HealthSample,
     LogLine,
     PhaseMark,
@@ -76,7 +75,7 @@ class LiveState:
         self.log: collections.deque[str] = collections.deque(maxlen=log_lines)
         #: Log lines received in total (the screen writes the ones it has not seen).
         self.log_count = 0
-        #: The run's warnings for the operator (``events.WARNING_PREFIX`` lines), as received.
+        #: The run's warnings for the operator (``LogLine.warning``: without the prefix), as received.
         self.warnings: list[str] = []
         self.finished: RunFinished | None = None
         #: The sweep's GPU time after the last configuration (issue 11).
@@ -147,10 +146,10 @@ class LiveState:
         elif isinstance(event, RequestProgress):
             self.progress = event
         elif isinstance(event, LogLine):
-            self.log.append(event.line if event.node is None else f"{event.node}: {event.line}")
+            self.log.append(event.shown)
             self.log_count += 1
-            if event.line.startswith(WARNING_PREFIX):
-                self.warnings.append(event.line if event.node is None else f"{event.node}: {event.line}")
+            if event.warning is not None:
+                self.warnings.append(event.warning)
             if self.diffusion:
                 self._fold_batch_line(event.line)
         elif isinstance(event, HealthSample):

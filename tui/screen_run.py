@@ -16,7 +16,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Log, Static
 
-from ..core.events import WARNING_PREFIX, HealthSample
+from ..core.events import HealthSample
 from ..core.procgroup import pid_alive
 from .attach import LiveTail
 from .charts import BatchChart, PowerChart, TimeData, power_legend, shared_x_range
@@ -221,7 +221,7 @@ class RunScreen(Screen):
             log.write_lines(lines[-min(new, len(lines)):])
             self._log_seen = live.log_count
         for warning in live.warnings[self._warned:]:  # a toast too: the log scrolls on
-            self.app.notify(warning.removeprefix(WARNING_PREFIX), title="Warning", severity="warning", timeout=30)
+            self.app.notify(warning, title="Warning", severity="warning", timeout=30)
         self._warned = len(live.warnings)
 
     def _update_charts(self) -> None:

@@ -125,7 +125,7 @@ def counter_between(t_s: list[float], values: list[float] | None, t0_s: float, t
 
 
 def engine_pace(t_s: list[float], itl_sum_s: list[float] | None, itl_count: list[float] | None, t0_s: float,
-                t1_s: float, mean_batch: float, tokens: int) -> tuple[float | None, float | None]:
+                t1_s: float, mean_batch: float, tokens: float) -> tuple[float | None, float | None]:
     """The window's mean engine-stamped inter-token gap (vLLM's histogram), s, and the client's
     pace against it: each of ``mean_batch`` running requests gets a token every mean_batch /
     (tokens / window) s on the client's side (Little's law), over the engine's gap. About 1

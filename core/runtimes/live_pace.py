@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable
 
 from ..events import WARNING_PREFIX
-from ..measure.output_lag import REMEDY
+from ..measure.output_lag import REMEDY, counter_between, engine_pace
 from .base import BatchSample
 
 SPAN_S = 10.0
@@ -68,31 +68,35 @@ class LivePace:
         return self.check(now_s)
 
     def check(self, now_s: float) -> str | None:
-        if self.warned is not None:
+        """Over [now - span, the last sample of both sides]: the record's own pace
+        (:func:`..measure.output_lag.engine_pace`), the client's tokens interpolated as the
+        server's counters are."""
+        if self.warned is not None or not self._ct:
             return None
         t0 = now_s - self.span_s
         with self._lock:
-            i = bisect.bisect_left(self._bt, t0)
-            if i == 0 or len(self._bt) - i < 2:  # the span must start after the first sample
-                return None
-            runs = self._running[i:]
-            (s0, c0), (s1, c1) = self._itl[i - 1], self._itl[-1]
-            dt_engine = self._bt[-1] - self._bt[i - 1]
-        j = bisect.bisect_left(self._ct, t0)
-        if j == 0 or len(self._ct) - j < 2:
+            i = max(0, bisect.bisect_left(self._bt, t0) - 1)  # the sample before the span on
+            bt, runs = self._bt[i:], self._running[i:]
+            sums, counts = [x for x, _ in self._itl[i:]], [n for _, n in self._itl[i:]]
+        if not bt:
             return None
-        mean_running = sum(runs) / len(runs)
-        dt_client = self._ct[-1] - self._ct[j - 1]
-        toks = self._tokens[-1] - self._tokens[j - 1]
-        if mean_running < self.min_batch_fraction * self.B or c1 - c0 <= 0 or s1 - s0 <= 0 or toks <= 0 \
-                or dt_engine <= 0 or dt_client <= 0:
+        t1 = min(bt[-1], self._ct[-1])
+        j = max(0, bisect.bisect_left(self._ct, t0) - 1)
+        toks = counter_between(self._ct[j:], self._tokens[j:], t0, t1)
+        inside = [r for t, r in zip(bt, runs) if t0 <= t <= t1]
+        if toks is None or not inside or t1 <= t0:
             return None
-        itl_s = (s1 - s0) / (c1 - c0)
-        self.pace = (mean_running / (toks / dt_client)) / itl_s
-        if self.pace <= self.warn_pace:
+        mean_running = sum(inside) / len(inside)
+        if mean_running < self.min_batch_fraction * self.B:
             return None
-        self.warned = (f"{WARNING_PREFIX}over the last {self.span_s:.0f} s the client received tokens {self.pace:.2f}x slower "
-                       f"than vLLM's engine made them (a batch of {mean_running:.0f}, {toks / dt_client:,.0f} tokens/s "
+        itl_s, pace = engine_pace(bt, sums, counts, t0, t1, mean_running, toks)
+        if pace is None:
+            return None
+        self.pace = pace
+        if pace <= self.warn_pace:
+            return None
+        self.warned = (f"{WARNING_PREFIX}over the last {self.span_s:.0f} s the client received tokens {pace:.2f}x slower "
+                       f"than vLLM's engine made them (a batch of {mean_running:.0f}, {toks / (t1 - t0):,.0f} tokens/s "
                        f"received, engine gap {itl_s * 1e3:.1f} ms): the output, not the GPU, sets the pace and this "
                        f"configuration's record will fail its output_lag gate; {REMEDY}")
         return self.warned
