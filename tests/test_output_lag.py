@@ -126,25 +126,33 @@ def test_the_engine_stamped_gap_and_the_clients_pace_against_it_are_recorded(tmp
     assert again.engine_itl_s is None and again.client_pace_ratio is None
 
 
+def _lagging_fake(tmp_path: Path, requests: int, tokens: int, server: str = "", **runtime: object):
+    """A sweep of one configuration (B = 8, simulated GPU) against the fake vLLM server whose one
+    API writer costs 3 ms a chunk while its engine makes 8 tokens every 5 ms; its run directory,
+    and the log lines the operator saw."""
+    from mle_tui.core.runtimes.base import Request
+    from mle_tui.core.runtimes.vllm import VllmRuntime
+    from test_vllm_runtime import FAKE, _profile
+
+    env = {"FAKE_STARTUP_S": "0.1", "FAKE_STEP_S": "0.005", "FAKE_API_TOKEN_S": "0.003"}
+    prof = _profile(env, server=server, extra="[steady_state]\nmin_window_s = 0.3\n[gpu]\nsimulated = true")
+    prof = msgspec.structs.replace(prof, sweep=msgspec.structs.replace(prof.sweep, max_num_seqs=8))
+    reqs = [Request(id=i, prompt=f"p{i}", input_tokens=2, output_tokens=tokens) for i in range(requests)]
+    out = tmp_path / "run"
+    lines: list[str] = []
+    SweepRunner(prof, out, runtime=VllmRuntime(launcher=FAKE, metrics_period_s=0.05, **runtime), requests=reqs,
+                allow_simulated=True, listener=lambda e: lines.append(e.line) if isinstance(e, LogLine) else None).run()
+    return out, lines
+
+
 def test_a_server_streaming_behind_its_engine_fails_the_gate_and_shows_in_the_pace(tmp_path: Path) -> None:
     """The whole path against the fake vLLM server whose one API writer streams at 3 ms a token
     while its engine makes 8 tokens every 5 ms (as vLLM's API server fell behind on the H200):
     the engine finishes, the simulated GPU it drives goes idle, the client keeps receiving for
     seconds -- the record is invalid by output_lag, and the client's pace against the
     engine-stamped gap shows the same lag."""
-    from mle_tui.core.runtimes.base import Request
-    from mle_tui.core.runtimes.vllm import VllmRuntime
-    from test_vllm_runtime import FAKE, _profile
-
-    env = {"FAKE_STARTUP_S": "0.1", "FAKE_STEP_S": "0.005", "FAKE_API_TOKEN_S": "0.003"}
-    prof = _profile(env, extra="[steady_state]\nmin_window_s = 0.3\n[gpu]\nsimulated = true")
-    prof = msgspec.structs.replace(prof, sweep=msgspec.structs.replace(prof.sweep, max_num_seqs=8))
-    reqs = [Request(id=i, prompt=f"p{i}", input_tokens=2, output_tokens=30) for i in range(120)]
-    out = tmp_path / "run"
     # the live pace over 1-s spans (the engine is saturated for ~2 s here; a real run's span is 10 s)
-    lines: list[str] = []
-    SweepRunner(prof, out, runtime=VllmRuntime(launcher=FAKE, metrics_period_s=0.05, pace_span_s=1.0), requests=reqs,
-                allow_simulated=True, listener=lambda e: lines.append(e.line) if isinstance(e, LogLine) else None).run()
+    out, lines = _lagging_fake(tmp_path, 120, 30, pace_span_s=1.0)
     rec = RunStore(out).load_records()[0]
     gate = {g.name: g for g in rec.steady_state.gates}["output_lag"]
     # 3,600 tokens: the engine needs >= 2.25 s, the API writer >= 10.8 s
@@ -172,19 +180,8 @@ def test_a_stream_interval_lets_the_same_server_keep_pace(tmp_path: Path) -> Non
     = 16: a chunk carries up to 16 tokens (the first goes alone), the writer keeps up with the
     engine, the client's last token comes with the GPU's work -- as --stream-interval 8 did for
     B = 256 and 512 on the H200 -- and the client still counts every token."""
-    from mle_tui.core.runtimes.base import Request
-    from mle_tui.core.runtimes.vllm import VllmRuntime
-    from test_vllm_runtime import FAKE, _profile
-
-    env = {"FAKE_STARTUP_S": "0.1", "FAKE_STEP_S": "0.005", "FAKE_API_TOKEN_S": "0.003"}
-    prof = _profile(env, server="stream_interval = 16",
-                    extra="[steady_state]\nmin_window_s = 0.3\n[gpu]\nsimulated = true")
-    prof = msgspec.structs.replace(prof, sweep=msgspec.structs.replace(prof.sweep, max_num_seqs=8))
     # 24,000 tokens: >= 15 s of engine work, so the 10 Hz power trace holds the output_lag gate's 100 samples
-    reqs = [Request(id=i, prompt=f"p{i}", input_tokens=2, output_tokens=40) for i in range(600)]
-    out = tmp_path / "run"
-    SweepRunner(prof, out, runtime=VllmRuntime(launcher=FAKE, metrics_period_s=0.05), requests=reqs,
-                allow_simulated=True).run()
+    out, _ = _lagging_fake(tmp_path, 600, 40, server="stream_interval = 16")
     store = RunStore(out)
     rec = store.load_records()[0]
     assert "--stream-interval 16" in store.log_path(rec.config_key).read_text().splitlines()[0]
