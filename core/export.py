@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .errors import InputError
 from .safe_io import os_problem, read_input
-from .store import MANIFEST_NAME, RECORD_SUFFIXES, atomic_write
+from .store import MANIFEST_NAME, atomic_write, is_record_file
 
 
 def _inside(path: Path, root: Path) -> Path | None:
@@ -45,7 +45,7 @@ def export_run(run_dir: Path, dest: Path, csv_text: str, formulas_text: str) -> 
     rec_dir = root / "records"
     if rec_dir.is_dir():
         for p in sorted(rec_dir.iterdir()):
-            if p.suffix in RECORD_SUFFIXES and not p.name.startswith("."):
+            if is_record_file(p):
                 sources.append((p, dest / "records" / p.name))
     sources.append((root / MANIFEST_NAME, dest / MANIFEST_NAME))
     for src, target in sources:

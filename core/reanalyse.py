@@ -17,7 +17,7 @@ from .measure.analysis import analyse
 from .measure.trace import Trace, decode_trace
 from .profile_method import SteadySpec
 from .records import Record
-from .store import RunStore, atomic_write, encode_record
+from .store import RunStore, atomic_write, encode_record, record_format
 
 TRACES_DIR = "traces"
 TRACE_SUFFIX = ".msgpack.gz"
@@ -132,5 +132,4 @@ def _write(store: RunStore, rec: Record, replace: bool) -> None:
     path = existing if existing is not None else store.record_path(rec.config_key)
     if existing is not None and not replace:
         raise InputError(str(existing), "", "a reanalysed record exists here already; choose another --out")
-    fmt = "msgpack" if path.suffix == ".msgpack" else "json"
-    atomic_write(path, encode_record(rec, fmt))
+    atomic_write(path, encode_record(rec, record_format(path) or "json"))

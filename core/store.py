@@ -3,7 +3,7 @@
 Layout of a run directory::
 
     run.json                 Manifest
-    records/<config_key>.json  (or .msgpack)  one Record per finished configuration
+    records/<config_key>.json  (or .msgpack, .msgpack.gz)  one Record per finished configuration
     logs/<config_key>.log    the runtime's log
     live.jsonl               event stream (core.events) for `mle-tui attach`
     .lock                    flock held by the process running the sweep (:meth:`RunStore.lock`)
@@ -17,6 +17,7 @@ reported and left out of reports.
 
 from __future__ import annotations
 
+import gzip
 import os
 import re
 import tempfile
@@ -30,7 +31,11 @@ from .errors import InputError
 from .records import SCHEMA_VERSION, Manifest, Record, RecordHead
 from .safe_io import read_input
 
-RECORD_SUFFIXES = (".json", ".msgpack")
+#: Record file endings and the format each holds. ``msgpack.gz``: a record of many requests
+#: (a B = 512 vLLM configuration, 8,192 requests: 1.9 MB as msgpack) gzipped to about a quarter,
+#: as the shipped run directories keep them.
+RECORD_FORMATS = {".json": "json", ".msgpack": "msgpack", ".msgpack.gz": "msgpack.gz"}
+RECORD_SUFFIXES = tuple(RECORD_FORMATS)
 MANIFEST_NAME = "run.json"
 LIVE_NAME = "live.jsonl"
 LIMITS_STATE_NAME = "power_limits.state"
@@ -127,9 +132,35 @@ def _split_msgspec_error(message: str) -> tuple[str, str]:
     return path or "(top level)", " ".join(m["msg"].replace("`", "").split())
 
 
+def record_format(path: Path | str) -> str | None:
+    """The format of a record file by its name's ending (:data:`RECORD_FORMATS`); None when
+    the name is not a record's (``*.skipped.json`` is a record: a skipped one)."""
+    name = Path(path).name
+    return next((fmt for suffix, fmt in sorted(RECORD_FORMATS.items(), key=lambda x: -len(x[0]))
+                 if name.endswith(suffix) and len(name) > len(suffix)), None)
+
+
+def record_stem(path: Path | str) -> str:
+    """A record file's name without its format's ending (``mns64-tp1-pl300.msgpack.gz`` ->
+    ``mns64-tp1-pl300``)."""
+    name = Path(path).name
+    fmt = record_format(name)
+    return name[: -len(next(s for s, f in RECORD_FORMATS.items() if f == fmt))] if fmt else Path(name).stem
+
+
+def is_record_file(path: Path) -> bool:
+    return record_format(path) is not None and not path.name.startswith(".")
+
+
 def decode_record(data: bytes, source: str, fmt: str = "json", type: type = Record) -> Record:  # noqa: A002
     """Decode record bytes (as ``type``: Record, or RecordHead to skip the heavy fields);
     InputError(source, field path, problem) when bad."""
+    if fmt == "msgpack.gz":
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as exc:
+            raise InputError(source, "(syntax)", f"not a gzipped record: {' '.join(str(exc).split())}") from None
+        fmt = "msgpack"
     try:
         if fmt == "msgpack":
             rec = msgspec.msgpack.decode(data, type=type)
@@ -154,17 +185,19 @@ def check_schema(version: int, source: str) -> None:
 
 
 def encode_record(record: Record, fmt: str = "json") -> bytes:
+    if fmt == "msgpack.gz":
+        # mtime 0: the same record gives the same bytes
+        return gzip.compress(_msgpack_encoder.encode(record), compresslevel=9, mtime=0)
     if fmt == "msgpack":
         return _msgpack_encoder.encode(record)
     return msgspec.json.format(_json_encoder.encode(record), indent=1) + b"\n"
 
 
 def load_record_file(path: Path, type: type = Record) -> Record:  # noqa: A002
-    """Decode one record (.json or .msgpack); InputError naming file, field and problem."""
+    """Decode one record (.json, .msgpack or .msgpack.gz); InputError naming file, field and problem."""
     p = Path(path)
     data = read_input(p, what="record file")
-    fmt = "msgpack" if p.suffix == ".msgpack" else "json"
-    return decode_record(data, str(p), fmt, type)
+    return decode_record(data, str(p), record_format(p) or "json", type)
 
 
 @dataclass
@@ -178,16 +211,16 @@ class RunScan:
 def _records_in(d: Path) -> list[Path]:
     if not d.is_dir():
         return []
-    return sorted(p for p in d.iterdir() if p.suffix in RECORD_SUFFIXES and not p.name.startswith("."))
+    return sorted(p for p in d.iterdir() if is_record_file(p))
 
 
 class RunStore:
-    """One run directory. ``fmt`` is the format new records are written in (``json`` or
-    ``msgpack``); records of either format are read."""
+    """One run directory. ``fmt`` is the format new records are written in (``json``,
+    ``msgpack`` or ``msgpack.gz``); records of every format are read."""
 
     def __init__(self, root: Path, fmt: str = "json") -> None:
-        if fmt not in ("json", "msgpack"):
-            raise InputError("", "record_format", f"unknown record format {fmt!r} (json or msgpack)")
+        if fmt not in RECORD_FORMATS.values():
+            raise InputError("", "record_format", f"unknown record format {fmt!r} (json, msgpack or msgpack.gz)")
         self.root = Path(root)
         self.fmt = fmt
         self.records_dir = self.root / "records"
@@ -302,7 +335,8 @@ class RunStore:
                 out.problems.append(f"{exc.line()} (not counted as done; a resume reruns it)")
                 out.corrupt.append(p)
                 continue
-            stem = p.stem[: -len(".skipped")] if p.stem.endswith(".skipped") else p.stem
+            stem = record_stem(p)
+            stem = stem[: -len(".skipped")] if stem.endswith(".skipped") else stem
             if rec.config_key != stem:
                 out.problems.append(f"{p}: config_key: {rec.config_key!r} does not match the file name; ignored")
                 out.foreign.append(p)

@@ -48,16 +48,43 @@ def test_atomic_write_failure_keeps_old_content(tmp_path: Path, monkeypatch: pyt
     assert [x.name for x in tmp_path.iterdir()] == ["f.json"]
 
 
-@pytest.mark.parametrize("fmt", ["json", "msgpack"])
+@pytest.mark.parametrize("fmt", ["json", "msgpack", "msgpack.gz"])
 def test_write_and_load_roundtrip(tmp_path: Path, fmt: str) -> None:
     st = RunStore(tmp_path, fmt)
     st.ensure()
     rec = _record()
     path = st.write_record(rec)
-    assert path.suffix == f".{fmt}"
+    assert path.name == f"{rec.config_key}.{fmt}"
     assert st.completed_keys() == {rec.config_key}
     assert load_record_file(path) == rec
     assert st.load_records() == [rec]
+    assert st.scan().problems == []  # the file name's key is read without the two-part ending
+
+
+def test_gzipped_record_is_smaller_and_a_broken_one_is_one_line(tmp_path: Path) -> None:
+    rec = _record()
+    rec.log_tail = ["vLLM log line"] * 2000  # repetitive, as a record's rows and log are
+    plain = store_mod.encode_record(rec, "msgpack")
+    packed = store_mod.encode_record(rec, "msgpack.gz")
+    assert len(packed) < len(plain) / 4
+    assert packed == store_mod.encode_record(rec, "msgpack.gz")  # same record, same bytes (no mtime)
+    st = RunStore(tmp_path, "msgpack.gz")
+    st.ensure()
+    path = st.write_record(rec)
+    path.write_bytes(path.read_bytes()[: len(packed) // 2])  # cut short
+    scan = st.scan()
+    assert scan.records == [] and scan.corrupt == [path]
+    assert scan.problems[0].startswith(f"{path}: (syntax): ") and "\n" not in scan.problems[0]
+    assert st.completed_keys() == set()
+
+
+def test_record_format_by_name() -> None:
+    assert store_mod.record_format("a/mns8-tp1-pl300.msgpack.gz") == "msgpack.gz"
+    assert store_mod.record_format("mns8-tp1-pl300.msgpack") == "msgpack"
+    assert store_mod.record_format("mns8-tp1-pl300.skipped.json") == "json"
+    assert store_mod.record_format("mns8-tp1-pl300.json.gz") is None
+    assert store_mod.record_format(".msgpack") is None
+    assert store_mod.record_stem("mns8-tp1-pl300.msgpack.gz") == "mns8-tp1-pl300"
 
 
 def test_write_record_refuses_to_overwrite(tmp_path: Path) -> None:

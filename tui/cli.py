@@ -256,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="no UI: progress, then the report (automatic when stdout is not a terminal)")
     r.add_argument("--simulate", action="store_true",
                    help="allow the simulated GPU when NVML shows none (results labelled simulated)")
-    r.add_argument("--format", choices=("json", "msgpack"), default="json", help="record format")
+    r.add_argument("--format", choices=("json", "msgpack", "msgpack.gz"), default="json", help="record format")
     r.add_argument("--ray", metavar="ADDRESS", help="spread the sweep over the GPU nodes of a Ray cluster "
                    "(auto: the cluster this host belongs to; needs mle-tui[ray]); one run directory here")
     r.add_argument("--gpus", metavar="I,J", help="GPU indices for this sweep (overrides gpu.indices); run a "

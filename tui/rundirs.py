@@ -10,14 +10,12 @@ import msgspec
 from ..core.errors import InputError
 from ..core.profile import Profile, decode_profile
 from ..core.records import Manifest, Record
-from ..core.store import RunStore
-
-RECORD_SUFFIXES = (".json", ".msgpack")
+from ..core.store import RunStore, is_record_file
 
 
 def is_run_dir(path: Path) -> bool:
     return (path / "run.json").is_file() or (path / "records").is_dir() and any(
-        p.suffix in RECORD_SUFFIXES for p in (path / "records").iterdir())
+        is_record_file(p) for p in (path / "records").iterdir())
 
 
 def find_run_dirs(roots: list[Path], depth: int = 3) -> list[Path]:
@@ -118,7 +116,7 @@ def record_files(run_dir: Path) -> list[Path]:
     d = Path(run_dir) / "records"
     if not d.is_dir():
         return []
-    return sorted(p for p in d.iterdir() if p.suffix in RECORD_SUFFIXES and p.is_file())
+    return sorted(p for p in d.iterdir() if is_record_file(p) and p.is_file())
 
 
 def export_run(run_dir: Path, dest: Path, csv_text: str, formulas_text: str) -> list[Path]:
