@@ -9,6 +9,12 @@ import msgspec
 from .records import Record
 
 
+#: A recommendation whose latency lies within this share of the target may miss the target on
+#: another GPU of the same model: two H200s measured the same vLLM configurations up to 4.8 %
+#: apart in TPOT (records/README.md, issue 11's grid against its adaptive run, 2026-11-30).
+TARGET_MARGIN_REL = 0.05
+
+
 class Point(msgspec.Struct, kw_only=True, frozen=True):
     key: str
     latency_s: float
@@ -23,6 +29,10 @@ class Recommendation(msgspec.Struct, kw_only=True):
     fastest: str | None                     # lowest-latency valid config
     savings_vs_fastest: float | None        # 1 - E_rec / E_fastest
     message: str                            # one line for humans ("nothing meets 50 ms", ...)
+    #: When the recommended configuration's latency lies within TARGET_MARGIN_REL of the
+    #: target: the lowest-energy configuration that meets the target with that margin to spare
+    #: (None: the recommendation has the margin itself, or nothing else has it).
+    with_margin: str | None = None
 
 
 def _order(p: Point) -> tuple[float, float, str]:
@@ -112,4 +122,15 @@ def recommend(records: list[Record], target_s: float | None, metric: str | None 
         msg += (f", saving {savings:.1%} vs fastest {fastest.key} ({fastest.energy_j:.4g} J/request, "
                 f"{fmt_duration(fastest.latency_s)})")
     return Recommendation(metric=metric, target_s=target_s, frontier=[p.key for p in front], recommended=rec.key,
-                          fastest=fastest.key, savings_vs_fastest=savings, message=msg)
+                          fastest=fastest.key, savings_vs_fastest=savings, message=msg,
+                          with_margin=_with_margin(points, rec, target_s))
+
+
+def _with_margin(points: list[Point], rec: Point, target_s: float | None) -> str | None:
+    if target_s is None:
+        return None
+    bound = target_s * (1.0 - TARGET_MARGIN_REL)
+    if rec.latency_s <= bound:
+        return None
+    spare = [p for p in points if p.latency_s <= bound]
+    return min(spare, key=lambda p: (p.energy_j, p.latency_s, p.key)).key if spare else None

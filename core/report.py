@@ -14,7 +14,7 @@ from collections.abc import Iterable
 import msgspec
 
 from .measure.accounting import carbon_per_1k_g, cost_per_1k_usd
-from .pareto import fmt_duration, recommend
+from .pareto import TARGET_MARGIN_REL, fmt_duration, recommend
 from .adaptive.account import SweepAccount, sweep_lines
 from .record_gpus import UNDER_USED_POWER_SHARE, UNDER_USED_UTIL_PCT, gpu_summary, under_used
 from .records import FORMULAS, Record
@@ -83,6 +83,9 @@ class Report(msgspec.Struct, kw_only=True):
     problems: list[str] = []
     #: How the sweep ran: strategy, GPU time, what the adaptive search pruned (issue 11).
     sweep: SweepAccount | None = None
+    #: The recommendation lies within pareto.TARGET_MARGIN_REL of the target: the lowest-energy
+    #: configuration with that margin to spare (None: not needed, or none has it).
+    with_margin: ReportRow | None = None
 
 
 def _finite(x: float | None) -> float | None:
@@ -174,6 +177,7 @@ def build_report(
         row.fastest = ok and row.key == rec.fastest
     rows.sort(key=lambda x: (x.latency_ms is None, x.latency_ms or 0.0, x.key))
     recommended = next((x for x in rows if x.recommended), None)
+    with_margin = next((x for x in rows if rec.with_margin is not None and x.key == rec.with_margin), None)
     return Report(
         frontier=[x for x in rows if x.frontier],
         recommended=recommended,
@@ -184,6 +188,7 @@ def build_report(
         message=rec.message,
         simulated=any(x.simulated for x in rows),
         problems=problems,
+        with_margin=with_margin,
     )
 
 
@@ -232,6 +237,8 @@ def _render_lines(report: Report, title: str | None) -> list[str]:
     lines.append("")
     lines.append(report.message[:1].upper() + report.message[1:])
     rec = report.recommended
+    if rec is not None and report.target_s is not None:
+        lines.extend(margin_lines(rec, report.with_margin, report.target_s, metric_name))
     fastest = next((r for r in report.rows if r.fastest), None)
     for tag, row in (("Recommended", rec), ("Fastest", fastest if fastest is not rec else None)):
         if row is None or row.cost_per_1k_requests_usd is None:
@@ -272,6 +279,22 @@ def _render_lines(report: Report, title: str | None) -> list[str]:
     if report.sweep is not None:
         lines.extend(sweep_lines(report.sweep))
     return lines
+
+
+def margin_lines(rec: ReportRow, alt: ReportRow | None, target_s: float, metric_name: str) -> list[str]:
+    """A line when the recommendation's latency lies within pareto.TARGET_MARGIN_REL of the
+    target (another GPU of the same model may miss it), naming the cheapest configuration with
+    that margin to spare and what it costs in energy."""
+    if rec.latency_ms is None or rec.latency_ms <= target_s * 1000.0 * (1.0 - TARGET_MARGIN_REL):
+        return []
+    pct = f"{TARGET_MARGIN_REL:.0%}"
+    head = (f"Its {metric_name} of {rec.latency_ms:.1f} ms is within {pct} of the target: another GPU of this "
+            "model may miss it")
+    if alt is None or not alt.energy_per_request_j or not rec.energy_per_request_j or alt.latency_ms is None:
+        return [head + f"; no configuration here meets the target with {pct} to spare."]
+    gap = alt.energy_per_request_j / rec.energy_per_request_j - 1.0
+    return [head + f"; with {pct} to spare: {alt.label}, {alt.energy_per_request_j:.4g} J/request "
+            f"({gap:+.1%}), {metric_name} {alt.latency_ms:.1f} ms."]
 
 
 # --------------------------------------------------------------------------- JSON / CSV

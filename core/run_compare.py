@@ -9,6 +9,7 @@ from __future__ import annotations
 import statistics
 
 from .adaptive.gputime import fmt_num, gpu_time_unit
+from .pareto import TARGET_MARGIN_REL
 from .report import Report, ReportRow
 
 
@@ -47,12 +48,19 @@ def compare_lines(base_name: str, base: Report, name: str, other: Report) -> lis
             if there is None:
                 seen = f"{base_name} did not measure it"
             elif not _meets(there, base.target_s):
-                seen = f"in {base_name} it missed the target ({there.latency_ms:.1f} ms)"
+                gap = there.energy_per_request_j / ra.energy_per_request_j - 1.0  # type: ignore[operator]
+                over = there.latency_ms / (base.target_s * 1000.0) - 1.0  # type: ignore[operator]
+                seen = (f"in {base_name} it missed the target by {over:.1%} ({there.latency_ms:.1f} ms) at "
+                        f"{there.energy_per_request_j:.4g} J/request, {_pct(gap)} from {ra.key}")
             else:
                 gap = there.energy_per_request_j / ra.energy_per_request_j - 1.0  # type: ignore[operator]
                 seen = f"in {base_name} it measured {there.energy_per_request_j:.4g} J/request, {_pct(gap)} from {ra.key}"
             lines.append(f"  different recommendation: {base_name} {ra.key} ({ra.energy_per_request_j:.4g} J/request), "
                          f"{name} {rb.key} ({rb.energy_per_request_j:.4g} J/request); {seen}")
+            for who, rep, theirs in ((name, other, ra.key), (base_name, base, rb.key)):
+                if rep.with_margin is not None and rep.with_margin.key == theirs:
+                    lines.append(f"  {who}'s pick lies within {TARGET_MARGIN_REL:.0%} of the target; its pick with "
+                                 f"that margin to spare is {theirs}, the other run's recommendation")
     ga = base.sweep.gpu_time if base.sweep is not None else None
     gb = other.sweep.gpu_time if other.sweep is not None else None
     if ga is not None and gb is not None and ga.spent_gpu_s > 0 and gb.spent_gpu_s > 0:

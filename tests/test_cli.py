@@ -101,7 +101,7 @@ def test_report_json_target_and_metric(run_dir):
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     assert set(data) == {"frontier", "recommended", "savings_vs_fastest", "target_s", "metric", "rows",
-                         "message", "simulated", "problems", "sweep"}
+                         "message", "simulated", "problems", "sweep", "with_margin"}
     assert data["recommended"]["key"] == "mns32-tp1-pl400"
     assert data["savings_vs_fastest"] == pytest.approx(0.6)
     assert data["target_s"] == pytest.approx(0.05) and data["metric"] == "tpot"

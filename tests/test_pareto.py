@@ -74,6 +74,17 @@ def test_recommend_under_target() -> None:
     assert "mid" in r.message and "40.0%" in r.message and "fast" in r.message
 
 
+def test_recommendation_at_the_target_names_the_cheapest_with_margin() -> None:
+    # mid (80 ms) lies within 5 % of an 82 ms target: the cheapest with 5 % to spare (<= 77.9 ms) is fast
+    r = recommend(RECS, 0.082)
+    assert (r.recommended, r.with_margin) == ("mid", "fast")
+    assert recommend(RECS, 0.100).with_margin is None  # 80 ms has 20 % to spare
+    assert recommend(RECS, 0.0845).with_margin is None  # 80 ms: 5.3 % to spare (the bound is inclusive of 5 %)
+    assert recommend(RECS, None).with_margin is None
+    # nothing else has the margin: None, the report says so
+    assert recommend([rec("only", 0.099, 5.0), rec("slower", 0.2, 1.0)], 0.100).with_margin is None
+
+
 def test_recommend_no_target_is_lowest_energy() -> None:
     r = recommend(RECS, None)
     assert r.recommended == "slow" and r.savings_vs_fastest == pytest.approx(0.55)

@@ -79,7 +79,7 @@ def test_json_has_exactly_the_documented_keys():
     report = build_report(sample_records(), target_s=0.05)
     data = json.loads(to_json(report))
     assert list(data) == ["frontier", "recommended", "savings_vs_fastest", "target_s", "metric",
-                          "rows", "message", "simulated", "problems", "sweep"]
+                          "rows", "message", "simulated", "problems", "sweep", "with_margin"]
     assert data["recommended"]["key"] == "mns32-tp1-pl400"
     assert data["target_s"] == 0.05 and data["simulated"] is True
     assert len(data["rows"]) == 8 and len(data["frontier"]) == 5
@@ -105,6 +105,22 @@ def test_text_table():
     assert "saving 60.0% vs fastest" in text
     assert "Recommended (B=32 400 W) per 1,000 requests: $0.0040, 13.3 gCO2e." in text  # 120 J x 1000 / 3.6e6 x $0.12
     assert "TDP estimate" in text
+
+
+def test_a_recommendation_at_the_target_says_so_and_names_one_with_margin():
+    recs = [llm_record(256, 400, tpot_s=0.0196, energy_j=6.72), llm_record(256, 450, tpot_s=0.0179, energy_j=6.77),
+            llm_record(128, 400, tpot_s=0.0119, energy_j=8.05)]
+    report = build_report(recs, target_s=0.020)
+    assert report.recommended.key == "mns256-tp1-pl400" and report.with_margin.key == "mns256-tp1-pl450"
+    text = render_text(report)
+    assert ("Its TPOT of 19.6 ms is within 5% of the target: another GPU of this model may miss it; with 5% to "
+            "spare: B=256 450 W, 6.77 J/request (+0.7%), TPOT 17.9 ms.") in text
+    assert json.loads(to_json(report))["with_margin"]["key"] == "mns256-tp1-pl450"
+    alone = build_report(recs[:1], target_s=0.020)
+    assert alone.with_margin is None
+    assert "no configuration here meets the target with 5% to spare." in render_text(alone)
+    roomy = build_report(recs, target_s=0.025)  # 19.6 ms has 21.6 % to spare: no line
+    assert roomy.with_margin is None and "within 5%" not in render_text(roomy)
 
 
 def test_cost_from_profile_when_record_has_no_accounting():

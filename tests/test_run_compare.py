@@ -41,10 +41,24 @@ def test_different_recommendations_say_what_the_others_pick_measured_here() -> N
     # the other run's pick missed the target here, or was never measured here
     missed = compare_lines("grid", _report([_row("a", 10.0, 15.0), _row("b", 9.0, 21.0)], "a"), "x",
                            _report([_row("b", 9.0, 19.0)], "b"))
-    assert missed[-1].endswith("in grid it missed the target (21.0 ms)")
+    assert missed[-1].endswith("in grid it missed the target by 5.0% (21.0 ms) at 9 J/request, −10.0% from a")
     unseen = compare_lines("grid", _report([_row("a", 10.0, 15.0)], "a"), "x", _report([_row("b", 9.0, 19.0)], "b"))
     assert unseen == ["  different recommendation: grid a (10 J/request), x b (9 J/request); grid did not measure it"]
 
+
+
+def test_a_pick_at_the_target_whose_margin_pick_is_the_others_recommendation_is_said() -> None:
+    # issue 11 on the H200: the adaptive run picked B = 256 at 400 W at 19.6 ms (20.2 ms in the grid);
+    # with 5 % to spare it names the grid's pick, 450 W
+    grid = _report([_row("pl400", 6.91, 20.2), _row("pl450", 6.93, 18.2)], "pl450")
+    adaptive = _report([_row("pl400", 6.72, 19.6), _row("pl450", 6.77, 17.9)], "pl400")
+    adaptive.with_margin = adaptive.rows[1]
+    lines = compare_lines("grid", grid, "adaptive", adaptive)
+    assert lines[1].endswith("in grid it missed the target by 1.0% (20.2 ms) at 6.91 J/request, −0.3% from pl450")
+    assert lines[2] == ("  adaptive's pick lies within 5% of the target; its pick with that margin to spare is pl450, "
+                        "the other run's recommendation")
+    adaptive.with_margin = None
+    assert len(compare_lines("grid", grid, "adaptive", adaptive)) == 2
 
 
 def test_shared_configurations_on_other_gpus_are_said() -> None:

@@ -215,7 +215,12 @@ def test_results_model_recommendation_follows_the_target(fake_run):
     assert "nothing" in m.recommendation_line().lower() or "no " in m.recommendation_line().lower()
     m.set_target(0.02)
     line = m.recommendation_line()
-    assert line.startswith("★ B=32 700 W") and "saves" in line
+    assert line.startswith("★ B=32 700 W") and "saves" in line and "at the target" not in line
+    at = m.set_target(m.recommended.latency_ms / 1e3 * 1.02).recommended  # 2 % to spare: the line names one with 5 %
+    alt = m.report.with_margin
+    assert at.key == "mns32-tp1-pl700" and alt is not None and alt.latency_ms <= at.latency_ms / 1.02 * 0.95
+    assert f"at the target (another GPU may miss it): {alt.label} keeps 5% spare at " in m.recommendation_line()
+    m.set_target(0.02)
     assert "gCO2e/1k req" in m.cost_line()
     pts, front, rec = m.scatter()
     assert len(pts) == 6 and rec in [(p[1], p[2]) for p in pts] and front == sorted(front)

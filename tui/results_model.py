@@ -4,6 +4,7 @@ Textual here; nothing is recomputed that the core already computes."""
 
 from __future__ import annotations
 
+from ..core.pareto import TARGET_MARGIN_REL
 from ..core.profile import DIFFUSION_TASKS
 from ..core.records import FORMULAS, Record
 from ..core.report import Report, ReportRow, build_report, to_csv
@@ -78,6 +79,11 @@ class ResultsModel:
             text += f" — saves {rep.savings_vs_fastest * 100:.1f}% vs fastest ({fast.label})"
         elif fast is not None and fast.key == row.key:
             text += " — also the fastest"
+        alt = rep.with_margin
+        if alt is not None and alt.energy_per_request_j and row.energy_per_request_j:
+            gap = alt.energy_per_request_j / row.energy_per_request_j - 1.0
+            text += (f" · at the target (another GPU may miss it): {alt.label} keeps "
+                     f"{TARGET_MARGIN_REL:.0%} spare at {gap:+.1%} energy")
         return text
 
     def cost_line(self) -> str:
