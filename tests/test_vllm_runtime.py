@@ -154,6 +154,18 @@ def test_server_death_mid_run(tmp_path: Path) -> None:
     assert any("dying" in line for line in exc.value.args[1])
 
 
+def test_a_server_whose_exit_shows_late_is_still_a_failure(tmp_path: Path) -> None:
+    """Its streams fail at once but its exit status shows 4 s later (a starved host reaping it
+    slowly, here a shell that waits): the runtime asks /health, hears nothing, and waits for the
+    exit instead of a fixed few seconds (it used to wait 3 s, and the record came out of the
+    half-run trace as ``invalid``)."""
+    late = ["sh", "-c", f'"{FAKE[0]}" "{FAKE[1]}" "$@"; c=$?; sleep 4; exit $c', "sh"]
+    with pytest.raises(RunFailure) as exc:
+        VllmRuntime(launcher=late).run(_ctx(tmp_path, _profile({"FAKE_MODE": "die_after_s=0.3", "FAKE_STEP_S": "0.05",
+                                                                 "FAKE_STARTUP_S": "0"})))
+    assert exc.value.args[0] == "vLLM server exited with code 1 during the run"
+
+
 def test_cancel_stops_within_a_second(tmp_path: Path) -> None:
     cancel = threading.Event()
     when: list[float] = []

@@ -5,11 +5,11 @@ port with a random API key. The key is passed by environment (``VLLM_API_KEY``),
 command line, and masked (``***``) in every log line forwarded or written. Its log goes to
 ``ctx.log_path`` (headed by the server's command line) and, line by line, to ``ctx.on_log``.
 Readiness is ``/health``; the load, the ``/metrics`` poll and the watchdog hook are
-:mod:`.vllm_client`'s. A server that exits, does not become
-ready in ``server.startup_timeout_s`` or stops logging for ``server.stall_timeout_s`` while
-requests are outstanding raises :class:`RunFailure` with the last log lines. The process group
-is killed (SIGTERM, 5 s, SIGKILL) whenever the configuration ends, and within 0.2 s of
-``ctx.cancel`` being set.
+:mod:`.vllm_client`'s. A server that exits (waited for after the load unless it answers
+``/health``), does not become ready in ``server.startup_timeout_s`` or stops logging for
+``server.stall_timeout_s`` while requests are outstanding raises :class:`RunFailure` with the
+last log lines. The process group is killed (SIGTERM, 5 s, SIGKILL) whenever the configuration
+ends, and within 0.2 s of ``ctx.cancel`` being set.
 """
 
 from __future__ import annotations
@@ -352,13 +352,18 @@ class VllmRuntime:
                     f"{w.outstanding} requests outstanding (server.stall_timeout_s)", log.lines())
 
         async def after_load(load: LoadResult) -> None:
-            if any(not r.ok for r in load.rows):
-                # A dying server fails its streams before its exit status is visible.
-                deadline = time.monotonic() + 3.0
-                while proc.poll() is None and time.monotonic() < deadline:
+            # A killed server may fail its streams, or have sent every response, before its exit is
+            # visible (seconds later on a loaded box): one that does not answer /health is waited for.
+            deadline = time.monotonic() + stall_s
+            async with httpx.AsyncClient(base_url=settings.base_url, timeout=2.0) as client:
+                while proc.poll() is None and time.monotonic() < deadline and not ctx.cancel.is_set():
+                    try:
+                        if (await client.get("/health")).status_code == 200:
+                            break
+                    except httpx.HTTPError:
+                        pass
                     await asyncio.sleep(0.05)
-            code = proc.poll()
-            if code is not None:
+            if (code := proc.poll()) is not None:
                 raise RunFailure(self._exit_reason(code, "during the run"), log.lines())
 
         load, server_tokens, poller = await drive(
