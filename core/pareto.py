@@ -39,6 +39,16 @@ def _order(p: Point) -> tuple[float, float, str]:
     return (p.latency_s, p.energy_j, p.key)
 
 
+def _cheapest(points: list[Point]) -> Point:
+    """Lowest energy; ties: lower latency, then key."""
+    return min(points, key=lambda p: (p.energy_j, p.latency_s, p.key))
+
+
+def near_target(latency_s: float, target_s: float) -> bool:
+    """Whether a latency meeting ``target_s`` lies within :data:`TARGET_MARGIN_REL` of it."""
+    return latency_s > target_s * (1.0 - TARGET_MARGIN_REL)
+
+
 def frontier(points: list[Point]) -> list[Point]:
     """Points not dominated (another point strictly better in one and no worse in the other).
     Sorted by latency then energy then key; deterministic on ties (equal points: both kept).
@@ -111,7 +121,7 @@ def recommend(records: list[Record], target_s: float | None, metric: str | None 
             message=(f"nothing meets {name} <= {fmt_duration(target_s)}; best {name} is "  # type: ignore[arg-type]
                      f"{fmt_duration(fastest.latency_s)} ({fastest.key})"),
         )
-    rec = min(meets, key=lambda p: (p.energy_j, p.latency_s, p.key))
+    rec = _cheapest(meets)
     savings = 1.0 - rec.energy_j / fastest.energy_j if fastest.energy_j > 0 else None
     under = "no latency target" if target_s is None else f"{name} <= {fmt_duration(target_s)}"
     msg = (f"recommended {rec.key} ({under}): {rec.energy_j:.4g} J/request at {name} "
@@ -127,10 +137,7 @@ def recommend(records: list[Record], target_s: float | None, metric: str | None 
 
 
 def _with_margin(points: list[Point], rec: Point, target_s: float | None) -> str | None:
-    if target_s is None:
+    if target_s is None or not near_target(rec.latency_s, target_s):
         return None
-    bound = target_s * (1.0 - TARGET_MARGIN_REL)
-    if rec.latency_s <= bound:
-        return None
-    spare = [p for p in points if p.latency_s <= bound]
-    return min(spare, key=lambda p: (p.energy_j, p.latency_s, p.key)).key if spare else None
+    spare = [p for p in points if not near_target(p.latency_s, target_s)]
+    return _cheapest(spare).key if spare else None

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 import msgspec
 
 from .measure.accounting import carbon_per_1k_g, cost_per_1k_usd
-from .pareto import TARGET_MARGIN_REL, fmt_duration, recommend
+from .pareto import TARGET_MARGIN_REL, fmt_duration, near_target, recommend
 from .adaptive.account import SweepAccount, sweep_lines
 from .record_gpus import UNDER_USED_POWER_SHARE, UNDER_USED_UTIL_PCT, gpu_summary, under_used
 from .records import FORMULAS, Record
@@ -285,7 +285,7 @@ def margin_lines(rec: ReportRow, alt: ReportRow | None, target_s: float, metric_
     """A line when the recommendation's latency lies within pareto.TARGET_MARGIN_REL of the
     target (another GPU of the same model may miss it), naming the cheapest configuration with
     that margin to spare and what it costs in energy."""
-    if rec.latency_ms is None or rec.latency_ms <= target_s * 1000.0 * (1.0 - TARGET_MARGIN_REL):
+    if rec.latency_ms is None or not near_target(rec.latency_ms / 1000.0, target_s):
         return []
     pct = f"{TARGET_MARGIN_REL:.0%}"
     head = (f"Its {metric_name} of {rec.latency_ms:.1f} ms is within {pct} of the target: another GPU of this "

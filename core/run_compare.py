@@ -47,14 +47,14 @@ def compare_lines(base_name: str, base: Report, name: str, other: Report) -> lis
             there = a.get(rb.key)
             if there is None:
                 seen = f"{base_name} did not measure it"
-            elif not _meets(there, base.target_s):
-                gap = there.energy_per_request_j / ra.energy_per_request_j - 1.0  # type: ignore[operator]
-                over = there.latency_ms / (base.target_s * 1000.0) - 1.0  # type: ignore[operator]
-                seen = (f"in {base_name} it missed the target by {over:.1%} ({there.latency_ms:.1f} ms) at "
-                        f"{there.energy_per_request_j:.4g} J/request, {_pct(gap)} from {ra.key}")
             else:
                 gap = there.energy_per_request_j / ra.energy_per_request_j - 1.0  # type: ignore[operator]
-                seen = f"in {base_name} it measured {there.energy_per_request_j:.4g} J/request, {_pct(gap)} from {ra.key}"
+                measured = f"{there.energy_per_request_j:.4g} J/request, {_pct(gap)} from {ra.key}"
+                if _meets(there, base.target_s):
+                    seen = f"in {base_name} it measured {measured}"
+                else:
+                    over = there.latency_ms / (base.target_s * 1000.0) - 1.0  # type: ignore[operator]
+                    seen = f"in {base_name} it missed the target by {over:.1%} ({there.latency_ms:.1f} ms) at {measured}"
             lines.append(f"  different recommendation: {base_name} {ra.key} ({ra.energy_per_request_j:.4g} J/request), "
                          f"{name} {rb.key} ({rb.energy_per_request_j:.4g} J/request); {seen}")
             for who, rep, theirs in ((name, other, ra.key), (base_name, base, rb.key)):

@@ -132,20 +132,27 @@ def _split_msgspec_error(message: str) -> tuple[str, str]:
     return path or "(top level)", " ".join(m["msg"].replace("`", "").split())
 
 
+#: The endings longest first, so that ``.msgpack.gz`` is not read as some other ``.gz``.
+_SUFFIXES_LONGEST_FIRST = sorted(RECORD_FORMATS, key=len, reverse=True)
+
+
+def _record_suffix(name: str) -> str | None:
+    return next((s for s in _SUFFIXES_LONGEST_FIRST if name.endswith(s) and len(name) > len(s)), None)
+
+
 def record_format(path: Path | str) -> str | None:
     """The format of a record file by its name's ending (:data:`RECORD_FORMATS`); None when
     the name is not a record's (``*.skipped.json`` is a record: a skipped one)."""
-    name = Path(path).name
-    return next((fmt for suffix, fmt in sorted(RECORD_FORMATS.items(), key=lambda x: -len(x[0]))
-                 if name.endswith(suffix) and len(name) > len(suffix)), None)
+    suffix = _record_suffix(Path(path).name)
+    return None if suffix is None else RECORD_FORMATS[suffix]
 
 
 def record_stem(path: Path | str) -> str:
     """A record file's name without its format's ending (``mns64-tp1-pl300.msgpack.gz`` ->
     ``mns64-tp1-pl300``)."""
     name = Path(path).name
-    fmt = record_format(name)
-    return name[: -len(next(s for s, f in RECORD_FORMATS.items() if f == fmt))] if fmt else Path(name).stem
+    suffix = _record_suffix(name)
+    return name[: -len(suffix)] if suffix else Path(name).stem
 
 
 def is_record_file(path: Path) -> bool:
